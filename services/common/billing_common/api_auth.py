@@ -1,0 +1,30 @@
+"""FastAPI side of auth: `Depends(requires("tax:calculate"))` gives the caller's Principal."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from billing_common.auth import AuthError, Principal, TokenService
+
+_bearer = HTTPBearer(auto_error=False, description="JWT from `make token`")
+
+
+async def current_principal(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise AuthError("send a bearer token: Authorization: Bearer <jwt>")
+    tokens: TokenService = request.app.state.ctx.tokens
+    return tokens.verify(credentials.credentials)
+
+
+def requires(scope: str) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(principal: Principal = Depends(current_principal)) -> Principal:
+        principal.require(scope)
+        return principal
+
+    dependency.__name__ = f"requires_{scope.replace(':', '_')}"
+    return dependency

@@ -1,0 +1,134 @@
+"""One data schema per billing event type: the contract between producers and consumers.
+
+Services import these (the shared kernel), never each other. Amounts are Decimal, which
+pydantic writes as decimal strings on the wire. A breaking change means a new `.vN` type.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from billing_common.events import register_event_type
+
+TAX_CALCULATED = "billing.tax.calculated.v1"
+DISCOUNT_APPLIED = "billing.discount.applied.v1"
+INVOICE_CREATED = "billing.invoice.created.v1"
+INVOICE_FINALIZED = "billing.invoice.finalized.v1"
+INVOICE_PAID = "billing.invoice.paid.v1"
+INVOICE_VOIDED = "billing.invoice.voided.v1"
+PAYMENT_RECEIVED = "billing.payment.received.v1"
+PAYMENT_FAILED = "billing.payment.failed.v1"
+PAYMENT_REFUNDED = "billing.payment.refunded.v1"
+
+
+class _EventData(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class TaxCalculated(_EventData):
+    calculation_id: str
+    currency: str
+    price_mode: str
+    total_net: Decimal
+    total_tax: Decimal
+    total_gross: Decimal
+    line_count: int
+    customer_id: str | None = None
+    reference: str | None = None
+
+
+class AppliedDiscountData(_EventData):
+    kind: str
+    name: str
+    amount: Decimal
+    code: str | None = None
+
+
+class DiscountApplied(_EventData):
+    redemption_id: str
+    customer_id: str
+    currency: str
+    amount_before: Decimal
+    total_discount: Decimal
+    applied: list[AppliedDiscountData]
+    reference: str | None = None
+
+
+class InvoiceCreated(_EventData):
+    invoice_id: str
+    customer_id: str
+    currency: str
+    total: Decimal
+    amount_due: Decimal
+    status: str
+
+
+class InvoiceFinalized(_EventData):
+    invoice_id: str
+    number: str
+    customer_id: str
+    currency: str
+    total: Decimal
+    amount_due: Decimal
+    due_date: str | None = None
+
+
+class InvoicePaid(_EventData):
+    invoice_id: str
+    number: str | None
+    currency: str
+    total: Decimal
+    amount_paid: Decimal
+    paid_at: datetime
+
+
+class InvoiceVoided(_EventData):
+    invoice_id: str
+    number: str | None
+    reason: str | None = None
+
+
+class PaymentReceived(_EventData):
+    payment_id: str
+    invoice_id: str
+    currency: str
+    amount: Decimal
+    gateway: str
+    gateway_reference: str | None = None
+
+
+class PaymentFailed(_EventData):
+    payment_id: str
+    invoice_id: str
+    currency: str
+    amount: Decimal
+    gateway: str
+    failure_code: str
+    failure_message: str | None = None
+
+
+class PaymentRefunded(_EventData):
+    payment_id: str
+    refund_id: str
+    invoice_id: str
+    currency: str
+    amount: Decimal
+    gateway: str
+
+
+_SCHEMAS: dict[str, type[BaseModel]] = {
+    TAX_CALCULATED: TaxCalculated,
+    DISCOUNT_APPLIED: DiscountApplied,
+    INVOICE_CREATED: InvoiceCreated,
+    INVOICE_FINALIZED: InvoiceFinalized,
+    INVOICE_PAID: InvoicePaid,
+    INVOICE_VOIDED: InvoiceVoided,
+    PAYMENT_RECEIVED: PaymentReceived,
+    PAYMENT_FAILED: PaymentFailed,
+    PAYMENT_REFUNDED: PaymentRefunded,
+}
+for _type, _schema in _SCHEMAS.items():
+    register_event_type(_type, _schema)

@@ -1,0 +1,99 @@
+"""CloudEvents 1.0 envelope and the registry of billing event types.
+
+Every event type has exactly one data schema (see `event_schemas`). Producers build envelopes
+with `new_event`; consumers get the envelope back with its data validated against the schema.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from billing_common.tracing import current_traceparent
+
+SPEC_VERSION = "1.0"
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 structured-mode envelope (JSON format)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    specversion: str = SPEC_VERSION
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    subject: str | None = None
+    datacontenttype: str = "application/json"
+    data: dict[str, Any] = Field(default_factory=dict)
+    # W3C trace context extension (CloudEvents distributed-tracing extension).
+    traceparent: str | None = None
+    # Tenant the event belongs to: consumers never apply an event to another tenant's data.
+    tenant: str | None = None
+
+    @field_validator("specversion")
+    @classmethod
+    def _only_1_0(cls, value: str) -> str:
+        if value != SPEC_VERSION:
+            raise ValueError(f"unsupported CloudEvents specversion {value!r}")
+        return value
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CloudEvent:
+        return cls.model_validate_json(raw)
+
+    def data_as(self, schema: builtins.type[SchemaT]) -> SchemaT:
+        return schema.model_validate(self.data)
+
+
+_SCHEMAS: dict[str, type[BaseModel]] = {}
+
+
+def register_event_type(event_type: str, schema: type[BaseModel]) -> None:
+    existing = _SCHEMAS.get(event_type)
+    if existing is not None and existing is not schema:
+        raise ValueError(f"event type {event_type} already has a schema")
+    _SCHEMAS[event_type] = schema
+
+
+def schema_for(event_type: str) -> type[BaseModel]:
+    try:
+        return _SCHEMAS[event_type]
+    except KeyError:
+        raise LookupError(f"no schema registered for event type {event_type}") from None
+
+
+def registered_event_types() -> list[str]:
+    return sorted(_SCHEMAS)
+
+
+def new_event(
+    *,
+    source: str,
+    event_type: str,
+    data: BaseModel,
+    subject: str | None = None,
+    tenant: str | None = None,
+) -> CloudEvent:
+    """Build an envelope, validating `data` against the type's registered schema."""
+    schema = schema_for(event_type)
+    if not isinstance(data, schema):
+        raise TypeError(f"{event_type} carries {schema.__name__}, not {type(data).__name__}")
+    return CloudEvent(
+        source=source,
+        type=event_type,
+        subject=subject,
+        data=data.model_dump(mode="json"),
+        traceparent=current_traceparent(),
+        tenant=tenant,
+    )

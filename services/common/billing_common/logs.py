@@ -1,0 +1,63 @@
+"""Loguru set-up: one line per request and per event, each carrying the trace id.
+
+JSON lines (`LOG_JSON=true`, the default in containers) for machines; a compact text format
+for people at a terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from loguru import logger
+
+from billing_common.tracing import current_request_id, current_trace_id
+
+_configured = False
+
+
+def _add_context(record: Any) -> None:
+    extra = record["extra"]
+    extra.setdefault("trace_id", current_trace_id() or "-")
+    extra.setdefault("request_id", current_request_id() or "-")
+    extra.setdefault("service", "-")
+
+
+class _InterceptHandler(logging.Handler):
+    """Route stdlib logging (uvicorn, sqlalchemy, aio-pika) into loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
+
+
+def configure_logging(*, json: bool, level: str = "INFO") -> None:
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    logger.remove()
+    logger.configure(patcher=_add_context)
+    if json:
+        logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
+    else:
+        logger.add(
+            sys.stderr,
+            level=level,
+            format=(
+                "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+                "<cyan>{extra[service]}</cyan> <dim>{extra[trace_id]}</dim> {message}"
+            ),
+            backtrace=False,
+            diagnose=False,
+        )
+    logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+    # uvicorn's own access log would be a second line per request.
+    for name in ("uvicorn.access",):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = False
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,184 @@
+"""Money: an exact Decimal amount in an ISO 4217 currency.
+
+Floats never enter: constructors accept Decimal, int or decimal strings only, and every
+rounding names its mode. Arithmetic refuses to mix currencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Final
+
+# ISO 4217 minor units for the currencies the platform accepts. A currency not listed here
+# is rejected rather than guessed at: a wrong exponent silently mis-bills every invoice.
+MINOR_UNITS: Final[dict[str, int]] = {
+    "AED": 2, "ARS": 2, "AUD": 2, "BGN": 2, "BHD": 3, "BRL": 2, "CAD": 2, "CHF": 2,
+    "CLP": 0, "CNY": 2, "COP": 2, "CZK": 2, "DKK": 2, "EGP": 2, "EUR": 2, "GBP": 2,
+    "HKD": 2, "HUF": 2, "IDR": 2, "ILS": 2, "INR": 2, "ISK": 0, "JOD": 3, "JPY": 0,
+    "KRW": 0, "KWD": 3, "MAD": 2, "MXN": 2, "MYR": 2, "NGN": 2, "NOK": 2, "NZD": 2,
+    "OMR": 3, "PEN": 2, "PHP": 2, "PKR": 2, "PLN": 2, "QAR": 2, "RON": 2, "RSD": 2,
+    "SAR": 2, "SEK": 2, "SGD": 2, "THB": 2, "TND": 3, "TRY": 2, "TWD": 2, "UAH": 2,
+    "USD": 2, "VND": 0, "ZAR": 2,
+}  # fmt: skip
+
+# Upper bound on any single amount: large enough for any real invoice, small enough that a
+# typo or an attack cannot create numbers the database column cannot hold.
+MAX_AMOUNT: Final = Decimal("1000000000000")
+
+
+class MoneyError(ValueError):
+    """An amount or currency that cannot be billed."""
+
+
+class UnknownCurrency(MoneyError):
+    def __init__(self, code: str) -> None:
+        super().__init__(f"unknown currency {code!r}: use an ISO 4217 code such as EUR or USD")
+        self.code = code
+
+
+class CurrencyMismatch(MoneyError):
+    def __init__(self, left: str, right: str) -> None:
+        super().__init__(f"cannot combine amounts in {left} and {right}")
+
+
+def check_currency(code: str) -> str:
+    """Return the normalised ISO 4217 code, or raise UnknownCurrency."""
+    normalised = code.strip().upper() if isinstance(code, str) else ""
+    if normalised not in MINOR_UNITS:
+        raise UnknownCurrency(str(code))
+    return normalised
+
+
+def minor_unit(currency: str) -> int:
+    return MINOR_UNITS[check_currency(currency)]
+
+
+def quantum(currency: str) -> Decimal:
+    """The smallest amount of the currency: Decimal('0.01') for EUR, Decimal('1') for JPY."""
+    return Decimal(1).scaleb(-minor_unit(currency))
+
+
+def to_decimal(value: Decimal | int | str) -> Decimal:
+    """Parse an amount exactly. Floats are refused: 0.1 as a float is not 0.1."""
+    if isinstance(value, bool | float):
+        raise MoneyError("amounts must be decimal strings or integers, never floats")
+    try:
+        result = value if isinstance(value, Decimal) else Decimal(value)
+    except (InvalidOperation, TypeError, ValueError) as exc:
+        raise MoneyError(f"not a decimal amount: {value!r}") from exc
+    if not result.is_finite():
+        raise MoneyError(f"not a finite amount: {value!r}")
+    if abs(result) > MAX_AMOUNT:
+        raise MoneyError(f"amount {value} exceeds the maximum of {MAX_AMOUNT}")
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An exact amount in one currency. Unrounded values are allowed in between steps;
+    `rounded()` fixes the amount to the currency's minor unit."""
+
+    amount: Decimal
+    currency: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "amount", to_decimal(self.amount))
+        object.__setattr__(self, "currency", check_currency(self.currency))
+
+    @classmethod
+    def of(cls, amount: Decimal | int | str, currency: str) -> Money:
+        return cls(to_decimal(amount), currency)
+
+    @classmethod
+    def zero(cls, currency: str) -> Money:
+        return cls(Decimal(0), currency)
+
+    def _same_currency(self, other: Money) -> None:
+        if not isinstance(other, Money):
+            raise TypeError(f"expected Money, got {type(other).__name__}")
+        if other.currency != self.currency:
+            raise CurrencyMismatch(self.currency, other.currency)
+
+    def __add__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount + other.amount, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount - other.amount, self.currency)
+
+    def __mul__(self, factor: Decimal | int) -> Money:
+        if isinstance(factor, float | bool):
+            raise MoneyError("multiply money by Decimal or int, never float")
+        return Money(self.amount * factor, self.currency)
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Money:
+        return Money(-self.amount, self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        self._same_currency(other)
+        return self.amount < other.amount
+
+    def __le__(self, other: Money) -> bool:
+        self._same_currency(other)
+        return self.amount <= other.amount
+
+    def __gt__(self, other: Money) -> bool:
+        self._same_currency(other)
+        return self.amount > other.amount
+
+    def __ge__(self, other: Money) -> bool:
+        self._same_currency(other)
+        return self.amount >= other.amount
+
+    def min(self, other: Money) -> Money:
+        return self if self <= other else other
+
+    def max(self, other: Money) -> Money:
+        return self if self >= other else other
+
+    @property
+    def is_zero(self) -> bool:
+        return self.amount == 0
+
+    @property
+    def is_negative(self) -> bool:
+        return self.amount < 0
+
+    def rounded(self, rounding: str = ROUND_HALF_UP) -> Money:
+        """Round to the currency's minor unit with an explicit mode (default ROUND_HALF_UP)."""
+        return Money(self.amount.quantize(quantum(self.currency), rounding=rounding), self.currency)
+
+    def allocate(self, weights: list[Decimal]) -> list[Money]:
+        """Split a rounded amount over weights so the parts add up to the whole exactly.
+
+        The remainder left by rounding each share down goes, one minor unit at a time, to the
+        parts with the largest fractional remainders (largest remainder method)."""
+        whole = self.rounded()
+        total_weight = sum(weights, Decimal(0))
+        if not weights or total_weight <= 0:
+            raise MoneyError("allocation needs positive weights")
+        step = quantum(self.currency)
+        raw = [whole.amount * w / total_weight for w in weights]
+        floors = [r.quantize(step, rounding="ROUND_DOWN") for r in raw]
+        leftover = int((whole.amount - sum(floors, Decimal(0))) / step)
+        order = sorted(range(len(raw)), key=lambda i: raw[i] - floors[i], reverse=True)
+        for i in order[: abs(leftover)]:
+            floors[i] += step if leftover > 0 else -step
+        return [Money(f, self.currency) for f in floors]
+
+    def to_wire(self) -> dict[str, str]:
+        """Decimal string on the wire, never a JSON number."""
+        return {"amount": format_amount(self.amount), "currency": self.currency}
+
+    def __str__(self) -> str:
+        return f"{format_amount(self.amount)} {self.currency}"
+
+
+def format_amount(amount: Decimal) -> str:
+    """A plain decimal string without exponent: Decimal('1E+2') -> '100'."""
+    text = format(amount, "f")
+    return "0" if text in ("-0", "") else text

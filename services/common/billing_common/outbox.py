@@ -1,0 +1,240 @@
+"""Transactional outbox, inbox and the unit of work that writes them.
+
+An event is written to `outbox` in the same transaction as the change it reports; the relay
+publishes it afterwards and marks it sent. A consumer records each processed event id in `inbox`
+in the same transaction as the event's effect, so a redelivered event has no second effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+from loguru import logger
+from sqlalchemy import DateTime, Text, func, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel import Column, Field, SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing_common.events import CloudEvent
+from billing_common.ports import EventBus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OutboxMessage(SQLModel, table=True):
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(unique=True, max_length=64)
+    aggregate: str = Field(max_length=128, index=True)
+    event_type: str = Field(max_length=128)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    published_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True)
+    )
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+
+
+class InboxRecord(SQLModel, table=True):
+    __tablename__ = "inbox"
+
+    consumer: str = Field(primary_key=True, max_length=64)
+    event_id: str = Field(primary_key=True, max_length=64)
+    event_type: str = Field(max_length=128)
+    processed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows in insertion order, promptly after each commit (notify)
+    and on a slow poll as a safety net. On a publish failure it stops the batch, so events of
+    one aggregate never overtake each other, and retries with back-off."""
+
+    # Any constant works; it names the relay's PostgreSQL advisory lock so that replicas of a
+    # service never publish the same rows concurrently (which could reorder them).
+    ADVISORY_LOCK_KEY = 7_316_202_611
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: EventBus,
+        *,
+        poll_seconds: float = 1.0,
+        batch_size: int = 100,
+        max_backoff_seconds: float = 5.0,
+    ) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        self._bus = bus
+        self._poll_seconds = poll_seconds
+        self._batch_size = batch_size
+        self._max_backoff = max_backoff_seconds
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.healthy = True
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+            self._wake.clear()
+            try:
+                while await self.publish_pending() == self._batch_size:
+                    pass
+                backoff = 0.05
+                self.healthy = True
+            except Exception as exc:  # noqa: BLE001 - the relay must outlive any failure
+                self.healthy = False
+                logger.warning("outbox relay paused: {}", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                self._wake.set()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch; return how many rows were published. Raises on bus failure
+        after recording the error on the row that failed."""
+        async with self._lock, self._sessions() as session, session.begin():
+            if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+                got = await session.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"),
+                    {"key": self.ADVISORY_LOCK_KEY},
+                )
+                if not got.scalar():
+                    return 0
+            rows = (
+                await session.exec(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.published_at.is_(None))  # type: ignore[union-attr]
+                    .order_by(OutboxMessage.id)  # type: ignore[arg-type]
+                    .limit(self._batch_size)
+                )
+            ).all()
+            published = 0
+            for row in rows:
+                try:
+                    await self._bus.publish(CloudEvent.from_json(row.payload))
+                except Exception as exc:
+                    await self._mark_failed(row.id, str(exc))
+                    if published:
+                        await session.commit()
+                    raise
+                row.published_at = utcnow()
+                row.attempts += 1
+                session.add(row)
+                published += 1
+            return published
+
+    async def _mark_failed(self, row_id: int | None, error: str) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == row_id)  # type: ignore[arg-type]
+                .values(attempts=OutboxMessage.attempts + 1, last_error=error[:500])
+            )
+
+    async def pending_count(self) -> int:
+        async with self._sessions() as session:
+            result = await session.exec(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.published_at.is_(None))  # type: ignore[union-attr]
+            )
+            return int(result.one())
+
+
+class SqlUnitOfWork:
+    """One database transaction. Events emitted inside it land in the outbox atomically with
+    the change; the relay is woken after commit. Services subclass it to add repositories
+    (built in `_open`)."""
+
+    session: AsyncSession
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay | None = None
+    ) -> None:
+        self._sessions = sessions
+        self._relay = relay
+        self._emitted = False
+
+    async def __aenter__(self) -> Self:
+        self.session = self._sessions()
+        self._emitted = False
+        self._open()
+        return self
+
+    def _open(self) -> None:
+        """Create repositories on `self.session`."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.session.rollback()
+        await self.session.close()
+
+    def emit(self, event: CloudEvent, *, aggregate: str) -> None:
+        self.session.add(
+            OutboxMessage(
+                event_id=event.id,
+                aggregate=aggregate,
+                event_type=event.type,
+                payload=event.to_json().decode(),
+                created_at=utcnow(),
+            )
+        )
+        self._emitted = True
+
+    async def claim_event(self, consumer: str, event: CloudEvent) -> bool:
+        """Record `event` as processed by `consumer` in this transaction.
+
+        Returns False if it was processed before: the caller then does nothing. If two
+        deliveries race, the primary key makes the second commit fail, and its redelivery
+        finds the record."""
+        seen = await self.session.get(InboxRecord, (consumer, event.id))
+        if seen is not None:
+            return False
+        self.session.add(
+            InboxRecord(
+                consumer=consumer, event_id=event.id, event_type=event.type, processed_at=utcnow()
+            )
+        )
+        return True
+
+    async def commit(self) -> None:
+        await self.session.commit()
+        if self._emitted and self._relay is not None:
+            self._relay.notify()
+        self._emitted = False
+
+    async def rollback(self) -> None:
+        await self.session.rollback()
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    return isinstance(exc, IntegrityError)

@@ -1,0 +1,187 @@
+"""RFC 9457 problem details: every error leaves a service as application/problem+json."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from loguru import logger
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from billing_common.auth import AuthError, ScopeError
+from billing_common.money import MoneyError
+from billing_common.ports import PeerUnavailable
+from billing_common.tracing import current_trace_id
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower().removesuffix("-error")
+
+
+class Problem(Exception):
+    """Raise from an endpoint to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        problem_type: str | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.problem_type = problem_type or _slug(title.replace(" ", ""))
+        self.extensions = extensions
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    problem_type: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": problem_type if problem_type == "about:blank" else f"/problems/{problem_type}",
+        "title": title,
+        "status": status,
+        "instance": request.url.path,
+    }
+    if detail:
+        body["detail"] = detail
+    trace_id = current_trace_id()
+    if trace_id:
+        body["trace_id"] = trace_id
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+
+
+def install_problem_handlers(app: FastAPI, domain_errors: dict[type[Exception], int]) -> None:
+    """Map framework errors and the service's own domain exceptions to problem responses.
+    `domain_errors` maps an exception class to its HTTP status; its class name names the type."""
+
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Problem)
+        return problem_response(
+            request,
+            exc.status,
+            exc.title,
+            exc.detail,
+            problem_type=exc.problem_type,
+            **exc.extensions,
+        )
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = _validation_errors(exc)
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem_response(
+                request,
+                400,
+                "Malformed JSON",
+                "the request body is not valid JSON",
+                problem_type="malformed-json",
+                errors=errors,
+            )
+        return problem_response(
+            request,
+            422,
+            "Validation failed",
+            "the request does not match the schema",
+            problem_type="validation",
+            errors=errors,
+        )
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem_response(
+            request, exc.status_code, str(exc.detail), headers=dict(exc.headers or {})
+        )
+
+    async def on_auth(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(
+            request,
+            401,
+            "Unauthorized",
+            str(exc),
+            problem_type="unauthorized",
+            headers={"WWW-Authenticate": 'Bearer realm="billing"'},
+        )
+
+    async def on_scope(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ScopeError)
+        return problem_response(
+            request,
+            403,
+            "Forbidden",
+            str(exc),
+            problem_type="insufficient-scope",
+            required_scope=exc.needed,
+            headers={
+                "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{exc.needed}"'
+            },
+        )
+
+    async def on_peer(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, PeerUnavailable)
+        logger.warning("peer unavailable: {}", exc)
+        return problem_response(
+            request,
+            503,
+            "Service unavailable",
+            str(exc),
+            problem_type="peer-unavailable",
+            peer=exc.app_id,
+            headers={"Retry-After": "2"},
+        )
+
+    async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
+        logger.opt(exception=exc).error(
+            "unhandled error on {} {}", request.method, request.url.path
+        )
+        return problem_response(request, 500, "Internal error", "an unexpected error occurred")
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(AuthError, on_auth)
+    app.add_exception_handler(ScopeError, on_scope)
+    app.add_exception_handler(PeerUnavailable, on_peer)
+    app.add_exception_handler(Exception, on_unhandled)
+
+    def domain_handler(status: int) -> Any:
+        async def handler(request: Request, exc: Exception) -> JSONResponse:
+            name = type(exc).__name__
+            title = re.sub(r"(?<!^)(?=[A-Z])", " ", name).removesuffix(" Error").capitalize()
+            return problem_response(
+                request,
+                status,
+                title,
+                str(exc),
+                problem_type=_slug(name),
+                **getattr(exc, "problem_extensions", {}),
+            )
+
+        return handler
+
+    for exc_class, status in {MoneyError: 422, **domain_errors}.items():
+        app.add_exception_handler(exc_class, domain_handler(status))

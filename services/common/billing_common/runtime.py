@@ -1,0 +1,196 @@
+"""Runtime selection and the lifecycle every service shares.
+
+A service's composition root (`<service>/bootstrap.py`) calls `select_adapters` with its
+settings and then `open_context`; nothing else in a service knows which runtime it runs in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing_common.adapters.asgi_invoker import AsgiServiceInvoker
+from billing_common.adapters.env_secrets import EnvSecretStore
+from billing_common.adapters.inprocess_bus import InProcessEventBus
+from billing_common.adapters.sql_state import SqlKeyValueStore
+from billing_common.auth import TokenService
+from billing_common.db import create_engine, migrate, session_factory
+from billing_common.events import CloudEvent
+from billing_common.outbox import OutboxRelay
+from billing_common.ports import EventBus, EventHandler, KeyValueStore, SecretStore, ServiceInvoker
+from billing_common.settings import ServiceSettings
+from billing_common.tracing import bind
+
+
+@dataclass
+class EmbeddedPlatform:
+    """What the one-process launcher shares between services: one bus, and the ASGI apps
+    by app id for in-process invocation."""
+
+    bus: InProcessEventBus = field(default_factory=InProcessEventBus)
+    apps: MutableMapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Adapters:
+    bus: EventBus
+    invoker: ServiceInvoker
+    secrets: SecretStore
+    state_store: Callable[[AsyncEngine], KeyValueStore]
+    owns_bus: bool
+
+
+def select_adapters(
+    settings: ServiceSettings, platform: EmbeddedPlatform | None = None
+) -> Adapters:
+    secrets = EnvSecretStore(settings.secrets_file)
+    if settings.runtime == "embedded":
+        platform = platform or EmbeddedPlatform()
+        return Adapters(
+            bus=platform.bus,
+            invoker=AsgiServiceInvoker(
+                platform.apps, timeout_seconds=settings.invoke_timeout_seconds
+            ),
+            secrets=secrets,
+            state_store=lambda engine: SqlKeyValueStore(engine),
+            owns_bus=False,
+        )
+    if settings.runtime == "direct":
+        from billing_common.adapters.http_invoker import HttpServiceInvoker
+        from billing_common.adapters.rabbitmq_bus import RabbitMqEventBus
+
+        return Adapters(
+            bus=RabbitMqEventBus(
+                settings.amqp_url,
+                exchange=settings.amqp_exchange,
+                prefetch=settings.amqp_prefetch,
+                max_retries=settings.amqp_max_retries,
+            ),
+            invoker=HttpServiceInvoker(
+                settings.peer_urls,
+                timeout_seconds=settings.invoke_timeout_seconds,
+                retries=settings.invoke_retries,
+                breaker_failure_threshold=settings.breaker_failure_threshold,
+                breaker_reset_seconds=settings.breaker_reset_seconds,
+            ),
+            secrets=secrets,
+            state_store=lambda engine: SqlKeyValueStore(engine),
+            owns_bus=True,
+        )
+    raise NotImplementedError(f"runtime {settings.runtime!r} is not available in this build")
+
+
+@dataclass
+class ServiceContext:
+    """Everything a running service holds; the API reads it from `app.state.ctx`."""
+
+    settings: ServiceSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    relay: OutboxRelay
+    adapters: Adapters
+    state: KeyValueStore
+    tokens: TokenService
+    metrics: Any = None
+
+    @property
+    def bus(self) -> EventBus:
+        return self.adapters.bus
+
+    @property
+    def invoker(self) -> ServiceInvoker:
+        return self.adapters.invoker
+
+    @property
+    def secrets(self) -> SecretStore:
+        return self.adapters.secrets
+
+    def subscribe(self, event_type: str, handler: EventHandler) -> None:
+        """Subscribe this service to `event_type`, with one log line and metric per event."""
+        service = self.settings.service_name
+        metrics = self.metrics
+
+        async def logged(event: CloudEvent) -> None:
+            bind(event.traceparent)
+            started = time.perf_counter()
+            outcome = "error"
+            try:
+                await handler(event)
+                outcome = "ok"
+            finally:
+                logger.bind(service=service).info(
+                    "event {} {} {} {:.1f}ms",
+                    event.type,
+                    event.id,
+                    outcome,
+                    (time.perf_counter() - started) * 1000,
+                )
+                if metrics is not None:
+                    metrics.events.labels(service, event.type, outcome).inc()
+
+        self.adapters.bus.subscribe(service, event_type, logged)
+
+
+async def signing_key(settings: ServiceSettings, secrets: SecretStore) -> str:
+    key = await secrets.get_secret("jwt-signing-key")
+    if key:
+        return str(key)
+    if settings.runtime == "embedded":
+        logger.warning("no jwt-signing-key secret set: using the development key")
+        return str(settings.jwt_dev_signing_key)
+    raise RuntimeError("the jwt-signing-key secret is required outside the embedded runtime")
+
+
+async def open_context(
+    settings: ServiceSettings,
+    adapters: Adapters,
+    *,
+    migrations_dir: Path,
+    metrics: Any = None,
+) -> ServiceContext:
+    engine = create_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
+    await migrate(engine, migrations_dir, version_table=f"alembic_version_{settings.service_name}")
+    tokens = TokenService(
+        await signing_key(settings, adapters.secrets),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+    relay = OutboxRelay(
+        engine,
+        adapters.bus,
+        poll_seconds=settings.outbox_poll_seconds,
+        batch_size=settings.outbox_batch_size,
+    )
+    return ServiceContext(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        relay=relay,
+        adapters=adapters,
+        state=adapters.state_store(engine),
+        tokens=tokens,
+        metrics=metrics,
+    )
+
+
+async def start_context(ctx: ServiceContext) -> None:
+    """Call after the service subscribed its handlers."""
+    if ctx.adapters.owns_bus:
+        await ctx.bus.start()
+    await ctx.relay.start()
+    ctx.relay.notify()  # publish whatever an earlier run left in the outbox
+
+
+async def close_context(ctx: ServiceContext) -> None:
+    await ctx.relay.stop()
+    if ctx.adapters.owns_bus:
+        await ctx.bus.stop()
+    await ctx.invoker.close()
+    await ctx.engine.dispose()

@@ -1,0 +1,46 @@
+"""Request-scoped trace context (W3C traceparent) carried into logs, events and calls."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from contextvars import ContextVar
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+_traceparent: ContextVar[str | None] = ContextVar("traceparent", default=None)
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def new_traceparent(trace_id: str | None = None) -> str:
+    return f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def parse_trace_id(traceparent: str | None) -> str | None:
+    if not traceparent:
+        return None
+    match = _TRACEPARENT.match(traceparent.strip().lower())
+    return match.group(1) if match else None
+
+
+def child_traceparent(traceparent: str | None) -> str:
+    """Same trace, new span: what an outgoing call or a published event carries."""
+    return new_traceparent(parse_trace_id(traceparent))
+
+
+def current_traceparent() -> str | None:
+    return _traceparent.get()
+
+
+def current_trace_id() -> str | None:
+    return parse_trace_id(_traceparent.get())
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def bind(traceparent: str | None, request_id: str | None = None) -> None:
+    """Set the trace context for the current task (a request or an event delivery)."""
+    _traceparent.set(traceparent if parse_trace_id(traceparent) else new_traceparent())
+    _request_id.set(request_id)

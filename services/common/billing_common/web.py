@@ -1,0 +1,204 @@
+"""The FastAPI application every service is built on: problem details, trace context,
+request logging, body limits, Prometheus metrics, liveness and readiness."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse, ORJSONResponse
+from loguru import logger
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from billing_common import tracing
+from billing_common.problems import PROBLEM_CONTENT_TYPE, install_problem_handlers
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+class ServiceMetrics:
+    def __init__(self, service: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests",
+            ["service", "method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            ["service", "method", "route"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "events_handled_total",
+            "Events handled",
+            ["service", "type", "outcome"],
+            registry=self.registry,
+        )
+        self.service = service
+
+
+class RequestContextMiddleware:
+    """Pure ASGI (no per-request task) for speed: binds the trace context, refuses bodies over
+    the limit with 413, and writes one log line and the metrics per request."""
+
+    def __init__(
+        self, app: ASGIApp, *, service: str, metrics: ServiceMetrics, max_body: int
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        tracing.bind(headers.get("traceparent"), headers.get("x-request-id"))
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            await self._too_large(scope, receive, send)
+            status_holder["status"] = 413
+            self._record(scope, 413, started)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _BodyTooLarge
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                trace_id = tracing.current_trace_id()
+                if trace_id:
+                    message.setdefault("headers", [])
+                    message["headers"] = [*message["headers"], (b"x-trace-id", trace_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_wrapper)
+        except _BodyTooLarge:
+            status_holder["status"] = 413
+            await self._too_large(scope, receive, send)
+        finally:
+            self._record(scope, status_holder["status"], started)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {
+                "type": "/problems/payload-too-large",
+                "title": "Payload too large",
+                "status": 413,
+                "detail": f"request bodies are limited to {self.max_body} bytes",
+                "instance": scope.get("path", ""),
+            },
+            status_code=413,
+            media_type=PROBLEM_CONTENT_TYPE,
+        )
+        await response(scope, receive, send)
+
+    def _record(self, scope: Scope, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        route = scope.get("route")
+        route_path = getattr(route, "path", "unmatched")
+        method = scope.get("method", "")
+        path = scope.get("path", "")
+        if path not in ("/healthz", "/readyz", "/metrics"):
+            logger.bind(service=self.service).info(
+                "{} {} {} {:.1f}ms",
+                method,
+                path,
+                status,
+                elapsed * 1000,
+            )
+        self.metrics.requests.labels(self.service, method, route_path, str(status)).inc()
+        self.metrics.latency.labels(self.service, method, route_path).observe(elapsed)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_service_app(
+    *,
+    service: str,
+    title: str,
+    description: str,
+    version: str,
+    routers: Sequence[APIRouter],
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]],
+    domain_errors: dict[type[Exception], int],
+    readiness_checks: Callable[[FastAPI], Sequence[ReadinessCheck]],
+    max_body_bytes: int = 1_048_576,
+    openapi_tags: list[dict[str, Any]] | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        openapi_tags=openapi_tags,
+    )
+    metrics = ServiceMetrics(service)
+    app.state.metrics = metrics
+    app.state.service_name = service
+    install_problem_handlers(app, domain_errors)
+    app.add_middleware(
+        RequestContextMiddleware, service=service, metrics=metrics, max_body=max_body_bytes
+    )
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process is serving")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: dependencies reachable")
+    async def readyz(request: Request) -> Response:
+        failures: dict[str, str] = {}
+        for check in readiness_checks(request.app):
+            try:
+                await check()
+            except Exception as exc:  # noqa: BLE001 - report every failing dependency
+                failures[getattr(check, "__name__", "check")] = str(exc) or type(exc).__name__
+        if failures:
+            return JSONResponse(
+                {
+                    "type": "/problems/not-ready",
+                    "title": "Not ready",
+                    "status": 503,
+                    "failures": failures,
+                },
+                status_code=503,
+                media_type=PROBLEM_CONTENT_TYPE,
+            )
+        return JSONResponse({"status": "ready", "service": service})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    return app
