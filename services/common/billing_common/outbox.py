@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Self
 
 from loguru import logger
-from sqlalchemy import DateTime, Text, func, text, update
+from sqlalchemy import DateTime, Text, func, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import Column, Field, SQLModel, select
@@ -115,8 +115,10 @@ class OutboxRelay:
                 self._wake.set()
 
     async def publish_pending(self) -> int:
-        """Publish one batch; return how many rows were published. Raises on bus failure
-        after recording the error on the row that failed."""
+        """Publish one batch; return how many rows were published. On a bus failure the rows
+        published so far stay marked, the failing row records the error, and it raises."""
+        failure: Exception | None = None
+        published = 0
         async with self._lock, self._sessions() as session, session.begin():
             if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
                 got = await session.execute(
@@ -133,28 +135,20 @@ class OutboxRelay:
                     .limit(self._batch_size)
                 )
             ).all()
-            published = 0
             for row in rows:
-                try:
-                    await self._bus.publish(CloudEvent.from_json(row.payload))
-                except Exception as exc:
-                    await self._mark_failed(row.id, str(exc))
-                    if published:
-                        await session.commit()
-                    raise
-                row.published_at = utcnow()
                 row.attempts += 1
                 session.add(row)
+                try:
+                    await self._bus.publish(CloudEvent.from_json(row.payload))
+                except Exception as exc:  # noqa: BLE001 - recorded on the row, re-raised below
+                    row.last_error = str(exc)[:500] or type(exc).__name__
+                    failure = exc
+                    break  # later rows wait, so one aggregate's events keep their order
+                row.published_at = utcnow()
                 published += 1
-            return published
-
-    async def _mark_failed(self, row_id: int | None, error: str) -> None:
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row_id)  # type: ignore[arg-type]
-                .values(attempts=OutboxMessage.attempts + 1, last_error=error[:500])
-            )
+        if failure is not None:
+            raise failure
+        return published
 
     async def pending_count(self) -> int:
         async with self._sessions() as session:

@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse, ORJSONResponse
+from fastapi.responses import JSONResponse
 from loguru import logger
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -159,7 +159,6 @@ def create_service_app(
         description=description,
         version=version,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
         openapi_tags=openapi_tags,
     )
     metrics = ServiceMetrics(service)

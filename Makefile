@@ -1,0 +1,91 @@
+# The billing platform. `make run` and `make test` are all a newcomer needs; see README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+SERVICES := tax discount invoice payment
+STAMP  := $(VENV)/.installed
+PYPROJECTS := $(wildcard services/*/pyproject.toml) requirements-dev.txt
+RUN_DIR := var/run
+LOG_DIR := var/log
+
+.PHONY: help install run test test-unit lint format migrate token demo up down logs status \
+        dlq dlq-replay bench bench-quick clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n",$$1,$$2}'
+
+$(STAMP): $(PYPROJECTS)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip
+	@$(PIP) install -q -e services/common $(addprefix -e services/,$(SERVICES)) -e services/launcher
+	@$(PIP) install -q -r requirements-dev.txt
+	@touch $@
+
+install: $(STAMP) ## create .venv and install every service and the dev tools
+
+run: $(STAMP) ## start all four services in one process (SQLite, in-process bus) and print the Swagger URLs
+	@scripts/ensure-weasyprint-libs.sh
+	@$(PY) -m billing_launcher run
+
+test: $(STAMP) ## install what tests need, start PostgreSQL/RabbitMQ if stopped, run the whole suite
+	@scripts/ensure-weasyprint-libs.sh
+	@scripts/ensure-servers.sh
+	@$(PY) -m pytest -q -ra
+
+test-unit: $(STAMP) ## only the tests that need no server
+	@$(PY) -m pytest -q -m "not integration"
+
+lint: $(STAMP) ## ruff (lint + format check), mypy (strict) and the import-linter contracts
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/mypy -p billing_common -p tax_service -p discount_service -p invoice_service -p payment_service -p billing_launcher
+	@$(VENV)/bin/lint-imports
+
+format: $(STAMP) ## apply ruff's formatting and safe fixes
+	@$(VENV)/bin/ruff check --fix .
+	@$(VENV)/bin/ruff format .
+
+migrate: $(STAMP) ## apply every service's Alembic migrations (DATABASE_URL / <SERVICE>_DATABASE_URL)
+	@$(PY) -m billing_launcher migrate
+
+token: $(STAMP) ## print a development JWT (tenant demo, all scopes); TENANT=… SCOPES=… to change
+	@$(PY) -m billing_common.devtoken --tenant $(or $(TENANT),demo) --scopes "$(or $(SCOPES),all)" 2>/dev/null
+
+demo: $(STAMP) ## run the seed's invoice and payment flows against the running platform
+	@$(PY) -m billing_launcher.demo
+
+up: $(STAMP) ## direct runtime: four processes on the local PostgreSQL + RabbitMQ
+	@scripts/ensure-weasyprint-libs.sh
+	@scripts/ensure-servers.sh
+	@$(PY) -m billing_launcher.direct up
+
+down: ## stop the processes started by `make up`
+	@test -x $(PY) && $(PY) -m billing_launcher.direct down || true
+
+logs: ## follow the logs of the processes started by `make up`
+	@tail -F $(LOG_DIR)/*.log
+
+status: $(STAMP) ## show which services answer /readyz
+	@$(PY) -m billing_launcher.direct status
+
+dlq: $(STAMP) ## list dead-lettered events (QUEUE=billing.events.invoice)
+	@$(PY) -m billing_common.dead_letters --queue $(or $(QUEUE),billing.events.invoice) list
+
+dlq-replay: $(STAMP) ## move dead-lettered events back to their queue (QUEUE=…)
+	@$(PY) -m billing_common.dead_letters --queue $(or $(QUEUE),billing.events.invoice) replay --all
+
+bench: $(STAMP) ## benchmarks on the direct runtime; prints a table and writes bench/out/results.json
+	@scripts/ensure-servers.sh
+	@$(PY) -m bench.run
+
+bench-quick: $(STAMP) ## a smoke run of the benchmark harness (under a minute)
+	@scripts/ensure-servers.sh
+	@$(PY) -m bench.run --quick
+
+clean: ## remove local databases, logs and the virtualenv
+	rm -rf var $(VENV)

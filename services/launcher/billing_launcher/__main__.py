@@ -1,0 +1,120 @@
+"""`python -m billing_launcher` (or `billing`): run, serve, migrate.
+
+run [--services tax,discount,...]   all services in ONE process, embedded runtime
+                                     (SQLite per service, in-process bus and invocation)
+serve NAME [--runtime direct]        one service in this process (direct or dapr runtime)
+migrate [NAME ...]                   apply Alembic migrations to each service's database
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from loguru import logger
+
+from billing_common.db import create_engine, migrate
+from billing_common.logs import configure_logging
+from billing_common.runtime import EmbeddedPlatform
+from billing_common.settings import ServiceSettings
+from billing_launcher.registry import SERVICES, app_factory, migrations_dir, port_of
+from billing_launcher.servers import make_server, serve_all
+
+
+def _banner(host: str, names: list[str]) -> None:
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104
+    lines = ["", "Billing platform is up (embedded runtime). API docs:"]
+    lines += [f"  {name:<9} http://{shown}:{port_of(name)}/docs" for name in names]
+    lines += [
+        "",
+        "Get a development token:  make token    (tenant 'demo', all scopes)",
+        "Then click 'Authorize' in Swagger and paste it. Stop with Ctrl-C.",
+        "",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+async def _run_embedded(names: list[str], host: str) -> None:
+    platform = EmbeddedPlatform()
+    servers = []
+    for name in names:
+        settings = ServiceSettings.for_service(name, runtime="embedded", host=host)
+        app = app_factory(name)(settings, platform)
+        servers.append(make_server(app, host, settings.port))
+    await platform.bus.start()
+    try:
+        await serve_all(servers, on_started=lambda: _banner(host, names))
+    finally:
+        await platform.bus.stop()
+
+
+async def _serve_one(name: str, runtime: str, host: str, port: int | None) -> None:
+    overrides: dict[str, object] = {"runtime": runtime, "host": host}
+    if port is not None:
+        overrides["port"] = port
+    settings = ServiceSettings.for_service(name, **overrides)
+    app = app_factory(name)(settings, None)
+    await serve_all([make_server(app, settings.host, settings.port)])
+
+
+async def _migrate(names: list[str]) -> None:
+    for name in names:
+        settings = ServiceSettings.for_service(name)
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            await migrate(engine, migrations_dir(name), version_table=f"alembic_version_{name}")
+        finally:
+            await engine.dispose()
+        logger.info("{}: migrated {}", name, engine.url.render_as_string(hide_password=True))
+
+
+def _service_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown services: {', '.join(unknown)}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="billing", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="all services in one process (embedded runtime)")
+    run.add_argument("--services", type=_service_list, default=list(SERVICES))
+    run.add_argument("--host", default="127.0.0.1")
+    serve = sub.add_parser("serve", help="one service in this process")
+    serve.add_argument("name", choices=SERVICES)
+    serve.add_argument("--runtime", choices=["embedded", "direct", "dapr"], default=None)
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    mig = sub.add_parser("migrate", help="apply migrations to each service's database")
+    mig.add_argument("names", nargs="*", help=f"services (default: all of {', '.join(SERVICES)})")
+    args = parser.parse_args(argv)
+
+    base = ServiceSettings()
+    configure_logging(json=base.log_json, level=base.log_level)
+    if args.command == "run":
+        asyncio.run(_run_embedded(args.services, args.host))
+    elif args.command == "serve":
+        settings = ServiceSettings.for_service(args.name)
+        asyncio.run(
+            _serve_one(
+                args.name,
+                args.runtime or settings.runtime,
+                args.host or settings.host,
+                args.port,
+            )
+        )
+    else:
+        names = args.names or list(SERVICES)
+        unknown = [n for n in names if n not in SERVICES]
+        if unknown:
+            parser.error(f"unknown services: {', '.join(unknown)}")
+        asyncio.run(_migrate(names))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""Several uvicorn servers in one event loop, stopped together on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+
+class _QuietServer(uvicorn.Server):
+    """The launcher owns signal handling; each server must not install its own."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def make_server(app: Any, host: str, port: int, *, workers_log: bool = False) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # loguru owns logging
+        access_log=workers_log,
+        lifespan="on",
+        loop="auto",
+        http="auto",
+        server_header=False,
+    )
+    return _QuietServer(config)
+
+
+async def serve_all(servers: list[uvicorn.Server], on_started: Any = None) -> None:
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop)
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    if on_started is not None:
+        while not all(server.started for server in servers):
+            if any(task.done() for task in tasks):
+                stop()
+                break
+            await asyncio.sleep(0.05)
+        else:
+            on_started()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise failed[0]
+    if not all(server.started for server in servers):
+        raise SystemExit("a service failed to start; see the log above")
