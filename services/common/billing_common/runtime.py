@@ -156,7 +156,13 @@ async def open_context(
     metrics: Any = None,
 ) -> ServiceContext:
     engine = create_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
-    await migrate(engine, migrations_dir, version_table=f"alembic_version_{settings.service_name}")
+    migrate_now = settings.migrate_on_start
+    if migrate_now is None:
+        migrate_now = settings.runtime == "embedded"
+    if migrate_now:
+        await migrate(
+            engine, migrations_dir, version_table=f"alembic_version_{settings.service_name}"
+        )
     tokens = TokenService(
         await signing_key(settings, adapters.secrets),
         issuer=settings.jwt_issuer,

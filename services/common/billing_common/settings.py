@@ -24,7 +24,7 @@ def _default_peer_urls() -> dict[str, str]:
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     service_name: str = "service"
     runtime: Runtime = "embedded"
@@ -51,13 +51,19 @@ class ServiceSettings(BaseSettings):
     # Development-only fallback; any runtime other than embedded must get the key from the
     # secret store (env JWT_SIGNING_KEY, the secrets file, or Dapr's secret store).
     jwt_dev_signing_key: str = "dev-only-signing-key-change-me-0123456789abcdef"
-    secrets_file: Path | None = None
+    # Local JSON secrets (embedded/direct). `make up` writes a random signing key here.
+    secrets_file: Path | None = Path("var/secrets.json")
+    # None: migrate at start-up only in the embedded runtime; elsewhere `make migrate` (or a
+    # Helm hook) does it once, so replicas do not race on schema changes.
+    migrate_on_start: bool | None = None
     log_json: bool = False
     log_level: str = "INFO"
     outbox_poll_seconds: float = 1.0
     outbox_batch_size: int = 100
     max_body_bytes: int = 1_048_576
-    load_sample_data: bool = True
+    # None: load the documented sample rules/coupons for tenant "demo" only in the embedded
+    # runtime; `make up` sets it true; production leaves it off.
+    load_sample_data: bool | None = None
 
     @classmethod
     def for_service(cls, name: str, **overrides: Any) -> ServiceSettings:
@@ -69,6 +75,12 @@ class ServiceSettings(BaseSettings):
         }
         values: dict[str, Any] = {"port": DEFAULT_PORTS.get(name, 8000), **prefixed, **overrides}
         return cls(service_name=name, **values)
+
+    @property
+    def should_load_samples(self) -> bool:
+        if self.load_sample_data is None:
+            return self.runtime == "embedded"
+        return self.load_sample_data
 
     @property
     def resolved_database_url(self) -> str:
