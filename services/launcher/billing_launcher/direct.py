@@ -146,7 +146,7 @@ def start(urls: dict[str, str], amqp_url: str) -> None:
             _say(f"{name} already running")
             continue
         log = (LOG_DIR / f"{name}.log").open("ab")
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        process = subprocess.Popen(
             [sys.executable, "-m", "billing_launcher", "serve", name, "--runtime", "direct"],
             env=service_env(name, urls[name], amqp_url),
             stdout=log,
