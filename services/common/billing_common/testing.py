@@ -104,3 +104,78 @@ async def embedded_platform() -> AsyncIterator[object]:
         yield platform
     finally:
         await platform.bus.stop()
+
+
+# -- RabbitMQ -------------------------------------------------------------------------------
+# Each test gets its own virtual host, created and deleted with rabbitmqctl, so tests never see
+# each other's exchanges, queues or messages. The broker is found at TEST_AMQP_URL (default
+# amqp://guest:guest@127.0.0.1:5672/); unreachable means skip, or fail under CI=true.
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def amqp_admin_url() -> str:
+    return os.environ.get("TEST_AMQP_URL", DEFAULT_AMQP_URL)
+
+
+def _rabbitmq_unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"RabbitMQ is required under CI=true: {reason}", pytrace=False)
+    pytest.skip(f"RabbitMQ not reachable ({reason}); run `make test` to start it")
+
+
+def _rabbitmqctl(*args: str) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr.strip()}")
+
+
+_rabbit_checked: dict[str, str | None] = {}
+
+
+def _check_rabbitmq() -> None:
+    if "result" not in _rabbit_checked:
+        import socket
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(amqp_admin_url())
+        try:
+            socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 3).close()
+            _rabbitmqctl("list_vhosts")
+            _rabbit_checked["result"] = None
+        except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+            _rabbit_checked["result"] = f"{type(exc).__name__}: {exc}"
+    reason = _rabbit_checked["result"]
+    if reason is not None:
+        _rabbitmq_unavailable(reason)
+
+
+def create_rabbitmq_vhost() -> tuple[str, str]:
+    """Create a uniquely named vhost the URL's user may use; return (its name, its URL)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    _check_rabbitmq()
+    parts = urlsplit(amqp_admin_url())
+    name = f"billing_test_{uuid.uuid4().hex[:12]}"
+    _rabbitmqctl("add_vhost", name)
+    _rabbitmqctl("set_permissions", "-p", name, parts.username or "guest", ".*", ".*", ".*")
+    return name, urlunsplit((parts.scheme, parts.netloc, f"/{name}", "", ""))
+
+
+def delete_rabbitmq_vhost(name: str) -> None:
+    # Deleting the vhost also closes any connection a failed test left open on it.
+    _rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture
+def amqp_url() -> Iterator[str]:
+    """A fresh, empty RabbitMQ virtual host on the real broker, as an AMQP URL."""
+    name, url = create_rabbitmq_vhost()
+    try:
+        yield url
+    finally:
+        delete_rabbitmq_vhost(name)
