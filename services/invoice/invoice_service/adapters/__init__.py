@@ -1,0 +1,1 @@
+"""Adapters: SQL tables and repositories, peer-service clients, HTML and PDF rendering."""

@@ -1,0 +1,101 @@
+"""The invoice document as HTML (Jinja2, autoescaped): served at /html and fed to the PDF
+renderer, so both show exactly the same thing."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+from jinja2 import Environment, StrictUndefined, select_autoescape
+
+from billing_common.money import format_amount, quantum
+from invoice_service.domain.model import Invoice, TaxStatus
+
+TEMPLATE = "invoice.html.j2"
+
+
+@dataclass(frozen=True, slots=True)
+class Seller:
+    name: str
+    address: str = ""
+    tax_id: str | None = None
+    email: str | None = None
+
+    @property
+    def address_lines(self) -> list[str]:
+        return [line.strip() for line in self.address.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class TaxByRule:
+    name: str
+    rate: Decimal
+    amount: Decimal
+
+
+def taxes_by_rule(invoice: Invoice) -> list[TaxByRule]:
+    """Tax summed per (rule, rate) over all lines, in order of first appearance."""
+    totals: dict[tuple[str | None, str, Decimal], Decimal] = {}
+    for line in invoice.lines:
+        for tax in line.taxes:
+            key = (tax.rule_id, tax.name, tax.rate)
+            totals[key] = totals.get(key, Decimal(0)) + tax.amount
+    return [TaxByRule(name, rate, amount) for (_, name, rate), amount in totals.items()]
+
+
+class JinjaInvoiceHtml:
+    def __init__(self, seller: Seller) -> None:
+        source = resources.files("invoice_service.adapters").joinpath("templates", TEMPLATE)
+        template_text = source.read_text(encoding="utf-8")
+        self._env = Environment(
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._template = self._env.from_string(template_text)
+        self._seller = seller
+        # A new template or other seller details change every document: new ETags.
+        self.version = hashlib.sha256(
+            "\n".join(
+                [
+                    template_text,
+                    seller.name,
+                    seller.address,
+                    seller.tax_id or "",
+                    seller.email or "",
+                ]
+            ).encode()
+        ).hexdigest()[:16]
+
+    def render(self, invoice: Invoice) -> str:
+        step = quantum(invoice.currency)
+
+        def amt(value: Decimal) -> str:
+            return f"{value.quantize(step):,}"
+
+        def qty(value: Decimal) -> str:
+            return format_amount(value.normalize())
+
+        def pct(rate: Decimal) -> str:
+            return f"{format_amount((rate * 100).normalize())}%"
+
+        context: dict[str, Any] = {
+            "invoice": invoice,
+            "totals": invoice.totals,
+            "seller": self._seller,
+            "customer_address_lines": [
+                line.strip()
+                for line in (invoice.customer.address or "").splitlines()
+                if line.strip()
+            ],
+            "taxes_by_rule": taxes_by_rule(invoice),
+            "reverse_charge": invoice.customer.tax_status is TaxStatus.REVERSE_CHARGE,
+            "amt": amt,
+            "qty": qty,
+            "pct": pct,
+        }
+        return self._template.render(context)

@@ -1,0 +1,205 @@
+"""SQLModel tables of the invoice service. Every table carries `tenant_id`; names are
+prefixed `invoice_` because all services share SQLModel's metadata in one process.
+Money and quantities are ExactDecimal (NUMERIC on PostgreSQL, text on SQLite)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Date, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Column, Field, SQLModel
+
+from billing_common.db import ExactDecimal
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on both databases. SQLite keeps no offset, so values are stored
+    as naive UTC (which also keeps their text order chronological) and get UTC back on read."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError("naive datetimes are not stored: give them a timezone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _money(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(ExactDecimal(), nullable=nullable))
+
+
+def _when(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UtcDateTime(), nullable=nullable))
+
+
+class InvoiceRow(SQLModel, table=True):
+    __tablename__ = "invoice_invoices"
+    __table_args__ = (
+        # The idempotency record of POST /v1/invoices, enforced by the database.
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_invoice_idempotency_key"),
+        # Defence in depth for numbering: the counter makes numbers unique, this proves it.
+        UniqueConstraint("tenant_id", "series", "sequence", name="uq_invoice_number"),
+        Index("ix_invoice_invoices_page", "tenant_id", "created_at", "id"),
+        Index("ix_invoice_invoices_status", "tenant_id", "status"),
+        Index("ix_invoice_invoices_customer", "tenant_id", "customer_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=64)
+    idempotency_key: str = Field(max_length=255)
+    request_hash: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    series: str = Field(max_length=16)
+    sequence: int | None = None
+    number: str | None = Field(default=None, max_length=32)
+    currency: str = Field(max_length=3)
+    price_mode: str = Field(max_length=16)
+    customer_id: str = Field(max_length=128)
+    customer_type: str | None = Field(default=None, max_length=64)
+    customer_country: str = Field(max_length=2)
+    customer_region: str | None = Field(default=None, max_length=16)
+    customer_tax_status: str = Field(max_length=16)
+    customer_tax_id: str | None = Field(default=None, max_length=64)
+    customer_name: str | None = Field(default=None, max_length=200)
+    customer_email: str | None = Field(default=None, max_length=254)
+    customer_address: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    memo: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Totals are derived from the lines; stored for listing and reporting without a join.
+    subtotal: Decimal = _money()
+    discount_total: Decimal = _money()
+    net_total: Decimal = _money()
+    tax_total: Decimal = _money()
+    total: Decimal = _money()
+    amount_paid: Decimal = _money()
+    due_days: int
+    tax_calculation_id: str | None = Field(default=None, max_length=64)
+    discount_redemption_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+    issued_at: datetime | None = _when(nullable=True)
+    due_date: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    paid_at: datetime | None = _when(nullable=True)
+    voided_at: datetime | None = _when(nullable=True)
+    version: int = 1
+
+
+class InvoiceLineRow(SQLModel, table=True):
+    __tablename__ = "invoice_lines"
+
+    invoice_id: str = Field(primary_key=True, foreign_key="invoice_invoices.id", max_length=36)
+    position: int = Field(primary_key=True)
+    tenant_id: str = Field(max_length=64)
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    quantity: Decimal = _money()
+    unit_price: Decimal = _money()
+    category: str = Field(max_length=64)
+    subtotal: Decimal = _money()
+    discount: Decimal = _money()
+    net: Decimal = _money()
+    tax: Decimal = _money()
+    total: Decimal = _money()
+    exemption: str | None = Field(default=None, max_length=32)
+
+
+class InvoiceLineTaxRow(SQLModel, table=True):
+    __tablename__ = "invoice_line_taxes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(foreign_key="invoice_invoices.id", max_length=36, index=True)
+    tenant_id: str = Field(max_length=64)
+    position: int
+    seq: int
+    rule_id: str | None = Field(default=None, max_length=64)
+    name: str = Field(max_length=200)
+    rate: Decimal = _money()
+    amount: Decimal = _money()
+    compound: bool = False
+
+
+class InvoiceDiscountRow(SQLModel, table=True):
+    __tablename__ = "invoice_discounts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(foreign_key="invoice_invoices.id", max_length=36, index=True)
+    tenant_id: str = Field(max_length=64)
+    seq: int
+    kind: str = Field(max_length=16)
+    code: str | None = Field(default=None, max_length=64)
+    name: str = Field(max_length=300)
+    amount: Decimal = _money()
+
+
+class InvoiceStatusHistoryRow(SQLModel, table=True):
+    __tablename__ = "invoice_status_history"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(foreign_key="invoice_invoices.id", max_length=36, index=True)
+    tenant_id: str = Field(max_length=64)
+    seq: int
+    from_status: str | None = Field(default=None, max_length=16)
+    to_status: str = Field(max_length=16)
+    at: datetime = _when()
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    actor: str | None = Field(default=None, max_length=200)
+    event_id: str | None = Field(default=None, max_length=64)
+
+
+class InvoicePaymentRow(SQLModel, table=True):
+    __tablename__ = "invoice_payments"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(foreign_key="invoice_invoices.id", max_length=36, index=True)
+    tenant_id: str = Field(max_length=64)
+    seq: int
+    kind: str = Field(max_length=16)
+    payment_id: str = Field(max_length=64)
+    refund_id: str | None = Field(default=None, max_length=64)
+    event_id: str | None = Field(default=None, max_length=64)
+    amount: Decimal = _money()
+    currency: str = Field(max_length=3)
+    applied: bool
+    flag: str | None = Field(default=None, max_length=32)
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    at: datetime = _when()
+
+
+class InvoiceNumberSeriesRow(SQLModel, table=True):
+    """The gapless counter: one row per (tenant, series), incremented in the finalizing
+    transaction, so a rolled-back finalization gives its number back."""
+
+    __tablename__ = "invoice_number_series"
+
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    series: str = Field(primary_key=True, max_length=16)
+    last_number: int
+
+
+class ReceivedEventRow(SQLModel, table=True):
+    """Peer events this service receives for its history (tax calculated, discount applied)."""
+
+    __tablename__ = "invoice_received_events"
+    __table_args__ = (Index("ix_invoice_received_events_ref", "tenant_id", "reference"),)
+
+    event_id: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(max_length=64)
+    event_type: str = Field(max_length=128)
+    reference: str | None = Field(default=None, max_length=128)
+    subject: str | None = Field(default=None, max_length=128)
+    source: str = Field(max_length=200)
+    occurred_at: datetime = _when()
+    received_at: datetime = _when()
+    data: str = Field(sa_column=Column(Text, nullable=False))

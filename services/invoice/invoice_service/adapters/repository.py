@@ -1,0 +1,503 @@
+"""SQL repositories of the invoice service. Each is built for one tenant and every query
+filters by it: a caller can never read or change another tenant's rows."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from invoice_service.adapters.orm import (
+    InvoiceDiscountRow,
+    InvoiceLineRow,
+    InvoiceLineTaxRow,
+    InvoiceNumberSeriesRow,
+    InvoicePaymentRow,
+    InvoiceRow,
+    InvoiceStatusHistoryRow,
+    ReceivedEventRow,
+)
+from invoice_service.domain.errors import ConcurrentModification
+from invoice_service.domain.model import (
+    AppliedDiscount,
+    Customer,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    InvoiceSummary,
+    PaymentFlag,
+    PaymentKind,
+    PaymentRecord,
+    PriceMode,
+    StatusChange,
+    TaxComponent,
+    TaxStatus,
+)
+from invoice_service.service_layer.ports import (
+    InvoiceQuery,
+    ReceivedEvent,
+    StoredIdempotency,
+)
+
+
+class SqlInvoiceRepository:
+    def __init__(self, session: AsyncSession, tenant: str) -> None:
+        self._session = session
+        self._tenant = tenant
+        # What was loaded per invoice id: (version, history count, payment count). `save`
+        # writes only what was appended since, and only if nobody saved in between.
+        self._loaded: dict[str, tuple[int, int, int]] = {}
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    async def get(self, invoice_id: str, *, for_update: bool = False) -> Invoice | None:
+        statement = (
+            select(InvoiceRow)
+            .where(InvoiceRow.tenant_id == self._tenant, InvoiceRow.id == invoice_id)
+            .execution_options(populate_existing=True)
+        )
+        if for_update:
+            # PostgreSQL: concurrent changes of one invoice queue here. SQLite runs one
+            # transaction at a time per service, so it needs no lock (and has no FOR UPDATE).
+            statement = statement.with_for_update()
+        row = (await self._session.exec(statement)).first()
+        return None if row is None else await self._load(row)
+
+    async def find_by_idempotency_key(self, key: str) -> StoredIdempotency | None:
+        row = (
+            await self._session.exec(
+                select(InvoiceRow).where(
+                    InvoiceRow.tenant_id == self._tenant, InvoiceRow.idempotency_key == key
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return StoredIdempotency(await self._load(row), row.request_hash)
+
+    async def _load(self, row: InvoiceRow) -> Invoice:
+        invoice_id = row.id
+        lines = (
+            await self._session.exec(
+                select(InvoiceLineRow)
+                .where(
+                    InvoiceLineRow.tenant_id == self._tenant,
+                    InvoiceLineRow.invoice_id == invoice_id,
+                )
+                .order_by(col(InvoiceLineRow.position))
+            )
+        ).all()
+        taxes = (
+            await self._session.exec(
+                select(InvoiceLineTaxRow)
+                .where(
+                    InvoiceLineTaxRow.tenant_id == self._tenant,
+                    InvoiceLineTaxRow.invoice_id == invoice_id,
+                )
+                .order_by(col(InvoiceLineTaxRow.position), col(InvoiceLineTaxRow.seq))
+            )
+        ).all()
+        discounts = (
+            await self._session.exec(
+                select(InvoiceDiscountRow)
+                .where(
+                    InvoiceDiscountRow.tenant_id == self._tenant,
+                    InvoiceDiscountRow.invoice_id == invoice_id,
+                )
+                .order_by(col(InvoiceDiscountRow.seq))
+            )
+        ).all()
+        history = (
+            await self._session.exec(
+                select(InvoiceStatusHistoryRow)
+                .where(
+                    InvoiceStatusHistoryRow.tenant_id == self._tenant,
+                    InvoiceStatusHistoryRow.invoice_id == invoice_id,
+                )
+                .order_by(col(InvoiceStatusHistoryRow.seq))
+            )
+        ).all()
+        payments = (
+            await self._session.exec(
+                select(InvoicePaymentRow)
+                .where(
+                    InvoicePaymentRow.tenant_id == self._tenant,
+                    InvoicePaymentRow.invoice_id == invoice_id,
+                )
+                .order_by(col(InvoicePaymentRow.seq))
+            )
+        ).all()
+        taxes_by_line: dict[int, list[TaxComponent]] = defaultdict(list)
+        for tax in taxes:
+            taxes_by_line[tax.position].append(
+                TaxComponent(tax.rule_id, tax.name, tax.rate, tax.amount, tax.compound)
+            )
+        invoice = Invoice(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            customer=Customer(
+                id=row.customer_id,
+                type=row.customer_type,
+                country=row.customer_country,
+                region=row.customer_region,
+                tax_status=TaxStatus(row.customer_tax_status),
+                tax_id=row.customer_tax_id,
+                name=row.customer_name,
+                email=row.customer_email,
+                address=row.customer_address,
+            ),
+            currency=row.currency,
+            price_mode=PriceMode(row.price_mode),
+            series=row.series,
+            lines=[
+                InvoiceLine(
+                    position=line.position,
+                    description=line.description,
+                    quantity=line.quantity,
+                    unit_price=line.unit_price,
+                    category=line.category,
+                    subtotal=line.subtotal,
+                    discount=line.discount,
+                    net=line.net,
+                    tax=line.tax,
+                    total=line.total,
+                    taxes=tuple(taxes_by_line.get(line.position, ())),
+                    exemption=line.exemption,
+                )
+                for line in lines
+            ],
+            discounts=[AppliedDiscount(d.kind, d.name, d.amount, d.code) for d in discounts],
+            created_at=row.created_at,
+            due_days=row.due_days,
+            status=InvoiceStatus(row.status),
+            number=row.number,
+            sequence=row.sequence,
+            amount_paid=row.amount_paid,
+            tax_calculation_id=row.tax_calculation_id,
+            discount_redemption_id=row.discount_redemption_id,
+            memo=row.memo,
+            issued_at=row.issued_at,
+            due_date=row.due_date,
+            paid_at=row.paid_at,
+            voided_at=row.voided_at,
+            updated_at=row.updated_at,
+            version=row.version,
+            history=[
+                StatusChange(
+                    InvoiceStatus(h.from_status) if h.from_status else None,
+                    InvoiceStatus(h.to_status),
+                    h.at,
+                    h.reason,
+                    h.actor,
+                    h.event_id,
+                )
+                for h in history
+            ],
+            payments=[
+                PaymentRecord(
+                    kind=PaymentKind(p.kind),
+                    payment_id=p.payment_id,
+                    amount=p.amount,
+                    currency=p.currency,
+                    at=p.at,
+                    applied=p.applied,
+                    event_id=p.event_id,
+                    refund_id=p.refund_id,
+                    flag=PaymentFlag(p.flag) if p.flag else None,
+                    detail=p.detail,
+                )
+                for p in payments
+            ],
+        )
+        self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
+        return invoice
+
+    async def list(self, query: InvoiceQuery) -> list[InvoiceSummary]:
+        statement = select(InvoiceRow).where(InvoiceRow.tenant_id == self._tenant)
+        if query.status is not None:
+            statement = statement.where(InvoiceRow.status == query.status.value)
+        if query.customer_id is not None:
+            statement = statement.where(InvoiceRow.customer_id == query.customer_id)
+        if query.created_from is not None:
+            statement = statement.where(col(InvoiceRow.created_at) >= query.created_from)
+        if query.created_to is not None:
+            statement = statement.where(col(InvoiceRow.created_at) < query.created_to)
+        if query.issued_from is not None:
+            statement = statement.where(col(InvoiceRow.issued_at) >= query.issued_from)
+        if query.issued_to is not None:
+            statement = statement.where(col(InvoiceRow.issued_at) < query.issued_to)
+        if query.after is not None:
+            created_at, invoice_id = query.after
+            statement = statement.where(
+                or_(
+                    col(InvoiceRow.created_at) < created_at,
+                    and_(col(InvoiceRow.created_at) == created_at, col(InvoiceRow.id) < invoice_id),
+                )
+            )
+        statement = statement.order_by(
+            col(InvoiceRow.created_at).desc(), col(InvoiceRow.id).desc()
+        ).limit(query.limit)
+        rows = (await self._session.exec(statement)).all()
+        return [
+            InvoiceSummary(
+                id=row.id,
+                number=row.number,
+                series=row.series,
+                status=InvoiceStatus(row.status),
+                customer_id=row.customer_id,
+                currency=row.currency,
+                subtotal=row.subtotal,
+                discount_total=row.discount_total,
+                tax_total=row.tax_total,
+                total=row.total,
+                amount_paid=row.amount_paid,
+                created_at=row.created_at,
+                issued_at=row.issued_at,
+                due_date=row.due_date,
+            )
+            for row in rows
+        ]
+
+    # ---- writes --------------------------------------------------------------------------
+
+    async def add(self, invoice: Invoice, *, idempotency_key: str, request_hash: str) -> None:
+        self._check_tenant(invoice)
+        self._session.add(
+            InvoiceRow(
+                id=invoice.id,
+                tenant_id=self._tenant,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                created_at=invoice.created_at,
+                customer_id=invoice.customer.id,
+                customer_type=invoice.customer.type,
+                customer_country=invoice.customer.country,
+                customer_region=invoice.customer.region,
+                customer_tax_status=invoice.customer.tax_status.value,
+                customer_tax_id=invoice.customer.tax_id,
+                customer_name=invoice.customer.name,
+                customer_email=invoice.customer.email,
+                customer_address=invoice.customer.address,
+                currency=invoice.currency,
+                price_mode=invoice.price_mode.value,
+                memo=invoice.memo,
+                due_days=invoice.due_days,
+                tax_calculation_id=invoice.tax_calculation_id,
+                discount_redemption_id=invoice.discount_redemption_id,
+                **self._header(invoice),
+            )
+        )
+        # Children reference the invoice: flush it first (no ORM relationships to order them).
+        await self._session.flush()
+        for line in invoice.lines:
+            self._session.add(
+                InvoiceLineRow(
+                    invoice_id=invoice.id,
+                    position=line.position,
+                    tenant_id=self._tenant,
+                    description=line.description,
+                    quantity=line.quantity,
+                    unit_price=line.unit_price,
+                    category=line.category,
+                    subtotal=line.subtotal,
+                    discount=line.discount,
+                    net=line.net,
+                    tax=line.tax,
+                    total=line.total,
+                    exemption=line.exemption,
+                )
+            )
+            for seq, tax in enumerate(line.taxes):
+                self._session.add(
+                    InvoiceLineTaxRow(
+                        invoice_id=invoice.id,
+                        tenant_id=self._tenant,
+                        position=line.position,
+                        seq=seq,
+                        rule_id=tax.rule_id,
+                        name=tax.name,
+                        rate=tax.rate,
+                        amount=tax.amount,
+                        compound=tax.compound,
+                    )
+                )
+        for seq, discount in enumerate(invoice.discounts):
+            self._session.add(
+                InvoiceDiscountRow(
+                    invoice_id=invoice.id,
+                    tenant_id=self._tenant,
+                    seq=seq,
+                    kind=discount.kind,
+                    code=discount.code,
+                    name=discount.name,
+                    amount=discount.amount,
+                )
+            )
+        self._add_children(invoice, history_from=0, payments_from=0)
+        await self._session.flush()
+        self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
+
+    async def save(self, invoice: Invoice) -> None:
+        self._check_tenant(invoice)
+        loaded = self._loaded.get(invoice.id)
+        if loaded is None:
+            raise ValueError("save() takes an invoice loaded through this repository")
+        version, history_count, payment_count = loaded
+        if invoice.version == version:
+            return  # nothing changed
+        result = await self._session.exec(
+            update(InvoiceRow)
+            .where(
+                col(InvoiceRow.tenant_id) == self._tenant,
+                col(InvoiceRow.id) == invoice.id,
+                col(InvoiceRow.version) == version,
+            )
+            .values(**self._header(invoice))
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            raise ConcurrentModification(invoice.id)
+        self._add_children(invoice, history_from=history_count, payments_from=payment_count)
+        await self._session.flush()
+        self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
+
+    def _check_tenant(self, invoice: Invoice) -> None:
+        if invoice.tenant_id != self._tenant:
+            raise ValueError("an invoice of another tenant cannot be written here")
+
+    @staticmethod
+    def _header(invoice: Invoice) -> dict[str, Any]:
+        totals = invoice.totals
+        return {
+            "status": invoice.status.value,
+            "series": invoice.series,
+            "sequence": invoice.sequence,
+            "number": invoice.number,
+            "subtotal": totals.subtotal,
+            "discount_total": totals.discount_total,
+            "net_total": totals.net_total,
+            "tax_total": totals.tax_total,
+            "total": totals.total,
+            "amount_paid": invoice.amount_paid,
+            "updated_at": invoice.updated_at or invoice.created_at,
+            "issued_at": invoice.issued_at,
+            "due_date": invoice.due_date,
+            "paid_at": invoice.paid_at,
+            "voided_at": invoice.voided_at,
+            "version": invoice.version,
+        }
+
+    def _add_children(self, invoice: Invoice, *, history_from: int, payments_from: int) -> None:
+        for seq, change in enumerate(invoice.history[history_from:], start=history_from):
+            self._session.add(
+                InvoiceStatusHistoryRow(
+                    invoice_id=invoice.id,
+                    tenant_id=self._tenant,
+                    seq=seq,
+                    from_status=change.from_status.value if change.from_status else None,
+                    to_status=change.to_status.value,
+                    at=change.at,
+                    reason=change.reason,
+                    actor=change.actor,
+                    event_id=change.event_id,
+                )
+            )
+        for seq, payment in enumerate(invoice.payments[payments_from:], start=payments_from):
+            self._session.add(
+                InvoicePaymentRow(
+                    invoice_id=invoice.id,
+                    tenant_id=self._tenant,
+                    seq=seq,
+                    kind=payment.kind.value,
+                    payment_id=payment.payment_id,
+                    refund_id=payment.refund_id,
+                    event_id=payment.event_id,
+                    amount=payment.amount,
+                    currency=payment.currency,
+                    applied=payment.applied,
+                    flag=payment.flag.value if payment.flag else None,
+                    detail=payment.detail,
+                    at=payment.at,
+                )
+            )
+
+
+class SqlNumberSeries:
+    """Gapless numbers: one counter row per (tenant, series), taken with a single atomic
+    upsert (`INSERT … ON CONFLICT DO UPDATE SET last_number = last_number + 1 RETURNING`) in
+    the finalizing transaction. On PostgreSQL the upsert row-locks the counter until commit,
+    so concurrent finalizations queue and get consecutive numbers; a rollback undoes the
+    increment, so a failed finalization leaves no gap."""
+
+    def __init__(self, session: AsyncSession, tenant: str) -> None:
+        self._session = session
+        self._tenant = tenant
+
+    async def next_sequence(self, series: str) -> int:
+        dialect = self._session.bind.dialect.name  # type: ignore[union-attr]
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        table = InvoiceNumberSeriesRow.__table__  # type: ignore[attr-defined]
+        statement = (
+            insert(table)
+            .values(tenant_id=self._tenant, series=series, last_number=1)
+            .on_conflict_do_update(
+                index_elements=[table.c.tenant_id, table.c.series],
+                set_={"last_number": table.c.last_number + 1},
+            )
+            .returning(table.c.last_number)
+        )
+        result = await self._session.exec(statement)
+        return int(result.scalar_one())
+
+
+class SqlReceivedEventLog:
+    def __init__(self, session: AsyncSession, tenant: str) -> None:
+        self._session = session
+        self._tenant = tenant
+
+    async def add(self, event: ReceivedEvent) -> None:
+        self._session.add(
+            ReceivedEventRow(
+                event_id=event.event_id,
+                tenant_id=self._tenant,
+                event_type=event.event_type,
+                reference=event.reference,
+                subject=event.subject,
+                source=event.source,
+                occurred_at=event.occurred_at,
+                received_at=event.received_at,
+                data=json.dumps(event.data, sort_keys=True),
+            )
+        )
+        await self._session.flush()
+
+    async def for_reference(self, reference: str) -> list[ReceivedEvent]:
+        rows = (
+            await self._session.exec(
+                select(ReceivedEventRow)
+                .where(
+                    ReceivedEventRow.tenant_id == self._tenant,
+                    ReceivedEventRow.reference == reference,
+                )
+                .order_by(col(ReceivedEventRow.received_at), col(ReceivedEventRow.event_id))
+            )
+        ).all()
+        return [
+            ReceivedEvent(
+                event_id=row.event_id,
+                event_type=row.event_type,
+                source=row.source,
+                reference=row.reference,
+                subject=row.subject,
+                occurred_at=row.occurred_at,
+                received_at=row.received_at,
+                data=json.loads(row.data),
+            )
+            for row in rows
+        ]

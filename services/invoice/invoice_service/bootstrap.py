@@ -1,0 +1,156 @@
+"""The composition root: the one place that chooses adapters and wires them to the use cases.
+
+uvicorn invoice_service.bootstrap:create_app --factory --port 8003
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from loguru import logger
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from billing_common.db import ping
+from billing_common.problems import problem_response
+from billing_common.runtime import (
+    EmbeddedPlatform,
+    close_context,
+    open_context,
+    select_adapters,
+    start_context,
+)
+from billing_common.settings import ServiceSettings
+from billing_common.web import ReadinessCheck, create_service_app
+from invoice_service import __version__
+from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
+from invoice_service.adapters.pdf import WeasyPrintRenderer
+from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
+from invoice_service.domain.errors import (
+    ConcurrentModification,
+    CouponNotApplicable,
+    IdempotencyConflict,
+    InvalidInvoice,
+    InvalidTransition,
+    InvoiceNotFound,
+    PdfUnavailable,
+    PeerContractViolation,
+    PeerRejected,
+)
+from invoice_service.entrypoints.api import router
+from invoice_service.entrypoints.consumers import subscribe_all
+from invoice_service.service_layer.documents import DocumentServices
+from invoice_service.service_layer.handlers import Dependencies
+from invoice_service.service_layer.queries import InvalidCursor
+from invoice_service.service_layer.unit_of_work import uow_factory
+
+SERVICE = "invoice"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+DOMAIN_ERRORS: dict[type[Exception], int] = {
+    InvoiceNotFound: 404,
+    InvalidTransition: 409,
+    IdempotencyConflict: 409,
+    ConcurrentModification: 409,
+    InvalidInvoice: 422,
+    InvalidCursor: 422,
+    CouponNotApplicable: 422,
+    PeerRejected: 422,
+    PeerContractViolation: 502,
+    PdfUnavailable: 503,
+}
+
+
+class SellerSettings(BaseSettings):
+    """Who issues the invoices (printed on every document): INVOICE_SELLER_NAME etc."""
+
+    model_config = SettingsConfigDict(env_prefix="INVOICE_SELLER_", extra="ignore")
+
+    name: str = "Billing Platform Demo Ltd."
+    address: str = "1 Example Street\n10115 Berlin\nGermany"
+    tax_id: str | None = "DE000000000"
+    email: str | None = "billing@example.com"
+
+    def to_seller(self) -> Seller:
+        return Seller(self.name, self.address.replace("\\n", "\n"), self.tax_id, self.email)
+
+
+async def _on_peer_rejected(request: Request, exc: Exception) -> JSONResponse:
+    """Pass a peer's refusal on as 422 under the peer's own problem type (for example
+    /problems/unknown-jurisdiction), with its detail."""
+    assert isinstance(exc, PeerRejected)
+    slug = (exc.peer_problem_type or "").rsplit("/", 1)[-1] or "peer-rejected"
+    if slug == "about:blank":
+        slug = "peer-rejected"
+    return problem_response(
+        request,
+        422,
+        slug.replace("-", " ").capitalize(),
+        str(exc),
+        problem_type=slug,
+        **exc.problem_extensions,
+    )
+
+
+def create_app(
+    settings: ServiceSettings | None = None, platform: EmbeddedPlatform | None = None
+) -> FastAPI:
+    settings = settings or ServiceSettings.for_service(SERVICE)
+    adapters = select_adapters(settings, platform)
+    seller = SellerSettings().to_seller()
+    log = logger.bind(service=SERVICE)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = await open_context(
+            settings, adapters, migrations_dir=MIGRATIONS_DIR, metrics=app.state.metrics
+        )
+        app.state.ctx = ctx
+        deps = Dependencies(
+            uow=uow_factory(ctx.sessions, ctx.relay),
+            tax=InvokerTaxClient(ctx.invoker, ctx.tokens),
+            discounts=InvokerDiscountClient(ctx.invoker, ctx.tokens),
+        )
+        app.state.deps = deps
+        app.state.documents = DocumentServices(
+            html=JinjaInvoiceHtml(seller), renderer=WeasyPrintRenderer(), cache=ctx.state
+        )
+        subscribe_all(ctx, deps)  # before start_context: the bus binds queues at start
+        await start_context(ctx)
+        log.info("invoice service started ({} runtime)", settings.runtime)
+        try:
+            yield
+        finally:
+            await close_context(ctx)
+
+    def readiness(app: FastAPI) -> Sequence[ReadinessCheck]:
+        # Only the database: a broker outage must not take every replica out of service,
+        # the outbox keeps the events until the relay can publish them.
+        async def database() -> None:
+            await ping(app.state.ctx.engine)
+
+        return [database]
+
+    app = create_service_app(
+        service=SERVICE,
+        title="Invoice service",
+        description=(
+            "Invoices priced by the discount and tax services (discount before tax), a "
+            "checked status machine with history, gapless numbers per series, payments "
+            "applied from events, and PDF documents."
+        ),
+        version=__version__,
+        routers=[router],
+        lifespan=lifespan,
+        domain_errors=DOMAIN_ERRORS,
+        readiness_checks=readiness,
+        max_body_bytes=settings.max_body_bytes,
+        openapi_tags=[{"name": "invoices", "description": "create, read, change, render"}],
+    )
+    app.add_exception_handler(PeerRejected, _on_peer_rejected)
+    if platform is not None:
+        platform.apps[SERVICE] = app
+    return app

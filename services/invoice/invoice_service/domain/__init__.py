@@ -1,0 +1,1 @@
+"""Pure invoice rules: no framework, database or network imports."""

@@ -1,0 +1,86 @@
+"""Domain exceptions. The composition root maps each class to an HTTP status; the class name
+becomes the problem type (InvalidTransition -> /problems/invalid-transition)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class InvoiceError(Exception):
+    """Base class of every invoice rule violation."""
+
+    problem_extensions: dict[str, Any]
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message)
+        self.problem_extensions = extensions
+
+
+class InvoiceNotFound(InvoiceError):
+    def __init__(self, invoice_id: str) -> None:
+        super().__init__(f"no invoice {invoice_id!r}", invoice_id=invoice_id)
+
+
+class InvalidTransition(InvoiceError):
+    """The requested status change is not allowed from the invoice's current status."""
+
+    def __init__(self, current: str, target: str, why: str | None = None) -> None:
+        message = f"an invoice in status {current!r} cannot become {target!r}"
+        super().__init__(
+            f"{message}: {why}" if why else message, current_status=current, target_status=target
+        )
+
+
+class InvalidInvoice(InvoiceError):
+    """The invoice request breaks a domain rule that a schema cannot express."""
+
+
+class IdempotencyConflict(InvoiceError):
+    """The Idempotency-Key was used before with a different request body."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used with a different request",
+            idempotency_key=key,
+        )
+
+
+class ConcurrentModification(InvoiceError):
+    """Another transaction changed the invoice between read and write; retry the request."""
+
+    def __init__(self, invoice_id: str) -> None:
+        super().__init__(
+            f"invoice {invoice_id!r} was changed concurrently; retry", invoice_id=invoice_id
+        )
+
+
+class PeerRejected(InvoiceError):
+    """A peer service refused the request for a reason the client can act on (unknown
+    jurisdiction, coupon not applicable): passed on as 422 with the peer's detail."""
+
+    def __init__(
+        self, peer: str, peer_status: int, problem_type: str | None, detail: str, **extra: Any
+    ) -> None:
+        super().__init__(
+            detail, peer=peer, peer_status=peer_status, peer_type=problem_type, **extra
+        )
+        self.peer = peer
+        self.peer_status = peer_status
+        self.peer_problem_type = problem_type
+
+
+class CouponNotApplicable(InvoiceError):
+    """A coupon the client asked for cannot apply; the invoice is not created without it."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"coupon {code!r} cannot be applied: {reason}", code=code, reason=reason)
+
+
+class PeerContractViolation(InvoiceError):
+    """A peer answered something the contract does not allow (bad shape, totals that do not
+    add up). Our side cannot proceed safely: 502."""
+
+
+class PdfUnavailable(InvoiceError):
+    """PDF rendering is not possible on this machine (WeasyPrint's system libraries are
+    missing): 503."""

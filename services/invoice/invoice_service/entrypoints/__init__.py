@@ -1,0 +1,1 @@
+"""HTTP API and event subscriptions of the invoice service."""

@@ -1,0 +1,277 @@
+"""HTTP API: /v1/invoices. Tenant and actor come from the bearer token, never the body."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+
+from billing_common.api_auth import requires
+from billing_common.auth import Principal
+from billing_common.problems import Problem
+from invoice_service.domain.model import InvoiceStatus
+from invoice_service.entrypoints.schemas import (
+    InvoiceCreate,
+    InvoiceOut,
+    InvoicePageOut,
+    InvoiceSummaryOut,
+    ReasonIn,
+)
+from invoice_service.service_layer import documents, handlers, queries
+from invoice_service.service_layer.documents import Document, DocumentServices
+from invoice_service.service_layer.handlers import Dependencies
+from invoice_service.service_layer.ports import InvoiceQuery
+
+router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
+
+# Printable ASCII, no spaces at the ends. 128 characters at most: the key is reused inside
+# the discount redemption's key ("invoice:<tenant>:<key>"), which allows 255.
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?$")
+
+InvoiceId = Annotated[str, Path(min_length=1, max_length=64, description="invoice id")]
+Writer = Annotated[Principal, Depends(requires("invoice:write"))]
+Reader = Annotated[Principal, Depends(requires("invoice:read"))]
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid bearer token"},
+    403: {"description": "the token lacks the scope"},
+    404: {"description": "no such invoice for this tenant"},
+}
+_CHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    **_PROBLEMS,
+    409: {"description": "invalid status transition"},
+}
+
+
+def _deps(request: Request) -> Dependencies:
+    deps: Dependencies = request.app.state.deps
+    return deps
+
+
+def _documents(request: Request) -> DocumentServices:
+    services: DocumentServices = request.app.state.documents
+    return services
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Query datetimes without an offset are taken as UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=InvoiceOut,
+    summary="Create a draft invoice (discount, then tax on the discounted lines)",
+    responses={
+        200: {"model": InvoiceOut, "description": "replay: this key was seen with this body"},
+        400: {"description": "Idempotency-Key missing or malformed"},
+        409: {"description": "Idempotency-Key reused with another body"},
+        422: {"description": "invalid request, unknown jurisdiction, coupon not applicable"},
+        502: {"description": "a peer service answered outside its contract"},
+        503: {"description": "the tax or discount service is unavailable; nothing was written"},
+        **_PROBLEMS,
+    },
+)
+async def create_invoice(
+    body: InvoiceCreate,
+    request: Request,
+    response: Response,
+    principal: Writer,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> InvoiceOut:
+    if idempotency_key is None:
+        raise Problem(
+            400,
+            "Idempotency key required",
+            "send an Idempotency-Key header: an invoice is created once per key",
+            problem_type="idempotency-key-required",
+        )
+    if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise Problem(
+            400,
+            "Invalid idempotency key",
+            "the Idempotency-Key must be 1-128 printable ASCII characters",
+            problem_type="invalid-idempotency-key",
+        )
+    command = body.to_command(
+        tenant=principal.tenant, actor=principal.subject, idempotency_key=idempotency_key
+    )
+    result = await handlers.create_invoice(command, _deps(request))
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/invoices/{result.invoice.id}"
+    return InvoiceOut.of(result.invoice)
+
+
+@router.get(
+    "",
+    response_model=InvoicePageOut,
+    summary="List invoices, newest first, with filters and cursor pagination",
+    responses={422: {"description": "invalid filter or cursor"}, **_PROBLEMS},
+)
+async def list_invoices(
+    request: Request,
+    principal: Reader,
+    status_filter: Annotated[InvoiceStatus | None, Query(alias="status")] = None,
+    customer_id: Annotated[str | None, Query(max_length=128)] = None,
+    created_from: Annotated[datetime | None, Query(description="inclusive")] = None,
+    created_to: Annotated[datetime | None, Query(description="exclusive")] = None,
+    issued_from: Annotated[datetime | None, Query(description="inclusive")] = None,
+    issued_to: Annotated[datetime | None, Query(description="exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> InvoicePageOut:
+    query = InvoiceQuery(
+        status=status_filter,
+        customer_id=customer_id,
+        created_from=_utc(created_from),
+        created_to=_utc(created_to),
+        issued_from=_utc(issued_from),
+        issued_to=_utc(issued_to),
+        limit=limit,
+        after=queries.decode_cursor(cursor) if cursor else None,
+    )
+    page = await queries.list_invoices(principal.tenant, query, _deps(request).uow)
+    return InvoicePageOut(
+        items=[InvoiceSummaryOut.of(item) for item in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/{invoice_id}",
+    response_model=InvoiceOut,
+    summary="One invoice with lines, taxes, discounts, payments and history",
+    responses=_PROBLEMS,
+)
+async def get_invoice(invoice_id: InvoiceId, request: Request, principal: Reader) -> InvoiceOut:
+    details = await queries.get_invoice(principal.tenant, invoice_id, _deps(request).uow)
+    return InvoiceOut.of_details(details)
+
+
+@router.post(
+    "/{invoice_id}/finalize",
+    response_model=InvoiceOut,
+    summary="Issue a draft: assigns the next number of its series",
+    responses=_CHANGE_PROBLEMS,
+)
+async def finalize_invoice(
+    invoice_id: InvoiceId, request: Request, principal: Writer
+) -> InvoiceOut:
+    invoice = await handlers.finalize_invoice(
+        principal.tenant, invoice_id, principal.subject, _deps(request)
+    )
+    return InvoiceOut.of(invoice)
+
+
+@router.post(
+    "/{invoice_id}/void",
+    response_model=InvoiceOut,
+    summary="Void a draft, or an issued invoice on which nothing is paid",
+    responses=_CHANGE_PROBLEMS,
+)
+async def void_invoice(
+    invoice_id: InvoiceId, request: Request, principal: Writer, body: ReasonIn | None = None
+) -> InvoiceOut:
+    invoice = await handlers.void_invoice(
+        principal.tenant,
+        invoice_id,
+        body.reason if body else None,
+        principal.subject,
+        _deps(request),
+    )
+    return InvoiceOut.of(invoice)
+
+
+@router.post(
+    "/{invoice_id}/mark-uncollectible",
+    response_model=InvoiceOut,
+    summary="Write off an issued or partially paid invoice",
+    responses=_CHANGE_PROBLEMS,
+)
+async def mark_uncollectible(
+    invoice_id: InvoiceId, request: Request, principal: Writer, body: ReasonIn | None = None
+) -> InvoiceOut:
+    invoice = await handlers.mark_uncollectible(
+        principal.tenant,
+        invoice_id,
+        body.reason if body else None,
+        principal.subject,
+        _deps(request),
+    )
+    return InvoiceOut.of(invoice)
+
+
+def _document_response(document: Document, media_type: str, filename: str) -> Response:
+    headers = {"ETag": document.etag, "Cache-Control": "private, no-cache"}
+    if document.content is None:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    headers["Content-Disposition"] = f'inline; filename="{filename}"'
+    return Response(document.content, media_type=media_type, headers=headers)
+
+
+def _filename(document: Document, extension: str) -> str:
+    invoice = document.invoice
+    return f"{invoice.number or 'draft-' + invoice.id}.{extension}"
+
+
+@router.get(
+    "/{invoice_id}/html",
+    response_class=Response,
+    summary="The invoice document as HTML (the PDF's source)",
+    responses={
+        200: {"content": {"text/html": {}}},
+        304: {"description": "If-None-Match matched the current ETag"},
+        **_PROBLEMS,
+    },
+)
+async def invoice_html(
+    invoice_id: InvoiceId,
+    request: Request,
+    principal: Reader,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    services = _documents(request)
+    document = await documents.invoice_html(
+        principal.tenant,
+        invoice_id,
+        uow=_deps(request).uow,
+        html=services.html,
+        if_none_match=if_none_match,
+    )
+    return _document_response(document, "text/html; charset=utf-8", _filename(document, "html"))
+
+
+@router.get(
+    "/{invoice_id}/pdf",
+    response_class=Response,
+    summary="The invoice as PDF (WeasyPrint), cached per invoice version, with ETag",
+    responses={
+        200: {"content": {"application/pdf": {}}},
+        304: {"description": "If-None-Match matched the current ETag"},
+        503: {"description": "PDF rendering is not available on this host"},
+        **_PROBLEMS,
+    },
+)
+async def invoice_pdf(
+    invoice_id: InvoiceId,
+    request: Request,
+    principal: Reader,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    services = _documents(request)
+    document = await documents.invoice_pdf(
+        principal.tenant,
+        invoice_id,
+        uow=_deps(request).uow,
+        html=services.html,
+        renderer=services.renderer,
+        cache=services.cache,
+        if_none_match=if_none_match,
+    )
+    return _document_response(document, "application/pdf", _filename(document, "pdf"))

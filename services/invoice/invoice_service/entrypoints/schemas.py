@@ -1,0 +1,400 @@
+"""Request and response bodies. Amounts are decimal strings both ways; JSON numbers are
+refused for amounts (quantities may be JSON integers)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from billing_common.money import check_currency
+from invoice_service.adapters.wire import DecimalString, QuantityValue
+from invoice_service.domain.errors import InvalidInvoice
+from invoice_service.domain.model import (
+    Customer,
+    Invoice,
+    InvoiceLine,
+    InvoiceSummary,
+    PriceMode,
+    TaxStatus,
+)
+from invoice_service.domain.numbering import DEFAULT_SERIES, check_series
+from invoice_service.domain.pricing import LineDraft
+from invoice_service.service_layer.handlers import CreateInvoice
+from invoice_service.service_layer.ports import ReceivedEvent
+from invoice_service.service_layer.queries import InvoiceDetails
+
+Currency = Annotated[
+    str, Field(min_length=3, max_length=3, examples=["EUR"]), AfterValidator(check_currency)
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class JurisdictionIn(_In):
+    country: str = Field(pattern=r"^[A-Za-z]{2}$", examples=["DE"])
+    region: str | None = Field(default=None, min_length=1, max_length=16, examples=[None])
+
+    @field_validator("country", "region")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        return value.upper() if value is not None else None
+
+
+class CustomerIn(_In):
+    id: str = Field(min_length=1, max_length=128, examples=["c-1"])
+    type: str | None = Field(default=None, min_length=1, max_length=64, examples=["premium"])
+    jurisdiction: JurisdictionIn
+    tax_status: Literal["standard", "exempt", "reverse_charge"] = "standard"
+    tax_id: str | None = Field(default=None, min_length=1, max_length=64)
+    name: str | None = Field(default=None, min_length=1, max_length=200, examples=["Acme GmbH"])
+    email: str | None = Field(default=None, min_length=3, max_length=254)
+    address: str | None = Field(default=None, max_length=1000, description="lines separated by \\n")
+
+
+class LineIn(_In):
+    description: str = Field(min_length=1, max_length=500, examples=["Widget"])
+    quantity: QuantityValue = Field(description="positive; decimal string or integer")
+    unit_price: DecimalString = Field(description="decimal string, >= 0")
+    category: str = Field(default="standard", min_length=1, max_length=64)
+
+
+class InvoiceCreate(_In):
+    customer: CustomerIn
+    currency: Currency
+    lines: list[LineIn] = Field(min_length=1, max_length=200)
+    coupon_codes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=20
+    )
+    price_mode: Literal["exclusive", "inclusive"] = "exclusive"
+    series: str = Field(default=DEFAULT_SERIES, min_length=1, max_length=16)
+    due_days: StrictInt = Field(default=30, ge=0, le=365)
+    memo: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("series")
+    @classmethod
+    def _series(cls, value: str) -> str:
+        try:
+            return check_series(value)
+        except InvalidInvoice as exc:
+            raise ValueError(str(exc)) from exc
+
+    def fingerprint(self) -> str:
+        """Hash of the normalised body: the same request under the same key is a replay."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_command(self, *, tenant: str, actor: str, idempotency_key: str) -> CreateInvoice:
+        c = self.customer
+        return CreateInvoice(
+            tenant=tenant,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            request_hash=self.fingerprint(),
+            customer=Customer(
+                id=c.id,
+                type=c.type,
+                country=c.jurisdiction.country,
+                region=c.jurisdiction.region,
+                tax_status=TaxStatus(c.tax_status),
+                tax_id=c.tax_id,
+                name=c.name,
+                email=c.email,
+                address=c.address,
+            ),
+            currency=self.currency,
+            lines=tuple(
+                LineDraft(
+                    description=line.description,
+                    quantity=line.quantity,
+                    unit_price=line.unit_price,
+                    category=line.category,
+                )
+                for line in self.lines
+            ),
+            coupon_codes=tuple(self.coupon_codes),
+            price_mode=PriceMode(self.price_mode),
+            series=self.series,
+            due_days=self.due_days,
+            memo=self.memo,
+        )
+
+
+class ReasonIn(_In):
+    reason: str | None = Field(default=None, max_length=500, examples=["duplicate order"])
+
+
+# ---- responses --------------------------------------------------------------------------
+
+
+class JurisdictionOut(BaseModel):
+    country: str
+    region: str | None
+
+
+class CustomerOut(BaseModel):
+    id: str
+    type: str | None
+    jurisdiction: JurisdictionOut
+    tax_status: str
+    tax_id: str | None
+    name: str | None
+    email: str | None
+    address: str | None
+
+
+class TaxOut(BaseModel):
+    rule_id: str | None
+    name: str
+    rate: DecimalString
+    amount: DecimalString
+    compound: bool
+
+
+class LineOut(BaseModel):
+    position: int
+    description: str
+    quantity: DecimalString
+    unit_price: DecimalString
+    category: str
+    subtotal: DecimalString
+    discount: DecimalString
+    net: DecimalString
+    tax: DecimalString
+    total: DecimalString
+    exemption: str | None
+    taxes: list[TaxOut]
+
+    @classmethod
+    def of(cls, line: InvoiceLine) -> LineOut:
+        return cls(
+            position=line.position,
+            description=line.description,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            category=line.category,
+            subtotal=line.subtotal,
+            discount=line.discount,
+            net=line.net,
+            tax=line.tax,
+            total=line.total,
+            exemption=line.exemption,
+            taxes=[
+                TaxOut(
+                    rule_id=t.rule_id,
+                    name=t.name,
+                    rate=t.rate,
+                    amount=t.amount,
+                    compound=t.compound,
+                )
+                for t in line.taxes
+            ],
+        )
+
+
+class DiscountOut(BaseModel):
+    kind: str
+    code: str | None
+    name: str
+    amount: DecimalString
+
+
+class PaymentOut(BaseModel):
+    kind: Literal["payment", "refund", "failure"]
+    payment_id: str
+    refund_id: str | None
+    amount: DecimalString
+    currency: str
+    applied: bool
+    flag: str | None = Field(description="why it was not applied as is, e.g. overpayment")
+    detail: str | None
+    event_id: str | None
+    at: datetime
+
+
+class HistoryOut(BaseModel):
+    from_status: str | None
+    to_status: str
+    at: datetime
+    reason: str | None
+    actor: str | None
+    event_id: str | None
+
+
+class ReceivedEventOut(BaseModel):
+    event_id: str
+    type: str
+    source: str
+    occurred_at: datetime
+    received_at: datetime
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: ReceivedEvent) -> ReceivedEventOut:
+        return cls(
+            event_id=event.event_id,
+            type=event.event_type,
+            source=event.source,
+            occurred_at=event.occurred_at,
+            received_at=event.received_at,
+            data=event.data,
+        )
+
+
+class _Totals(BaseModel):
+    subtotal: DecimalString
+    discount_total: DecimalString
+    tax_total: DecimalString
+    total: DecimalString
+    amount_paid: DecimalString
+    amount_due: DecimalString
+
+
+class InvoiceOut(_Totals):
+    id: str
+    number: str | None
+    series: str
+    status: str
+    currency: str
+    price_mode: str
+    customer: CustomerOut
+    net_total: DecimalString
+    overpaid: DecimalString
+    tax_calculation_id: str | None
+    discount_redemption_id: str | None
+    due_days: int
+    memo: str | None
+    created_at: datetime
+    updated_at: datetime | None
+    issued_at: datetime | None
+    due_date: date | None
+    paid_at: datetime | None
+    voided_at: datetime | None
+    version: int
+    lines: list[LineOut]
+    discounts: list[DiscountOut]
+    payments: list[PaymentOut]
+    history: list[HistoryOut]
+    received_events: list[ReceivedEventOut] = Field(
+        default_factory=list, description="tax/discount events received about this invoice"
+    )
+
+    @classmethod
+    def of(cls, invoice: Invoice, received: list[ReceivedEvent] | None = None) -> InvoiceOut:
+        totals = invoice.totals
+        c = invoice.customer
+        return cls(
+            id=invoice.id,
+            number=invoice.number,
+            series=invoice.series,
+            status=invoice.status.value,
+            currency=invoice.currency,
+            price_mode=invoice.price_mode.value,
+            customer=CustomerOut(
+                id=c.id,
+                type=c.type,
+                jurisdiction=JurisdictionOut(country=c.country, region=c.region),
+                tax_status=c.tax_status.value,
+                tax_id=c.tax_id,
+                name=c.name,
+                email=c.email,
+                address=c.address,
+            ),
+            subtotal=totals.subtotal,
+            discount_total=totals.discount_total,
+            net_total=totals.net_total,
+            tax_total=totals.tax_total,
+            total=totals.total,
+            amount_paid=invoice.amount_paid,
+            amount_due=invoice.amount_due,
+            overpaid=invoice.overpaid,
+            tax_calculation_id=invoice.tax_calculation_id,
+            discount_redemption_id=invoice.discount_redemption_id,
+            due_days=invoice.due_days,
+            memo=invoice.memo,
+            created_at=invoice.created_at,
+            updated_at=invoice.updated_at,
+            issued_at=invoice.issued_at,
+            due_date=invoice.due_date,
+            paid_at=invoice.paid_at,
+            voided_at=invoice.voided_at,
+            version=invoice.version,
+            lines=[LineOut.of(line) for line in invoice.lines],
+            discounts=[
+                DiscountOut(kind=d.kind, code=d.code, name=d.name, amount=d.amount)
+                for d in invoice.discounts
+            ],
+            payments=[
+                PaymentOut(
+                    kind=p.kind.value,
+                    payment_id=p.payment_id,
+                    refund_id=p.refund_id,
+                    amount=p.amount,
+                    currency=p.currency,
+                    applied=p.applied,
+                    flag=p.flag.value if p.flag else None,
+                    detail=p.detail,
+                    event_id=p.event_id,
+                    at=p.at,
+                )
+                for p in invoice.payments
+            ],
+            history=[
+                HistoryOut(
+                    from_status=h.from_status.value if h.from_status else None,
+                    to_status=h.to_status.value,
+                    at=h.at,
+                    reason=h.reason,
+                    actor=h.actor,
+                    event_id=h.event_id,
+                )
+                for h in invoice.history
+            ],
+            received_events=[ReceivedEventOut.of(e) for e in received or []],
+        )
+
+    @classmethod
+    def of_details(cls, details: InvoiceDetails) -> InvoiceOut:
+        return cls.of(details.invoice, details.received_events)
+
+
+class InvoiceSummaryOut(_Totals):
+    id: str
+    number: str | None
+    series: str
+    status: str
+    customer_id: str
+    currency: str
+    created_at: datetime
+    issued_at: datetime | None
+    due_date: date | None
+
+    @classmethod
+    def of(cls, summary: InvoiceSummary) -> InvoiceSummaryOut:
+        return cls(
+            id=summary.id,
+            number=summary.number,
+            series=summary.series,
+            status=summary.status.value,
+            customer_id=summary.customer_id,
+            currency=summary.currency,
+            subtotal=summary.subtotal,
+            discount_total=summary.discount_total,
+            tax_total=summary.tax_total,
+            total=summary.total,
+            amount_paid=summary.amount_paid,
+            amount_due=summary.amount_due,
+            created_at=summary.created_at,
+            issued_at=summary.issued_at,
+            due_date=summary.due_date,
+        )
+
+
+class InvoicePageOut(BaseModel):
+    items: list[InvoiceSummaryOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: last")

@@ -1,0 +1,1 @@
+"""Use cases of the invoice service and the ports they depend on."""

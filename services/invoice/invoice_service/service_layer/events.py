@@ -1,0 +1,93 @@
+"""The events the invoice service publishes, built from the aggregate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from billing_common.event_schemas import (
+    INVOICE_CREATED,
+    INVOICE_FINALIZED,
+    INVOICE_PAID,
+    INVOICE_VOIDED,
+    InvoiceCreated,
+    InvoiceFinalized,
+    InvoicePaid,
+    InvoiceVoided,
+)
+from billing_common.events import CloudEvent, new_event
+from invoice_service.domain.model import Invoice
+
+SOURCE = "/billing/invoice"
+
+
+def aggregate(invoice: Invoice) -> str:
+    return f"invoice:{invoice.id}"
+
+
+def _event(
+    invoice: Invoice,
+    event_type: str,
+    data: InvoiceCreated | InvoiceFinalized | InvoicePaid | InvoiceVoided,
+) -> CloudEvent:
+    return new_event(
+        source=SOURCE,
+        event_type=event_type,
+        data=data,
+        subject=invoice.id,
+        tenant=invoice.tenant_id,
+    )
+
+
+def created(invoice: Invoice) -> CloudEvent:
+    return _event(
+        invoice,
+        INVOICE_CREATED,
+        InvoiceCreated(
+            invoice_id=invoice.id,
+            customer_id=invoice.customer.id,
+            currency=invoice.currency,
+            total=invoice.total,
+            amount_due=invoice.amount_due,
+            status=invoice.status.value,
+        ),
+    )
+
+
+def finalized(invoice: Invoice) -> CloudEvent:
+    assert invoice.number is not None
+    return _event(
+        invoice,
+        INVOICE_FINALIZED,
+        InvoiceFinalized(
+            invoice_id=invoice.id,
+            number=invoice.number,
+            customer_id=invoice.customer.id,
+            currency=invoice.currency,
+            total=invoice.total,
+            amount_due=invoice.amount_due,
+            due_date=invoice.due_date.isoformat() if invoice.due_date else None,
+        ),
+    )
+
+
+def paid(invoice: Invoice) -> CloudEvent:
+    return _event(
+        invoice,
+        INVOICE_PAID,
+        InvoicePaid(
+            invoice_id=invoice.id,
+            number=invoice.number,
+            currency=invoice.currency,
+            total=invoice.total,
+            amount_paid=invoice.amount_paid,
+            paid_at=invoice.paid_at or datetime.now(UTC),
+        ),
+    )
+
+
+def voided(invoice: Invoice, reason: str | None) -> CloudEvent:
+    return _event(
+        invoice,
+        INVOICE_VOIDED,
+        InvoiceVoided(invoice_id=invoice.id, number=invoice.number, reason=reason),
+    )

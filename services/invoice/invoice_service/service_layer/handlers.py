@@ -1,0 +1,424 @@
+"""Use cases: create, finalize, void, mark uncollectible, and the payment and peer events.
+
+Peers are called outside any transaction (no database connection is held while waiting on
+the network); the invoice, its history and its outbox events are written in one transaction
+at the end, so a failure anywhere before leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from billing_common.event_schemas import (
+    DISCOUNT_APPLIED,
+    TAX_CALCULATED,
+    DiscountApplied,
+    PaymentFailed,
+    PaymentReceived,
+    PaymentRefunded,
+    TaxCalculated,
+)
+from billing_common.events import CloudEvent
+from billing_common.outbox import is_unique_violation
+from billing_common.ports import PermanentEventError
+from invoice_service.domain.errors import (
+    CouponNotApplicable,
+    IdempotencyConflict,
+    InvoiceError,
+    InvoiceNotFound,
+)
+from invoice_service.domain.model import Customer, Invoice, InvoiceStatus, PriceMode
+from invoice_service.domain.numbering import DEFAULT_SERIES, format_number
+from invoice_service.domain.pricing import (
+    DiscountResult,
+    LineDraft,
+    TaxResult,
+    allocate_discount,
+    build_lines,
+    check_discount,
+    line_id,
+)
+from invoice_service.service_layer import events
+from invoice_service.service_layer.ports import (
+    DiscountPort,
+    ReceivedEvent,
+    TaxLineRequest,
+    TaxPort,
+)
+from invoice_service.service_layer.unit_of_work import InvoiceUnitOfWork, UnitOfWorkFactory
+
+CONSUMER = "invoice"
+# Invoice ids derive from (tenant, Idempotency-Key): a retried request sends the peers the
+# very same reference, so the discount service recognises its redemption as a replay.
+INVOICE_ID_NAMESPACE = uuid.UUID("6f1c3f56-8a7e-4c51-9a53-1c1e2b0e7a10")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    uow: UnitOfWorkFactory
+    tax: TaxPort
+    discounts: DiscountPort
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+
+# ---- create -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CreateInvoice:
+    tenant: str
+    actor: str
+    idempotency_key: str
+    # Fingerprint of the normalised request body: same key + other body -> conflict.
+    request_hash: str
+    customer: Customer
+    currency: str
+    lines: tuple[LineDraft, ...]
+    coupon_codes: tuple[str, ...] = ()
+    price_mode: PriceMode = PriceMode.EXCLUSIVE
+    series: str = DEFAULT_SERIES
+    due_days: int = 30
+    memo: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    invoice: Invoice
+    created: bool  # False: an earlier request with this Idempotency-Key made it
+
+
+def invoice_id_for(tenant: str, idempotency_key: str) -> str:
+    return str(uuid.uuid5(INVOICE_ID_NAMESPACE, f"{tenant}\n{idempotency_key}"))
+
+
+def redemption_key(tenant: str, idempotency_key: str) -> str:
+    return f"invoice:{tenant}:{idempotency_key}"
+
+
+async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult:
+    async with deps.uow(cmd.tenant) as uow:
+        stored = await uow.invoices.find_by_idempotency_key(cmd.idempotency_key)
+    if stored is not None:
+        return _replay(stored.invoice, stored.request_hash, cmd)
+
+    now = deps.clock()
+    invoice_id = invoice_id_for(cmd.tenant, cmd.idempotency_key)
+    drafts = list(cmd.lines)
+    subtotals = [draft.subtotal(cmd.currency) for draft in drafts]
+    amount = sum(subtotals, Decimal(0))
+
+    # 1. Discount first (on the subtotal), 2. tax on the discounted lines.
+    discount = await _quote(deps, cmd, invoice_id, amount)
+    shares, tax = await _tax_after_discount(cmd, deps, invoice_id, now, subtotals, discount)
+
+    # 3. Redeem once tax succeeded. If the redemption differs from the quote (a coupon
+    # changed in between), it is what the customer really gets: tax is computed again on it.
+    if discount.total_discount > 0:
+        redeemed = await deps.discounts.redeem(
+            tenant=cmd.tenant,
+            idempotency_key=redemption_key(cmd.tenant, cmd.idempotency_key),
+            customer=cmd.customer,
+            currency=cmd.currency,
+            amount=amount,
+            coupon_codes=cmd.coupon_codes,
+            reference=invoice_id,
+        )
+        check_discount(redeemed, amount, cmd.currency)
+        if redeemed.total_discount != discount.total_discount:
+            shares, tax = await _tax_after_discount(cmd, deps, invoice_id, now, subtotals, redeemed)
+        discount = redeemed
+
+    lines = build_lines(drafts, shares, tax, currency=cmd.currency, price_mode=cmd.price_mode)
+    invoice = Invoice.create(
+        id=invoice_id,
+        tenant_id=cmd.tenant,
+        customer=cmd.customer,
+        currency=cmd.currency,
+        price_mode=cmd.price_mode,
+        series=cmd.series,
+        lines=lines,
+        discounts=list(discount.applied),
+        due_days=cmd.due_days,
+        at=now,
+        actor=cmd.actor,
+        tax_calculation_id=tax.calculation_id,
+        discount_redemption_id=discount.redemption_id,
+        memo=cmd.memo,
+    )
+
+    # 4. Invoice, history and the created event in one transaction.
+    try:
+        async with deps.uow(cmd.tenant) as uow:
+            await uow.invoices.add(
+                invoice, idempotency_key=cmd.idempotency_key, request_hash=cmd.request_hash
+            )
+            uow.emit(events.created(invoice), aggregate=events.aggregate(invoice))
+            await uow.commit()
+    except Exception as exc:
+        # A concurrent request with the same key won the insert: answer as its replay.
+        if not is_unique_violation(exc):
+            raise
+        async with deps.uow(cmd.tenant) as uow:
+            stored = await uow.invoices.find_by_idempotency_key(cmd.idempotency_key)
+        if stored is None:
+            raise
+        return _replay(stored.invoice, stored.request_hash, cmd)
+    return CreateResult(invoice, created=True)
+
+
+def _replay(invoice: Invoice, request_hash: str, cmd: CreateInvoice) -> CreateResult:
+    if request_hash != cmd.request_hash:
+        raise IdempotencyConflict(cmd.idempotency_key)
+    return CreateResult(invoice, created=False)
+
+
+async def _quote(
+    deps: Dependencies, cmd: CreateInvoice, invoice_id: str, amount: Decimal
+) -> DiscountResult:
+    if amount == 0:
+        # Nothing to discount; a coupon asked for here could never apply.
+        if cmd.coupon_codes:
+            raise CouponNotApplicable(cmd.coupon_codes[0], "the invoice amount is zero")
+        return DiscountResult(total_discount=Decimal(0), applied=())
+    quote = await deps.discounts.quote(
+        tenant=cmd.tenant,
+        customer=cmd.customer,
+        currency=cmd.currency,
+        amount=amount,
+        coupon_codes=cmd.coupon_codes,
+        reference=invoice_id,
+    )
+    # The client asked for these coupons: creating the invoice without them would bill
+    # more than expected, and redeeming would fail anyway. Refuse with the peer's reason.
+    if quote.rejected:
+        code, reason = quote.rejected[0]
+        raise CouponNotApplicable(code, reason)
+    check_discount(quote, amount, cmd.currency)
+    return quote
+
+
+async def _tax_after_discount(
+    cmd: CreateInvoice,
+    deps: Dependencies,
+    invoice_id: str,
+    now: datetime,
+    subtotals: list[Decimal],
+    discount: DiscountResult,
+) -> tuple[list[Decimal], TaxResult]:
+    """Spread the discount over the lines and have tax computed on what remains of each.
+    Each line goes to the tax service as quantity 1 at its discounted amount: the tax base
+    is exact to the cent, while the invoice line keeps its own quantity and unit price."""
+    shares = allocate_discount(subtotals, discount.total_discount, cmd.currency)
+    requests = [
+        TaxLineRequest(
+            id=line_id(position),
+            description=draft.description,
+            unit_price=subtotal - share,
+            quantity=Decimal(1),
+            category=draft.category,
+        )
+        for position, (draft, subtotal, share) in enumerate(
+            zip(cmd.lines, subtotals, shares, strict=True), 1
+        )
+    ]
+    tax = await deps.tax.calculate(
+        tenant=cmd.tenant,
+        currency=cmd.currency,
+        customer=cmd.customer,
+        price_mode=cmd.price_mode,
+        on=now.date(),
+        reference=invoice_id,
+        lines=requests,
+    )
+    return shares, tax
+
+
+# ---- status changes ---------------------------------------------------------------------
+
+
+async def _locked(uow: InvoiceUnitOfWork, invoice_id: str) -> Invoice:
+    invoice = await uow.invoices.get(invoice_id, for_update=True)
+    if invoice is None:
+        raise InvoiceNotFound(invoice_id)
+    return invoice
+
+
+async def finalize_invoice(tenant: str, invoice_id: str, actor: str, deps: Dependencies) -> Invoice:
+    async with deps.uow(tenant) as uow:
+        invoice = await _locked(uow, invoice_id)
+        # Refuse before drawing a number; the number and the status change commit together.
+        invoice.check_can_finalize()
+        sequence = await uow.numbers.next_sequence(invoice.series)
+        invoice.finalize(
+            number=format_number(invoice.series, sequence),
+            sequence=sequence,
+            at=deps.clock(),
+            actor=actor,
+        )
+        await uow.invoices.save(invoice)
+        uow.emit(events.finalized(invoice), aggregate=events.aggregate(invoice))
+        if invoice.status is InvoiceStatus.PAID:
+            uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
+        await uow.commit()
+    return invoice
+
+
+async def void_invoice(
+    tenant: str, invoice_id: str, reason: str | None, actor: str, deps: Dependencies
+) -> Invoice:
+    async with deps.uow(tenant) as uow:
+        invoice = await _locked(uow, invoice_id)
+        invoice.void(at=deps.clock(), reason=reason, actor=actor)
+        await uow.invoices.save(invoice)
+        uow.emit(events.voided(invoice, reason), aggregate=events.aggregate(invoice))
+        await uow.commit()
+    return invoice
+
+
+async def mark_uncollectible(
+    tenant: str, invoice_id: str, reason: str | None, actor: str, deps: Dependencies
+) -> Invoice:
+    async with deps.uow(tenant) as uow:
+        invoice = await _locked(uow, invoice_id)
+        invoice.mark_uncollectible(at=deps.clock(), reason=reason, actor=actor)
+        await uow.invoices.save(invoice)
+        await uow.commit()
+    return invoice
+
+
+# ---- consumed events --------------------------------------------------------------------
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+def _tenant_of(event: CloudEvent) -> str:
+    if not event.tenant:
+        raise PermanentEventError(f"event {event.id} has no tenant")
+    return event.tenant
+
+
+def _data(event: CloudEvent, schema: type[SchemaT]) -> SchemaT:
+    try:
+        return event.data_as(schema)
+    except ValidationError as exc:
+        raise PermanentEventError(f"event {event.id} does not match {schema.__name__}") from exc
+
+
+def _event_time(event: CloudEvent) -> datetime:
+    return event.time if event.time.tzinfo else event.time.replace(tzinfo=UTC)
+
+
+async def _apply(
+    event: CloudEvent,
+    invoice_id: str,
+    deps: Dependencies,
+    change: Callable[[Invoice], bool],
+) -> None:
+    """Apply `change` to the invoice once per event id (inbox claim in the same transaction);
+    publish invoice.paid if `change` returns True. Events that can never apply are
+    dead-lettered (PermanentEventError), never retried forever."""
+    async with deps.uow(_tenant_of(event)) as uow:
+        if not await uow.claim_event(CONSUMER, event):
+            return
+        invoice = await uow.invoices.get(invoice_id, for_update=True)
+        if invoice is None:
+            raise PermanentEventError(f"{event.type} {event.id}: no invoice {invoice_id!r}")
+        try:
+            became_paid = change(invoice)
+        except InvoiceError as exc:
+            raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
+        await uow.invoices.save(invoice)
+        if became_paid:
+            uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
+        await uow.commit()
+
+
+async def on_payment_received(event: CloudEvent, deps: Dependencies) -> None:
+    data = _data(event, PaymentReceived)
+
+    def change(invoice: Invoice) -> bool:
+        return invoice.apply_payment(
+            payment_id=data.payment_id,
+            amount=data.amount,
+            currency=data.currency,
+            at=_event_time(event),
+            event_id=event.id,
+        )
+
+    await _apply(event, data.invoice_id, deps, change)
+
+
+async def on_payment_failed(event: CloudEvent, deps: Dependencies) -> None:
+    data = _data(event, PaymentFailed)
+
+    def change(invoice: Invoice) -> bool:
+        invoice.record_payment_failure(
+            payment_id=data.payment_id,
+            amount=data.amount,
+            currency=data.currency,
+            failure_code=data.failure_code,
+            failure_message=data.failure_message,
+            at=_event_time(event),
+            event_id=event.id,
+        )
+        return False
+
+    await _apply(event, data.invoice_id, deps, change)
+
+
+async def on_payment_refunded(event: CloudEvent, deps: Dependencies) -> None:
+    data = _data(event, PaymentRefunded)
+
+    def change(invoice: Invoice) -> bool:
+        invoice.apply_refund(
+            payment_id=data.payment_id,
+            refund_id=data.refund_id,
+            amount=data.amount,
+            currency=data.currency,
+            at=_event_time(event),
+            event_id=event.id,
+        )
+        return False
+
+    await _apply(event, data.invoice_id, deps, change)
+
+
+async def on_peer_event(event: CloudEvent, deps: Dependencies) -> None:
+    """Keep tax.calculated / discount.applied events in the received-events history, by
+    their reference (the invoice id when the calculation was made for an invoice)."""
+    reference = _peer_data(event).reference
+    async with deps.uow(_tenant_of(event)) as uow:
+        if not await uow.claim_event(CONSUMER, event):
+            return
+        await uow.received.add(
+            ReceivedEvent(
+                event_id=event.id,
+                event_type=event.type,
+                source=event.source,
+                reference=reference,
+                subject=event.subject,
+                occurred_at=_event_time(event),
+                received_at=deps.clock(),
+                data=event.data,
+            )
+        )
+        await uow.commit()
+
+
+def _peer_data(event: CloudEvent) -> TaxCalculated | DiscountApplied:
+    if event.type == TAX_CALCULATED:
+        return _data(event, TaxCalculated)
+    if event.type == DISCOUNT_APPLIED:
+        return _data(event, DiscountApplied)
+    raise PermanentEventError(f"the invoice service does not keep {event.type} events")

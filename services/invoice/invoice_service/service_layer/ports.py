@@ -1,0 +1,140 @@
+"""The ports the invoice use cases depend on. Adapters implement them; bootstrap wires them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from invoice_service.domain.model import (
+    Customer,
+    Invoice,
+    InvoiceStatus,
+    InvoiceSummary,
+    PriceMode,
+)
+from invoice_service.domain.pricing import DiscountResult, TaxResult
+
+
+@dataclass(frozen=True, slots=True)
+class TaxLineRequest:
+    id: str
+    description: str
+    unit_price: Decimal
+    quantity: Decimal
+    category: str
+
+
+class TaxPort(Protocol):
+    async def calculate(
+        self,
+        *,
+        tenant: str,
+        currency: str,
+        customer: Customer,
+        price_mode: PriceMode,
+        on: date,
+        reference: str,
+        lines: Sequence[TaxLineRequest],
+    ) -> TaxResult:
+        """Raise PeerRejected for a 4xx the client can act on, PeerUnavailable when down."""
+
+
+class DiscountPort(Protocol):
+    async def quote(
+        self,
+        *,
+        tenant: str,
+        customer: Customer,
+        currency: str,
+        amount: Decimal,
+        coupon_codes: Sequence[str],
+        reference: str,
+    ) -> DiscountResult: ...
+
+    async def redeem(
+        self,
+        *,
+        tenant: str,
+        idempotency_key: str,
+        customer: Customer,
+        currency: str,
+        amount: Decimal,
+        coupon_codes: Sequence[str],
+        reference: str,
+    ) -> DiscountResult: ...
+
+
+class PdfRenderer(Protocol):
+    def render(self, html: str) -> bytes:
+        """CPU-bound and blocking: call it in a worker thread. Raise PdfUnavailable when
+        rendering is impossible on this machine."""
+
+
+class InvoiceHtml(Protocol):
+    """Renders the invoice document; `version` names the template, so a new template
+    invalidates cached documents."""
+
+    version: str
+
+    def render(self, invoice: Invoice) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceQuery:
+    status: InvoiceStatus | None = None
+    customer_id: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    issued_from: datetime | None = None
+    issued_to: datetime | None = None
+    limit: int = 50
+    # Keyset position: rows strictly older than (created_at, id) in the newest-first order.
+    after: tuple[datetime, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIdempotency:
+    invoice: Invoice
+    request_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEvent:
+    event_id: str
+    event_type: str
+    source: str
+    reference: str | None
+    subject: str | None
+    occurred_at: datetime
+    received_at: datetime
+    data: dict[str, Any]
+
+
+class InvoiceRepository(Protocol):
+    async def get(self, invoice_id: str, *, for_update: bool = False) -> Invoice | None: ...
+
+    async def find_by_idempotency_key(self, key: str) -> StoredIdempotency | None: ...
+
+    async def add(self, invoice: Invoice, *, idempotency_key: str, request_hash: str) -> None: ...
+
+    async def save(self, invoice: Invoice) -> None:
+        """Write the changed header and the history and payments appended since loading.
+        Raise ConcurrentModification if another transaction saved it meanwhile."""
+
+    async def list(self, query: InvoiceQuery) -> list[InvoiceSummary]:
+        """Newest first by (created_at, id), at most `query.limit`."""
+
+
+class NumberSeries(Protocol):
+    async def next_sequence(self, series: str) -> int:
+        """Take the next number of the series in the current transaction (gapless: a
+        rollback gives it back)."""
+
+
+class ReceivedEventLog(Protocol):
+    async def add(self, event: ReceivedEvent) -> None: ...
+
+    async def for_reference(self, reference: str) -> list[ReceivedEvent]: ...

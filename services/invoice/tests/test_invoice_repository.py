@@ -1,0 +1,368 @@
+"""Repository, unit of work and numbering tests, each on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from billing_common.db import create_engine, migrate, session_factory
+from billing_common.outbox import OutboxMessage
+from invoice_service.bootstrap import MIGRATIONS_DIR
+from invoice_service.domain.errors import ConcurrentModification, InvalidTransition
+from invoice_service.domain.model import (
+    AppliedDiscount,
+    Customer,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    PaymentFlag,
+    PriceMode,
+    TaxComponent,
+    TaxStatus,
+)
+from invoice_service.service_layer import handlers, queries
+from invoice_service.service_layer.handlers import Dependencies
+from invoice_service.service_layer.ports import InvoiceQuery, ReceivedEvent
+from invoice_service.service_layer.unit_of_work import UnitOfWorkFactory, uow_factory
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+D = Decimal
+
+
+class NoPeers:
+    """Finalization and events never call peers; any call is a test failure."""
+
+    async def calculate(self, **_: Any) -> Any:
+        raise AssertionError("tax must not be called")
+
+    async def quote(self, **_: Any) -> Any:
+        raise AssertionError("discount must not be called")
+
+    async def redeem(self, **_: Any) -> Any:
+        raise AssertionError("discount must not be called")
+
+
+@pytest.fixture
+async def uow(database_url: str) -> AsyncIterator[UnitOfWorkFactory]:
+    engine = create_engine(database_url, pool_size=25)
+    await migrate(engine, MIGRATIONS_DIR, "alembic_version_invoice")
+    try:
+        yield uow_factory(session_factory(engine), None)
+    finally:
+        await engine.dispose()
+
+
+def deps(uow: UnitOfWorkFactory) -> Dependencies:
+    return Dependencies(uow=uow, tax=NoPeers(), discounts=NoPeers(), clock=lambda: T0)
+
+
+def make_invoice(
+    invoice_id: str,
+    tenant: str = "acme",
+    *,
+    customer_id: str = "c-1",
+    created_at: datetime = T0,
+    series: str = "INV",
+) -> Invoice:
+    lines = [
+        InvoiceLine(
+            position=1,
+            description="Metered API calls <b>",
+            quantity=D("1500.5"),
+            unit_price=D("0.000123"),
+            category="standard",
+            subtotal=D("0.18"),
+            discount=D("0.01"),
+            net=D("0.17"),
+            tax=D("0.03"),
+            total=D("0.20"),
+            taxes=(TaxComponent("rule-1", "DE VAT standard", D("0.19"), D("0.03")),),
+        ),
+        InvoiceLine(
+            position=2,
+            description="Book",
+            quantity=D("1"),
+            unit_price=D("33.33"),
+            category="reduced",
+            subtotal=D("33.33"),
+            discount=D("3.33"),
+            net=D("30.00"),
+            tax=D("2.10"),
+            total=D("32.10"),
+            taxes=(
+                TaxComponent("rule-2", "Federal", D("0.05"), D("1.50")),
+                TaxComponent(None, "Regional", D("0.02"), D("0.60"), compound=True),
+            ),
+            exemption=None,
+        ),
+    ]
+    return Invoice.create(
+        id=invoice_id,
+        tenant_id=tenant,
+        customer=Customer(
+            "c-x" if customer_id is None else customer_id,
+            "premium",
+            "CA",
+            "QC",
+            TaxStatus.STANDARD,
+            None,
+            "Acme",
+            "a@example.com",
+            "1 Road\nTown",
+        ),
+        currency="EUR",
+        price_mode=PriceMode.EXCLUSIVE,
+        series=series,
+        lines=lines,
+        discounts=[AppliedDiscount("coupon", "Welcome", D("3.34"), "WELCOME")],
+        due_days=30,
+        at=created_at,
+        actor="user:alice",
+        tax_calculation_id="tax-1",
+        discount_redemption_id="red-1",
+        memo="thanks",
+    )
+
+
+async def add(uow: UnitOfWorkFactory, invoice: Invoice, key: str | None = None) -> None:
+    async with uow(invoice.tenant_id) as unit:
+        await unit.invoices.add(invoice, idempotency_key=key or invoice.id, request_hash="h" * 64)
+        await unit.commit()
+
+
+async def test_round_trip_keeps_every_value_exactly(uow: UnitOfWorkFactory) -> None:
+    original = make_invoice("inv-1")
+    await add(uow, original, key="key-1")
+    async with uow("acme") as unit:
+        loaded = await unit.invoices.get("inv-1")
+        stored = await unit.invoices.find_by_idempotency_key("key-1")
+    assert loaded is not None and stored is not None
+    assert stored.request_hash == "h" * 64 and stored.invoice.id == "inv-1"
+    assert loaded.lines == original.lines  # Decimals exact: 0.000123, 1500.5
+    assert loaded.lines[0].unit_price == D("0.000123")
+    assert loaded.discounts == original.discounts
+    assert loaded.customer == original.customer
+    assert loaded.history == original.history
+    assert loaded.created_at == T0 and loaded.created_at.tzinfo is not None
+    assert loaded.totals == original.totals
+    assert (loaded.status, loaded.version, loaded.memo) == (InvoiceStatus.DRAFT, 1, "thanks")
+    assert str(loaded.amount_paid) == "0.00"
+
+
+async def test_save_appends_history_and_payments(uow: UnitOfWorkFactory) -> None:
+    await add(uow, make_invoice("inv-1"))
+    async with uow("acme") as unit:
+        invoice = await unit.invoices.get("inv-1", for_update=True)
+        assert invoice is not None
+        invoice.finalize(number="INV-000001", sequence=1, at=T0 + timedelta(minutes=1))
+        invoice.apply_payment(
+            payment_id="p1",
+            amount=D("10.00"),
+            currency="EUR",
+            at=T0 + timedelta(minutes=2),
+            event_id="ev-1",
+        )
+        invoice.apply_payment(
+            payment_id="p2",
+            amount=D("1.00"),
+            currency="USD",
+            at=T0 + timedelta(minutes=3),
+            event_id="ev-2",
+        )
+        await unit.invoices.save(invoice)
+        await unit.commit()
+    async with uow("acme") as unit:
+        again = await unit.invoices.get("inv-1")
+        assert again is not None
+        again.apply_payment(payment_id="p3", amount=D("22.30"), currency="EUR", at=T0)
+        await unit.invoices.save(again)
+        await unit.commit()
+    async with uow("acme") as unit:
+        final = await unit.invoices.get("inv-1")
+    assert final is not None
+    assert final.status is InvoiceStatus.PAID and final.amount_paid == D("32.30")
+    assert [h.to_status for h in final.history] == [
+        InvoiceStatus.DRAFT,
+        InvoiceStatus.ISSUED,
+        InvoiceStatus.PARTIALLY_PAID,
+        InvoiceStatus.PAID,
+    ]
+    assert [p.payment_id for p in final.payments] == ["p1", "p2", "p3"]
+    assert final.payments[1].flag is PaymentFlag.CURRENCY_MISMATCH
+    assert final.number == "INV-000001" and final.due_date == (T0 + timedelta(days=30)).date()
+    assert final.version == again.version
+
+
+async def test_save_detects_a_concurrent_writer(uow: UnitOfWorkFactory) -> None:
+    await add(uow, make_invoice("inv-1"))
+    async with uow("acme") as unit:
+        invoice = await unit.invoices.get("inv-1")
+        assert invoice is not None
+        # Another transaction saved the invoice after we read it.
+        await unit.session.exec(text("UPDATE invoice_invoices SET version = version + 1"))  # type: ignore[call-overload]
+        invoice.void(at=T0)
+        with pytest.raises(ConcurrentModification):
+            await unit.invoices.save(invoice)
+
+
+async def test_tenants_never_see_each_other(uow: UnitOfWorkFactory) -> None:
+    await add(uow, make_invoice("inv-a", "acme"), key="same-key")
+    await add(uow, make_invoice("inv-b", "globex"), key="same-key")  # keys are per tenant
+    async with uow("globex") as unit:
+        assert await unit.invoices.get("inv-a") is None
+        stored = await unit.invoices.find_by_idempotency_key("same-key")
+        assert stored is not None and stored.invoice.id == "inv-b"
+        assert [s.id for s in await unit.invoices.list(InvoiceQuery())] == ["inv-b"]
+        foreign = make_invoice("inv-c", "acme")
+        with pytest.raises(ValueError, match="another tenant"):
+            await unit.invoices.add(foreign, idempotency_key="k", request_hash="h")
+
+
+async def test_idempotency_key_is_unique_per_tenant(uow: UnitOfWorkFactory) -> None:
+    await add(uow, make_invoice("inv-1"), key="k")
+    with pytest.raises(IntegrityError):
+        await add(uow, make_invoice("inv-2"), key="k")
+    async with uow("acme") as unit:
+        assert await unit.invoices.get("inv-2") is None
+
+
+async def test_list_filters_and_cursor_pagination(uow: UnitOfWorkFactory) -> None:
+    for n in range(7):
+        await add(
+            uow,
+            make_invoice(
+                f"inv-{n}",
+                customer_id="c-even" if n % 2 == 0 else "c-odd",
+                created_at=T0 + timedelta(hours=n),
+            ),
+        )
+    # Two invoices created in the same instant: the id breaks the tie.
+    await add(uow, make_invoice("inv-7a", created_at=T0 + timedelta(hours=3)))
+    for n in (1, 2):
+        await handlers.finalize_invoice("acme", f"inv-{n}", "user:x", deps(uow))
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await queries.list_invoices(
+            "acme",
+            InvoiceQuery(limit=3, after=queries.decode_cursor(cursor) if cursor else None),
+            uow,
+        )
+        seen += [s.id for s in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == ["inv-6", "inv-5", "inv-4", "inv-7a", "inv-3", "inv-2", "inv-1", "inv-0"]
+
+    async def ids(**filters: Any) -> list[str]:
+        page = await queries.list_invoices("acme", InvoiceQuery(**filters), uow)
+        return [s.id for s in page.items]
+
+    assert await ids(status=InvoiceStatus.ISSUED) == ["inv-2", "inv-1"]
+    assert await ids(customer_id="c-odd") == ["inv-5", "inv-3", "inv-1"]
+    assert await ids(created_from=T0 + timedelta(hours=2), created_to=T0 + timedelta(hours=4)) == [
+        "inv-7a",
+        "inv-3",
+        "inv-2",
+    ]
+    assert await ids(issued_from=T0, issued_to=T0 + timedelta(days=1)) == ["inv-2", "inv-1"]
+    assert await ids(issued_from=T0 + timedelta(days=1)) == []
+    summary = (await queries.list_invoices("acme", InvoiceQuery(limit=1), uow)).items[0]
+    assert (summary.total, summary.amount_due, summary.currency) == (D("32.30"), D("32.30"), "EUR")
+
+
+async def test_received_events_by_reference(uow: UnitOfWorkFactory) -> None:
+    async with uow("acme") as unit:
+        for n, ref in enumerate(["inv-1", "inv-1", None]):
+            await unit.received.add(
+                ReceivedEvent(
+                    f"ev-{n}",
+                    "billing.tax.calculated.v1",
+                    "/t",
+                    ref,
+                    None,
+                    T0,
+                    T0 + timedelta(seconds=n),
+                    {"total_tax": "1.00"},
+                )
+            )
+        await unit.commit()
+    async with uow("acme") as unit:
+        events = await unit.received.for_reference("inv-1")
+    async with uow("globex") as unit:
+        assert await unit.received.for_reference("inv-1") == []
+    assert [e.event_id for e in events] == ["ev-0", "ev-1"]
+    assert events[0].data == {"total_tax": "1.00"}
+
+
+# ---- numbering --------------------------------------------------------------------------
+
+
+async def test_sequences_per_tenant_and_series_and_rollback_leaves_no_gap(
+    uow: UnitOfWorkFactory,
+) -> None:
+    async with uow("acme") as unit:
+        assert [await unit.numbers.next_sequence("INV") for _ in range(3)] == [1, 2, 3]
+        assert await unit.numbers.next_sequence("CRN") == 1
+        await unit.commit()
+    async with uow("acme") as unit:
+        assert await unit.numbers.next_sequence("INV") == 4
+        await unit.rollback()  # the transaction fails: its number goes back
+    async with uow("globex") as unit:
+        assert await unit.numbers.next_sequence("INV") == 1
+        await unit.commit()
+    async with uow("acme") as unit:
+        assert await unit.numbers.next_sequence("INV") == 4
+
+
+async def test_refused_finalization_takes_no_number(uow: UnitOfWorkFactory) -> None:
+    await add(uow, make_invoice("inv-1"))
+    await add(uow, make_invoice("inv-2"))
+    first = await handlers.finalize_invoice("acme", "inv-1", "user:x", deps(uow))
+    with pytest.raises(InvalidTransition):
+        await handlers.finalize_invoice("acme", "inv-1", "user:x", deps(uow))
+    second = await handlers.finalize_invoice("acme", "inv-2", "user:x", deps(uow))
+    assert (first.number, second.number) == ("INV-000001", "INV-000002")
+
+
+async def test_concurrent_finalizations_get_consecutive_numbers(uow: UnitOfWorkFactory) -> None:
+    count = 20
+    for n in range(count):
+        await add(uow, make_invoice(f"inv-{n:02d}"))
+    other_series = make_invoice("crn-1", series="CRN")
+    await add(uow, other_series)
+
+    results = await asyncio.gather(
+        *(
+            handlers.finalize_invoice("acme", f"inv-{n:02d}", "user:x", deps(uow))
+            for n in range(count)
+        ),
+        handlers.finalize_invoice("acme", "crn-1", "user:x", deps(uow)),
+    )
+    sequences = sorted(r.sequence for r in results[:count] if r.sequence is not None)
+    assert sequences == list(range(1, count + 1))
+    assert sorted(r.number for r in results[:count]) == [
+        f"INV-{n:06d}" for n in range(1, count + 1)
+    ]
+    assert results[-1].number == "CRN-000001"
+
+    async with uow("acme") as unit:
+        stored = [await unit.invoices.get(f"inv-{n:02d}") for n in range(count)]
+        finalized_events = (
+            await unit.session.exec(
+                select(OutboxMessage).where(
+                    OutboxMessage.event_type == "billing.invoice.finalized.v1"
+                )
+            )
+        ).all()
+    assert sorted(i.sequence for i in stored if i and i.sequence) == list(range(1, count + 1))
+    assert len(finalized_events) == count + 1
