@@ -1,0 +1,107 @@
+"""SQLModel tables of the tax service. Every table carries `tenant_id`; names are prefixed
+`tax_` because all services share SQLModel's metadata when they run in one process."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Date, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Column, Field, SQLModel
+
+from billing_common.db import ExactDecimal
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on both databases. SQLite drops offsets, so values are stored as
+    naive UTC there and get their zone back on read (which keeps text ordering correct)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError("naive datetimes are not stored: give them a timezone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _decimal() -> Any:
+    return Field(sa_column=Column(ExactDecimal(), nullable=False))
+
+
+def _when(*, index: bool = False) -> Any:
+    return Field(sa_column=Column(UtcDateTime(), nullable=False, index=index))
+
+
+class TaxRuleRow(SQLModel, table=True):
+    __tablename__ = "tax_rules"
+    __table_args__ = (
+        # NULL keys do not collide (both databases treat NULLs as distinct), so only rules
+        # that have a key are unique by it.
+        UniqueConstraint("tenant_id", "key", name="uq_tax_rules_key"),
+        Index("ix_tax_rules_lookup", "tenant_id", "country", "category"),
+        CheckConstraint(
+            "valid_from IS NULL OR valid_to IS NULL OR valid_to > valid_from",
+            name="ck_tax_rules_validity",
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=64)
+    key: str | None = Field(default=None, max_length=253)
+    country: str = Field(max_length=2)
+    region: str | None = Field(default=None, max_length=3)
+    category: str = Field(max_length=64)
+    name: str = Field(max_length=200)
+    rate: Decimal = _decimal()
+    zero_rated: bool = False
+    compound: bool = False
+    priority: int = 0
+    # NULL valid_from: valid from always; valid_to is exclusive, NULL: no end.
+    valid_from: date | None = Field(default=None, sa_column=Column(Date(), nullable=True))
+    valid_to: date | None = Field(default=None, sa_column=Column(Date(), nullable=True))
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+
+class TaxCalculationRow(SQLModel, table=True):
+    """One calculation. Totals and the fields one searches by are columns; the lines (inputs
+    and per-rule breakdown, amounts as decimal strings) are an immutable JSON snapshot, so
+    the record never changes when a rule is edited later."""
+
+    __tablename__ = "tax_calculations"
+    __table_args__ = (
+        Index("ix_tax_calculations_history", "tenant_id", "created_at", "id"),
+        Index("ix_tax_calculations_reference", "tenant_id", "reference"),
+        Index("ix_tax_calculations_customer", "tenant_id", "customer_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=64)
+    created_at: datetime = _when()
+    calculation_date: date = Field(sa_column=Column(Date(), nullable=False))
+    currency: str = Field(max_length=3)
+    price_mode: str = Field(max_length=16)
+    country: str = Field(max_length=2)
+    region: str | None = Field(default=None, max_length=3)
+    customer_id: str | None = Field(default=None, max_length=128)
+    tax_status: str = Field(max_length=16)
+    tax_id: str | None = Field(default=None, max_length=128)
+    reference: str | None = Field(default=None, max_length=128)
+    total_net: Decimal = _decimal()
+    total_tax: Decimal = _decimal()
+    total_gross: Decimal = _decimal()
+    line_count: int
+    lines: str = Field(sa_column=Column(Text, nullable=False))

@@ -1,0 +1,134 @@
+"""The composition root of the tax service: adapters for the runtime, the lifecycle, the HTTP
+app. `uvicorn tax_service.bootstrap:create_app --factory` serves it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from fastapi import FastAPI
+from loguru import logger
+
+from billing_common.db import ping
+from billing_common.runtime import (
+    EmbeddedPlatform,
+    close_context,
+    open_context,
+    select_adapters,
+    start_context,
+)
+from billing_common.settings import ServiceSettings
+from billing_common.web import create_service_app
+from tax_service import samples
+from tax_service.domain.errors import (
+    CalculationNotFound,
+    DuplicateRuleKey,
+    InvalidCalculationRequest,
+    InvalidCursor,
+    InvalidJurisdiction,
+    InvalidRule,
+    RuleNotFound,
+    TaxIdRequired,
+    UnknownCategory,
+    UnknownJurisdiction,
+)
+from tax_service.entrypoints.api import router
+from tax_service.service_layer import services
+from tax_service.service_layer.unit_of_work import TaxUnitOfWork
+
+SERVICE = "tax"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+DOMAIN_ERRORS: dict[type[Exception], int] = {
+    InvalidRule: 422,
+    InvalidJurisdiction: 422,
+    InvalidCalculationRequest: 422,
+    TaxIdRequired: 422,
+    UnknownJurisdiction: 422,
+    UnknownCategory: 422,
+    InvalidCursor: 400,
+    RuleNotFound: 404,
+    CalculationNotFound: 404,
+    DuplicateRuleKey: 409,
+}
+
+
+def _version() -> str:
+    try:
+        return version("tax-service")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: ServiceSettings | None = None, platform: EmbeddedPlatform | None = None
+) -> FastAPI:
+    settings = settings or ServiceSettings.for_service(SERVICE)
+    adapters = select_adapters(settings, platform)
+    log = logger.bind(service=SERVICE)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = await open_context(
+            settings, adapters, migrations_dir=MIGRATIONS_DIR, metrics=app.state.metrics
+        )
+        app.state.ctx = ctx
+        try:
+            await start_context(ctx)  # no subscriptions: this service only publishes
+            if settings.should_load_samples:
+                added = await services.ensure_samples(
+                    lambda: TaxUnitOfWork(ctx.sessions, ctx.relay, samples.SAMPLE_TENANT),
+                    ctx.state,
+                    samples.SAMPLE_RULES,
+                    marker=samples.SAMPLE_MARKER,
+                    now=app.state.clock(),
+                )
+                if added:
+                    log.info(
+                        "loaded {} sample tax rules for tenant {}", added, samples.SAMPLE_TENANT
+                    )
+            yield
+        finally:
+            await close_context(ctx)
+
+    def readiness(app: FastAPI) -> list[Callable[[], Awaitable[None]]]:
+        async def database() -> None:
+            await ping(app.state.ctx.engine)
+
+        async def outbox_relay() -> None:
+            if not app.state.ctx.relay.healthy:
+                raise RuntimeError("the outbox relay cannot publish")
+
+        return [database, outbox_relay]
+
+    app = create_service_app(
+        service=SERVICE,
+        title="Tax service",
+        description=(
+            "Tax rules by jurisdiction (country, region) and product category with validity "
+            "dates; calculations with exclusive or inclusive prices, several and compound "
+            "taxes per line, exempt customers, zero-rated categories and B2B reverse charge; "
+            "every calculation kept in the history."
+        ),
+        version=_version(),
+        routers=[router],
+        lifespan=lifespan,
+        domain_errors=DOMAIN_ERRORS,
+        readiness_checks=readiness,
+        max_body_bytes=settings.max_body_bytes,
+        openapi_tags=[
+            {"name": "calculations", "description": "tax calculations and their history"},
+            {"name": "rules", "description": "tax rules (admin scope to change)"},
+        ],
+    )
+    app.state.clock = utcnow
+    if platform is not None:
+        platform.apps[SERVICE] = app
+    return app

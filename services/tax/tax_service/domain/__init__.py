@@ -1,0 +1,1 @@
+"""Pure tax rules: no framework, database or I/O."""

@@ -1,0 +1,82 @@
+"""Domain exceptions of the tax service. The composition root maps each class to an HTTP
+status; the class name becomes the problem type (`UnknownCategory` ->
+`/problems/unknown-category`), and `problem_extensions` become extra problem members."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+
+class TaxError(Exception):
+    """Base of every tax domain error."""
+
+    problem_extensions: dict[str, Any]
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message)
+        self.problem_extensions = extensions
+
+
+class InvalidRule(TaxError):
+    """A rule definition that cannot be stored (bad rate, dates, codes...)."""
+
+
+class InvalidJurisdiction(TaxError):
+    """A country or region code that is not well formed or not assigned."""
+
+
+class InvalidCalculationRequest(TaxError):
+    """A calculation request that is well typed but makes no sense (duplicate line ids,
+    non-positive quantity, more lines than allowed...)."""
+
+
+class TaxIdRequired(TaxError):
+    """Reverse charge needs the customer's tax id: it is what makes the buyer liable."""
+
+
+class UnknownJurisdiction(TaxError):
+    """No rule at all covers the jurisdiction on the date: never guess a 0 % rate."""
+
+    def __init__(self, jurisdiction: str, on: date) -> None:
+        super().__init__(
+            f"no tax rules for jurisdiction {jurisdiction} valid on {on.isoformat()}",
+            jurisdiction=jurisdiction,
+            date=on.isoformat(),
+        )
+
+
+class UnknownCategory(TaxError):
+    """The jurisdiction has rules, but none for this category (and it is not declared
+    zero-rated): never guess a 0 % rate."""
+
+    def __init__(self, category: str, jurisdiction: str, on: date, line_id: str) -> None:
+        super().__init__(
+            f"no tax rule for category {category!r} in {jurisdiction} valid on "
+            f"{on.isoformat()} (line {line_id!r}); add a rule, or a zero-rated rule if the "
+            "category is not taxed",
+            category=category,
+            jurisdiction=jurisdiction,
+            date=on.isoformat(),
+            line_id=line_id,
+        )
+
+
+class RuleNotFound(TaxError):
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"no tax rule {reference}")
+
+
+class DuplicateRuleKey(TaxError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"a tax rule with key {key!r} already exists", key=key)
+
+
+class CalculationNotFound(TaxError):
+    def __init__(self, calculation_id: str) -> None:
+        super().__init__(f"no tax calculation {calculation_id}")
+
+
+class InvalidCursor(TaxError):
+    def __init__(self) -> None:
+        super().__init__("the cursor is not one this service returned")

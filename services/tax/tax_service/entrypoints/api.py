@@ -1,0 +1,256 @@
+"""HTTP API of the tax service (docs/api-contracts.md). Every route needs a bearer token; the
+tenant comes from the token, never from the request."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+
+from billing_common.api_auth import requires
+from billing_common.auth import Principal
+from tax_service.adapters.repository import (
+    CalculationFilter,
+    RuleFilter,
+    decode_cursor,
+    encode_cursor,
+)
+from tax_service.entrypoints.schemas import (
+    CalculationIn,
+    CalculationOut,
+    CalculationPage,
+    RuleDefinition,
+    RuleIn,
+    RuleOut,
+    RulePage,
+)
+from tax_service.service_layer import services
+from tax_service.service_layer.unit_of_work import TaxUnitOfWork
+
+router = APIRouter(prefix="/v1/tax")
+
+READ = requires("tax:read")
+CALCULATE = requires("tax:calculate")
+ADMIN = requires("tax:admin")
+
+RuleIdPath = Annotated[str, Path(min_length=1, max_length=36)]
+KeyPath = Annotated[str, Path(min_length=1, max_length=253)]
+CalculationIdPath = Annotated[str, Path(min_length=1, max_length=36)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+
+
+def _factory(request: Request, principal: Principal) -> services.UnitOfWorkFactory:
+    ctx = request.app.state.ctx
+
+    def new_uow() -> TaxUnitOfWork:
+        return TaxUnitOfWork(ctx.sessions, ctx.relay, principal.tenant)
+
+    return new_uow
+
+
+def _uow(request: Request, principal: Principal) -> TaxUnitOfWork:
+    return _factory(request, principal)()
+
+
+def _now(request: Request) -> dt.datetime:
+    clock: Callable[[], dt.datetime] = request.app.state.clock
+    return clock()
+
+
+# --- calculations -----------------------------------------------------------------------
+
+
+@router.post(
+    "/calculations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CalculationOut,
+    tags=["calculations"],
+    summary="Calculate the taxes of a set of lines (stored in the history)",
+    description=(
+        "Exclusive prices are net (tax is added); inclusive prices are gross (tax is backed "
+        "out so net + tax == gross). An unknown jurisdiction or category is a 422 problem "
+        "(`/problems/unknown-jurisdiction`, `/problems/unknown-category`), never a silent 0 %."
+    ),
+)
+async def calculate(
+    body: CalculationIn, request: Request, principal: Principal = Depends(CALCULATE)
+) -> CalculationOut:
+    now = _now(request)
+    tax_request = body.to_domain(today=now.astimezone(dt.UTC).date())
+    calculation = await services.calculate(_uow(request, principal), tax_request, now=now)
+    return CalculationOut.of(calculation)
+
+
+@router.get(
+    "/calculations",
+    response_model=CalculationPage,
+    tags=["calculations"],
+    summary="Calculation history, newest first",
+)
+async def list_calculations(
+    request: Request,
+    principal: Principal = Depends(READ),
+    limit: Limit = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    reference: Annotated[str | None, Query(max_length=128)] = None,
+    customer_id: Annotated[str | None, Query(max_length=128)] = None,
+) -> CalculationPage:
+    after = decode_cursor(cursor) if cursor else None
+    # One more than asked tells whether an older page exists without a count query.
+    found = await services.list_calculations(
+        _uow(request, principal),
+        limit=limit + 1,
+        after=after,
+        calculation_filter=CalculationFilter(reference=reference, customer_id=customer_id),
+    )
+    page = list(found[:limit])
+    next_cursor = encode_cursor(page[-1]) if len(found) > limit else None
+    return CalculationPage(items=[CalculationOut.of(c) for c in page], next_cursor=next_cursor)
+
+
+@router.get(
+    "/calculations/{calculation_id}",
+    response_model=CalculationOut,
+    tags=["calculations"],
+    summary="One calculation with its inputs and per-rule breakdown",
+)
+async def get_calculation(
+    calculation_id: CalculationIdPath, request: Request, principal: Principal = Depends(READ)
+) -> CalculationOut:
+    return CalculationOut.of(
+        await services.get_calculation(_uow(request, principal), calculation_id)
+    )
+
+
+# --- rules ------------------------------------------------------------------------------
+
+
+@router.post(
+    "/rules",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RuleOut,
+    tags=["rules"],
+    summary="Create a tax rule",
+)
+async def create_rule(
+    body: RuleIn, request: Request, principal: Principal = Depends(ADMIN)
+) -> RuleOut:
+    rule = body.to_domain(rule_id=str(uuid.uuid4()), key=body.key)
+    return RuleOut.of(await services.create_rule(_uow(request, principal), rule, now=_now(request)))
+
+
+@router.get("/rules", response_model=RulePage, tags=["rules"], summary="List tax rules")
+async def list_rules(
+    request: Request,
+    principal: Principal = Depends(READ),
+    country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
+    region: Annotated[str | None, Query(min_length=1, max_length=3)] = None,
+    category: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    valid_on: Annotated[dt.date | None, Query(description="only rules valid that day")] = None,
+    limit: Limit = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> RulePage:
+    rule_filter = RuleFilter(
+        country=country.upper() if country else None,
+        region=region.upper() if region else None,
+        category=category.strip().lower() if category else None,
+        valid_on=valid_on,
+    )
+    page = await services.list_rules(
+        _uow(request, principal), rule_filter, limit=limit, offset=offset
+    )
+    return RulePage(
+        items=[RuleOut.of(rule) for rule in page.items],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get(
+    "/rules/by-key/{key}", response_model=RuleOut, tags=["rules"], summary="Get a rule by key"
+)
+async def get_rule_by_key(
+    key: KeyPath, request: Request, principal: Principal = Depends(READ)
+) -> RuleOut:
+    return RuleOut.of(await services.get_rule_by_key(_uow(request, principal), key))
+
+
+@router.put(
+    "/rules/by-key/{key}",
+    response_model=RuleOut,
+    tags=["rules"],
+    summary="Create or update the rule with this key (idempotent)",
+    description=(
+        "201 when the rule was created, 200 when it existed (updated, or unchanged when the "
+        "definition is the same — then nothing is written, not even `updated_at`). This is "
+        "how the operator reconciles TaxRule resources."
+    ),
+    responses={201: {"model": RuleOut, "description": "created"}},
+)
+async def upsert_rule_by_key(
+    key: KeyPath,
+    body: RuleDefinition,
+    request: Request,
+    response: Response,
+    principal: Principal = Depends(ADMIN),
+) -> RuleOut:
+    definition = body.to_domain(rule_id=str(uuid.uuid4()), key=key)
+    result = await services.upsert_rule_by_key(
+        _factory(request, principal), key, definition, now=_now(request)
+    )
+    response.status_code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+    return RuleOut.of(result.rule)
+
+
+@router.delete(
+    "/rules/by-key/{key}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    tags=["rules"],
+    summary="Delete the rule with this key (idempotent: 204 also when there is none)",
+)
+async def delete_rule_by_key(
+    key: KeyPath, request: Request, principal: Principal = Depends(ADMIN)
+) -> Response:
+    await services.delete_rule_by_key(_uow(request, principal), key)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/rules/{rule_id}", response_model=RuleOut, tags=["rules"], summary="Get a rule")
+async def get_rule(
+    rule_id: RuleIdPath, request: Request, principal: Principal = Depends(READ)
+) -> RuleOut:
+    return RuleOut.of(await services.get_rule(_uow(request, principal), rule_id))
+
+
+@router.put(
+    "/rules/{rule_id}",
+    response_model=RuleOut,
+    tags=["rules"],
+    summary="Replace a rule's definition (its key included)",
+)
+async def replace_rule(
+    rule_id: RuleIdPath, body: RuleIn, request: Request, principal: Principal = Depends(ADMIN)
+) -> RuleOut:
+    rule = body.to_domain(rule_id=rule_id, key=body.key)
+    return RuleOut.of(
+        await services.replace_rule(_uow(request, principal), rule, now=_now(request))
+    )
+
+
+@router.delete(
+    "/rules/{rule_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    tags=["rules"],
+    summary="Delete a rule (past calculations keep their copy of it)",
+)
+async def delete_rule(
+    rule_id: RuleIdPath, request: Request, principal: Principal = Depends(ADMIN)
+) -> Response:
+    await services.delete_rule(_uow(request, principal), rule_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,391 @@
+"""Request and response schemas of the tax API (docs/api-contracts.md), and their mapping to
+the domain.
+
+Amounts and rates are decimal strings both ways: a JSON number is refused before it can pass
+through a float. Quantities may also be JSON integers (exact), never fractions as numbers.
+Shape and types are checked here; meaning (codes, ranges, consistency) is checked by the
+domain constructors, whose errors become 422 problems too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
+
+from billing_common.money import Money, MoneyError, format_amount, to_decimal
+from tax_service.domain.model import (
+    AppliedTax,
+    CalculationRequest,
+    Customer,
+    Jurisdiction,
+    LineInput,
+    LineResult,
+    PriceMode,
+    TaxCalculation,
+    TaxRule,
+    TaxStatus,
+)
+
+_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+
+def _decimal_from_text(value: str) -> Decimal:
+    text = value.strip()
+    if not _DECIMAL_TEXT.fullmatch(text):
+        raise ValueError(f'{value!r} is not a decimal number such as "12.50"')
+    try:
+        return to_decimal(text)
+    except MoneyError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _parse_decimal(value: Any) -> Decimal:
+    if isinstance(value, Decimal):
+        return to_decimal(value)
+    if not isinstance(value, str):
+        raise ValueError(
+            'amounts and rates are decimal strings such as "12.50", never JSON numbers'
+        )
+    return _decimal_from_text(value)
+
+
+def _parse_quantity(value: Any) -> Decimal:
+    # bool is an int subclass; true is not a quantity.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    if isinstance(value, Decimal):
+        return to_decimal(value)
+    if not isinstance(value, str):
+        raise ValueError('quantity is a decimal string such as "1.5" (or a JSON integer)')
+    return _decimal_from_text(value)
+
+
+DecimalString = Annotated[
+    Decimal,
+    PlainValidator(_parse_decimal),
+    PlainSerializer(format_amount, return_type=str),
+    WithJsonSchema({"type": "string", "format": "decimal", "examples": ["100.00"]}),
+]
+Quantity = Annotated[
+    Decimal,
+    PlainValidator(_parse_quantity),
+    PlainSerializer(format_amount, return_type=str),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "format": "decimal"}, {"type": "integer"}], "examples": ["2"]}
+    ),
+]
+DecimalOut = Annotated[
+    Decimal,
+    PlainSerializer(format_amount, return_type=str),
+    WithJsonSchema({"type": "string", "format": "decimal"}),
+]
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _parse_date(value: Any) -> dt.date:
+    # JSON has no date type: only an ISO 8601 calendar date string is a date here, never a
+    # number of seconds or a date-time (pydantic's lax mode would accept both).
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError('dates are ISO 8601 strings such as "2026-11-24"')
+    return dt.date.fromisoformat(value)
+
+
+IsoDate = Annotated[
+    dt.date,
+    PlainValidator(_parse_date),
+    WithJsonSchema({"type": "string", "format": "date", "examples": ["2026-11-24"]}),
+]
+Priority = Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- shared -----------------------------------------------------------------------------
+
+
+class JurisdictionIO(_In):
+    country: StrictStr = Field(
+        min_length=2, max_length=2, description="ISO 3166-1 alpha-2", examples=["DE"]
+    )
+    region: StrictStr | None = Field(
+        default=None,
+        max_length=3,
+        description="ISO 3166-2 subdivision part, e.g. CA for US-CA, QC for CA-QC",
+        examples=[None],
+    )
+
+    def to_domain(self) -> Jurisdiction:
+        return Jurisdiction(self.country, self.region)
+
+    @classmethod
+    def of(cls, jurisdiction: Jurisdiction) -> JurisdictionIO:
+        return cls(country=jurisdiction.country, region=jurisdiction.region)
+
+
+# --- rules ------------------------------------------------------------------------------
+
+
+class RuleDefinition(_In):
+    """A rule without its external key (the key comes from the path on upsert-by-key)."""
+
+    jurisdiction: JurisdictionIO
+    category: StrictStr = Field(
+        min_length=1,
+        max_length=64,
+        description='product category, a free string such as "standard", "food", "books"',
+        examples=["standard"],
+    )
+    name: StrictStr = Field(min_length=1, max_length=200, examples=["DE VAT standard"])
+    rate: DecimalString = Field(description='fraction: "0.19" is 19 %, "0" is zero-rated')
+    valid_from: IsoDate | None = Field(
+        default=None, description="first day the rule applies (inclusive); null: always"
+    )
+    valid_to: IsoDate | None = Field(
+        default=None,
+        description="first day the rule no longer applies (exclusive); null: no end",
+    )
+    zero_rated: StrictBool | None = Field(
+        default=None,
+        description=(
+            'the category is taxed at 0 % here; default: true exactly when rate is "0" '
+            "(an explicit value must agree with the rate)"
+        ),
+    )
+    compound: StrictBool = Field(
+        default=False, description="charged on the net plus the taxes ordered before it"
+    )
+    priority: Priority = Field(default=0, description="lower applies first")
+
+    def to_domain(self, *, rule_id: str, key: str | None) -> TaxRule:
+        return TaxRule(
+            id=rule_id,
+            key=key,
+            jurisdiction=self.jurisdiction.to_domain(),
+            category=self.category,
+            name=self.name,
+            rate=self.rate,
+            valid_from=self.valid_from,
+            valid_to=self.valid_to,
+            zero_rated=self.rate == 0 if self.zero_rated is None else self.zero_rated,
+            compound=self.compound,
+            priority=self.priority,
+        )
+
+
+class RuleIn(RuleDefinition):
+    key: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="optional external key, unique per tenant (e.g. a TaxRule resource name)",
+        examples=["de-vat-standard"],
+    )
+
+
+class RuleOut(BaseModel):
+    id: str
+    key: str | None
+    jurisdiction: JurisdictionIO
+    category: str
+    name: str
+    rate: DecimalOut
+    valid_from: dt.date | None
+    valid_to: dt.date | None
+    zero_rated: bool
+    compound: bool
+    priority: int
+    created_at: AwareDatetime | None
+    updated_at: AwareDatetime | None
+
+    @classmethod
+    def of(cls, rule: TaxRule) -> RuleOut:
+        return cls(
+            id=rule.id,
+            key=rule.key,
+            jurisdiction=JurisdictionIO.of(rule.jurisdiction),
+            category=rule.category,
+            name=rule.name,
+            rate=rule.rate,
+            valid_from=rule.valid_from,
+            valid_to=rule.valid_to,
+            zero_rated=rule.zero_rated,
+            compound=rule.compound,
+            priority=rule.priority,
+            created_at=rule.created_at,
+            updated_at=rule.updated_at,
+        )
+
+
+class RulePage(BaseModel):
+    items: list[RuleOut]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- calculations -----------------------------------------------------------------------
+
+
+class CustomerIO(_In):
+    id: StrictStr | None = Field(default=None, max_length=128, examples=["c-1"])
+    tax_status: Literal["standard", "exempt", "reverse_charge"] = "standard"
+    tax_id: StrictStr | None = Field(
+        default=None, max_length=128, description="required for reverse_charge", examples=[None]
+    )
+
+
+class LineIn(_In):
+    id: StrictStr | None = Field(
+        default=None, max_length=64, description="default: the line's position, from 1"
+    )
+    description: StrictStr | None = Field(default=None, max_length=500)
+    unit_price: DecimalString
+    quantity: Quantity = Field(description="greater than 0")
+    category: StrictStr = Field(min_length=1, max_length=64, examples=["standard"])
+
+
+class CalculationIn(_In):
+    currency: StrictStr = Field(min_length=3, max_length=3, examples=["EUR"])
+    jurisdiction: JurisdictionIO
+    customer: CustomerIO = Field(default_factory=CustomerIO)
+    price_mode: Literal["exclusive", "inclusive"] = "exclusive"
+    date: IsoDate | None = Field(default=None, description="default: today (UTC)")
+    reference: StrictStr | None = Field(default=None, max_length=128, examples=["inv_123"])
+    lines: list[LineIn] = Field(min_length=1, max_length=1000)
+
+    def to_domain(self, *, today: dt.date) -> CalculationRequest:
+        return CalculationRequest(
+            currency=self.currency,
+            jurisdiction=self.jurisdiction.to_domain(),
+            customer=Customer(
+                id=self.customer.id,
+                tax_status=TaxStatus(self.customer.tax_status),
+                tax_id=self.customer.tax_id,
+            ),
+            price_mode=PriceMode(self.price_mode),
+            date=self.date or today,
+            reference=self.reference,
+            lines=tuple(
+                LineInput(
+                    id=line.id if line.id is not None else str(position),
+                    description=line.description,
+                    unit_price=Money.of(line.unit_price, self.currency),
+                    quantity=line.quantity,
+                    category=line.category,
+                )
+                for position, line in enumerate(self.lines, start=1)
+            ),
+        )
+
+
+class AppliedTaxOut(BaseModel):
+    rule_id: str
+    name: str
+    rate: DecimalOut
+    amount: DecimalOut
+    compound: bool
+
+    @classmethod
+    def of(cls, tax: AppliedTax) -> AppliedTaxOut:
+        return cls(
+            rule_id=tax.rule_id,
+            name=tax.name,
+            rate=tax.rate,
+            amount=tax.amount.amount,
+            compound=tax.compound,
+        )
+
+
+class LineOut(BaseModel):
+    id: str
+    description: str | None
+    category: str
+    unit_price: DecimalOut
+    quantity: DecimalOut
+    net: DecimalOut
+    tax: DecimalOut
+    gross: DecimalOut
+    exemption: Literal["exempt_customer", "zero_rated", "reverse_charge"] | None
+    taxes: list[AppliedTaxOut]
+
+    @classmethod
+    def of(cls, result: LineResult) -> LineOut:
+        return cls(
+            id=result.line.id,
+            description=result.line.description,
+            category=result.line.category,
+            unit_price=result.line.unit_price.amount,
+            quantity=result.line.quantity,
+            net=result.net.amount,
+            tax=result.tax.amount,
+            gross=result.gross.amount,
+            exemption=result.exemption.value if result.exemption else None,
+            taxes=[AppliedTaxOut.of(tax) for tax in result.taxes],
+        )
+
+
+class CustomerOut(BaseModel):
+    id: str | None
+    tax_status: str
+    tax_id: str | None
+
+
+class CalculationOut(BaseModel):
+    id: str
+    currency: str
+    price_mode: str
+    jurisdiction: JurisdictionIO
+    customer: CustomerOut
+    date: dt.date
+    reference: str | None
+    total_net: DecimalOut
+    total_tax: DecimalOut
+    total_gross: DecimalOut
+    lines: list[LineOut]
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, calculation: TaxCalculation) -> CalculationOut:
+        request = calculation.request
+        return cls(
+            id=calculation.id,
+            currency=request.currency,
+            price_mode=request.price_mode.value,
+            jurisdiction=JurisdictionIO.of(request.jurisdiction),
+            customer=CustomerOut(
+                id=request.customer.id,
+                tax_status=request.customer.tax_status.value,
+                tax_id=request.customer.tax_id,
+            ),
+            date=request.date,
+            reference=request.reference,
+            total_net=calculation.total_net.amount,
+            total_tax=calculation.total_tax.amount,
+            total_gross=calculation.total_gross.amount,
+            lines=[LineOut.of(line) for line in calculation.lines],
+            created_at=calculation.created_at,
+        )
+
+
+class CalculationPage(BaseModel):
+    items: list[CalculationOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page")

@@ -1,0 +1,203 @@
+"""Property-based tests of the calculator (hypothesis): the invariants hold for any prices,
+quantities, currencies and rule sets, not just the examples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from billing_common.money import Money, quantum
+from tax_service.domain.calculator import calculate
+from tax_service.domain.model import (
+    CalculationRequest,
+    Customer,
+    Exemption,
+    Jurisdiction,
+    LineInput,
+    PriceMode,
+    TaxRule,
+    TaxStatus,
+)
+
+DAY = date(2026, 1, 1)
+CURRENCIES = ["EUR", "JPY", "KWD", "USD"]
+
+
+@dataclass(frozen=True)
+class Case:
+    currency: str
+    rules: tuple[TaxRule, ...]
+    lines: tuple[LineInput, ...]
+
+
+rates = st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("0.3"), places=5)
+
+
+@st.composite
+def rule_sets(draw: st.DrawFn, max_taxes: int = 3, allow_zero: bool = True) -> tuple[TaxRule, ...]:
+    count = draw(st.integers(min_value=1, max_value=max_taxes))
+    rules = []
+    for index in range(count):
+        zero = allow_zero and draw(st.booleans()) and draw(st.booleans())
+        rate = Decimal(0) if zero else draw(rates)
+        rules.append(
+            TaxRule(
+                id=f"r{index}",
+                jurisdiction=Jurisdiction("DE", draw(st.sampled_from([None, "BY"]))),
+                category="standard",
+                name=f"tax {index}",
+                rate=rate,
+                valid_from=date(2020, 1, 1),
+                zero_rated=zero,
+                compound=draw(st.booleans()),
+                priority=draw(st.integers(min_value=0, max_value=3)),
+            )
+        )
+    return tuple(rules)
+
+
+@st.composite
+def cases(draw: st.DrawFn, max_taxes: int = 3, allow_zero: bool = True) -> Case:
+    currency = draw(st.sampled_from(CURRENCIES))
+    count = draw(st.integers(min_value=1, max_value=5))
+    lines = tuple(
+        LineInput(
+            id=str(index),
+            unit_price=Money(
+                draw(st.decimals(min_value=0, max_value=Decimal(100_000), places=4)), currency
+            ),
+            quantity=draw(
+                st.decimals(min_value=Decimal("0.001"), max_value=Decimal(1000), places=3).filter(
+                    lambda q: q > 0
+                )
+            ),
+            category="standard",
+        )
+        for index in range(count)
+    )
+    return Case(currency, draw(rule_sets(max_taxes, allow_zero)), lines)
+
+
+def make_request(
+    case: Case, mode: PriceMode, status: TaxStatus = TaxStatus.STANDARD
+) -> CalculationRequest:
+    return CalculationRequest(
+        currency=case.currency,
+        jurisdiction=Jurisdiction("DE", "BY"),
+        customer=Customer("c", status, "DE123" if status is TaxStatus.REVERSE_CHARGE else None),
+        price_mode=mode,
+        date=DAY,
+        lines=case.lines,
+    )
+
+
+def on_minor_unit(money: Money) -> bool:
+    step = quantum(money.currency)
+    return (
+        money.amount == money.amount.quantize(step)
+        and money.amount.as_tuple().exponent == step.as_tuple().exponent
+    )
+
+
+def ordered(rules: tuple[TaxRule, ...]) -> list[TaxRule]:
+    return sorted(rules, key=TaxRule.order_key)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(), st.sampled_from(list(PriceMode)))
+def test_net_plus_tax_is_gross_per_line_and_in_total(case: Case, mode: PriceMode) -> None:
+    results = calculate(make_request(case, mode), case.rules)
+    zero = Money.zero(case.currency)
+    for result in results:
+        assert result.net + result.tax == result.gross
+        assert sum((t.amount for t in result.taxes), zero) == result.tax
+        for money in (result.net, result.tax, result.gross, *(t.amount for t in result.taxes)):
+            assert on_minor_unit(money)
+            assert not money.is_negative
+    total_net = sum((r.net for r in results), zero)
+    total_tax = sum((r.tax for r in results), zero)
+    total_gross = sum((r.gross for r in results), zero)
+    assert total_net + total_tax == total_gross
+
+
+def _line_amount(line: LineInput) -> Decimal:
+    return (line.unit_price.amount * line.quantity).quantize(
+        quantum(line.unit_price.currency), rounding=ROUND_HALF_UP
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases())
+def test_exclusive_rounds_each_tax_exactly_once_half_up(case: Case) -> None:
+    results = calculate(make_request(case, PriceMode.EXCLUSIVE), case.rules)
+    step = quantum(case.currency)
+    for result in results:
+        net = _line_amount(result.line)
+        assert result.net.amount == net
+        charged = Decimal(0)
+        with localcontext() as ctx:
+            ctx.prec = 60
+            for rule, tax in zip(ordered(case.rules), result.taxes, strict=True):
+                base = net + charged if rule.compound else net
+                expected = (base * rule.rate).quantize(step, rounding=ROUND_HALF_UP)
+                assert tax.rule_id == rule.id
+                assert tax.amount.amount == expected
+                charged += expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases())
+def test_inclusive_keeps_the_gross_and_each_tax_within_one_unit_of_its_exact_share(
+    case: Case,
+) -> None:
+    results = calculate(make_request(case, PriceMode.INCLUSIVE), case.rules)
+    step = quantum(case.currency)
+    for result in results:
+        gross = _line_amount(result.line)
+        assert result.gross.amount == gross
+        with localcontext() as ctx:
+            ctx.prec = 60
+            factors, cumulative = [], Decimal(0)
+            for rule in ordered(case.rules):
+                factor = rule.rate * (1 + cumulative) if rule.compound else rule.rate
+                factors.append(factor)
+                cumulative += factor
+            for tax, factor in zip(result.taxes, factors, strict=True):
+                exact = gross * factor / (1 + cumulative)
+                assert abs(tax.amount.amount - exact) < step
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(max_taxes=2, allow_zero=False))
+def test_inclusive_then_exclusive_round_trips_within_one_minor_unit(case: Case) -> None:
+    inclusive = calculate(make_request(case, PriceMode.INCLUSIVE), case.rules)
+    # Price each line again, exclusively, at the net the inclusive calculation backed out.
+    net_lines = tuple(
+        LineInput(id=r.line.id, unit_price=r.net, quantity=Decimal(1), category="standard")
+        for r in inclusive
+    )
+    again = calculate(
+        make_request(Case(case.currency, case.rules, net_lines), PriceMode.EXCLUSIVE), case.rules
+    )
+    step = quantum(case.currency)
+    for before, after in zip(inclusive, again, strict=True):
+        assert after.net == before.net
+        assert abs(after.gross.amount - before.gross.amount) <= step
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    cases(),
+    st.sampled_from(list(PriceMode)),
+    st.sampled_from([TaxStatus.EXEMPT, TaxStatus.REVERSE_CHARGE]),
+)
+def test_exempt_customers_never_pay_tax(case: Case, mode: PriceMode, status: TaxStatus) -> None:
+    for result in calculate(make_request(case, mode, status), case.rules):
+        assert result.tax.is_zero
+        assert result.net == result.gross == Money(_line_amount(result.line), case.currency)
+        assert result.exemption in (Exemption.EXEMPT_CUSTOMER, Exemption.REVERSE_CHARGE)
+        assert result.taxes == ()
