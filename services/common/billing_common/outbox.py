@@ -121,7 +121,7 @@ class OutboxRelay:
         published = 0
         async with self._lock, self._sessions() as session, session.begin():
             if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
-                got = await session.execute(
+                got = await (await session.connection()).execute(
                     text("SELECT pg_try_advisory_xact_lock(:key)"),
                     {"key": self.ADVISORY_LOCK_KEY},
                 )

@@ -71,6 +71,6 @@ class SqlKeyValueStore:
             statement = delete(KeyValueRow).where(KeyValueRow.key == self._key(key))  # type: ignore[arg-type]
             if etag is not None:
                 statement = statement.where(KeyValueRow.etag == etag)  # type: ignore[arg-type]
-            result = await session.execute(statement)
+            result = await (await session.connection()).execute(statement)
             if etag is not None and result.rowcount == 0:  # type: ignore[attr-defined]
                 raise EtagMismatch(key)
