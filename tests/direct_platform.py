@@ -106,9 +106,21 @@ class DirectPlatform:
     def start(self, name: str) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "billing_launcher", "serve", name,
-             "--runtime", "direct", "--port", str(self.ports[name])],
-            env=self.env(name), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "billing_launcher",
+                "serve",
+                name,
+                "--runtime",
+                "direct",
+                "--port",
+                str(self.ports[name]),
+            ],
+            env=self.env(name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:

@@ -12,7 +12,9 @@ import httpx
 
 ORDER: dict[str, Any] = {
     "customer": {
-        "id": "cust-1", "type": "regular", "jurisdiction": {"country": "DE"},
+        "id": "cust-1",
+        "type": "regular",
+        "jurisdiction": {"country": "DE"},
         "tax_status": "standard",
     },
     "currency": "EUR",
@@ -42,26 +44,35 @@ async def eventually(
 
 
 async def create_invoice(
-    invoice: httpx.AsyncClient, headers: dict[str, str], order: dict[str, Any] | None = None,
+    invoice: httpx.AsyncClient,
+    headers: dict[str, str],
+    order: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     r = await invoice.post(
-        "/v1/invoices", json=order or ORDER,
+        "/v1/invoices",
+        json=order or ORDER,
         headers={**headers, "Idempotency-Key": idempotency_key or key()},
     )
     assert r.status_code == 201, r.text
     return dict(r.json())
 
 
-async def finalize(invoice: httpx.AsyncClient, headers: dict[str, str], invoice_id: str) -> dict[str, Any]:
+async def finalize(
+    invoice: httpx.AsyncClient, headers: dict[str, str], invoice_id: str
+) -> dict[str, Any]:
     r = await invoice.post(f"/v1/invoices/{invoice_id}/finalize", headers=headers)
     assert r.status_code == 200, r.text
     return dict(r.json())
 
 
 async def pay(
-    payment: httpx.AsyncClient, headers: dict[str, str], invoice_id: str,
-    amount: str | None, token: str = "tok_visa", idempotency_key: str | None = None,
+    payment: httpx.AsyncClient,
+    headers: dict[str, str],
+    invoice_id: str,
+    amount: str | None,
+    token: str = "tok_visa",
+    idempotency_key: str | None = None,
 ) -> httpx.Response:
     body: dict[str, Any] = {"invoice_id": invoice_id, "payment_method": token}
     if amount is not None:
@@ -71,13 +82,17 @@ async def pay(
     )
 
 
-async def get_invoice(invoice: httpx.AsyncClient, headers: dict[str, str], invoice_id: str) -> dict[str, Any]:
+async def get_invoice(
+    invoice: httpx.AsyncClient, headers: dict[str, str], invoice_id: str
+) -> dict[str, Any]:
     r = await invoice.get(f"/v1/invoices/{invoice_id}", headers=headers)
     assert r.status_code == 200, r.text
     return dict(r.json())
 
 
-async def wait_payable(payment: httpx.AsyncClient, headers: dict[str, str], invoice_id: str, timeout: float = 20.0) -> None:
+async def wait_payable(
+    payment: httpx.AsyncClient, headers: dict[str, str], invoice_id: str, timeout: float = 20.0
+) -> None:
     async def probe() -> httpx.Response:
         return await payment.get(f"/v1/payable-invoices/{invoice_id}", headers=headers)
 
@@ -85,7 +100,10 @@ async def wait_payable(payment: httpx.AsyncClient, headers: dict[str, str], invo
 
 
 async def wait_status(
-    invoice: httpx.AsyncClient, headers: dict[str, str], invoice_id: str, status: str,
+    invoice: httpx.AsyncClient,
+    headers: dict[str, str],
+    invoice_id: str,
+    status: str,
     timeout: float = 20.0,
 ) -> dict[str, Any]:
     async def probe() -> dict[str, Any]:

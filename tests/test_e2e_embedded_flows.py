@@ -99,7 +99,8 @@ async def test_refund_reopens_a_paid_invoice(platform: Platform) -> None:
     await wait_status(inv, h, invoice["id"], "paid")
 
     refund = await pay_client.post(
-        f"/v1/payments/{payment['id']}/refunds", json={"amount": "33.46"},
+        f"/v1/payments/{payment['id']}/refunds",
+        json={"amount": "33.46"},
         headers={**h, "Idempotency-Key": key()},
     )
     assert refund.status_code == 201, refund.text
@@ -107,7 +108,8 @@ async def test_refund_reopens_a_paid_invoice(platform: Platform) -> None:
     assert Decimal(reopened["amount_paid"]) == Decimal("200.00")
 
     too_much = await pay_client.post(
-        f"/v1/payments/{payment['id']}/refunds", json={"amount": "500.00"},
+        f"/v1/payments/{payment['id']}/refunds",
+        json={"amount": "500.00"},
         headers={**h, "Idempotency-Key": key()},
     )
     assert too_much.status_code in (409, 422)
@@ -126,7 +128,9 @@ async def test_duplicate_payment_event_has_no_second_effect(platform: Platform) 
     ctx = platform.apps["payment"].state.ctx
     async with ctx.sessions() as session:
         rows = (
-            await session.exec(select(OutboxMessage).where(OutboxMessage.event_type == PAYMENT_RECEIVED))
+            await session.exec(
+                select(OutboxMessage).where(OutboxMessage.event_type == PAYMENT_RECEIVED)
+            )
         ).all()
     assert len(rows) == 1
     from billing_common.events import CloudEvent

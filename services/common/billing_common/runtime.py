@@ -72,6 +72,7 @@ def select_adapters(
                 exchange=settings.amqp_exchange,
                 prefetch=settings.amqp_prefetch,
                 max_retries=settings.amqp_max_retries,
+                retry_delay_seconds=settings.amqp_retry_delay_seconds,
             ),
             invoker=HttpServiceInvoker(
                 settings.peer_urls,

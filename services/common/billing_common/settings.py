@@ -38,6 +38,7 @@ class ServiceSettings(BaseSettings):
     amqp_exchange: str = "billing.events"
     amqp_prefetch: int = 32
     amqp_max_retries: int = 5
+    amqp_retry_delay_seconds: float = 1.0
     peer_urls: dict[str, str] = Field(default_factory=_default_peer_urls)
     invoke_timeout_seconds: float = 5.0
     invoke_retries: int = 2
