@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from billing_common.event_schemas import PAYMENT_RECEIVED
-from billing_common.outbox import OutboxMessage
 from sqlmodel import select
 
+from billing_common.event_schemas import PAYMENT_RECEIVED
+from billing_common.outbox import OutboxMessage
 from tests.conftest import Platform
 from tests.flows import (
     ORDER,

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from billing_common.auth import ALL_SCOPES, TokenService
 from billing_common.adapters.rabbitmq_bus import DeadLetterQueue
+from billing_common.auth import ALL_SCOPES, TokenService
 from billing_common.testing import (
     create_postgres_database,
     create_rabbitmq_vhost,
@@ -50,9 +50,8 @@ class Direct:
         self.broker_url = broker_url
         self.pg_urls = pg_urls
         tokens = TokenService(SIGNING_KEY, issuer="billing-platform", audience="billing-api")
-        self.headers = {
-            "authorization": f"Bearer {tokens.mint(subject='faults', tenant='demo', scopes=ALL_SCOPES)}"
-        }
+        token = tokens.mint(subject="faults", tenant="demo", scopes=ALL_SCOPES)
+        self.headers = {"authorization": f"Bearer {token}"}
         self.clients = {
             name: httpx.AsyncClient(base_url=platform.url(name), timeout=30) for name in SERVICES
         }
@@ -71,7 +70,7 @@ class Direct:
         url = self.pg_urls[service].replace("postgresql+asyncpg://", "postgresql://")
         conn = await asyncpg.connect(url)
         try:
-            return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608
+            return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
         finally:
             await conn.close()
 
