@@ -99,8 +99,11 @@ class OutboxRelay:
     async def _run(self) -> None:
         backoff = 0.05
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # arrives as the wake-up completes, and stop() then waits forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+                async with asyncio.timeout(self._poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 while await self.publish_pending() == self._batch_size:

@@ -1,0 +1,1 @@
+"""Payment service: idempotent payments and refunds behind a gateway port, signed webhooks."""

@@ -1,0 +1,283 @@
+"""HTTP API of the payment service: payments, refunds, payable invoices, webhooks, sandbox."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import httpx
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+
+from billing_common.api_auth import requires
+from billing_common.auth import Principal
+from billing_common.problems import Problem
+from payment_service.adapters.sandbox import SANDBOX, sandbox_webhook_event
+from payment_service.domain.errors import MalformedWebhook, UnknownGateway
+from payment_service.domain.model import PaymentStatus
+from payment_service.domain.signatures import sign, verify
+from payment_service.entrypoints.schemas import (
+    PayableInvoiceOut,
+    PaymentOut,
+    PaymentPage,
+    PayRequest,
+    RefundRequest,
+    RefundResponse,
+    SandboxConfirmOut,
+    SandboxConfirmRequest,
+    WebhookAck,
+    payable_invoice_out,
+    payment_out,
+    refund_out,
+)
+from payment_service.service_layer.gateways import GatewayRegistry
+from payment_service.service_layer.services import PayCommand, PaymentService
+
+router = APIRouter(tags=["payments"])
+webhook_router = APIRouter(tags=["webhooks"])
+sandbox_router = APIRouter(tags=["sandbox"])
+
+_IDEMPOTENCY_KEY_MAX = 255
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+
+
+def payment_service(request: Request) -> PaymentService:
+    service: PaymentService = request.app.state.payments
+    return service
+
+
+Service = Annotated[PaymentService, Depends(payment_service)]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Required. The same key with the same body returns the first result; "
+        "with a different body it is a 409.",
+    ),
+]
+
+
+def _idempotency_key(value: str | None) -> str:
+    if value is None or not value.strip():
+        raise Problem(
+            400,
+            "Idempotency key required",
+            "send an Idempotency-Key header (e.g. a UUID) so the request can be retried safely",
+            problem_type="idempotency-key-required",
+        )
+    if len(value) > _IDEMPOTENCY_KEY_MAX or not value.isascii() or not value.isprintable():
+        raise Problem(
+            400,
+            "Invalid idempotency key",
+            f"the Idempotency-Key must be 1 to {_IDEMPOTENCY_KEY_MAX} printable ASCII characters",
+            problem_type="invalid-idempotency-key",
+        )
+    return value
+
+
+def _replayed(response: Response, created: bool) -> None:
+    response.status_code = 201 if created else 200
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+
+
+@router.post(
+    "/v1/payments",
+    response_model=PaymentOut,
+    status_code=201,
+    summary="Pay an invoice (Idempotency-Key required)",
+    responses={200: {"description": "Replay of an earlier request with the same key"}},
+)
+async def create_payment(
+    body: PayRequest,
+    response: Response,
+    service: Service,
+    idempotency_key: IdempotencyKeyHeader = None,
+    principal: Principal = Depends(requires("payment:write")),
+) -> PaymentOut:
+    key = _idempotency_key(idempotency_key)
+    result = await service.pay(
+        principal.tenant,
+        key,
+        PayCommand(
+            invoice_id=body.invoice_id,
+            payment_method=body.payment_method,
+            gateway=body.gateway,
+            amount=body.amount,
+            currency=body.currency,
+        ),
+    )
+    _replayed(response, result.created)
+    return payment_out(result.payment)
+
+
+@router.get("/v1/payments", response_model=PaymentPage, summary="List payments, newest first")
+async def list_payments(
+    service: Service,
+    invoice_id: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
+    status: PaymentStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    principal: Principal = Depends(requires("payment:read")),
+) -> PaymentPage:
+    items, total = await service.list_payments(
+        principal.tenant, invoice_id=invoice_id, status=status, limit=limit, offset=offset
+    )
+    return PaymentPage(
+        items=[payment_out(p) for p in items], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get(
+    "/v1/payments/{payment_id}",
+    response_model=PaymentOut,
+    summary="One payment with its status history and refunds",
+)
+async def get_payment(
+    service: Service,
+    payment_id: Annotated[str, Path(max_length=64)],
+    principal: Principal = Depends(requires("payment:read")),
+) -> PaymentOut:
+    return payment_out(await service.get_payment(principal.tenant, payment_id))
+
+
+@router.post(
+    "/v1/payments/{payment_id}/refunds",
+    response_model=RefundResponse,
+    status_code=201,
+    summary="Refund a payment, fully or partly (Idempotency-Key required)",
+    responses={200: {"description": "Replay of an earlier request with the same key"}},
+)
+async def create_refund(
+    response: Response,
+    service: Service,
+    payment_id: Annotated[str, Path(max_length=64)],
+    body: RefundRequest | None = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+    principal: Principal = Depends(requires("payment:refund")),
+) -> RefundResponse:
+    key = _idempotency_key(idempotency_key)
+    amount = body.amount if body is not None else None
+    outcome = await service.refund(principal.tenant, payment_id, key, amount)
+    _replayed(response, outcome.created)
+    return RefundResponse(refund=refund_out(outcome.refund), payment=payment_out(outcome.payment))
+
+
+@router.get(
+    "/v1/payable-invoices/{invoice_id}",
+    response_model=PayableInvoiceOut,
+    summary="What the payment service knows about an invoice",
+)
+async def get_payable_invoice(
+    service: Service,
+    invoice_id: Annotated[str, Path(max_length=64)],
+    principal: Principal = Depends(requires("payment:read")),
+) -> PayableInvoiceOut:
+    return payable_invoice_out(await service.payable_invoice(principal.tenant, invoice_id))
+
+
+@webhook_router.post(
+    "/v1/webhooks/{gateway}",
+    response_model=WebhookAck,
+    summary="Signed gateway webhooks (Billing-Signature; Stripe-Signature for stripe)",
+)
+async def receive_webhook(
+    request: Request, service: Service, gateway: Annotated[str, Path(max_length=32)]
+) -> WebhookAck:
+    registry: GatewayRegistry = request.app.state.gateways
+    try:
+        adapter = registry.get(gateway)
+    except UnknownGateway as exc:
+        raise Problem(404, "Unknown gateway", str(exc), problem_type="unknown-gateway") from exc
+    secret: str | None = request.app.state.webhook_secrets.get(gateway)
+    if not secret:
+        raise Problem(
+            503,
+            "Webhook not configured",
+            f"no webhook secret (webhook-secret-{gateway}) is configured for {gateway}",
+            problem_type="webhook-not-configured",
+        )
+    # The signature covers the exact bytes received, so verify before parsing anything.
+    raw = await request.body()
+    header = request.headers.get("billing-signature")
+    if header is None and gateway == "stripe":
+        header = request.headers.get("stripe-signature")
+    verify(
+        header,
+        raw,
+        [secret],
+        now=int(time.time()),
+        tolerance_seconds=request.app.state.webhook_tolerance_seconds,
+    )
+    try:
+        event = json.loads(raw)
+    except ValueError as exc:
+        raise MalformedWebhook("the webhook body is not valid JSON") from exc
+    if not isinstance(event, dict):
+        raise MalformedWebhook("the webhook body must be a JSON object")
+    outcome = await service.handle_webhook(gateway, adapter.parse_webhook(event))
+    return WebhookAck(
+        duplicate=outcome.duplicate, effect=outcome.effect, payment_id=outcome.payment_id
+    )
+
+
+@sandbox_router.post(
+    "/v1/sandbox/payments/{gateway_reference}/confirm",
+    response_model=SandboxConfirmOut,
+    summary="Sandbox: settle a pending (tok_async) payment by sending the signed webhook",
+)
+async def confirm_sandbox_payment(
+    request: Request,
+    service: Service,
+    gateway_reference: Annotated[str, Path(max_length=255)],
+    body: SandboxConfirmRequest | None = None,
+    principal: Principal = Depends(requires("payment:write")),
+) -> SandboxConfirmOut:
+    body = body or SandboxConfirmRequest()
+    payment = await service.payment_by_reference(principal.tenant, SANDBOX, gateway_reference)
+    if payment.status is not PaymentStatus.PENDING:
+        raise Problem(
+            409,
+            "Payment not pending",
+            f"payment {payment.id} is {payment.status}; only pending payments can be confirmed",
+            problem_type="payment-not-pending",
+        )
+    secret: str | None = request.app.state.webhook_secrets.get(SANDBOX)
+    if not secret:
+        raise Problem(
+            503,
+            "Webhook not configured",
+            "no webhook-secret-sandbox is configured",
+            problem_type="webhook-not-configured",
+        )
+    now = int(time.time())
+    raw = json.dumps(
+        sandbox_webhook_event(
+            reference=gateway_reference,
+            outcome=body.outcome,
+            created=now,
+            failure_code=body.failure_code,
+        )
+    ).encode()
+    # Through our own HTTP stack, exactly as the gateway would: signature checks included.
+    transport = httpx.ASGITransport(app=request.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://payment.sandbox") as client:
+        answer = await client.post(
+            f"/v1/webhooks/{SANDBOX}",
+            content=raw,
+            headers={
+                "Content-Type": "application/json",
+                "Billing-Signature": sign(secret, raw, now),
+            },
+        )
+    if answer.status_code != 200:
+        raise Problem(
+            502,
+            "Sandbox webhook rejected",
+            f"the webhook endpoint answered {answer.status_code}: {answer.text[:300]}",
+            problem_type="sandbox-webhook-rejected",
+        )
+    settled = await service.get_payment(principal.tenant, payment.id)
+    return SandboxConfirmOut(
+        webhook=WebhookAck.model_validate(answer.json()), payment=payment_out(settled)
+    )
