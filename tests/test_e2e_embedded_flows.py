@@ -168,3 +168,57 @@ async def test_tenants_never_see_each_other(platform: Platform) -> None:
     other = await inv.get(f"/v1/invoices/{invoice['id']}", headers=platform.headers("other"))
     assert other.status_code == 404
     assert ORDER["currency"] == invoice["currency"]
+
+
+def _signed(secret: str, body: bytes) -> dict[str, str]:
+    """The documented scheme, written independently: HMAC-SHA256 over "<t>.<raw body>"."""
+    import hashlib
+    import hmac
+    import time
+
+    timestamp = int(time.time())
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"Billing-Signature": f"t={timestamp},v1={mac}", "content-type": "application/json"}
+
+
+async def test_async_payment_settles_by_webhook_and_a_duplicate_has_no_effect(
+    platform: Platform,
+) -> None:
+    import json
+
+    from payment_service.bootstrap import DEV_SANDBOX_WEBHOOK_SECRET
+
+    h = platform.headers()
+    inv, pay_client = platform.clients["invoice"], platform.clients["payment"]
+    invoice = await create_invoice(inv, h)
+    await finalize(inv, h, invoice["id"])
+    await wait_payable(pay_client, h, invoice["id"])
+    pending = (await pay(pay_client, h, invoice["id"], "30.00", token="tok_async")).json()
+    assert pending["status"] == "pending"
+
+    import time
+
+    webhook = {
+        "id": "evt_e2e_1",
+        "type": "payment.succeeded",
+        "created": int(time.time()),
+        "data": {"gateway_reference": pending["gateway_reference"]},
+    }
+    body = json.dumps(webhook).encode()
+    first = await pay_client.post(
+        "/v1/webhooks/sandbox", content=body, headers=_signed(DEV_SANDBOX_WEBHOOK_SECRET, body)
+    )
+    assert first.status_code == 200, first.text
+    await wait_status(inv, h, invoice["id"], "partially_paid")
+    again = await pay_client.post(
+        "/v1/webhooks/sandbox", content=body, headers=_signed(DEV_SANDBOX_WEBHOOK_SECRET, body)
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["duplicate"] is True
+    forged = await pay_client.post(
+        "/v1/webhooks/sandbox", content=body, headers=_signed("wrong-secret", body)
+    )
+    assert forged.status_code in (400, 401)
+    await platform.settle()
+    after = await get_invoice(inv, h, invoice["id"])
+    assert Decimal(after["amount_paid"]) == Decimal("30.00")

@@ -1,0 +1,97 @@
+"""Domain exceptions. The composition root maps each class to an HTTP status; the class name
+becomes the problem type (`CouponNotApplicable` -> `/problems/coupon-not-applicable`), and
+`problem_extensions` adds machine-readable members to the problem document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DiscountError(Exception):
+    """Base of every discount-domain error."""
+
+    problem_extensions: dict[str, Any]
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message)
+        self.problem_extensions = extensions
+
+
+class InvalidDiscount(DiscountError):
+    """A percent or fixed amount that cannot be a discount (422)."""
+
+
+class InvalidCoupon(DiscountError):
+    """A coupon definition that breaks a rule (422)."""
+
+
+class InvalidPolicy(DiscountError):
+    """A discount policy definition that breaks a rule (422)."""
+
+
+class InvalidStackingSettings(DiscountError):
+    """A stacking cap outside its range (422)."""
+
+
+class InvalidAmount(DiscountError):
+    """An amount to discount that is negative or finer than the currency's minor unit (422)."""
+
+
+class InvalidCursor(DiscountError):
+    """A page cursor this service did not hand out (400)."""
+
+
+class CouponNotFound(DiscountError):
+    def __init__(self, code: str) -> None:
+        super().__init__(f"no coupon with code {code!r}", code=code)
+
+
+class PolicyNotFound(DiscountError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no discount policy with key {key!r}", key=key)
+
+
+class RedemptionNotFound(DiscountError):
+    def __init__(self, redemption_id: str) -> None:
+        super().__init__(f"no redemption with id {redemption_id!r}", id=redemption_id)
+
+
+class DuplicateCouponCode(DiscountError):
+    def __init__(self, code: str) -> None:
+        super().__init__(
+            f"a coupon with code {code!r} already exists (codes are case-insensitive)", code=code
+        )
+
+
+class CouponNotApplicable(DiscountError):
+    """A redemption named a coupon that cannot apply to it (422)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"coupon {code!r} cannot be applied: {reason}", code=code, reason=reason)
+
+
+class CouponExhausted(DiscountError):
+    """The coupon's last redemption (overall or for this customer) went to a concurrent
+    request between the check and the atomic counter update (409)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(
+            f"coupon {code!r} was used up by a concurrent redemption ({reason})",
+            code=code,
+            reason=reason,
+        )
+
+
+class IdempotencyKeyReused(DiscountError):
+    """The Idempotency-Key was used before with a different request (409)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "this Idempotency-Key was already used with a different request; "
+            "send a new key for a new redemption",
+            idempotency_key=key,
+        )
+
+
+class ConcurrentUpdate(DiscountError):
+    """Two writers raced on the same record and this one lost; retrying is safe (409)."""

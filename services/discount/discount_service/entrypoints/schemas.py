@@ -1,0 +1,431 @@
+"""Request and response schemas of the discount API, and their mapping to the domain.
+
+Amounts are decimal strings both ways: a JSON number is refused before it can pass through
+a float. Percent discounts are fractions (`"rate": "0.10"` is 10 %)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    WithJsonSchema,
+    model_validator,
+)
+
+from billing_common.money import Money, check_currency, format_amount, to_decimal
+from discount_service.domain.model import (
+    AmountOff,
+    Benefit,
+    Coupon,
+    DiscountPolicy,
+    DiscountRequest,
+    DiscountResult,
+    PercentOff,
+    PolicyRule,
+    Redemption,
+    StackingSettings,
+    ThresholdRule,
+    ThresholdTier,
+    UserTypeRule,
+)
+
+_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+
+def _parse_decimal(value: Any) -> Decimal:
+    if isinstance(value, Decimal):
+        return to_decimal(value)
+    if not isinstance(value, str):
+        raise ValueError('amounts are decimal strings such as "12.50", never JSON numbers')
+    text = value.strip()
+    if not _DECIMAL_TEXT.fullmatch(text):
+        raise ValueError(f"{value!r} is not a decimal number")
+    return to_decimal(text)
+
+
+DecimalString = Annotated[
+    Decimal,
+    PlainValidator(_parse_decimal),
+    PlainSerializer(format_amount, return_type=str),
+    WithJsonSchema({"type": "string", "format": "decimal", "examples": ["200.00"]}),
+]
+Currency = Annotated[
+    str,
+    Field(min_length=3, max_length=3, examples=["EUR"]),
+    AfterValidator(check_currency),
+]
+PriorityInt = Annotated[StrictInt, Field(ge=-10_000, le=10_000)]
+LimitInt = Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MoneyIO(_In):
+    amount: DecimalString
+    currency: Currency
+
+    def to_domain(self) -> Money:
+        return Money(self.amount, self.currency)
+
+    @classmethod
+    def of(cls, money: Money) -> MoneyIO:
+        return cls(amount=money.amount, currency=money.currency)
+
+
+class PercentDiscount(_In):
+    type: Literal["percent"]
+    rate: DecimalString = Field(description="fraction: 0 < rate <= 1 (0.10 is 10 %)")
+
+
+class FixedDiscount(_In):
+    type: Literal["fixed"]
+    amount: DecimalString
+    currency: Currency
+
+
+DiscountIO = Annotated[PercentDiscount | FixedDiscount, Field(discriminator="type")]
+
+
+def benefit_from(discount: PercentDiscount | FixedDiscount) -> Benefit:
+    if isinstance(discount, PercentDiscount):
+        return PercentOff(discount.rate)
+    return AmountOff(Money(discount.amount, discount.currency))
+
+
+def benefit_out(benefit: Benefit) -> PercentDiscount | FixedDiscount:
+    if isinstance(benefit, PercentOff):
+        return PercentDiscount(type="percent", rate=benefit.rate)
+    return FixedDiscount(
+        type="fixed", amount=benefit.amount.amount, currency=benefit.amount.currency
+    )
+
+
+# --- coupons ----------------------------------------------------------------------------
+
+
+class CouponDefinition(_In):
+    name: str = Field(min_length=1, max_length=200, examples=["Welcome 10%"])
+    discount: DiscountIO
+    starts_at: AwareDatetime | None = Field(
+        default=None, description="default: when the coupon is created"
+    )
+    ends_at: AwareDatetime | None = Field(default=None, description="exclusive; null: no end")
+    max_redemptions: LimitInt | None = None
+    max_redemptions_per_customer: LimitInt | None = None
+    minimum: MoneyIO | None = None
+    active: StrictBool = True
+    priority: PriorityInt = Field(default=0, description="higher applies first")
+    exclusive: StrictBool = Field(default=False, description="applies alone, never stacked")
+
+    def to_domain(
+        self, *, code: str, coupon_id: str | None, now: datetime, redeemed_count: int = 0
+    ) -> Coupon:
+        return Coupon(
+            id=coupon_id or str(uuid.uuid4()),
+            code=code,
+            name=self.name.strip(),
+            benefit=benefit_from(self.discount),
+            starts_at=(self.starts_at or now).astimezone(UTC),
+            ends_at=self.ends_at.astimezone(UTC) if self.ends_at else None,
+            max_redemptions=self.max_redemptions,
+            max_redemptions_per_customer=self.max_redemptions_per_customer,
+            minimum=self.minimum.to_domain() if self.minimum else None,
+            active=self.active,
+            priority=self.priority,
+            exclusive=self.exclusive,
+            redeemed_count=redeemed_count,
+        )
+
+
+class CouponCreate(CouponDefinition):
+    code: str = Field(
+        min_length=1,
+        max_length=64,
+        description="case-insensitive, unique per tenant: letters, digits, '_', '-'",
+        examples=["WELCOME10"],
+    )
+
+
+class CouponOut(BaseModel):
+    id: str
+    code: str
+    name: str
+    discount: DiscountIO
+    starts_at: datetime
+    ends_at: datetime | None
+    max_redemptions: int | None
+    max_redemptions_per_customer: int | None
+    minimum: MoneyIO | None
+    active: bool
+    priority: int
+    exclusive: bool
+    redeemed_count: int
+
+    @classmethod
+    def of(cls, coupon: Coupon) -> CouponOut:
+        return cls(
+            id=coupon.id,
+            code=coupon.code,
+            name=coupon.name,
+            discount=benefit_out(coupon.benefit),
+            starts_at=coupon.starts_at,
+            ends_at=coupon.ends_at,
+            max_redemptions=coupon.max_redemptions,
+            max_redemptions_per_customer=coupon.max_redemptions_per_customer,
+            minimum=MoneyIO.of(coupon.minimum) if coupon.minimum else None,
+            active=coupon.active,
+            priority=coupon.priority,
+            exclusive=coupon.exclusive,
+            redeemed_count=coupon.redeemed_count,
+        )
+
+
+class CouponPage(BaseModel):
+    items: list[CouponOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+# --- policies ---------------------------------------------------------------------------
+
+
+class TierIO(_In):
+    minimum: DecimalString = Field(description="in the policy's currency; amount >= minimum")
+    discount: DiscountIO
+
+
+class PolicyDefinition(_In):
+    """A user-type policy sets `customer_type` and `discount`; a threshold policy sets
+    `currency` and `tiers` (only the highest tier the amount reaches applies)."""
+
+    name: str = Field(min_length=1, max_length=200, examples=["Premium customers 5%"])
+    kind: Literal["user_type", "threshold"]
+    customer_type: str | None = Field(default=None, max_length=64, examples=["premium"])
+    discount: DiscountIO | None = None
+    currency: Currency | None = None
+    tiers: list[TierIO] | None = Field(default=None, min_length=1, max_length=50)
+    priority: PriorityInt = Field(default=0, description="higher applies first")
+    exclusive: StrictBool = False
+    active: StrictBool = True
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _parameters_match_kind(self) -> PolicyDefinition:
+        if self.kind == "user_type":
+            if self.customer_type is None or self.discount is None:
+                raise ValueError("a user_type policy needs customer_type and discount")
+            if self.currency is not None or self.tiers is not None:
+                raise ValueError("a user_type policy takes no currency or tiers")
+        else:
+            if self.currency is None or self.tiers is None:
+                raise ValueError("a threshold policy needs currency and tiers")
+            if self.customer_type is not None or self.discount is not None:
+                raise ValueError("a threshold policy takes no customer_type or discount")
+        return self
+
+    def to_domain(self, key: str) -> DiscountPolicy:
+        rule: PolicyRule
+        if self.kind == "user_type":
+            assert self.customer_type is not None and self.discount is not None
+            rule = UserTypeRule(self.customer_type.strip().lower(), benefit_from(self.discount))
+        else:
+            assert self.currency is not None and self.tiers is not None
+            rule = ThresholdRule(
+                self.currency,
+                tuple(
+                    ThresholdTier(Money(tier.minimum, self.currency), benefit_from(tier.discount))
+                    for tier in self.tiers
+                ),
+            )
+        return DiscountPolicy(
+            key=key,
+            name=self.name.strip(),
+            rule=rule,
+            priority=self.priority,
+            exclusive=self.exclusive,
+            active=self.active,
+            starts_at=self.starts_at.astimezone(UTC) if self.starts_at else None,
+            ends_at=self.ends_at.astimezone(UTC) if self.ends_at else None,
+        )
+
+
+class PolicyOut(BaseModel):
+    key: str
+    name: str
+    kind: Literal["user_type", "threshold"]
+    customer_type: str | None
+    discount: DiscountIO | None
+    currency: str | None
+    tiers: list[TierIO] | None
+    priority: int
+    exclusive: bool
+    active: bool
+    starts_at: datetime | None
+    ends_at: datetime | None
+
+    @classmethod
+    def of(cls, policy: DiscountPolicy) -> PolicyOut:
+        rule = policy.rule
+        return cls(
+            key=policy.key,
+            name=policy.name,
+            kind="user_type" if isinstance(rule, UserTypeRule) else "threshold",
+            customer_type=rule.customer_type if isinstance(rule, UserTypeRule) else None,
+            discount=benefit_out(rule.benefit) if isinstance(rule, UserTypeRule) else None,
+            currency=rule.currency if isinstance(rule, ThresholdRule) else None,
+            tiers=[
+                TierIO(minimum=tier.minimum.amount, discount=benefit_out(tier.benefit))
+                for tier in rule.tiers
+            ]
+            if isinstance(rule, ThresholdRule)
+            else None,
+            priority=policy.priority,
+            exclusive=policy.exclusive,
+            active=policy.active,
+            starts_at=policy.starts_at,
+            ends_at=policy.ends_at,
+        )
+
+
+class PolicyList(BaseModel):
+    items: list[PolicyOut]
+
+
+# --- stacking settings ------------------------------------------------------------------
+
+
+class StackingIO(_In):
+    max_fraction: DecimalString = Field(
+        description="cap on the total discount as a fraction of the amount, 0 < f <= 1",
+        examples=["0.50"],
+    )
+    max_amounts: dict[Currency, DecimalString] = Field(
+        default_factory=dict,
+        max_length=200,
+        description="optional absolute cap per currency",
+        examples=[{"EUR": "100.00"}],
+    )
+
+    def to_domain(self) -> StackingSettings:
+        return StackingSettings(
+            max_fraction=self.max_fraction,
+            max_amounts=tuple(
+                Money(amount, currency) for currency, amount in sorted(self.max_amounts.items())
+            ),
+        )
+
+    @classmethod
+    def of(cls, settings: StackingSettings) -> StackingIO:
+        return cls(
+            max_fraction=settings.max_fraction,
+            max_amounts={cap.currency: cap.amount for cap in settings.max_amounts},
+        )
+
+
+# --- quotes and redemptions -------------------------------------------------------------
+
+
+class CustomerIO(_In):
+    id: str = Field(min_length=1, max_length=128, examples=["c-1"])
+    type: str | None = Field(default=None, max_length=64, examples=["premium"])
+
+
+class DiscountRequestIn(_In):
+    customer: CustomerIO
+    currency: Currency
+    amount: DecimalString = Field(description="the amount to discount, >= 0")
+    coupon_codes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=20
+    )
+    reference: str | None = Field(default=None, max_length=128, examples=["inv_123"])
+
+    def to_domain(self) -> DiscountRequest:
+        return DiscountRequest(
+            customer_id=self.customer.id,
+            customer_type=self.customer.type,
+            amount=Money(self.amount, self.currency),
+            coupon_codes=tuple(self.coupon_codes),
+            reference=self.reference,
+        )
+
+
+class AppliedOut(BaseModel):
+    kind: Literal["coupon", "user_type", "threshold"]
+    code: str | None
+    name: str
+    amount: DecimalString
+
+
+class RejectedOut(BaseModel):
+    code: str
+    reason: str
+
+
+class DiscountOut(BaseModel):
+    currency: str
+    amount: DecimalString
+    total_discount: DecimalString
+    amount_after: DecimalString
+    applied: list[AppliedOut]
+    rejected: list[RejectedOut]
+
+    @staticmethod
+    def fields_of(result: DiscountResult) -> dict[str, Any]:
+        return {
+            "currency": result.currency,
+            "amount": result.amount.amount,
+            "total_discount": result.total_discount.amount,
+            "amount_after": result.amount_after.amount,
+            "applied": [
+                AppliedOut(
+                    kind=line.kind.value, code=line.code, name=line.name, amount=line.amount.amount
+                )
+                for line in result.applied
+            ],
+            "rejected": [
+                RejectedOut(code=item.code, reason=item.reason.value) for item in result.rejected
+            ],
+        }
+
+    @classmethod
+    def of(cls, result: DiscountResult) -> DiscountOut:
+        return cls(**cls.fields_of(result))
+
+
+class RedemptionOut(DiscountOut):
+    id: str
+    customer: CustomerIO
+    reference: str | None
+    idempotency_key: str
+    created_at: datetime
+
+    @classmethod
+    def of_redemption(cls, redemption: Redemption) -> RedemptionOut:
+        return cls(
+            id=redemption.id,
+            customer=CustomerIO(id=redemption.customer_id, type=redemption.customer_type),
+            reference=redemption.reference,
+            idempotency_key=redemption.idempotency_key,
+            created_at=redemption.created_at,
+            **cls.fields_of(redemption.result),
+        )
+
+
+class RedemptionPage(BaseModel):
+    items: list[RedemptionOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page")
