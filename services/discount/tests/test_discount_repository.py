@@ -323,9 +323,8 @@ async def test_samples_load_once(db) -> None:
 async def test_migrations_create_what_the_models_describe(db) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
-    from sqlmodel import SQLModel
-
     from sqlalchemy import MetaData
+    from sqlmodel import SQLModel
 
     # SQLModel keeps every imported service's tables in one registry: compare only ours.
     own = MetaData()
