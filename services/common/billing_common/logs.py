@@ -55,7 +55,12 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
             backtrace=False,
             diagnose=False,
         )
-    logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+    # The stdlib loggers get loguru's threshold too: at level 0 every library builds and
+    # routes its DEBUG and TRACE records (uvicorn then even wraps the app in its per-message
+    # TRACE logger), only for loguru to drop them.
+    logging.basicConfig(handlers=[_InterceptHandler()], level=logger.level(level).no, force=True)
+    # httpx logs every outgoing call at INFO; the peer already logs the request it served.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logger.level(level).no))
     # uvicorn's own access log would be a second line per request.
     for name in ("uvicorn.access",):
         logging.getLogger(name).handlers = []

@@ -14,7 +14,8 @@ from types import TracebackType
 from typing import Self
 
 from loguru import logger
-from sqlalchemy import DateTime, Text, func, text
+from sqlalchemy import DateTime, Table, Text, func, text, update
+from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import Column, Field, SQLModel, select
@@ -42,6 +43,9 @@ class OutboxMessage(SQLModel, table=True):
     )
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=500)
+
+
+_OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 
 
 class InboxRecord(SQLModel, table=True):
@@ -118,40 +122,64 @@ class OutboxRelay:
                 self._wake.set()
 
     async def publish_pending(self) -> int:
-        """Publish one batch; return how many rows were published. On a bus failure the rows
-        published so far stay marked, the failing row records the error, and it raises."""
-        failure: Exception | None = None
-        published = 0
+        """Publish one batch; return how many rows were published.
+
+        Events of one aggregate go out one after another, each once the broker confirmed the
+        one before; different aggregates go out concurrently, so a batch costs about one
+        broker round trip per event of its longest chain, not one per row. On a bus failure
+        that aggregate's later rows wait for the next batch, every row published stays
+        marked, the failing row records the error, and the earliest failure is raised."""
         async with self._lock, self._sessions() as session, session.begin():
-            if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
-                got = await (await session.connection()).execute(
+            connection = await session.connection()
+            if connection.dialect.name == "postgresql":
+                got = await connection.execute(
                     text("SELECT pg_try_advisory_xact_lock(:key)"),
                     {"key": self.ADVISORY_LOCK_KEY},
                 )
                 if not got.scalar():
                     return 0
             rows = (
-                await session.exec(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.published_at.is_(None))  # type: ignore[union-attr]
-                    .order_by(OutboxMessage.id)  # type: ignore[arg-type]
+                await connection.execute(
+                    core_select(_OUTBOX.c.id, _OUTBOX.c.aggregate, _OUTBOX.c.payload)
+                    .where(_OUTBOX.c.published_at.is_(None))
+                    .order_by(_OUTBOX.c.id)
                     .limit(self._batch_size)
                 )
             ).all()
-            for row in rows:
-                row.attempts += 1
-                session.add(row)
-                try:
-                    await self._bus.publish(CloudEvent.from_json(row.payload))
-                except Exception as exc:  # noqa: BLE001 - recorded on the row, re-raised below
-                    row.last_error = str(exc)[:500] or type(exc).__name__
-                    failure = exc
-                    break  # later rows wait, so one aggregate's events keep their order
-                row.published_at = utcnow()
-                published += 1
-        if failure is not None:
-            raise failure
-        return published
+            chains: dict[str, list[tuple[int, str]]] = {}
+            for row_id, aggregate, payload in rows:
+                chains.setdefault(aggregate, []).append((row_id, payload))
+            published: list[int] = []
+            failures: list[tuple[int, Exception]] = []
+
+            async def publish_chain(chain: list[tuple[int, str]]) -> None:
+                for row_id, payload in chain:
+                    try:
+                        await self._bus.publish(CloudEvent.from_json(payload))
+                    except Exception as exc:  # noqa: BLE001 - recorded on the row, raised below
+                        failures.append((row_id, exc))
+                        return  # later rows of this aggregate wait: its events keep their order
+                    published.append(row_id)
+
+            await asyncio.gather(*(publish_chain(chain) for chain in chains.values()))
+            if published:
+                await connection.execute(
+                    update(_OUTBOX)
+                    .where(_OUTBOX.c.id.in_(published))
+                    .values(published_at=utcnow(), attempts=_OUTBOX.c.attempts + 1)
+                )
+            for row_id, exc in failures:
+                await connection.execute(
+                    update(_OUTBOX)
+                    .where(_OUTBOX.c.id == row_id)
+                    .values(
+                        attempts=_OUTBOX.c.attempts + 1,
+                        last_error=str(exc)[:500] or type(exc).__name__,
+                    )
+                )
+        if failures:
+            raise min(failures, key=lambda failure: failure[0])[1]
+        return len(published)
 
     async def pending_count(self) -> int:
         async with self._sessions() as session:

@@ -18,14 +18,14 @@ from billing_common.db import create_engine, migrate
 from billing_common.logs import configure_logging
 from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
-from billing_launcher.registry import SERVICES, app_factory, migrations_dir, port_of
-from billing_launcher.servers import make_server, serve_all
+from billing_launcher.registry import SERVICES, app_factory, migrations_dir
+from billing_launcher.servers import make_server, run_event_loop, serve_all
 
 
-def _banner(host: str, names: list[str]) -> None:
+def _banner(host: str, ports: dict[str, int]) -> None:
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104
     lines = ["", "Billing platform is up (embedded runtime). API docs:"]
-    lines += [f"  {name:<9} http://{shown}:{port_of(name)}/docs" for name in names]
+    lines += [f"  {name:<9} http://{shown}:{port}/docs" for name, port in ports.items()]
     lines += [
         "",
         "Get a development token:  make token    (tenant 'demo', all scopes)",
@@ -39,13 +39,15 @@ def _banner(host: str, names: list[str]) -> None:
 async def _run_embedded(names: list[str], host: str) -> None:
     platform = EmbeddedPlatform()
     servers = []
+    ports: dict[str, int] = {}
     for name in names:
         settings = ServiceSettings.for_service(name, runtime="embedded", host=host)
         app = app_factory(name)(settings, platform)
         servers.append(make_server(app, host, settings.port))
+        ports[name] = settings.port
     await platform.bus.start()
     try:
-        await serve_all(servers, on_started=lambda: _banner(host, names))
+        await serve_all(servers, on_started=lambda: _banner(host, ports))
     finally:
         await platform.bus.stop()
 
@@ -96,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     base = ServiceSettings()
     configure_logging(json=base.log_json, level=base.log_level)
     if args.command == "run":
-        asyncio.run(_run_embedded(args.services, args.host))
+        run_event_loop(_run_embedded(args.services, args.host))
     elif args.command == "serve":
         settings = ServiceSettings.for_service(args.name)
-        asyncio.run(
+        run_event_loop(
             _serve_one(
                 args.name,
                 args.runtime or settings.runtime,

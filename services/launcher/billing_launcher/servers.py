@@ -5,10 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Coroutine, Generator
+from typing import Any, TypeVar
 
 import uvicorn
+
+T = TypeVar("T")
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run the servers' top-level coroutine on uvloop when it is installed (uvicorn[standard]
+    brings it). uvicorn chooses its event loop only in `Server.run`; `serve_all` awaits
+    `Server.serve` on whatever loop runs it, which with `asyncio.run` is the stdlib's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 class _QuietServer(uvicorn.Server):
