@@ -1,0 +1,215 @@
+"""Render the billing chart with Helm's own Go library (helm-sdkpy) against a kmock emulator.
+
+A script, not a module to import: Helm's Go runtime reads HELM_DRIVER from the environment
+the process was *started* with (setting os.environ later has no effect), so the chart tests
+run this file as a child process with HELM_DRIVER=memory.
+
+    HELM_DRIVER=memory python charts/tests/render_chart.py [--lint] < values.json
+
+prints JSON: {"manifest": "...", "hooks": [{"name", "kind", "events", "manifest"}], "lint": ...}
+
+What the emulator adds to kmock's KubernetesEmulator, each because Helm needs it:
+- discovery of the core group says `groupVersion: v1` (kmock says `/v1`, which client-go
+  cannot map to a kind);
+- `/version` reports a Kubernetes release the chart's kubeVersion accepts;
+- lists carry `kind`/`apiVersion` (client-go's decoder and Helm's status watcher need them);
+- `/openapi/v3` announces server-side field validation, so Helm does not try to download
+  the OpenAPI v2 document for client-side validation of hook manifests;
+- Jobs become Complete as soon as they are created: Helm waits for hook Jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+CHART = Path(__file__).resolve().parents[1] / "billing"
+NAMESPACE = "billing"
+RELEASE = "billing"
+
+# Every kind the chart may create: (group/version/plural, kind, namespaced).
+RESOURCES = [
+    ("v1/secrets", "Secret", True),
+    ("v1/configmaps", "ConfigMap", True),
+    ("v1/services", "Service", True),
+    ("v1/serviceaccounts", "ServiceAccount", True),
+    ("v1/namespaces", "Namespace", False),
+    ("v1/pods", "Pod", True),
+    ("apps/v1/deployments", "Deployment", True),
+    ("apps/v1/statefulsets", "StatefulSet", True),
+    ("batch/v1/jobs", "Job", True),
+    ("networking.k8s.io/v1/ingresses", "Ingress", True),
+    ("rbac.authorization.k8s.io/v1/roles", "Role", True),
+    ("rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding", True),
+    ("rbac.authorization.k8s.io/v1/clusterroles", "ClusterRole", False),
+    ("rbac.authorization.k8s.io/v1/clusterrolebindings", "ClusterRoleBinding", False),
+    ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False),
+    ("dapr.io/v1alpha1/components", "Component", True),
+    ("dapr.io/v1alpha1/configurations", "Configuration", True),
+    ("dapr.io/v1alpha1/resiliencies", "Resiliency", True),
+    ("billing.example.dev/v1alpha1/taxrules", "TaxRule", True),
+    ("billing.example.dev/v1alpha1/discountpolicies", "DiscountPolicy", True),
+]
+VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
+
+def _emulator_class() -> Any:
+    import kmock
+
+    class HelmReadyEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+        async def _serve_version(self, request: Any) -> Any:
+            payload = await super()._serve_version(request)
+            if payload.get("groupVersion") == "/v1":
+                payload["groupVersion"] = "v1"
+            return payload
+
+        async def _serve_server_version(self, request: Any) -> Any:
+            payload = await super()._serve_server_version(request)
+            payload.update(major="1", minor="31", gitVersion="v1.31.0")
+            return payload
+
+        async def _serve_list(self, request: Any) -> Any:
+            payload = await super()._serve_list(request)
+            resource = request.resource
+            for path, kind, _ in RESOURCES:
+                group_version, plural = path.rsplit("/", 1)
+                group = group_version.rsplit("/", 1)[0] if "/" in group_version else ""
+                if (resource.group, resource.plural) == (group, plural):
+                    payload["kind"] = f"{kind}List"
+                    payload["apiVersion"] = group_version
+            return payload
+
+    return HelmReadyEmulator
+
+
+def _group_version_path(path: str) -> str:
+    group_version = path.rsplit("/", 1)[0]
+    return f"api/{group_version}" if "/" not in group_version else f"apis/{group_version}"
+
+
+def _install_openapi(emulator: Any) -> None:
+    async def root(request: Any) -> dict[str, Any]:
+        paths = {_group_version_path(p): {} for p, _, _ in RESOURCES}
+        return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=0"} for gv in paths}}
+
+    async def group_version(request: Any) -> dict[str, Any]:
+        wanted = request.url.path.removeprefix("/openapi/v3/")
+        paths: dict[str, Any] = {}
+        for path, kind, namespaced in RESOURCES:
+            if _group_version_path(path) != wanted:
+                continue
+            group_version_text, plural = path.rsplit("/", 1)
+            group, _, version = group_version_text.rpartition("/")
+            scope = "/namespaces/{namespace}" if namespaced else ""
+            paths[f"/{wanted}{scope}/{plural}/{{name}}"] = {
+                "patch": {
+                    "x-kubernetes-group-version-kind": {
+                        "group": group,
+                        "version": version,
+                        "kind": kind,
+                    },
+                    "parameters": [
+                        {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}
+                    ],
+                    "responses": {"200": {"description": "OK"}},
+                }
+            }
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": "v1.31.0"},
+            "paths": paths,
+        }
+
+    emulator["get", re.compile(r"/openapi/v3")] << root
+    emulator["get", re.compile(r"/openapi/v3/.+")] << group_version
+
+
+async def _complete_jobs(emulator: Any) -> None:
+    """Mark every Job Complete: hooks wait for their Jobs, and nothing runs them here."""
+    done: set[Any] = set()
+    while True:
+        for key, obj in list(emulator.objects.items()):
+            resource, _, _ = key
+            if resource.plural != "jobs" or key in done or obj.deleted:
+                continue
+            obj.patch(
+                {
+                    "status": {
+                        "succeeded": 1,
+                        "conditions": [
+                            {"type": "SuccessCriteriaMet", "status": "True"},
+                            {"type": "Complete", "status": "True"},
+                        ],
+                    }
+                }
+            )
+            done.add(key)
+        await asyncio.sleep(0.05)
+
+
+def _kubeconfig(server: str) -> str:
+    import yaml
+
+    # YAML, not JSON: helm-sdkpy tells a kubeconfig text from a file path by its YAML keys.
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+            "users": [{"name": "tester", "user": {"token": "emulator"}}],
+            "contexts": [
+                {
+                    "name": "emulator",
+                    "context": {"cluster": "emulator", "user": "tester", "namespace": NAMESPACE},
+                }
+            ],
+            "current-context": "emulator",
+        }
+    )
+
+
+async def _render(values: dict[str, Any], lint: bool) -> dict[str, Any]:
+    import helm_sdkpy
+    import kmock
+
+    emulator_cls = _emulator_class()
+    async with emulator_cls() as emulator, kmock.Server(emulator) as server:
+        for path, kind, namespaced in RESOURCES:
+            emulator.resources[path] = kmock.ResourceInfo(
+                kind=kind, namespaced=namespaced, verbs=VERBS, subresources={"status"}
+            )
+        _install_openapi(emulator)
+        completer = asyncio.create_task(_complete_jobs(emulator))
+        try:
+            config = helm_sdkpy.Configuration(
+                namespace=NAMESPACE, kubeconfig=_kubeconfig(str(server.url).rstrip("/"))
+            )
+            release = await helm_sdkpy.Install(config).run(
+                RELEASE, str(CHART), values=values or None, wait=False, timeout=60
+            )
+            linted = await helm_sdkpy.Lint(config).run(str(CHART)) if lint else None
+        finally:
+            completer.cancel()
+    return {"manifest": release.get("manifest", ""), "hooks": release.get("hooks"), "lint": linted}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lint", action="store_true")
+    args = parser.parse_args()
+    if os.environ.get("HELM_DRIVER") != "memory":
+        sys.exit("run with HELM_DRIVER=memory in the environment")
+    values = json.loads(sys.stdin.read() or "{}")
+    result = asyncio.run(_render(values, args.lint))
+    sys.stdout.write(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Kopf operator reconciling TaxRule and DiscountPolicy resources into the billing services."""

@@ -1,0 +1,750 @@
+"""The operator end to end, in this test's event loop: Kopf against a kmock Kubernetes
+emulator, reconciling into a real HTTP app (uvicorn on 127.0.0.1) that serves the services'
+by-key endpoints, checks the bearer token with the platform's own TokenService and records
+every request. That app is the wire contract the tax and discount services must honour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import kmock
+import kopf
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from kmock._internal import parsing as kmock_parsing
+
+from billing_common.auth import AuthError, TokenService
+from billing_operator.config import GROUP, VERSION, OperatorConfig
+from billing_operator.handlers import Reconciler, build_registry, operator_settings
+
+T = TypeVar("T")
+SIGNING_KEY = "operator-test-signing-key-0123456789abcdef"
+TAX = f"{GROUP}/{VERSION}/taxrules"
+DISCOUNT = f"{GROUP}/{VERSION}/discountpolicies"
+NAMESPACES = "v1/namespaces"
+TENANT_LABEL = f"{GROUP}/tenant"
+
+# --- the services' side: by-key endpoints that record what they receive -----------------
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    key: str
+    tenant: str
+    scopes: frozenset[str]
+    subject: str
+    body: dict[str, Any] | None
+
+
+@dataclass
+class FakeServices:
+    """What the operator talks to. `script[key]` lists statuses to answer before behaving."""
+
+    tokens: TokenService = field(
+        default_factory=lambda: TokenService(
+            SIGNING_KEY, issuer="billing-platform", audience="billing-api"
+        )
+    )
+    received: list[Received] = field(default_factory=list)
+    stored: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    script: dict[str, list[int]] = field(default_factory=dict)
+
+    def calls(self, method: str, key: str) -> list[Received]:
+        return [r for r in self.received if r.method == method and r.key == key]
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        async def handle(kind: str, scope: str, key: str, request: Request) -> Response:
+            header = request.headers.get("authorization", "")
+            try:
+                principal = self.tokens.verify(header.removeprefix("Bearer "))
+            except AuthError as exc:
+                return JSONResponse({"title": "Unauthorized", "detail": str(exc)}, 401)
+            body = await request.json() if request.method == "PUT" else None
+            self.received.append(
+                Received(
+                    request.method,
+                    request.url.path,
+                    key,
+                    principal.tenant,
+                    principal.scopes,
+                    principal.subject,
+                    body,
+                )
+            )
+            if scope not in principal.scopes:
+                return JSONResponse({"title": "Forbidden"}, 403)
+            pending = self.script.get(key)
+            if pending:
+                status = pending.pop(0)
+                problem = {
+                    "type": "/problems/validation",
+                    "title": "Unprocessable request" if status == 422 else "Unavailable",
+                    "status": status,
+                    "detail": "rate: must not exceed the jurisdiction's maximum"
+                    if status == 422
+                    else "restarting",
+                }
+                return JSONResponse(problem, status, media_type="application/problem+json")
+            record = (kind, principal.tenant, key)
+            if request.method == "DELETE":
+                if self.stored.pop(record, None) is None:
+                    return JSONResponse({"title": "Not Found"}, 404)
+                return Response(status_code=204)
+            created = record not in self.stored
+            assert body is not None
+            self.stored[record] = body
+            return JSONResponse({"key": key, **body}, 201 if created else 200)
+
+        @app.api_route("/v1/tax/rules/by-key/{key}", methods=["PUT", "DELETE"])
+        async def tax_rule(key: str, request: Request) -> Response:
+            return await handle("tax", "tax:admin", key, request)
+
+        @app.api_route("/v1/discounts/policies/{key}", methods=["PUT", "DELETE"])
+        async def discount_policy(key: str, request: Request) -> Response:
+            return await handle("discount", "discount:admin", key, request)
+
+        return app
+
+
+class ServerThread:
+    """An event loop in a thread for the servers the operator talks to (kmock, uvicorn).
+
+    Kopf, when stopped, waits for every task created in its loop after it started, and the
+    servers' per-connection tasks (a watch stream waiting for events, above all) would hold
+    it for its 5-second grace period on every test. In their own loop they cannot."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    async def run(self, coro: Awaitable[T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def enter(
+        self, stack: contextlib.AsyncExitStack, cm: contextlib.AbstractAsyncContextManager[T]
+    ) -> T:
+        return await self.run(stack.enter_async_context(cm))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI, lifespan: str = "off") -> AsyncIterator[str]:
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+# --- the cluster's side: kmock's emulator and the operator -----------------------------
+
+
+@dataclass
+class Cluster:
+    emulator: kmock.KubernetesEmulator
+    url: str
+    http: httpx.AsyncClient
+
+    def obj(self, resource: str, namespace: str | None, name: str) -> Any:
+        return self.emulator.objects[resource, namespace, name]
+
+    async def create(self, path: str, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        meta.setdefault("uid", f"uid-{meta['name']}")
+        meta.setdefault("resourceVersion", "1")  # Kopf's finalizer patch needs one
+        meta.setdefault("generation", 1)
+        meta.setdefault("creationTimestamp", "2026-11-24T10:00:00Z")
+        response = await self.http.post(path, json=body)
+        assert response.status_code in (200, 201), response.text
+
+    def namespace(self, name: str, tenant: str | None) -> None:
+        # Stored directly (kmock cannot route a POST to the cluster-wide /api/v1/namespaces);
+        # the operator lists it when it starts.
+        labels = {TENANT_LABEL: tenant} if tenant else {}
+        self.emulator.objects[NAMESPACES, None, name] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels, "resourceVersion": "1", "uid": name},
+        }
+
+    async def patch(self, path: str, body: dict[str, Any]) -> None:
+        response = await self.http.patch(
+            path, json=body, headers={"Content-Type": "application/merge-patch+json"}
+        )
+        assert response.status_code == 200, response.text
+
+    async def delete(self, path: str) -> None:
+        response = await self.http.delete(path)
+        assert response.status_code in (200, 202), response.text
+
+
+def _resource_info(kind: str, namespaced: bool, *extra: str) -> kmock.ResourceInfo:
+    verbs = {"list", "watch", "get", "patch", "update", "create", "delete", *extra}
+    subresources = {"status"} if kind in ("TaxRule", "DiscountPolicy") else set()
+    return kmock.ResourceInfo(
+        kind=kind, namespaced=namespaced, verbs=verbs, subresources=subresources
+    )
+
+
+class VersioningEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+    """Gives every write a new resourceVersion, as an API server does. kmock keeps the one
+    the client sent, and Kopf then waits out its consistency timeout after each patch of its
+    own, expecting a newer version than the one it wrote."""
+
+    _versions = itertools.count(2)
+
+    async def _handle(self, request: Any) -> Any:
+        writes = (kmock.action.CREATE, kmock.action.UPDATE)
+        is_write = request.resource is not None and request.action in writes
+        if is_write and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            meta["resourceVersion"] = str(next(self._versions))
+        return await super()._handle(request)
+
+
+def _parse_cluster_scoped_namespaces(original: Callable[[str], Any]) -> Callable[[str], Any]:
+    """kmock 0.8 reads `/api/v1/namespaces[/<name>]` as "in namespace <name>" and fails on
+    the bare list; Kubernetes means the cluster-scoped `namespaces` resource there."""
+
+    def parse_path(path: str) -> Any:
+        parts = path.strip("/").split("/")
+        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) in (3, 4):
+            name = parts[3] if len(parts) == 4 else None
+            return kmock_parsing.ParsedPath("", "v1", "namespaces", None, name, None)
+        return original(path)
+
+    return parse_path
+
+
+@pytest.fixture
+def servers() -> Iterator[ServerThread]:
+    thread = ServerThread()
+    yield thread
+    thread.close()
+
+
+@contextlib.asynccontextmanager
+async def _emulator() -> AsyncIterator[tuple[kmock.KubernetesEmulator, str]]:
+    async with VersioningEmulator() as emulator, kmock.Server(emulator) as server:
+        emulator.resources[TAX] = _resource_info("TaxRule", True)
+        emulator.resources[DISCOUNT] = _resource_info("DiscountPolicy", True)
+        # Without these two, Kopf's namespace and resource observers never settle.
+        emulator.resources[NAMESPACES] = _resource_info("Namespace", False)
+        emulator.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = _resource_info(
+            "CustomResourceDefinition", False
+        )
+        emulator.resources["v1/events"] = _resource_info("Event", True)
+        yield emulator, str(server.url).rstrip("/")
+
+
+@pytest.fixture
+async def cluster(monkeypatch: pytest.MonkeyPatch, servers: ServerThread) -> AsyncIterator[Cluster]:
+    monkeypatch.setattr(
+        kmock_parsing, "parse_path", _parse_cluster_scoped_namespaces(kmock_parsing.parse_path)
+    )
+    stack = contextlib.AsyncExitStack()  # entered and closed in the servers' loop
+    try:
+        emulator, url = await servers.enter(stack, _emulator())
+        async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+            yield Cluster(emulator, url, http)
+    finally:
+        await servers.run(stack.aclose())
+
+
+@pytest.fixture
+def services() -> FakeServices:
+    return FakeServices()
+
+
+Runner = Callable[..., contextlib.AbstractAsyncContextManager[None]]
+
+
+@pytest.fixture
+def operator(cluster: Cluster, services: FakeServices, servers: ServerThread) -> Runner:
+    """`async with operator(): ...` runs the operator as a task of this test's loop."""
+
+    @contextlib.asynccontextmanager
+    async def run(
+        default_tenant: str | None = None, urls: tuple[str, str] | None = None
+    ) -> AsyncIterator[None]:
+        stack = contextlib.AsyncExitStack()  # entered and closed in the servers' loop
+        try:
+            if urls is None:  # the recording app serves both
+                base_url = await servers.enter(stack, serve(services.app()))
+                urls = (base_url, base_url)
+            config = OperatorConfig(
+                tax_url=urls[0],
+                discount_url=urls[1],
+                jwt_signing_key=SIGNING_KEY,
+                retry_base_seconds=0.2,
+                retry_max_seconds=0.5,
+                default_tenant=default_tenant,
+                liveness_endpoint=None,
+            )
+
+            def login(**_: Any) -> kopf.ConnectionInfo:
+                return kopf.ConnectionInfo(server=cluster.url, insecure=True)
+
+            stop: asyncio.Event = asyncio.Event()
+            ready: asyncio.Event = asyncio.Event()
+            task = asyncio.create_task(
+                kopf.operator(
+                    registry=build_registry(Reconciler(config), login=login),
+                    settings=operator_settings(config),
+                    clusterwide=True,
+                    standalone=True,
+                    stop_flag=stop,
+                    ready_flag=ready,
+                )
+            )
+            try:
+                await asyncio.wait_for(ready.wait(), timeout=10)
+                yield
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, timeout=15)
+        finally:
+            await servers.run(stack.aclose())
+
+    return run
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll until `check()` returns something truthy without raising; fail with its last
+    error otherwise."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if isinstance(result, Awaitable):
+                result = await result
+            if result:
+                return result
+        except (AssertionError, KeyError, IndexError, TypeError) as exc:
+            last = exc
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout}s: {last!r}")
+
+
+def ready_condition(obj: Any) -> dict[str, Any]:
+    (condition,) = [c for c in obj["status"]["conditions"] if c["type"] == "Ready"]
+    return dict(condition)
+
+
+def tax_rule(name: str, namespace: str = "demo", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TaxRule",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "displayName": "DE VAT standard",
+            "jurisdiction": {"country": "DE"},
+            "category": "standard",
+            "rate": "0.19",
+            "validFrom": "2007-01-01",
+            **spec,
+        },
+    }
+
+
+def tax_rules_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/taxrules"
+    return f"{base}/{name}" if name else base
+
+
+# --- the tests ----------------------------------------------------------------------------
+
+
+async def test_tax_rule_lifecycle_create_update_delete(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("demo", tenant="acme")
+    async with operator():
+        await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+
+        put = (await eventually(lambda: services.calls("PUT", "demo.de-vat")))[0]
+        assert put.path == "/v1/tax/rules/by-key/demo.de-vat"
+        assert put.body == {
+            "name": "DE VAT standard",
+            "jurisdiction": {"country": "DE", "region": None},
+            "category": "standard",
+            "rate": "0.19",
+            "compound": False,
+            "priority": 0,
+            "valid_from": "2007-01-01",
+            "valid_to": None,
+        }
+        assert (put.tenant, put.scopes, put.subject) == (
+            "acme",
+            frozenset({"tax:admin"}),
+            "billing-operator",
+        )
+
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "demo", "de-vat"))
+                and ready_condition(o)["status"] == "True"
+                and o
+            )
+        )
+        condition = ready_condition(obj)
+        assert condition["reason"] == "Reconciled"
+        assert condition["observedGeneration"] == 1
+        assert obj["status"]["observedGeneration"] == 1
+        assert obj["status"]["tenant"] == "acme"
+        assert obj["status"]["key"] == "demo.de-vat"
+        assert f"{GROUP}/operator" in obj["metadata"]["finalizers"]
+        assert services.stored[("tax", "acme", "demo.de-vat")]["rate"] == "0.19"
+
+        # A spec change (the API server bumps the generation) is upserted again.
+        await cluster.patch(
+            tax_rules_path("demo", "de-vat"),
+            {"metadata": {"generation": 2}, "spec": {"rate": "0.2"}},
+        )
+        # (Counting calls would be wrong: replayed events may upsert the same spec twice.)
+        await eventually(
+            lambda: services.calls("PUT", "demo.de-vat")[-1].body["rate"] == "0.2"  # type: ignore[index]
+        )
+        await eventually(
+            lambda: cluster.obj(TAX, "demo", "de-vat")["status"]["observedGeneration"] == 2
+        )
+        assert services.stored[("tax", "acme", "demo.de-vat")]["rate"] == "0.2"
+
+        # Deletion: the service loses the rule, then the finalizer goes and so does the object.
+        await cluster.delete(tax_rules_path("demo", "de-vat"))
+        delete = (await eventually(lambda: services.calls("DELETE", "demo.de-vat")))[0]
+        assert delete.tenant == "acme"
+        await eventually(lambda: cluster.obj(TAX, "demo", "de-vat").deleted)
+        assert ("tax", "acme", "demo.de-vat") not in services.stored
+        last_seen = cluster.obj(TAX, "demo", "de-vat").last
+        assert f"{GROUP}/operator" not in (last_seen["metadata"].get("finalizers") or [])
+
+
+async def test_discount_policy_body_scope_and_spec_tenant(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("shop", tenant="acme")
+    async with operator():
+        await cluster.create(
+            f"/apis/{GROUP}/{VERSION}/namespaces/shop/discountpolicies",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "DiscountPolicy",
+                "metadata": {"name": "volume", "namespace": "shop"},
+                "spec": {
+                    "tenant": "globex",  # wins over the namespace's label
+                    "displayName": "Volume discount",
+                    "kind": "threshold",
+                    "currency": "EUR",
+                    "tiers": [
+                        {"minimum": "500.00", "discount": {"type": "percent", "rate": "0.05"}},
+                        {
+                            "minimum": "1000.00",
+                            "discount": {"type": "fixed", "amount": "75.00", "currency": "EUR"},
+                        },
+                    ],
+                    "priority": 10,
+                    "exclusive": False,
+                    "active": True,
+                    "startsAt": "2026-01-01T00:00:00Z",
+                },
+            },
+        )
+        put = (await eventually(lambda: services.calls("PUT", "shop.volume")))[0]
+        assert put.path == "/v1/discounts/policies/shop.volume"
+        assert (put.tenant, put.scopes) == ("globex", frozenset({"discount:admin"}))
+        assert put.body == {
+            "name": "Volume discount",
+            "kind": "threshold",
+            "currency": "EUR",
+            "tiers": [
+                {"minimum": "500.00", "discount": {"type": "percent", "rate": "0.05"}},
+                {
+                    "minimum": "1000.00",
+                    "discount": {"type": "fixed", "amount": "75.00", "currency": "EUR"},
+                },
+            ],
+            "priority": 10,
+            "exclusive": False,
+            "active": True,
+            "starts_at": "2026-01-01T00:00:00Z",
+        }
+        await eventually(
+            lambda: ready_condition(cluster.obj(DISCOUNT, "shop", "volume"))["status"] == "True"
+        )
+        assert cluster.obj(DISCOUNT, "shop", "volume")["status"]["tenant"] == "globex"
+
+
+async def test_unavailable_service_is_retried_until_it_answers(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("demo", tenant="acme")
+    services.script["demo.flaky"] = [503, 503]
+    async with operator():
+        await cluster.create(tax_rules_path("demo"), tax_rule("flaky"))
+        await eventually(
+            lambda: ready_condition(cluster.obj(TAX, "demo", "flaky"))["status"] == "True"
+        )
+    # Two refusals, then the retry that succeeded (more only if an event was replayed).
+    assert len(services.calls("PUT", "demo.flaky")) >= 3
+    assert ("tax", "acme", "demo.flaky") in services.stored
+    history = [v for v in cluster.obj(TAX, "demo", "flaky").history if v is not None]
+    failures = [
+        c
+        for version in history
+        for c in (version.get("status") or {}).get("conditions") or []
+        if c["type"] == "Ready" and c["status"] == "False"
+    ]
+    assert failures, "the object showed Ready False while the service was down"
+    assert {c["reason"] for c in failures} == {"ServiceUnavailable"}
+    assert "restarting" in failures[0]["message"]
+
+
+async def test_rejected_spec_fails_permanently_with_the_problem_in_status(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("demo", tenant="acme")
+    services.script["demo.too-high"] = [422]
+    async with operator():
+        await cluster.create(tax_rules_path("demo"), tax_rule("too-high", rate="0.9"))
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "demo", "too-high"))
+                and ready_condition(o)["reason"] == "Rejected"
+                and o
+            )
+        )
+        condition = ready_condition(obj)
+        assert condition["status"] == "False"
+        assert "must not exceed" in condition["message"]
+        assert obj["status"]["problem"]["title"] == "Unprocessable request"
+        assert obj["status"]["problem"]["status"] == 422
+        attempts = len(services.calls("PUT", "demo.too-high"))
+        await asyncio.sleep(1.0)  # several retry periods: a permanent failure is not retried
+        assert len(services.calls("PUT", "demo.too-high")) == attempts
+        assert ("tax", "acme", "demo.too-high") not in services.stored
+
+        # Fixing the spec reconciles again and clears the problem.
+        await cluster.patch(
+            tax_rules_path("demo", "too-high"),
+            {"metadata": {"generation": 2}, "spec": {"rate": "0.19"}},
+        )
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "demo", "too-high"))
+                and ready_condition(o)["status"] == "True"
+                and o
+            )
+        )
+        assert not obj["status"].get("problem")
+        assert obj["status"]["observedGeneration"] == 2
+
+
+async def test_replays_and_restarts_are_harmless(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    """The emulator replays ADDED on every watch and a restarted operator resumes every
+    object: the service must end up with exactly the one rule, unchanged."""
+    cluster.namespace("demo", tenant="acme")
+    async with operator():
+        await cluster.create(tax_rules_path("demo"), tax_rule("steady"))
+        await eventually(
+            lambda: ready_condition(cluster.obj(TAX, "demo", "steady"))["status"] == "True"
+        )
+    first = dict(services.stored)
+    async with operator():
+        await asyncio.sleep(1.0)
+        assert ready_condition(cluster.obj(TAX, "demo", "steady"))["status"] == "True"
+    assert services.stored == first
+    assert all(call.method == "PUT" for call in services.received)
+    assert {call.key for call in services.received} == {"demo.steady"}
+
+
+async def test_missing_tenant_is_an_invalid_spec_and_calls_nothing(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("orphan", tenant=None)
+    async with operator():
+        await cluster.create(tax_rules_path("orphan"), tax_rule("nobody", namespace="orphan"))
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "orphan", "nobody"))
+                and ready_condition(o)["reason"] == "InvalidSpec"
+                and o
+            )
+        )
+        assert "no tenant" in ready_condition(obj)["message"]
+        # Deleting it must not wait for a service that never had it.
+        await cluster.delete(tax_rules_path("orphan", "nobody"))
+        await eventually(lambda: cluster.obj(TAX, "orphan", "nobody").deleted)
+    assert services.received == []
+
+
+async def test_operator_default_tenant_applies_when_nothing_else_names_one(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("plain", tenant=None)
+    async with operator(default_tenant="house"):
+        await cluster.create(tax_rules_path("plain"), tax_rule("house-rule", namespace="plain"))
+        put = (await eventually(lambda: services.calls("PUT", "plain.house-rule")))[0]
+    assert put.tenant == "house"
+
+
+# --- into the real services ---------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def real_services(tmp_path: Any) -> AsyncIterator[tuple[str, str, Any]]:
+    """The tax and discount services' own apps (embedded runtime, SQLite) on local ports."""
+    tax_bootstrap = pytest.importorskip("tax_service.bootstrap")
+    discount_bootstrap = pytest.importorskip("discount_service.bootstrap")
+    from billing_common.runtime import EmbeddedPlatform
+    from billing_common.settings import ServiceSettings
+
+    platform = EmbeddedPlatform()
+    apps = []
+    for name, bootstrap in (("tax", tax_bootstrap), ("discount", discount_bootstrap)):
+        settings = ServiceSettings.for_service(
+            name,
+            runtime="embedded",
+            database_url=f"sqlite+aiosqlite:///{tmp_path / name}.db",
+            secrets_file=None,
+            load_sample_data=False,
+        )
+        apps.append(bootstrap.create_app(settings, platform))
+    await platform.bus.start()
+    try:
+        async with (
+            serve(apps[0], lifespan="on") as tax_url,
+            serve(apps[1], lifespan="on") as discount_url,
+        ):
+            yield tax_url, discount_url, apps[0]
+    finally:
+        await platform.bus.stop()
+
+
+async def test_reconciles_into_the_real_tax_and_discount_services(
+    cluster: Cluster,
+    operator: Runner,
+    servers: ServerThread,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TaxRule and DiscountPolicy created -> served by the services' own APIs -> Ready;
+    deleted -> gone from the APIs -> finalizers released."""
+    monkeypatch.setenv("JWT_SIGNING_KEY", SIGNING_KEY)  # the services' key, from the env
+    cluster.namespace("demo", tenant="acme")
+    stack = contextlib.AsyncExitStack()
+    try:
+        tax_url, discount_url, tax_app = await servers.enter(stack, real_services(tmp_path))
+        token = tax_app.state.ctx.tokens.mint(
+            subject="reader", tenant="acme", scopes={"tax:read", "discount:read"}
+        )
+        headers = {"Authorization": f"Bearer {token}"}
+        async with operator(urls=(tax_url, discount_url)), httpx.AsyncClient() as http:
+            await cluster.create(
+                tax_rules_path("demo"), tax_rule("de-vat", compound=False, priority=5)
+            )
+            await cluster.create(
+                f"/apis/{GROUP}/{VERSION}/namespaces/demo/discountpolicies",
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "DiscountPolicy",
+                    "metadata": {"name": "premium", "namespace": "demo"},
+                    "spec": {
+                        "displayName": "Premium customers 5%",
+                        "kind": "user_type",
+                        "customerType": "premium",
+                        "discount": {"type": "percent", "rate": "0.05"},
+                        "priority": 50,
+                    },
+                },
+            )
+            await eventually(
+                lambda: ready_condition(cluster.obj(TAX, "demo", "de-vat"))["status"] == "True"
+            )
+            await eventually(
+                lambda: (
+                    ready_condition(cluster.obj(DISCOUNT, "demo", "premium"))["status"] == "True"
+                )
+            )
+
+            rule = await http.get(f"{tax_url}/v1/tax/rules/by-key/demo.de-vat", headers=headers)
+            assert rule.status_code == 200, rule.text
+            assert rule.json() | {"id": None, "created_at": None, "updated_at": None} == {
+                "id": None,
+                "key": "demo.de-vat",
+                "jurisdiction": {"country": "DE", "region": None},
+                "category": "standard",
+                "name": "DE VAT standard",
+                "rate": "0.19",
+                "valid_from": "2007-01-01",
+                "valid_to": None,
+                "zero_rated": False,
+                "compound": False,
+                "priority": 5,
+                "created_at": None,
+                "updated_at": None,
+            }
+            policy = await http.get(
+                f"{discount_url}/v1/discounts/policies/demo.premium", headers=headers
+            )
+            assert policy.status_code == 200, policy.text
+            assert policy.json()["customer_type"] == "premium"
+            assert policy.json()["discount"] == {"type": "percent", "rate": "0.05"}
+            assert policy.json()["priority"] == 50
+
+            # Another tenant sees nothing of it.
+            other = tax_app.state.ctx.tokens.mint(
+                subject="reader", tenant="globex", scopes={"tax:read"}
+            )
+            hidden = await http.get(
+                f"{tax_url}/v1/tax/rules/by-key/demo.de-vat",
+                headers={"Authorization": f"Bearer {other}"},
+            )
+            assert hidden.status_code == 404
+
+            await cluster.delete(tax_rules_path("demo", "de-vat"))
+            await cluster.delete(
+                f"/apis/{GROUP}/{VERSION}/namespaces/demo/discountpolicies/premium"
+            )
+            await eventually(lambda: cluster.obj(TAX, "demo", "de-vat").deleted)
+            await eventually(lambda: cluster.obj(DISCOUNT, "demo", "premium").deleted)
+            gone = await http.get(f"{tax_url}/v1/tax/rules/by-key/demo.de-vat", headers=headers)
+            assert gone.status_code == 404
+            gone = await http.get(
+                f"{discount_url}/v1/discounts/policies/demo.premium", headers=headers
+            )
+            assert gone.status_code == 404
+    finally:
+        await servers.run(stack.aclose())
