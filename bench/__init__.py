@@ -1,0 +1,1 @@
+"""Benchmarks of the platform on the direct runtime: `make bench` (`python -m bench.run`)."""

@@ -1,0 +1,251 @@
+"""What a benchmark run stands on: fresh PostgreSQL databases and a fresh RabbitMQ vhost,
+server processes pinned to their cores, and the clean-up of all of it.
+
+Everything created here is registered in a `Resources` stack and removed when the run ends,
+also on an error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+ADMIN_POSTGRES_URL = os.environ.get(
+    "BENCH_POSTGRES_URL",
+    os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+)
+ADMIN_AMQP_URL = os.environ.get(
+    "BENCH_AMQP_URL", os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+)
+
+
+class BenchError(Exception):
+    """The benchmark cannot run (a missing tool or server); the message says what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- CPU placement --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which cores the load generator and the servers under test run on."""
+
+    client: frozenset[int]
+    servers: frozenset[int]
+
+    @property
+    def pinned(self) -> bool:
+        return not self.client & self.servers
+
+    def describe(self) -> str:
+        if not self.pinned:
+            return (
+                f"not pinned: {len(self.client)} core(s) available, client and servers share them"
+            )
+        return (
+            f"client (wrk, pacing client, this process) on CPU {_cores(self.client)}; "
+            f"servers under test on CPU {_cores(self.servers)}; "
+            "PostgreSQL and RabbitMQ are system services and are not pinned"
+        )
+
+
+def _cores(cores: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cores))
+
+
+def plan_placement() -> Placement:
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return Placement(frozenset(available), frozenset(available))
+    # One core drives the load; the rest serve. With two cores that is one each.
+    return Placement(frozenset(available[:1]), frozenset(available[1:]))
+
+
+def pin_self(placement: Placement) -> None:
+    """Children (wrk) inherit this process's affinity."""
+    if placement.pinned:
+        os.sched_setaffinity(0, placement.client)
+
+
+# -- PostgreSQL and RabbitMQ ----------------------------------------------------------------
+
+
+def _sqlalchemy_url(admin: str, database: str) -> str:
+    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{database}"
+
+
+def plain_url(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _admin_execute(statement: str) -> None:
+    try:
+        conn = await asyncpg.connect(ADMIN_POSTGRES_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise BenchError(
+            f"PostgreSQL is not reachable at {ADMIN_POSTGRES_URL} ({exc}); "
+            "start it (`scripts/ensure-servers.sh`) or set BENCH_POSTGRES_URL"
+        ) from exc
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def create_database(label: str) -> tuple[str, str]:
+    """A fresh database; returns (its name, its SQLAlchemy asyncpg URL)."""
+    name = f"billing_bench_{label}_{uuid.uuid4().hex[:8]}"
+    await _admin_execute(f'CREATE DATABASE "{name}"')
+    return name, _sqlalchemy_url(ADMIN_POSTGRES_URL, name)
+
+
+async def drop_database(name: str) -> None:
+    await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _rabbitmqctl(*args: str) -> None:
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        raise BenchError("rabbitmqctl is needed to create the benchmark's vhost; install RabbitMQ")
+    result = subprocess.run(
+        [ctl, "-q", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise BenchError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
+
+
+def create_vhost() -> tuple[str, str]:
+    """A fresh vhost the admin URL's user may use; returns (its name, its AMQP URL)."""
+    parts = urlsplit(ADMIN_AMQP_URL)
+    name = f"billing_bench_{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", name)
+    _rabbitmqctl("set_permissions", "-p", name, parts.username or "guest", ".*", ".*", ".*")
+    return name, urlunsplit((parts.scheme, parts.netloc, f"/{name}", "", ""))
+
+
+def delete_vhost(name: str) -> None:
+    _rabbitmqctl("delete_vhost", name)
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """One server process under test, pinned to the server cores, logging to a file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    cores: frozenset[int]
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
+            )
+        finally:
+            log.close()
+        # Set at once, before the interpreter has started any thread: threads inherit it.
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(self.process.pid, self.cores)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def rss_bytes(self) -> int:
+        """Resident set size now (VmRSS), 0 if the process is gone."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except (FileNotFoundError, ProcessLookupError, AssertionError):
+            return 0
+        return 0
+
+    async def wait_ready(self, path: str = "/readyz", timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.url}{path}")).status_code == 200:
+                        return
+                if self.process is None or self.process.poll() is not None:
+                    raise BenchError(f"{self.name} exited during start-up:\n{self.log_tail()}")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+                await asyncio.sleep(0.2)
+
+
+@dataclass
+class Resources:
+    """Clean-up actions, run last-in first-out; each runs even if an earlier one failed."""
+
+    _undo: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
+
+    def push(self, what: str, action: Callable[[], object]) -> None:
+        self._undo.append((what, action))
+
+    async def close(self) -> None:
+        while self._undo:
+            what, action = self._undo.pop()
+            try:
+                result = action()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:
+                sys.stderr.write(f"[bench] clean-up of {what} failed: {exc}\n")

@@ -1,0 +1,229 @@
+"""The requests the benchmark sends, and the measurements that are not a load generator's:
+event settlement, the broker-hop floor under it, and the PDF render in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+
+from bench.infra import BenchError, plain_url
+from bench.platform import Platform
+
+# The seed's invoice flow (tests/flows.py): Germany, two categories, coupon WELCOME10, so an
+# invoice costs a discount quote, a tax calculation and a redemption.
+ORDER: dict[str, Any] = {
+    "customer": {
+        "id": "cust-bench",
+        "type": "regular",
+        "jurisdiction": {"country": "DE"},
+        "tax_status": "standard",
+    },
+    "currency": "EUR",
+    "lines": [
+        {"description": "Widget", "quantity": "2", "unit_price": "100.00", "category": "standard"},
+        {"description": "Guide", "quantity": "1", "unit_price": "20.00", "category": "books"},
+    ],
+    "coupon_codes": ["WELCOME10"],
+}
+
+TAX_CALCULATION: dict[str, Any] = {
+    "currency": "EUR",
+    "jurisdiction": {"country": "DE", "region": None},
+    "customer": {"id": "cust-bench", "tax_status": "standard", "tax_id": None},
+    "lines": [
+        {"id": "1", "unit_price": "100.00", "quantity": "2", "category": "standard"},
+        {"id": "2", "unit_price": "20.00", "quantity": "1", "category": "books"},
+    ],
+}
+
+DISCOUNT_QUOTE: dict[str, Any] = {
+    "customer": {"id": "cust-bench", "type": "regular"},
+    "currency": "EUR",
+    "amount": "220.00",
+    "coupon_codes": ["WELCOME10"],
+}
+
+
+def body(value: dict[str, Any]) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _expect(response: httpx.Response, *statuses: int) -> Any:
+    if response.status_code not in statuses:
+        raise BenchError(
+            f"{response.request.method} {response.request.url} answered "
+            f"{response.status_code}: {response.text[:500]}"
+        )
+    return response.json() if "json" in response.headers.get("content-type", "") else None
+
+
+async def check_requests(platform: Platform, headers: dict[str, str]) -> None:
+    """Each benchmarked request once, checked, before any load: a 4xx would otherwise only
+    show up as wrk's error count."""
+    async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+        _expect(
+            await http.post(f"{platform.url('tax')}/v1/tax/calculations", json=TAX_CALCULATION),
+            201,
+        )
+        quote = _expect(
+            await http.post(f"{platform.url('discount')}/v1/discounts/quotes", json=DISCOUNT_QUOTE),
+            200,
+        )
+        if not quote.get("applied"):
+            raise BenchError(f"the discount quote applied nothing: {quote}")
+
+
+async def issued_invoices(platform: Platform, headers: dict[str, str], count: int) -> list[str]:
+    """Create and finalize `count` invoices and wait until the payment service may take them."""
+    ids: list[str] = []
+    async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+        for _ in range(count):
+            created = _expect(
+                await http.post(
+                    f"{platform.url('invoice')}/v1/invoices",
+                    json=ORDER,
+                    headers={"Idempotency-Key": f"bench-setup-{uuid.uuid4().hex}"},
+                ),
+                201,
+            )
+            _expect(
+                await http.post(f"{platform.url('invoice')}/v1/invoices/{created['id']}/finalize"),
+                200,
+            )
+            ids.append(str(created["id"]))
+        deadline = time.monotonic() + 60
+        for invoice_id in ids:
+            while True:
+                answer = await http.get(
+                    f"{platform.url('payment')}/v1/payable-invoices/{invoice_id}"
+                )
+                if answer.status_code == 200 and answer.json().get("payable"):
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"invoice {invoice_id} never became payable: {answer.text}")
+                await asyncio.sleep(0.05)
+    return ids
+
+
+async def settlement(
+    platform: Platform,
+    headers: dict[str, str],
+    invoice_ids: list[str],
+    *,
+    spread_seconds: float,
+    poll_seconds: float = 0.001,
+) -> list[float]:
+    """Pay each invoice in full, spread over `spread_seconds` (while other load runs), and
+    time from the payment POST answering `succeeded` to the invoice reading `paid`.
+
+    "Reading paid" is watched in the invoice service's database with a primary-key SELECT
+    every millisecond: the row is what GET /v1/invoices/{id} answers from, it is visible the
+    instant the event's transaction commits, and polling the API that often would add load to
+    the very core being measured. Milliseconds; one per invoice."""
+    gap = spread_seconds / max(1, len(invoice_ids))
+    samples: list[float] = []
+    conn = await asyncpg.connect(plain_url(platform.database_urls["invoice"]))
+    try:
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+            for invoice_id in invoice_ids:
+                began = time.perf_counter()
+                answer = await http.post(
+                    f"{platform.url('payment')}/v1/payments",
+                    json={"invoice_id": invoice_id, "payment_method": "tok_visa"},
+                    headers={"Idempotency-Key": f"bench-pay-{uuid.uuid4().hex}"},
+                )
+                payment = _expect(answer, 201)
+                if payment.get("status") != "succeeded":
+                    raise BenchError(f"the payment did not succeed: {payment}")
+                succeeded = time.perf_counter()
+                deadline = succeeded + 30
+                while (
+                    await conn.fetchval(
+                        "SELECT status FROM invoice_invoices WHERE id = $1", invoice_id
+                    )
+                ) != "paid":
+                    if time.perf_counter() > deadline:
+                        raise BenchError(f"invoice {invoice_id} was not paid within 30 s")
+                    await asyncio.sleep(poll_seconds)
+                samples.append((time.perf_counter() - succeeded) * 1000)
+                rest = gap - (time.perf_counter() - began)
+                if rest > 0:
+                    await asyncio.sleep(rest)
+    finally:
+        await conn.close()
+    return samples
+
+
+async def broker_hop(amqp_url: str, count: int) -> list[float]:
+    """The settlement floor: one persistent, confirmed publish to RabbitMQ, consumed and acked
+    by a subscriber — the one broker hop every settlement needs. Milliseconds."""
+    connection = await aio_pika.connect(amqp_url)
+    samples: list[float] = []
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(
+            "bench.floor", aio_pika.ExchangeType.TOPIC, auto_delete=True
+        )
+        queue = await channel.declare_queue("bench.floor", durable=True, auto_delete=True)
+        await queue.bind(exchange, routing_key="bench.#")
+        arrived: asyncio.Queue[float] = asyncio.Queue()
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+            arrived.put_nowait(time.perf_counter())
+
+        consumer_channel = await connection.channel()
+        consumer_queue = await consumer_channel.get_queue("bench.floor")
+        tag = await consumer_queue.consume(on_message)
+        payload = body({"id": str(uuid.uuid4()), "type": "bench.floor", "data": ORDER})
+        for _ in range(count):
+            sent = time.perf_counter()
+            await exchange.publish(
+                aio_pika.Message(payload, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key="bench.floor",
+            )
+            received = await asyncio.wait_for(arrived.get(), timeout=10)
+            samples.append((received - sent) * 1000)
+        await consumer_queue.cancel(tag)
+        await queue.delete(if_unused=False, if_empty=False)
+        await exchange.delete()
+    return samples
+
+
+async def invoice_html(platform: Platform, headers: dict[str, str], invoice_id: str) -> str:
+    async with httpx.AsyncClient(timeout=60, headers=headers) as http:
+        answer = await http.get(f"{platform.url('invoice')}/v1/invoices/{invoice_id}/html")
+        _expect(answer, 200)
+        pdf = await http.get(f"{platform.url('invoice')}/v1/invoices/{invoice_id}/pdf")
+        _expect(pdf, 200)  # renders once and fills the cache for the download benchmark
+        if not pdf.content.startswith(b"%PDF"):
+            raise BenchError("the PDF endpoint did not answer a PDF")
+        return answer.text
+
+
+def render_pdf(html: str, count: int) -> tuple[list[float], int]:
+    """The invoice service's own renderer, warm, in this process: (milliseconds per render,
+    pages of the document)."""
+    from weasyprint import HTML
+
+    from invoice_service.adapters.pdf import WeasyPrintRenderer
+
+    pages = len(HTML(string=html).render().pages)
+    renderer = WeasyPrintRenderer()
+    for _ in range(2):  # warm: fonts, Pango, the stylesheet machinery
+        renderer.render(html)
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        pdf = renderer.render(html)
+        samples.append((time.perf_counter() - started) * 1000)
+        if not pdf.startswith(b"%PDF"):
+            raise BenchError("the renderer did not produce a PDF")
+    return samples, pages
