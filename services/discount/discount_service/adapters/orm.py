@@ -3,38 +3,14 @@ prefixed `discount_` because all services share SQLModel's metadata in one proce
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, Text, UniqueConstraint
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import Index, Integer, Text, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
-from billing_common.db import ExactDecimal
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC on both databases: SQLite drops the offset, so values are stored
-    as UTC and given their zone back on read (which also keeps text ordering correct)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if value.utcoffset() is None:
-            raise ValueError("naive datetimes are not stored: give them a timezone")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+from billing_common.db import ExactDecimal, UtcDateTime
 
 
 def _money(nullable: bool = True) -> Any:

@@ -4,38 +4,14 @@ Money and quantities are ExactDecimal (NUMERIC on PostgreSQL, text on SQLite).""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, DateTime, Index, Text, UniqueConstraint
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import Date, Index, Text, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
-from billing_common.db import ExactDecimal
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC on both databases. SQLite keeps no offset, so values are stored
-    as naive UTC (which also keeps their text order chronological) and get UTC back on read."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if value.utcoffset() is None:
-            raise ValueError("naive datetimes are not stored: give them a timezone")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+from billing_common.db import ExactDecimal, UtcDateTime
 
 
 def _money(nullable: bool = False) -> Any:
