@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -45,6 +46,9 @@ class Adapters:
     secrets: SecretStore
     state_store: Callable[[AsyncEngine], KeyValueStore]
     owns_bus: bool
+    # Routes the runtime needs the service's app to serve (Dapr pushes events to the app over
+    # HTTP); `open_context(app=...)` installs them. None for runtimes that need none.
+    install_routes: Callable[[FastAPI], None] | None = None
 
 
 def select_adapters(
@@ -84,6 +88,28 @@ def select_adapters(
             secrets=secrets,
             state_store=lambda engine: SqlKeyValueStore(engine),
             owns_bus=True,
+        )
+    if settings.runtime == "dapr":
+        from billing_common.adapters.dapr_bus import DaprEventBus
+        from billing_common.adapters.dapr_invoker import DaprServiceInvoker
+        from billing_common.adapters.dapr_secrets import DaprSecretStore
+        from billing_common.adapters.dapr_sidecar import DaprSidecar
+        from billing_common.adapters.dapr_state import DaprStateStore
+
+        # One sidecar connection for the bus, the state store and the secret store; the bus
+        # (owned: start/stop run with the service) closes it at shutdown.
+        sidecar = DaprSidecar()
+        bus = DaprEventBus(
+            sidecar, pubsub_name=settings.dapr_pubsub_name, app_id=settings.service_name
+        )
+        dapr_state = DaprStateStore(sidecar, settings.dapr_state_store)
+        return Adapters(
+            bus=bus,
+            invoker=DaprServiceInvoker(timeout_seconds=settings.invoke_timeout_seconds),
+            secrets=DaprSecretStore(sidecar, settings.dapr_secret_store),
+            state_store=lambda engine: dapr_state,
+            owns_bus=True,
+            install_routes=bus.install,
         )
     raise NotImplementedError(f"runtime {settings.runtime!r} is not available in this build")
 
@@ -155,7 +181,12 @@ async def open_context(
     *,
     migrations_dir: Path,
     metrics: Any = None,
+    app: FastAPI | None = None,
 ) -> ServiceContext:
+    """`app`: the service's FastAPI app, for runtimes that serve routes of their own (the dapr
+    runtime's subscription endpoints). Services pass it always; the other runtimes ignore it."""
+    if app is not None and adapters.install_routes is not None:
+        adapters.install_routes(app)
     engine = create_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
     migrate_now = settings.migrate_on_start
     if migrate_now is None:

@@ -108,7 +108,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await open_context(
-            settings, adapters, migrations_dir=MIGRATIONS_DIR, metrics=app.state.metrics
+            settings, adapters, migrations_dir=MIGRATIONS_DIR, metrics=app.state.metrics, app=app
         )
         app.state.ctx = ctx
         owned = gateways is None
