@@ -183,5 +183,6 @@ def install_problem_handlers(app: FastAPI, domain_errors: dict[type[Exception], 
 
         return handler
 
-    for exc_class, status in {MoneyError: 422, **domain_errors}.items():
+    statuses: dict[type[Exception], int] = {MoneyError: 422, **domain_errors}
+    for exc_class, status in statuses.items():
         app.add_exception_handler(exc_class, domain_handler(status))
