@@ -10,10 +10,14 @@ from decimal import Decimal
 from typing import Any
 
 from pypdf import PdfReader
+from sqlalchemy import update
+from sqlmodel import col
 
 from billing_common.event_schemas import PAYMENT_RECEIVED, PaymentReceived
 from billing_common.events import new_event
+from invoice_service.adapters.orm import InvoiceRow
 from invoice_service.domain.errors import PdfUnavailable
+from invoice_service.service_layer.documents import PdfMemoryCache
 
 
 def pdf_text(content: bytes) -> str:
@@ -155,3 +159,42 @@ async def test_pdf_unavailable_is_503(api, make_body):
     assert response.json()["type"] == "/problems/pdf-unavailable"
     missing = await api.client.get("/v1/invoices/nope/pdf", headers=api.headers())
     assert missing.status_code == 404
+
+
+async def test_memory_cached_pdf_follows_a_change_made_by_another_replica(api_any_db, make_body):
+    """The per-process PDF cache is checked against the version read from the database, so
+    a change committed elsewhere (another replica; here, a direct write) is rendered anew."""
+    api = api_any_db
+    counting = CountingRenderer(api.app.state.documents.renderer)
+    use_renderer(api, counting)
+    invoice = (await api.create(make_body())).json()
+    url = f"/v1/invoices/{invoice['id']}/pdf"
+    first = await api.client.get(url, headers=api.headers())
+    again = await api.client.get(url, headers=api.headers())
+    assert again.content == first.content and counting.calls == 1
+
+    sessions = api.ctx.sessions
+    async with sessions() as session:
+        await session.execute(
+            update(InvoiceRow)
+            .where(col(InvoiceRow.id) == invoice["id"])
+            .values(version=InvoiceRow.version + 1)
+        )
+        await session.commit()
+    changed = await api.client.get(url, headers=api.headers())
+    assert changed.status_code == 200 and changed.headers["etag"] != first.headers["etag"]
+    assert counting.calls == 2
+
+
+def test_the_memory_cache_is_bounded_and_keyed_by_etag() -> None:
+    cache = PdfMemoryCache(max_bytes=10)
+    cache.put("a", '"e1"', b"12345")
+    assert cache.get("a", '"e1"') == b"12345" and cache.get("a", '"e2"') is None
+    cache.put("b", '"e1"', b"123")
+    cache.get("a", '"e1"')  # a is now the most recently used
+    cache.put("c", '"e1"', b"123")  # 11 bytes: b, the least recently used, goes
+    assert cache.get("b", '"e1"') is None and cache.get("a", '"e1"') == b"12345"
+    cache.put("a", '"e2"', b"1")  # a new version replaces the old one
+    assert cache.get("a", '"e1"') is None and cache.get("a", '"e2"') == b"1"
+    cache.put("huge", '"e1"', b"x" * 11)
+    assert cache.get("huge", '"e1"') is None

@@ -23,6 +23,7 @@ from billing_common.runtime import (
 from billing_common.settings import ServiceSettings
 from billing_common.web import create_service_app
 from tax_service import samples
+from tax_service.adapters.repository import RuleCache
 from tax_service.domain.errors import (
     CalculationNotFound,
     DuplicateRuleKey,
@@ -129,6 +130,9 @@ def create_app(
         ],
     )
     app.state.clock = utcnow
+    # This process's copy of each tenant's rules, checked against the database's rules
+    # version in every calculation's transaction (see RuleCache).
+    app.state.rule_cache = RuleCache()
     if platform is not None:
         platform.apps[SERVICE] = app
     return app

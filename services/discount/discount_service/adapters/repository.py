@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, update
+from sqlalchemy import Row, Table, and_, delete, or_, update
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -77,7 +78,15 @@ def _benefit_columns(benefit: Benefit) -> dict[str, Any]:
     }
 
 
-def _coupon_from_row(row: CouponRow) -> Coupon:
+# Hot read paths (every quote and redemption) select with SQLAlchemy core: plain rows, no ORM
+# identity map or instance state, converted straight to the domain objects.
+_COUPONS: Table = CouponRow.__table__  # type: ignore[attr-defined]
+_USAGE: Table = CouponUsageRow.__table__  # type: ignore[attr-defined]
+_POLICIES: Table = PolicyRow.__table__  # type: ignore[attr-defined]
+_SETTINGS: Table = StackingSettingsRow.__table__  # type: ignore[attr-defined]
+
+
+def _coupon_from_row(row: CouponRow | Row[Any]) -> Coupon:
     benefit: Benefit
     if row.discount_type == "percent":
         assert row.rate is not None
@@ -196,25 +205,25 @@ class CouponRepository:
         keys = sorted({normalize_code(code) for code in codes})
         if not keys:
             return {}
-        rows = await self._session.exec(
-            select(CouponRow).where(
-                CouponRow.tenant_id == self._tenant, col(CouponRow.code_key).in_(keys)
+        rows = await (await self._session.connection()).execute(
+            core_select(_COUPONS).where(
+                _COUPONS.c.tenant_id == self._tenant, _COUPONS.c.code_key.in_(keys)
             )
         )
-        return {row.code_key: _coupon_from_row(row) for row in rows.all()}
+        return {row.code_key: _coupon_from_row(row) for row in rows}
 
     async def customer_usage(self, coupon_ids: Iterable[str], customer_id: str) -> dict[str, int]:
         ids = sorted(set(coupon_ids))
         if not ids:
             return {}
-        rows = await self._session.exec(
-            select(CouponUsageRow).where(
-                CouponUsageRow.tenant_id == self._tenant,
-                CouponUsageRow.customer_id == customer_id,
-                col(CouponUsageRow.coupon_id).in_(ids),
+        rows = await (await self._session.connection()).execute(
+            core_select(_USAGE.c.coupon_id, _USAGE.c.redeemed_count).where(
+                _USAGE.c.tenant_id == self._tenant,
+                _USAGE.c.customer_id == customer_id,
+                _USAGE.c.coupon_id.in_(ids),
             )
         )
-        return {row.coupon_id: row.redeemed_count for row in rows.all()}
+        return {row.coupon_id: row.redeemed_count for row in rows}
 
     async def try_count_redemption(self, coupon_id: str) -> bool:
         """redeemed_count += 1 unless that would pass max_redemptions, atomically.
@@ -323,7 +332,7 @@ def _rule_from_json(kind: str, text: str) -> PolicyRule:
     )
 
 
-def _policy_from_row(row: PolicyRow) -> DiscountPolicy:
+def _policy_from_row(row: PolicyRow | Row[Any]) -> DiscountPolicy:
     return DiscountPolicy(
         key=row.key,
         name=row.name,
@@ -373,12 +382,12 @@ class PolicyRepository:
         return [_policy_from_row(row) for row in rows.all()]
 
     async def active(self) -> list[DiscountPolicy]:
-        rows = await self._session.exec(
-            select(PolicyRow)
-            .where(PolicyRow.tenant_id == self._tenant, col(PolicyRow.active).is_(True))
-            .order_by(col(PolicyRow.key))
+        rows = await (await self._session.connection()).execute(
+            core_select(_POLICIES)
+            .where(_POLICIES.c.tenant_id == self._tenant, _POLICIES.c.active.is_(True))
+            .order_by(_POLICIES.c.key)
         )
-        return [_policy_from_row(row) for row in rows.all()]
+        return [_policy_from_row(row) for row in rows]
 
     async def upsert(self, policy: DiscountPolicy) -> bool:
         """Create or replace the policy under its key; True if it was created."""
@@ -423,7 +432,13 @@ class SettingsRepository:
         self._tenant = tenant
 
     async def get(self) -> StackingSettings:
-        row = await self._session.get(StackingSettingsRow, self._tenant)
+        row = (
+            await (await self._session.connection()).execute(
+                core_select(_SETTINGS.c.max_fraction, _SETTINGS.c.max_amounts).where(
+                    _SETTINGS.c.tenant_id == self._tenant
+                )
+            )
+        ).first()
         if row is None:
             return StackingSettings()
         caps = json.loads(row.max_amounts)

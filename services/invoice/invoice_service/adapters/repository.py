@@ -7,7 +7,8 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import Table, and_, or_, update
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
@@ -40,10 +41,13 @@ from invoice_service.domain.model import (
     TaxStatus,
 )
 from invoice_service.service_layer.ports import (
+    DocumentStamp,
     InvoiceQuery,
     ReceivedEvent,
     StoredIdempotency,
 )
+
+_INVOICES: Table = InvoiceRow.__table__  # type: ignore[attr-defined]
 
 
 class SqlInvoiceRepository:
@@ -68,6 +72,18 @@ class SqlInvoiceRepository:
             statement = statement.with_for_update()
         row = (await self._session.exec(statement)).first()
         return None if row is None else await self._load(row)
+
+    async def stamp(self, invoice_id: str) -> DocumentStamp | None:
+        row = (
+            await (await self._session.connection()).execute(
+                core_select(
+                    _INVOICES.c.tenant_id, _INVOICES.c.id, _INVOICES.c.number, _INVOICES.c.version
+                ).where(_INVOICES.c.tenant_id == self._tenant, _INVOICES.c.id == invoice_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        return DocumentStamp(row.tenant_id, row.id, row.number, row.version)
 
     async def find_by_idempotency_key(self, key: str) -> StoredIdempotency | None:
         row = (

@@ -216,8 +216,7 @@ def _document_response(document: Document, media_type: str, filename: str) -> Re
 
 
 def _filename(document: Document, extension: str) -> str:
-    invoice = document.invoice
-    return f"{invoice.number or 'draft-' + invoice.id}.{extension}"
+    return f"{document.file_stem}.{extension}"
 
 
 @router.get(
@@ -272,6 +271,7 @@ async def invoice_pdf(
         html=services.html,
         renderer=services.renderer,
         cache=services.cache,
+        memory=services.memory,
         if_none_match=if_none_match,
     )
     return _document_response(document, "application/pdf", _filename(document, "pdf"))

@@ -2,7 +2,13 @@
 
 The ETag names the invoice's version (bumped by every change: status, payment, refund) and
 the template version, so a cached or client-held document is reused exactly as long as it is
-still what the invoice would render to.
+still what the invoice would render to. The ETag is computed from a one-row read of the
+invoice's header (its `DocumentStamp`); the whole invoice is loaded only to render.
+
+Rendered PDFs are kept in the key/value store (shared by replicas, survives restarts) and, in
+front of it, in a small per-process memory cache. Both are keyed by invoice and checked
+against the ETag of the version just read, so neither can serve a document of an older
+version, whichever replica changed the invoice.
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Literal
 
 from loguru import logger
@@ -18,7 +25,7 @@ from loguru import logger
 from billing_common.ports import KeyValueStore
 from invoice_service.domain.errors import InvoiceNotFound
 from invoice_service.domain.model import Invoice
-from invoice_service.service_layer.ports import InvoiceHtml, PdfRenderer
+from invoice_service.service_layer.ports import DocumentStamp, InvoiceHtml, PdfRenderer
 from invoice_service.service_layer.unit_of_work import UnitOfWorkFactory
 
 PDF_CACHE_TTL_SECONDS = 7 * 24 * 3600
@@ -30,14 +37,47 @@ Kind = Literal["html", "pdf"]
 class Document:
     etag: str  # quoted, ready for the ETag header
     content: bytes | None  # None: the client's copy is current (304)
-    invoice: Invoice
+    stamp: DocumentStamp
+
+    @property
+    def file_stem(self) -> str:
+        return self.stamp.number or f"draft-{self.stamp.invoice_id}"
 
 
-def document_etag(invoice: Invoice, template_version: str, kind: Kind) -> str:
+def document_etag(stamp: DocumentStamp, template_version: str, kind: Kind) -> str:
     digest = hashlib.sha256(
-        f"{invoice.tenant_id}\n{invoice.id}\n{invoice.version}\n{template_version}\n{kind}".encode()
+        f"{stamp.tenant_id}\n{stamp.invoice_id}\n{stamp.version}\n{template_version}\n{kind}".encode()
     ).hexdigest()[:32]
     return f'"{kind}-{digest}"'
+
+
+class PdfMemoryCache:
+    """The most recently served PDFs of this process, one entry per invoice, bounded in
+    bytes. An entry is used only under the ETag it was rendered for."""
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self._max_bytes = max_bytes
+        self._size = 0
+        self._entries: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+
+    def get(self, key: str, etag: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != etag:
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: str, etag: str, pdf: bytes) -> None:
+        if len(pdf) > self._max_bytes:
+            return
+        previous = self._entries.pop(key, None)
+        if previous is not None:
+            self._size -= len(previous[1])
+        self._entries[key] = (etag, pdf)
+        self._size += len(pdf)
+        while self._size > self._max_bytes:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self._size -= len(dropped)
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -51,8 +91,8 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-def pdf_cache_key(invoice: Invoice) -> str:
-    return f"invoice-pdf:{invoice.tenant_id}:{invoice.id}"
+def pdf_cache_key(stamp: DocumentStamp) -> str:
+    return f"invoice-pdf:{stamp.tenant_id}:{stamp.invoice_id}"
 
 
 async def _load(tenant: str, invoice_id: str, uow: UnitOfWorkFactory) -> Invoice:
@@ -61,6 +101,14 @@ async def _load(tenant: str, invoice_id: str, uow: UnitOfWorkFactory) -> Invoice
     if invoice is None:
         raise InvoiceNotFound(invoice_id)
     return invoice
+
+
+async def _stamp(tenant: str, invoice_id: str, uow: UnitOfWorkFactory) -> DocumentStamp:
+    async with uow(tenant) as unit:
+        stamp = await unit.invoices.stamp(invoice_id)
+    if stamp is None:
+        raise InvoiceNotFound(invoice_id)
+    return stamp
 
 
 async def invoice_html(
@@ -72,10 +120,11 @@ async def invoice_html(
     if_none_match: str | None = None,
 ) -> Document:
     invoice = await _load(tenant, invoice_id, uow)
-    etag = document_etag(invoice, html.version, "html")
+    stamp = DocumentStamp.of(invoice)
+    etag = document_etag(stamp, html.version, "html")
     if etag_matches(if_none_match, etag):
-        return Document(etag, None, invoice)
-    return Document(etag, html.render(invoice).encode(), invoice)
+        return Document(etag, None, stamp)
+    return Document(etag, html.render(invoice).encode(), stamp)
 
 
 async def invoice_pdf(
@@ -86,22 +135,35 @@ async def invoice_pdf(
     html: InvoiceHtml,
     renderer: PdfRenderer,
     cache: KeyValueStore,
+    memory: PdfMemoryCache | None = None,
     if_none_match: str | None = None,
 ) -> Document:
-    invoice = await _load(tenant, invoice_id, uow)
-    etag = document_etag(invoice, html.version, "pdf")
+    stamp = await _stamp(tenant, invoice_id, uow)
+    etag = document_etag(stamp, html.version, "pdf")
     if etag_matches(if_none_match, etag):
-        return Document(etag, None, invoice)
-    key = pdf_cache_key(invoice)
+        return Document(etag, None, stamp)
+    key = pdf_cache_key(stamp)
+    if memory is not None and (pdf := memory.get(key, etag)) is not None:
+        return Document(etag, pdf, stamp)
     cached = await cache.get(key)
     if cached is not None and isinstance(cached.value, dict) and cached.value.get("etag") == etag:
-        return Document(etag, base64.b64decode(cached.value["pdf"]), invoice)
+        pdf = base64.b64decode(cached.value["pdf"])
+        if memory is not None:
+            memory.put(key, etag, pdf)
+        return Document(etag, pdf, stamp)
+
+    invoice = await _load(tenant, invoice_id, uow)
+    # The invoice may have changed since the stamp was read: name what is rendered.
+    stamp = DocumentStamp.of(invoice)
+    etag = document_etag(stamp, html.version, "pdf")
 
     def render() -> bytes:
         return renderer.render(html.render(invoice))
 
     # WeasyPrint is CPU-bound: a worker thread keeps the event loop serving.
     pdf = await asyncio.to_thread(render)
+    if memory is not None:
+        memory.put(key, etag, pdf)
     try:
         # One entry per invoice, overwritten by each new version: the cache stays bounded.
         await cache.set(
@@ -111,7 +173,7 @@ async def invoice_pdf(
         )
     except Exception as exc:  # noqa: BLE001 - the cache is an optimisation, the PDF is ready
         logger.warning("could not cache the PDF of invoice {}: {}", invoice.id, exc)
-    return Document(etag, pdf, invoice)
+    return Document(etag, pdf, stamp)
 
 
 @dataclass(frozen=True)
@@ -121,3 +183,4 @@ class DocumentServices:
     html: InvoiceHtml
     renderer: PdfRenderer
     cache: KeyValueStore
+    memory: PdfMemoryCache = field(default_factory=PdfMemoryCache)

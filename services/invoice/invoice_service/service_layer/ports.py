@@ -113,8 +113,26 @@ class ReceivedEvent:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentStamp:
+    """What an invoice document's ETag and file name depend on, read without the lines,
+    taxes, payments and history that rendering needs."""
+
+    tenant_id: str
+    invoice_id: str
+    number: str | None
+    version: int
+
+    @classmethod
+    def of(cls, invoice: Invoice) -> DocumentStamp:
+        return cls(invoice.tenant_id, invoice.id, invoice.number, invoice.version)
+
+
 class InvoiceRepository(Protocol):
     async def get(self, invoice_id: str, *, for_update: bool = False) -> Invoice | None: ...
+
+    async def stamp(self, invoice_id: str) -> DocumentStamp | None:
+        """The invoice's document stamp: one primary-key read of the header row."""
 
     async def find_by_idempotency_key(self, key: str) -> StoredIdempotency | None: ...
 

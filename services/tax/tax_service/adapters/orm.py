@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Date, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, Date, Index, Text, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
 from billing_common.db import ExactDecimal, UtcDateTime
@@ -81,3 +81,17 @@ class TaxCalculationRow(SQLModel, table=True):
     total_gross: Decimal = _decimal()
     line_count: int
     lines: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class TaxRulesVersionRow(SQLModel, table=True):
+    """One counter per tenant, bumped in the same transaction as every change of the
+    tenant's rules. A calculation reads it (one primary-key lookup) to know whether the
+    rules a process holds in memory are still the tenant's current rules, so every replica
+    sees a rule change committed through any other at once."""
+
+    __tablename__ = "tax_rules_versions"
+
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(
+        default=0, sa_column=Column(BigInteger(), nullable=False, server_default="0")
+    )

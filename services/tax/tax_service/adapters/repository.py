@@ -6,19 +6,24 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_
+from sqlalchemy import Table, and_, func, insert, or_
+from sqlalchemy import select as core_select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.money import Money, format_amount
-from tax_service.adapters.orm import TaxCalculationRow, TaxRuleRow
+from tax_service.adapters.orm import TaxCalculationRow, TaxRuleRow, TaxRulesVersionRow
 from tax_service.domain.errors import DuplicateRuleKey, InvalidCursor
 from tax_service.domain.model import (
     AppliedTax,
@@ -35,6 +40,36 @@ from tax_service.domain.model import (
 )
 
 # --- rules ------------------------------------------------------------------------------
+
+_RULES: Table = TaxRuleRow.__table__  # type: ignore[attr-defined]
+_RULES_VERSIONS: Table = TaxRulesVersionRow.__table__  # type: ignore[attr-defined]
+_CALCULATIONS: Table = TaxCalculationRow.__table__  # type: ignore[attr-defined]
+
+
+class RuleCache:
+    """Each tenant's rules held in this process, tagged with the tenant's rules version.
+
+    Every rule change bumps the version in its own transaction, and a calculation reads the
+    version in its transaction before using the copy, so a copy is used only while it is
+    still the tenant's current rule set, whichever replica made the last change. Bounded:
+    the least recently used tenants are dropped."""
+
+    def __init__(self, max_tenants: int = 1024) -> None:
+        self._max_tenants = max_tenants
+        self._entries: OrderedDict[str, tuple[int, tuple[TaxRule, ...]]] = OrderedDict()
+
+    def get(self, tenant: str, version: int) -> tuple[TaxRule, ...] | None:
+        entry = self._entries.get(tenant)
+        if entry is None or entry[0] != version:
+            return None
+        self._entries.move_to_end(tenant)
+        return entry[1]
+
+    def put(self, tenant: str, version: int, rules: Sequence[TaxRule]) -> None:
+        self._entries[tenant] = (version, tuple(rules))
+        self._entries.move_to_end(tenant)
+        while len(self._entries) > self._max_tenants:
+            self._entries.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -64,6 +99,34 @@ def _rule_from_row(row: TaxRuleRow) -> TaxRule:
     )
 
 
+def _rule_from_mapping(row: RowMapping) -> TaxRule:
+    return TaxRule(
+        id=row["id"],
+        key=row["key"],
+        jurisdiction=Jurisdiction(row["country"], row["region"]),
+        category=row["category"],
+        name=row["name"],
+        rate=row["rate"],
+        valid_from=row["valid_from"],
+        valid_to=row["valid_to"],
+        zero_rated=row["zero_rated"],
+        compound=row["compound"],
+        priority=row["priority"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _covers(rule: TaxRule, jurisdiction: Jurisdiction, on: date) -> bool:
+    """The filter of `RuleRepository.for_jurisdiction`, applied to rules in memory."""
+    return (
+        rule.jurisdiction.country == jurisdiction.country
+        and (rule.jurisdiction.region is None or rule.jurisdiction.region == jurisdiction.region)
+        and (rule.valid_from is None or rule.valid_from <= on)
+        and (rule.valid_to is None or rule.valid_to > on)
+    )
+
+
 def _write_rule(row: TaxRuleRow, rule: TaxRule) -> None:
     row.key = rule.key
     row.country = rule.jurisdiction.country
@@ -81,9 +144,33 @@ def _write_rule(row: TaxRuleRow, rule: TaxRule) -> None:
 
 
 class RuleRepository:
-    def __init__(self, session: AsyncSession, tenant: str) -> None:
+    def __init__(self, session: AsyncSession, tenant: str, cache: RuleCache | None = None) -> None:
         self._session = session
         self._tenant = tenant
+        self._cache = cache
+
+    async def _bump_version(self) -> None:
+        """Move the tenant's rules version on, in the transaction of the change (every
+        write to the rules goes through here), so cached copies everywhere go out of date
+        exactly when the change commits."""
+        dialect = self._session.get_bind().dialect.name
+        upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = upsert(_RULES_VERSIONS).values(tenant_id=self._tenant, version=1)
+        await (await self._session.connection()).execute(
+            statement.on_conflict_do_update(
+                index_elements=[_RULES_VERSIONS.c.tenant_id],
+                set_={"version": _RULES_VERSIONS.c.version + 1},
+            )
+        )
+
+    async def version(self) -> int:
+        """The tenant's rules version (0: its rules were never changed)."""
+        found = await (await self._session.connection()).execute(
+            core_select(_RULES_VERSIONS.c.version).where(
+                _RULES_VERSIONS.c.tenant_id == self._tenant
+            )
+        )
+        return int(found.scalar_one_or_none() or 0)
 
     async def _row(self, rule_id: str) -> TaxRuleRow | None:
         row = await self._session.get(TaxRuleRow, rule_id)
@@ -121,6 +208,7 @@ class RuleRepository:
         _write_rule(row, rule)
         self._session.add(row)
         await self._flush(rule.key)
+        await self._bump_version()
 
     async def update(self, rule: TaxRule) -> bool:
         """Overwrite the stored rule with this id; False if there is none for the tenant."""
@@ -130,6 +218,7 @@ class RuleRepository:
         _write_rule(row, rule)
         self._session.add(row)
         await self._flush(rule.key)
+        await self._bump_version()
         return True
 
     async def _flush(self, key: str | None) -> None:
@@ -150,6 +239,7 @@ class RuleRepository:
             return False
         await self._session.delete(row)
         await self._session.flush()
+        await self._bump_version()
         return True
 
     def _filtered(self, rule_filter: RuleFilter) -> list[Any]:
@@ -209,15 +299,28 @@ class RuleRepository:
         return [_rule_from_row(row) for row in rows], int(total)
 
     async def for_jurisdiction(self, jurisdiction: Jurisdiction, on: date) -> list[TaxRule]:
-        """Every rule that covers `jurisdiction` on `on` (country-wide and regional)."""
-        regions: list[Any] = [col(TaxRuleRow.region).is_(None)]
-        if jurisdiction.region is not None:
-            regions.append(col(TaxRuleRow.region) == jurisdiction.region)
-        conditions = self._filtered(RuleFilter(country=jurisdiction.country, valid_on=on))
-        rows = (
-            await self._session.exec(select(TaxRuleRow).where(*conditions, or_(*regions)))
-        ).all()
-        return [_rule_from_row(row) for row in rows]
+        """Every rule that covers `jurisdiction` on `on` (country-wide and regional).
+
+        With a cache, the tenant's whole rule set comes from memory while the version read
+        in this transaction says it is current, and is loaded (and cached) otherwise."""
+        if self._cache is None:
+            regions: list[Any] = [_RULES.c.region.is_(None)]
+            if jurisdiction.region is not None:
+                regions.append(_RULES.c.region == jurisdiction.region)
+            conditions = self._filtered(RuleFilter(country=jurisdiction.country, valid_on=on))
+            found = await (await self._session.connection()).execute(
+                core_select(_RULES).where(*conditions, or_(*regions))
+            )
+            return [_rule_from_mapping(row) for row in found.mappings()]
+        version = await self.version()
+        rules = self._cache.get(self._tenant, version)
+        if rules is None:
+            found = await (await self._session.connection()).execute(
+                core_select(_RULES).where(_RULES.c.tenant_id == self._tenant)
+            )
+            rules = tuple(_rule_from_mapping(row) for row in found.mappings())
+            self._cache.put(self._tenant, version, rules)
+        return [rule for rule in rules if _covers(rule, jurisdiction, on)]
 
 
 # --- calculations -----------------------------------------------------------------------
@@ -347,8 +450,10 @@ class CalculationRepository:
 
     async def add(self, calculation: TaxCalculation) -> None:
         request = calculation.request
-        self._session.add(
-            TaxCalculationRow(
+        # A core INSERT: the row is never read back in this transaction, so the ORM's unit of
+        # work (identity map, flush planning) would be pure overhead on the hot path.
+        await (await self._session.connection()).execute(
+            insert(_CALCULATIONS).values(
                 id=calculation.id,
                 tenant_id=self._tenant,
                 created_at=calculation.created_at,
@@ -368,7 +473,6 @@ class CalculationRepository:
                 lines=_lines_to_json(calculation),
             )
         )
-        await self._session.flush()
 
     async def get(self, calculation_id: str) -> TaxCalculation | None:
         row = await self._session.get(TaxCalculationRow, calculation_id)

@@ -12,8 +12,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from billing_common.api_auth import requires
 from billing_common.auth import Principal
+from billing_common.web import model_response
 from tax_service.adapters.repository import (
     CalculationFilter,
+    RuleCache,
     RuleFilter,
     decode_cursor,
     encode_cursor,
@@ -44,9 +46,10 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 
 def _factory(request: Request, principal: Principal) -> services.UnitOfWorkFactory:
     ctx = request.app.state.ctx
+    rule_cache: RuleCache = request.app.state.rule_cache
 
     def new_uow() -> TaxUnitOfWork:
-        return TaxUnitOfWork(ctx.sessions, ctx.relay, principal.tenant)
+        return TaxUnitOfWork(ctx.sessions, ctx.relay, principal.tenant, rule_cache)
 
     return new_uow
 
@@ -77,11 +80,12 @@ def _now(request: Request) -> dt.datetime:
 )
 async def calculate(
     body: CalculationIn, request: Request, principal: Principal = Depends(CALCULATE)
-) -> CalculationOut:
+) -> Response:
     now = _now(request)
     tax_request = body.to_domain(today=now.astimezone(dt.UTC).date())
     calculation = await services.calculate(_uow(request, principal), tax_request, now=now)
-    return CalculationOut.of(calculation)
+    # The hot path: serialised once, not re-validated (the schema is `response_model`'s).
+    return model_response(CalculationOut.of(calculation), status_code=status.HTTP_201_CREATED)
 
 
 @router.get(
