@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,8 @@ class Load:
     p99_ms: float
     max_ms: float
     offered_rate: float | None = None  # paced runs: the rate asked for
+    # paced runs: what the errors were (HTTP status, or "transport"), so a failing run says why
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -54,6 +57,7 @@ class Load:
             "p99_ms": round(self.p99_ms, 2),
             "max_ms": round(self.max_ms, 2),
             "offered_rate": self.offered_rate,
+            "error_kinds": dict(self.error_kinds),
         }
 
 
@@ -207,6 +211,7 @@ async def paced(
     latencies: list[float] = []
     errors = 0  # transport failures and answers >= 400
     failed = 0  # transport failures only: these have no latency
+    kinds: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
 
     async def worker() -> None:
@@ -224,6 +229,7 @@ async def paced(
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     errors += 1
                     failed += 1
+                    kinds["transport"] += 1
                     if writer is not None:
                         writer.close()
                     reader = writer = None
@@ -231,6 +237,7 @@ async def paced(
                 latencies.append(loop.time() - scheduled)
                 if status >= 400:
                     errors += 1
+                    kinds[str(status)] += 1
         finally:
             if writer is not None:
                 writer.close()
@@ -258,4 +265,5 @@ async def paced(
         p99_ms=_percentile(ordered, 0.99) * 1000,
         max_ms=(ordered[-1] if ordered else 0.0) * 1000,
         offered_rate=round(rate, 1),
+        error_kinds=dict(kinds),
     )

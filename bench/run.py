@@ -261,7 +261,8 @@ async def measure(profile: Profile, resources: Resources, workdir: Path) -> Repo
             report.samples[f"settlement_{label}"] = samples
             say(
                 f"  {load.rate:,.0f}/s p50 {load.p50_ms:.2f} ms p99 {load.p99_ms:.2f} ms"
-                f" ({load.errors} errors); settlement p50 {percentile(samples, 0.5):.1f} ms"
+                f" ({load.errors} errors {load.error_kinds or ''});"
+                f" settlement p50 {percentile(samples, 0.5):.1f} ms"
                 f" p99 {percentile(samples, 0.99):.1f} ms over {len(samples)} payments"
             )
             await platform.wait_quiet(profile.quiet_timeout)
