@@ -221,18 +221,31 @@ async def paced(
         try:
             while (item := await queue.get()) is not None:
                 number, scheduled = item
-                try:
-                    if writer is None or reader is None:
-                        reader, writer = await asyncio.open_connection(host, int(port))
-                    writer.write(_request_bytes(request, host_port, number))
-                    status = await _read_response(reader)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                # A kept-alive connection may have been closed by the server's idle timeout
+                # (uvicorn: 5 s) while this client waited at a low rate; like any HTTP client,
+                # resend once on a fresh connection. Safe: every request carries its own
+                # Idempotency-Key, so a resend can never create twice.
+                status = 0
+                for attempt in (1, 2):
+                    reused = writer is not None
+                    try:
+                        if writer is None or reader is None:
+                            reader, writer = await asyncio.open_connection(host, int(port))
+                        writer.write(_request_bytes(request, host_port, number))
+                        status = await _read_response(reader)
+                        break
+                    except (OSError, asyncio.IncompleteReadError, ValueError):
+                        if writer is not None:
+                            writer.close()
+                        reader = writer = None
+                        if attempt == 1 and reused:
+                            continue
+                        status = 0
+                        break
+                if status == 0:
                     errors += 1
                     failed += 1
                     kinds["transport"] += 1
-                    if writer is not None:
-                        writer.close()
-                    reader = writer = None
                     continue
                 latencies.append(loop.time() - scheduled)
                 if status >= 400:
