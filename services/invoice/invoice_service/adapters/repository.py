@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, and_, or_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from invoice_service.adapters.orm import (
@@ -48,6 +48,9 @@ from invoice_service.service_layer.ports import (
 )
 
 _INVOICES: Table = InvoiceRow.__table__  # type: ignore[attr-defined]
+
+
+ChildRowT = TypeVar("ChildRowT", bound=SQLModel)
 
 
 class SqlInvoiceRepository:
@@ -97,58 +100,33 @@ class SqlInvoiceRepository:
             return None
         return StoredIdempotency(await self._load(row), row.request_hash)
 
+    async def _children(
+        self, table: type[ChildRowT], invoice_id: str, *order: Any
+    ) -> list[ChildRowT]:
+        """An invoice's rows in one child table, in their stored order."""
+        rows = await self._session.exec(
+            select(table)
+            .where(table.tenant_id == self._tenant, table.invoice_id == invoice_id)  # type: ignore[attr-defined]
+            .order_by(*order)
+        )
+        return list(rows.all())
+
     async def _load(self, row: InvoiceRow) -> Invoice:
         invoice_id = row.id
-        lines = (
-            await self._session.exec(
-                select(InvoiceLineRow)
-                .where(
-                    InvoiceLineRow.tenant_id == self._tenant,
-                    InvoiceLineRow.invoice_id == invoice_id,
-                )
-                .order_by(col(InvoiceLineRow.position))
-            )
-        ).all()
-        taxes = (
-            await self._session.exec(
-                select(InvoiceLineTaxRow)
-                .where(
-                    InvoiceLineTaxRow.tenant_id == self._tenant,
-                    InvoiceLineTaxRow.invoice_id == invoice_id,
-                )
-                .order_by(col(InvoiceLineTaxRow.position), col(InvoiceLineTaxRow.seq))
-            )
-        ).all()
-        discounts = (
-            await self._session.exec(
-                select(InvoiceDiscountRow)
-                .where(
-                    InvoiceDiscountRow.tenant_id == self._tenant,
-                    InvoiceDiscountRow.invoice_id == invoice_id,
-                )
-                .order_by(col(InvoiceDiscountRow.seq))
-            )
-        ).all()
-        history = (
-            await self._session.exec(
-                select(InvoiceStatusHistoryRow)
-                .where(
-                    InvoiceStatusHistoryRow.tenant_id == self._tenant,
-                    InvoiceStatusHistoryRow.invoice_id == invoice_id,
-                )
-                .order_by(col(InvoiceStatusHistoryRow.seq))
-            )
-        ).all()
-        payments = (
-            await self._session.exec(
-                select(InvoicePaymentRow)
-                .where(
-                    InvoicePaymentRow.tenant_id == self._tenant,
-                    InvoicePaymentRow.invoice_id == invoice_id,
-                )
-                .order_by(col(InvoicePaymentRow.seq))
-            )
-        ).all()
+        lines = await self._children(InvoiceLineRow, invoice_id, col(InvoiceLineRow.position))
+        taxes = await self._children(
+            InvoiceLineTaxRow,
+            invoice_id,
+            col(InvoiceLineTaxRow.position),
+            col(InvoiceLineTaxRow.seq),
+        )
+        discounts = await self._children(
+            InvoiceDiscountRow, invoice_id, col(InvoiceDiscountRow.seq)
+        )
+        history = await self._children(
+            InvoiceStatusHistoryRow, invoice_id, col(InvoiceStatusHistoryRow.seq)
+        )
+        payments = await self._children(InvoicePaymentRow, invoice_id, col(InvoicePaymentRow.seq))
         taxes_by_line: dict[int, list[TaxComponent]] = defaultdict(list)
         for tax in taxes:
             taxes_by_line[tax.position].append(
