@@ -6,6 +6,7 @@ settings and then `open_context`; nothing else in a service knows which runtime 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -97,6 +98,13 @@ def select_adapters(
         from billing_common.adapters.dapr_sidecar import DaprSidecar
         from billing_common.adapters.dapr_state import DaprStateStore
 
+        if not os.environ.get("APP_API_TOKEN"):
+            # daprd sends this token on every call to the app; without it the subscription
+            # routes take events from any caller that reaches the app's port.
+            logger.warning(
+                "APP_API_TOKEN is not set: the event routes accept callers other than the "
+                "Dapr sidecar (set dapr.io/app-token-secret)"
+            )
         # One sidecar connection for the bus, the state store and the secret store; the bus
         # (owned: start/stop run with the service) closes it at shutdown.
         sidecar = DaprSidecar()
