@@ -16,12 +16,14 @@ import grpc
 import httpx
 import pytest
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, secret_pb2
+from loguru import logger
 from sqlalchemy import func
 from sqlmodel import select
 
 from billing_common.event_schemas import PAYMENT_RECEIVED, PaymentReceived
 from billing_common.events import CloudEvent, new_event
 from billing_common.outbox import InboxRecord
+from billing_common.runtime import select_adapters
 from billing_common.settings import ServiceSettings
 from invoice_service.bootstrap import create_app
 
@@ -153,3 +155,16 @@ async def test_a_forged_payment_is_refused_and_the_sidecars_delivery_applied(
         assert delivered.json() == {"status": "SUCCESS"}
         assert await inbox() == 1
         assert await status() == ("paid", "0.00")
+
+
+def test_the_dapr_runtime_warns_when_no_app_token_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("APP_API_TOKEN", raising=False)
+    messages: list[str] = []
+    sink = logger.add(lambda message: messages.append(str(message)), level="WARNING")
+    try:
+        select_adapters(ServiceSettings.for_service("invoice", runtime="dapr", secrets_file=None))
+        monkeypatch.setenv("APP_API_TOKEN", APP_TOKEN)
+        select_adapters(ServiceSettings.for_service("invoice", runtime="dapr", secrets_file=None))
+    finally:
+        logger.remove(sink)
+    assert len([m for m in messages if "APP_API_TOKEN is not set" in m]) == 1
