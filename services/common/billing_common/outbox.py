@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
@@ -84,7 +85,12 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # Health as metrics read (billing_common.health), never as readiness: a broker outage
+        # must not take the API down, the rows wait here.
         self.healthy = True
+        self.pending = 0  # unpublished rows when last counted (exact after a drain or failure)
+        self.last_success_at: float | None = None  # Unix time of the last completed pass
+        self._failures = 0
 
     def notify(self) -> None:
         self._wake.set()
@@ -93,12 +99,22 @@ class OutboxRelay:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
-    async def stop(self) -> None:
+    async def stop(self, *, flush_seconds: float = 0.0) -> None:
+        """Stop the relay. With `flush_seconds`, first publish what the requests that just
+        finished committed, for at most that long (a shutdown then does not leave their events
+        waiting for the next start); whatever is left stays in the outbox."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if flush_seconds > 0:
+            try:
+                async with asyncio.timeout(flush_seconds):
+                    while await self.publish_pending() == self._batch_size:
+                        pass
+            except Exception as exc:  # noqa: BLE001 - shutting down: the rows stay for later
+                logger.warning("outbox relay stopped with events unpublished: {}", exc)
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -113,13 +129,31 @@ class OutboxRelay:
                 while await self.publish_pending() == self._batch_size:
                     pass
                 backoff = 0.05
-                self.healthy = True
+                self._succeeded()
             except Exception as exc:  # noqa: BLE001 - the relay must outlive any failure
-                self.healthy = False
-                logger.warning("outbox relay paused: {}", exc)
+                await self._failed(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 self._wake.set()
+
+    def _succeeded(self) -> None:
+        if self._failures:
+            logger.info("outbox relay resumed after {} failed attempt(s)", self._failures)
+        self._failures = 0
+        self.healthy = True
+        self.last_success_at = time.time()
+
+    async def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        self.healthy = False
+        with contextlib.suppress(Exception):  # the database may be what failed
+            self.pending = await self.pending_count()
+        logger.warning(
+            "outbox relay paused ({} unpublished, attempt {}): {}",
+            self.pending,
+            self._failures,
+            exc,
+        )
 
     async def publish_pending(self) -> int:
         """Publish one batch; return how many rows were published.
@@ -177,6 +211,9 @@ class OutboxRelay:
                         last_error=str(exc)[:500] or type(exc).__name__,
                     )
                 )
+        if len(rows) < self._batch_size:
+            # The select saw every unpublished row: what is left is exactly what failed.
+            self.pending = len(rows) - len(published)
         if failures:
             raise min(failures, key=lambda failure: failure[0])[1]
         return len(published)

@@ -6,6 +6,7 @@ settings and then `open_context`; nothing else in a service knows which runtime 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from billing_common.adapters.sql_state import SqlKeyValueStore
 from billing_common.auth import TokenService
 from billing_common.db import create_engine, migrate, session_factory
 from billing_common.events import CloudEvent
+from billing_common.health import install_relay_metrics
 from billing_common.outbox import OutboxRelay
 from billing_common.ports import EventBus, EventHandler, KeyValueStore, SecretStore, ServiceInvoker
 from billing_common.settings import ServiceSettings
@@ -96,6 +98,13 @@ def select_adapters(
         from billing_common.adapters.dapr_sidecar import DaprSidecar
         from billing_common.adapters.dapr_state import DaprStateStore
 
+        if not os.environ.get("APP_API_TOKEN"):
+            # daprd sends this token on every call to the app; without it the subscription
+            # routes take events from any caller that reaches the app's port.
+            logger.warning(
+                "APP_API_TOKEN is not set: the event routes accept callers other than the "
+                "Dapr sidecar (set dapr.io/app-token-secret)"
+            )
         # One sidecar connection for the bus, the state store and the secret store; the bus
         # (owned: start/stop run with the service) closes it at shutdown.
         sidecar = DaprSidecar()
@@ -206,6 +215,8 @@ async def open_context(
         poll_seconds=settings.outbox_poll_seconds,
         batch_size=settings.outbox_batch_size,
     )
+    if metrics is not None:
+        install_relay_metrics(metrics, relay)
     return ServiceContext(
         settings=settings,
         engine=engine,
@@ -227,7 +238,12 @@ async def start_context(ctx: ServiceContext) -> None:
 
 
 async def close_context(ctx: ServiceContext) -> None:
-    await ctx.relay.stop()
+    # The server has drained its requests by now; publish what they committed while the bus
+    # is still open, then let the consumers finish (bus.stop), and only then close the database.
+    # Not onto the embedded bus: it lives in memory and is about to stop, so an event handed to
+    # it now would be marked sent and lost; in the outbox it waits for the next start.
+    flush = ctx.settings.shutdown_flush_seconds if ctx.adapters.owns_bus else 0.0
+    await ctx.relay.stop(flush_seconds=flush)
     if ctx.adapters.owns_bus:
         await ctx.bus.stop()
     await ctx.invoker.close()

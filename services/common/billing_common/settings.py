@@ -61,6 +61,12 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     outbox_poll_seconds: float = 1.0
     outbox_batch_size: int = 100
+    # Shutdown: requests in flight get this long to finish (uvicorn's graceful timeout), then
+    # the relay publishes what they committed for at most `shutdown_flush_seconds`, then the
+    # consumers finish their events. Keep the sum, plus any preStop sleep and the consumers'
+    # 10 s, under Kubernetes' terminationGracePeriodSeconds.
+    graceful_shutdown_seconds: float = 10.0
+    shutdown_flush_seconds: float = 3.0
     max_body_bytes: int = 1_048_576
     # None: load the documented sample rules/coupons for tenant "demo" only in the embedded
     # runtime; `make up` sets it true; production leaves it off.

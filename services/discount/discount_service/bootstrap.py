@@ -3,7 +3,7 @@ the HTTP app. `uvicorn discount_service.bootstrap:create_app --factory` serves i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from loguru import logger
 
-from billing_common.db import ping
+from billing_common.health import readiness_checks
 from billing_common.runtime import (
     EmbeddedPlatform,
     close_context,
@@ -112,16 +112,6 @@ def create_app(
         finally:
             await close_context(ctx)
 
-    def readiness(app: FastAPI) -> list[Callable[[], Awaitable[None]]]:
-        async def database() -> None:
-            await ping(app.state.ctx.engine)
-
-        async def outbox_relay() -> None:
-            if not app.state.ctx.relay.healthy:
-                raise RuntimeError("the outbox relay cannot publish")
-
-        return [database, outbox_relay]
-
     app = create_service_app(
         service=SERVICE,
         title="Discount service",
@@ -133,7 +123,7 @@ def create_app(
         routers=[router],
         lifespan=lifespan,
         domain_errors=DOMAIN_ERRORS,
-        readiness_checks=readiness,
+        readiness_checks=readiness_checks,
         max_body_bytes=settings.max_body_bytes,
         openapi_tags=[
             {"name": "discounts", "description": "quotes and redemptions"},

@@ -5,7 +5,7 @@ uvicorn invoice_service.bootstrap:create_app --factory --port 8003
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from billing_common.db import ping
+from billing_common.health import readiness_checks
 from billing_common.problems import problem_response
 from billing_common.runtime import (
     EmbeddedPlatform,
@@ -24,7 +24,7 @@ from billing_common.runtime import (
     start_context,
 )
 from billing_common.settings import ServiceSettings
-from billing_common.web import ReadinessCheck, create_service_app
+from billing_common.web import create_service_app
 from invoice_service import __version__
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import WeasyPrintRenderer
@@ -126,14 +126,6 @@ def create_app(
         finally:
             await close_context(ctx)
 
-    def readiness(app: FastAPI) -> Sequence[ReadinessCheck]:
-        # Only the database: a broker outage must not take every replica out of service,
-        # the outbox keeps the events until the relay can publish them.
-        async def database() -> None:
-            await ping(app.state.ctx.engine)
-
-        return [database]
-
     app = create_service_app(
         service=SERVICE,
         title="Invoice service",
@@ -146,7 +138,7 @@ def create_app(
         routers=[router],
         lifespan=lifespan,
         domain_errors=DOMAIN_ERRORS,
-        readiness_checks=readiness,
+        readiness_checks=readiness_checks,
         max_body_bytes=settings.max_body_bytes,
         openapi_tags=[{"name": "invoices", "description": "create, read, change, render"}],
     )

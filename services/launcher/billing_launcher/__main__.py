@@ -43,7 +43,14 @@ async def _run_embedded(names: list[str], host: str) -> None:
     for name in names:
         settings = ServiceSettings.for_service(name, runtime="embedded", host=host)
         app = app_factory(name)(settings, platform)
-        servers.append(make_server(app, host, settings.port))
+        servers.append(
+            make_server(
+                app,
+                host,
+                settings.port,
+                graceful_shutdown_seconds=settings.graceful_shutdown_seconds,
+            )
+        )
         ports[name] = settings.port
     await platform.bus.start()
     try:
@@ -58,7 +65,13 @@ async def _serve_one(name: str, runtime: str, host: str, port: int | None) -> No
         overrides["port"] = port
     settings = ServiceSettings.for_service(name, **overrides)
     app = app_factory(name)(settings, None)
-    await serve_all([make_server(app, settings.host, settings.port)])
+    server = make_server(
+        app,
+        settings.host,
+        settings.port,
+        graceful_shutdown_seconds=settings.graceful_shutdown_seconds,
+    )
+    await serve_all([server])
 
 
 async def _migrate(names: list[str]) -> None:

@@ -32,7 +32,18 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def make_server(app: Any, host: str, port: int, *, workers_log: bool = False) -> uvicorn.Server:
+def make_server(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    workers_log: bool = False,
+    graceful_shutdown_seconds: float = 10.0,
+) -> uvicorn.Server:
+    """On SIGTERM the server stops accepting, lets requests in flight finish for at most
+    `graceful_shutdown_seconds` (then cancels them), and only then runs the lifespan's
+    shutdown (relay flush, consumers, database). Without the bound one hung request would
+    keep the lifespan from ever closing before Kubernetes' SIGKILL."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -43,6 +54,7 @@ def make_server(app: Any, host: str, port: int, *, workers_log: bool = False) ->
         loop="auto",
         http="auto",
         server_header=False,
+        timeout_graceful_shutdown=max(1, round(graceful_shutdown_seconds)),
     )
     return _QuietServer(config)
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 from loguru import logger
 
-from billing_common.db import ping
 from billing_common.event_schemas import INVOICE_CREATED, INVOICE_FINALIZED, INVOICE_VOIDED
+from billing_common.health import readiness_checks
 from billing_common.ports import SecretStore
 from billing_common.runtime import (
     EmbeddedPlatform,
@@ -20,7 +20,7 @@ from billing_common.runtime import (
     start_context,
 )
 from billing_common.settings import ServiceSettings
-from billing_common.web import ReadinessCheck, create_service_app
+from billing_common.web import create_service_app
 from payment_service.adapters.sandbox import SANDBOX, SandboxGateway
 from payment_service.adapters.stripe_gateway import STRIPE, StripeGateway
 from payment_service.config import PaymentOptions
@@ -131,12 +131,6 @@ def create_app(
                 await registry.close()
             await close_context(ctx)
 
-    def readiness(app: FastAPI) -> Sequence[ReadinessCheck]:
-        async def database() -> None:
-            await ping(app.state.ctx.engine)
-
-        return [database]
-
     app = create_service_app(
         service=SERVICE,
         title="Payment service",
@@ -149,7 +143,7 @@ def create_app(
         routers=[router, webhook_router, sandbox_router],
         lifespan=lifespan,
         domain_errors=DOMAIN_ERRORS,
-        readiness_checks=readiness,
+        readiness_checks=readiness_checks,
         max_body_bytes=settings.max_body_bytes,
     )
     if platform is not None:
