@@ -67,7 +67,7 @@ def drop_postgres_database(name: str) -> None:
     asyncio.run(_execute_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database URL: once on SQLite, once on the real PostgreSQL."""
     if request.param == "sqlite":
@@ -179,3 +179,17 @@ def amqp_url() -> Iterator[str]:
         yield url
     finally:
         delete_rabbitmq_vhost(name)
+
+
+# -- tiers ------------------------------------------------------------------------------------
+# `integration` marks exactly the tests that talk to a real server, so `-m "not integration"`
+# (make test-unit) runs everything else and nothing that needs one: the PostgreSQL half of
+# `database_url` carries the mark itself; a test using one of these fixtures, directly or
+# through another fixture, gets it here.
+SERVER_FIXTURES = frozenset({"postgres_url", "amqp_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

@@ -8,7 +8,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
@@ -26,6 +25,7 @@ class Peer:
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
         self.flaky_failures = 2
+        self.healthy = False
         self.app = FastAPI()
         app = self.app
 
@@ -65,6 +65,14 @@ class Peer:
         async def slow() -> dict[str, bool]:
             await asyncio.sleep(0.6)
             return {"ok": True}
+
+        @app.post("/calc")
+        async def calc() -> JSONResponse:
+            return JSONResponse({}, status_code=200 if self.healthy else 503)
+
+        @app.post("/unprocessable")
+        async def unprocessable() -> JSONResponse:
+            return JSONResponse({}, status_code=422)
 
         @app.get("/headers")
         async def headers(request: Request) -> dict[str, str]:
@@ -207,16 +215,12 @@ async def test_back_off_grows_exponentially_with_jitter() -> None:
     async def record(delay: float) -> None:
         delays.append(delay)
 
-    def always_down(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
-
     invoker = HttpServiceInvoker(
-        {"tax": "http://tax"},
+        {"tax": f"http://127.0.0.1:{closed_port()}"},  # always refused
         retries=4,
         backoff_seconds=0.1,
         max_backoff_seconds=0.3,
         sleep=record,
-        transport=httpx.MockTransport(always_down),
     )
     with pytest.raises(PeerUnavailable):
         await invoker.invoke("tax", "GET", "/x")
@@ -235,23 +239,20 @@ class FakeClock:
         return self.now
 
 
-async def test_the_breaker_opens_after_consecutive_failures_and_half_opens_later() -> None:
+async def test_the_breaker_opens_after_consecutive_failures_and_half_opens_later(peer) -> None:
+    server, url = peer
     clock = FakeClock()
-    hits: list[str] = []
-    healthy = False
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        hits.append(request.url.path)
-        return httpx.Response(200 if healthy else 503, json={})
-
     invoker = HttpServiceInvoker(
-        {"tax": "http://tax", "discount": "http://discount"},
+        {"tax": url, "discount": url},
         retries=0,
         breaker_failure_threshold=3,
         breaker_reset_seconds=10,
         clock=clock,
-        transport=httpx.MockTransport(handler),
     )
+
+    def hits() -> list[str]:
+        return ["/calc"] * server.hits["POST /calc"]
+
     for _ in range(3):
         with pytest.raises(PeerUnavailable, match="answered 503"):
             await invoker.invoke("tax", "POST", "/calc")
@@ -260,7 +261,7 @@ async def test_the_breaker_opens_after_consecutive_failures_and_half_opens_later
     with pytest.raises(PeerUnavailable) as refused:
         await invoker.invoke("tax", "POST", "/calc")
     assert refused.value.reason == "circuit open"
-    assert len(hits) == 3  # refused without touching the peer
+    assert len(hits()) == 3  # refused without touching the peer
     assert invoker.breaker("discount").state == "closed"  # one breaker per peer
 
     clock.now += 10
@@ -273,43 +274,30 @@ async def test_the_breaker_opens_after_consecutive_failures_and_half_opens_later
         await invoker.invoke("tax", "POST", "/calc")
 
     clock.now += 1
-    healthy = True
+    server.healthy = True
     assert (await invoker.invoke("tax", "POST", "/calc")).status_code == 200
     assert invoker.breaker("tax").state == "closed"
-    assert len(hits) == 5
+    assert len(hits()) == 5
     await invoker.close()
 
 
-async def test_client_errors_do_not_trip_the_breaker() -> None:
-    invoker = HttpServiceInvoker(
-        {"tax": "http://tax"},
-        breaker_failure_threshold=1,
-        transport=httpx.MockTransport(lambda request: httpx.Response(422, json={})),
-    )
+async def test_client_errors_do_not_trip_the_breaker(peer) -> None:
+    _, url = peer
+    invoker = HttpServiceInvoker({"tax": url}, breaker_failure_threshold=1)
     for _ in range(3):
-        assert (await invoker.invoke("tax", "POST", "/calc")).status_code == 422
+        assert (await invoker.invoke("tax", "POST", "/unprocessable")).status_code == 422
     assert invoker.breaker("tax").state == "closed"
     await invoker.close()
 
 
-async def test_retries_stop_as_soon_as_the_breaker_opens() -> None:
-    hits = 0
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal hits
-        hits += 1
-        return httpx.Response(500)
-
+async def test_retries_stop_as_soon_as_the_breaker_opens(peer) -> None:
+    server, url = peer
     invoker = HttpServiceInvoker(
-        {"tax": "http://tax"},
-        retries=5,
-        breaker_failure_threshold=2,
-        backoff_seconds=0,
-        transport=httpx.MockTransport(handler),
+        {"tax": url}, retries=5, breaker_failure_threshold=2, backoff_seconds=0
     )
     with pytest.raises(PeerUnavailable, match="circuit open"):
-        await invoker.invoke("tax", "GET", "/rates")
-    assert hits == 2
+        await invoker.invoke("tax", "GET", "/broken")  # always 500
+    assert server.hits["GET /broken"] == 2
     await invoker.close()
 
 

@@ -5,6 +5,8 @@ uvicorn invoice_service.bootstrap:create_app --factory --port 8003
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from billing_common.health import readiness_checks
@@ -27,7 +30,7 @@ from billing_common.settings import ServiceSettings
 from billing_common.web import create_service_app
 from invoice_service import __version__
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
-from invoice_service.adapters.pdf import WeasyPrintRenderer
+from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
 from invoice_service.domain.errors import (
     ConcurrentModification,
@@ -36,14 +39,17 @@ from invoice_service.domain.errors import (
     InvalidInvoice,
     InvalidTransition,
     InvoiceNotFound,
+    PdfRenderBusy,
+    PdfRenderTimeout,
     PdfUnavailable,
     PeerContractViolation,
     PeerRejected,
 )
 from invoice_service.entrypoints.api import router
 from invoice_service.entrypoints.consumers import subscribe_all
-from invoice_service.service_layer.documents import DocumentServices
+from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
 from invoice_service.service_layer.handlers import Dependencies
+from invoice_service.service_layer.ports import PdfRenderer
 from invoice_service.service_layer.queries import InvalidCursor
 from invoice_service.service_layer.unit_of_work import uow_factory
 
@@ -61,6 +67,8 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     PeerRejected: 422,
     PeerContractViolation: 502,
     PdfUnavailable: 503,
+    PdfRenderTimeout: 503,
+    PdfRenderBusy: 503,
 }
 
 
@@ -76,6 +84,42 @@ class SellerSettings(BaseSettings):
 
     def to_seller(self) -> Seller:
         return Seller(self.name, self.address.replace("\\n", "\n"), self.tax_id, self.email)
+
+
+class PdfSettings(BaseSettings):
+    """How PDFs are rendered: INVOICE_PDF_WORKERS etc."""
+
+    model_config = SettingsConfigDict(env_prefix="INVOICE_PDF_", extra="ignore")
+
+    # Worker processes rendering PDFs; 0 renders in this process (in a thread, one at a time).
+    workers: int = Field(default=2, ge=0, le=32)
+    # A render running longer is stopped (its worker replaced) and answered 503.
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Renders of one tenant at once; a further request waits for a slot up to the timeout.
+    per_tenant: int = Field(default=1, ge=1, le=32)
+
+    def renderer(self, stylesheet: str) -> PdfRenderer:
+        if self.workers == 0:
+            return WeasyPrintRenderer(stylesheet)
+        return ProcessPoolRenderer(
+            stylesheet, workers=self.workers, timeout_seconds=self.timeout_seconds
+        )
+
+
+async def _on_pdf_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A 503 that says when to come back: rendering is busy or timed out, or the renderer
+    is missing on this host."""
+    assert isinstance(exc, PdfUnavailable | PdfRenderTimeout | PdfRenderBusy)
+    slug = re.sub(r"(?<!^)(?=[A-Z])", "-", type(exc).__name__).lower()
+    return problem_response(
+        request,
+        503,
+        "PDF not available now",
+        str(exc),
+        problem_type=slug,
+        headers={"Retry-After": "2" if isinstance(exc, PdfRenderBusy) else "10"},
+        **exc.problem_extensions,
+    )
 
 
 async def _on_peer_rejected(request: Request, exc: Exception) -> JSONResponse:
@@ -101,6 +145,7 @@ def create_app(
     settings = settings or ServiceSettings.for_service(SERVICE)
     adapters = select_adapters(settings, platform)
     seller = SellerSettings().to_seller()
+    pdf_settings = PdfSettings()
     log = logger.bind(service=SERVICE)
 
     @asynccontextmanager
@@ -115,8 +160,13 @@ def create_app(
             discounts=InvokerDiscountClient(ctx.invoker, ctx.tokens),
         )
         app.state.deps = deps
+        html = JinjaInvoiceHtml(seller)
+        renderer = pdf_settings.renderer(html.stylesheet)
         app.state.documents = DocumentServices(
-            html=JinjaInvoiceHtml(seller), renderer=WeasyPrintRenderer(), cache=ctx.state
+            html=html,
+            renderer=renderer,
+            cache=ctx.state,
+            slots=TenantRenderSlots(pdf_settings.per_tenant, pdf_settings.timeout_seconds),
         )
         subscribe_all(ctx, deps)  # before start_context: the bus binds queues at start
         await start_context(ctx)
@@ -124,6 +174,8 @@ def create_app(
         try:
             yield
         finally:
+            if isinstance(renderer, ProcessPoolRenderer):
+                await asyncio.to_thread(renderer.close)
             await close_context(ctx)
 
     app = create_service_app(
@@ -143,6 +195,8 @@ def create_app(
         openapi_tags=[{"name": "invoices", "description": "create, read, change, render"}],
     )
     app.add_exception_handler(PeerRejected, _on_peer_rejected)
+    for pdf_error in (PdfUnavailable, PdfRenderTimeout, PdfRenderBusy):
+        app.add_exception_handler(pdf_error, _on_pdf_unavailable)
     if platform is not None:
         platform.apps[SERVICE] = app
     return app

@@ -433,6 +433,13 @@ async def _invoice_api(database_url: str) -> AsyncIterator[InvoiceApi]:
             await platform.bus.stop()
 
 
+@pytest.fixture(autouse=True)
+def _pdf_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests render PDFs with the in-process renderer (no worker processes to start
+    per test); the worker-process renderer has its own tests (test_invoice_pdf_workers)."""
+    monkeypatch.setenv("INVOICE_PDF_WORKERS", "0")
+
+
 @pytest.fixture
 async def api(sqlite_url: str) -> AsyncIterator[InvoiceApi]:
     """The invoice service on SQLite with the test peers."""

@@ -50,7 +50,7 @@ class AsgiServiceInvoker:
             response = await client.request(method, path, json=json, headers=build_headers(headers))
         except httpx.HTTPError as exc:
             raise PeerUnavailable(app_id, str(exc) or type(exc).__name__) from exc
-        return to_response(app_id, response)
+        return to_response(app_id, response.status_code, response.content, response.headers)
 
     async def close(self) -> None:
         for client in self._clients.values():

@@ -16,15 +16,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
-from billing_common.adapters.dapr_sidecar import (
-    API_TOKEN_HEADER,
-    api_token,
-    describe,
-    sidecar_http_url,
+from billing_common.adapters.dapr_sidecar import API_TOKEN_HEADER, api_token, sidecar_http_url
+from billing_common.adapters.http_semantics import (
+    BrokenAnswer,
+    PooledHttpClient,
+    TransportFailure,
+    build_headers,
+    to_response,
 )
-from billing_common.adapters.http_semantics import build_headers, to_response
 from billing_common.ports import InvocationResponse, PeerUnavailable
 
 
@@ -35,28 +34,15 @@ class DaprServiceInvoker:
         sidecar_url: str | None = None,
         token: str | None = None,
         timeout_seconds: float = 5.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         # None: DAPR_HTTP_ENDPOINT / DAPR_HTTP_PORT and DAPR_API_TOKEN, as the SDK reads them.
         self._sidecar_url = sidecar_url
         self._token = token if token is not None else api_token()
-        self._timeout = timeout_seconds
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client = PooledHttpClient(timeout_seconds=timeout_seconds)
 
     def url(self, app_id: str, path: str) -> str:
         base = (self._sidecar_url or sidecar_http_url()).rstrip("/")
         return f"{base}/invoke/{quote(app_id, safe='')}/method/{path.lstrip('/')}"
-
-    def _http(self) -> httpx.AsyncClient:
-        # Made on first use (and again after close) so a restarted lifespan can call again.
-        if self._client is None or self._client.is_closed:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout),
-                transport=self._transport,
-                follow_redirects=False,
-            )
-        return self._client
 
     async def invoke(
         self,
@@ -72,14 +58,12 @@ class DaprServiceInvoker:
         if self._token:
             outgoing[API_TOKEN_HEADER] = self._token
         try:
-            response = await self._http().request(
+            response = await self._client.request(
                 method.upper(), self.url(app_id, path), json=json, headers=outgoing
             )
-        except httpx.HTTPError as exc:
-            raise PeerUnavailable(app_id, f"via Dapr: {describe(exc)}") from exc
-        return to_response(app_id, response)
+        except (TransportFailure, BrokenAnswer) as exc:
+            raise PeerUnavailable(app_id, f"via Dapr: {exc}") from exc
+        return to_response(app_id, response.status, response.content, response.headers)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._client.close()

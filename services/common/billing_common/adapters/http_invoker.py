@@ -4,7 +4,8 @@ Same semantics as the embedded twin (`asgi_invoker`): 4xx answers come back as r
 connection failures, timeouts and 5xx raise PeerUnavailable. On top of that, what a network
 needs: idempotent calls are retried with exponential back-off and jitter, and a circuit breaker
 per peer refuses calls at once while the peer keeps failing, so callers answer 503 promptly
-instead of queueing behind timeouts.
+instead of queueing behind timeouts. The calls go out on one pooled aiohttp session
+(`http_semantics.PooledHttpClient`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx
 from loguru import logger
 
 from billing_common.adapters.circuit_breaker import CircuitBreaker
-from billing_common.adapters.http_semantics import build_headers, to_response
+from billing_common.adapters.http_semantics import (
+    BrokenAnswer,
+    PooledHttpClient,
+    RawAnswer,
+    TransportFailure,
+    build_headers,
+    to_response,
+)
 from billing_common.ports import InvocationResponse, PeerUnavailable
 
 # HTTP methods whose repetition has the same effect as one call (RFC 9110 §9.2.2).
@@ -47,7 +54,6 @@ class HttpServiceInvoker:
         max_backoff_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must not be negative")
@@ -60,11 +66,7 @@ class HttpServiceInvoker:
         self._breaker_reset = breaker_reset_seconds
         self._clock = clock
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_seconds),
-            transport=transport,
-            follow_redirects=False,
-        )
+        self._client = PooledHttpClient(timeout_seconds=timeout_seconds)
 
     def breaker(self, app_id: str) -> CircuitBreaker:
         breaker = self._breakers.get(app_id)
@@ -126,20 +128,20 @@ class HttpServiceInvoker:
                 breaker.release()  # cancelled, or our own bug: says nothing about the peer
                 raise
             breaker.record_success()
-            return to_response(app_id, response)
+            return to_response(app_id, response.status, response.content, response.headers)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _attempt(
         self, app_id: str, method: str, url: str, json: Any, headers: dict[str, str]
-    ) -> httpx.Response:
+    ) -> RawAnswer:
         try:
             response = await self._client.request(method, url, json=json, headers=headers)
-        except httpx.TransportError as exc:  # connect/read/write errors and timeouts
-            raise _RetryableFailure(_describe(exc)) from exc
-        except httpx.HTTPError as exc:  # e.g. an undecodable body: the same again next time
-            raise PeerUnavailable(app_id, _describe(exc)) from exc
-        if response.status_code >= 500:
-            raise _RetryableFailure(f"answered {response.status_code}")
+        except TransportFailure as exc:  # connect/read/write errors and timeouts
+            raise _RetryableFailure(str(exc)) from exc
+        except BrokenAnswer as exc:  # e.g. a malformed answer: the same again next time
+            raise PeerUnavailable(app_id, str(exc)) from exc
+        if response.status >= 500:
+            raise _RetryableFailure(f"answered {response.status}")
         return response
 
     def _delay(self, attempt: int) -> float:
@@ -149,9 +151,4 @@ class HttpServiceInvoker:
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311
 
     async def close(self) -> None:
-        await self._client.aclose()
-
-
-def _describe(exc: Exception) -> str:
-    detail = str(exc)
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        await self._client.close()

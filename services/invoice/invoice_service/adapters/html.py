@@ -15,6 +15,7 @@ from billing_common.money import format_amount, quantum
 from invoice_service.domain.model import Invoice, TaxStatus
 
 TEMPLATE = "invoice.html.j2"
+STYLESHEET = "invoice.css"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +49,10 @@ def taxes_by_rule(invoice: Invoice) -> list[TaxByRule]:
 
 class JinjaInvoiceHtml:
     def __init__(self, seller: Seller) -> None:
-        source = resources.files("invoice_service.adapters").joinpath("templates", TEMPLATE)
-        template_text = source.read_text(encoding="utf-8")
+        templates = resources.files("invoice_service.adapters").joinpath("templates")
+        template_text = templates.joinpath(TEMPLATE).read_text(encoding="utf-8")
+        # Kept apart from the template so a PDF renderer can parse it once and reuse it.
+        self.stylesheet = templates.joinpath(STYLESHEET).read_text(encoding="utf-8")
         self._env = Environment(
             autoescape=select_autoescape(default=True, default_for_string=True),
             undefined=StrictUndefined,
@@ -63,6 +66,7 @@ class JinjaInvoiceHtml:
             "\n".join(
                 [
                     template_text,
+                    self.stylesheet,
                     seller.name,
                     seller.address,
                     seller.tax_id or "",
@@ -71,7 +75,9 @@ class JinjaInvoiceHtml:
             ).encode()
         ).hexdigest()[:16]
 
-    def render(self, invoice: Invoice) -> str:
+    def render(self, invoice: Invoice, *, embed_stylesheet: bool = True) -> str:
+        """The document; without the stylesheet for a renderer that applies `stylesheet`
+        itself (what it shows is the same)."""
         step = quantum(invoice.currency)
 
         def amt(value: Decimal) -> str:
@@ -97,5 +103,6 @@ class JinjaInvoiceHtml:
             "amt": amt,
             "qty": qty,
             "pct": pct,
+            "stylesheet": self.stylesheet if embed_stylesheet else None,
         }
         return self._template.render(context)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from billing_common.auth import TokenService
 from billing_common.money import format_amount
 from billing_common.ports import InvocationResponse, ServiceInvoker
+from billing_common.service_tokens import ServiceTokenCache
 from invoice_service.adapters.wire import DecimalString
 from invoice_service.domain.errors import PeerContractViolation, PeerRejected
 from invoice_service.domain.model import AppliedDiscount, Customer, PriceMode, TaxComponent
@@ -100,16 +101,12 @@ def _check(app_id: str, response: InvocationResponse) -> None:
 class _PeerClient:
     def __init__(self, invoker: ServiceInvoker, tokens: TokenService) -> None:
         self._invoker = invoker
-        self._tokens = tokens
+        self._tokens = ServiceTokenCache(
+            tokens, subject=SERVICE_SUBJECT, ttl_seconds=SERVICE_TOKEN_TTL_SECONDS
+        )
 
     def _headers(self, tenant: str, scope: str, **extra: str) -> dict[str, str]:
-        token = self._tokens.mint(
-            subject=SERVICE_SUBJECT,
-            tenant=tenant,
-            scopes=[scope],
-            ttl_seconds=SERVICE_TOKEN_TTL_SECONDS,
-        )
-        return {"authorization": f"Bearer {token}", **extra}
+        return {"authorization": f"Bearer {self._tokens.bearer(tenant, scope)}", **extra}
 
 
 class InvokerTaxClient(_PeerClient):

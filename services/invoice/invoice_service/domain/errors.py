@@ -84,3 +84,12 @@ class PeerContractViolation(InvoiceError):
 class PdfUnavailable(InvoiceError):
     """PDF rendering is not possible on this machine (WeasyPrint's system libraries are
     missing): 503."""
+
+
+class PdfRenderTimeout(InvoiceError):
+    """The PDF took longer than the render timeout; the render was stopped. Retrying later
+    may succeed when the renderers are less busy."""
+
+
+class PdfRenderBusy(InvoiceError):
+    """This tenant already has as many PDF renders running as it may have at once."""

@@ -253,7 +253,10 @@ async def invoice_html(
     responses={
         200: {"content": {"application/pdf": {}}},
         304: {"description": "If-None-Match matched the current ETag"},
-        503: {"description": "PDF rendering is not available on this host"},
+        503: {
+            "description": "PDF rendering is not available on this host, ran past its time "
+            "limit, or this tenant's renders are all busy (Retry-After says when to retry)"
+        },
         **_PROBLEMS,
     },
 )
@@ -272,6 +275,7 @@ async def invoice_pdf(
         renderer=services.renderer,
         cache=services.cache,
         memory=services.memory,
+        slots=services.slots,
         if_none_match=if_none_match,
     )
     return _document_response(document, "application/pdf", _filename(document, "pdf"))

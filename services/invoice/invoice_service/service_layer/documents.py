@@ -17,13 +17,15 @@ import asyncio
 import base64
 import hashlib
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
 from loguru import logger
 
 from billing_common.ports import KeyValueStore
-from invoice_service.domain.errors import InvoiceNotFound
+from invoice_service.domain.errors import InvoiceNotFound, PdfRenderBusy
 from invoice_service.domain.model import Invoice
 from invoice_service.service_layer.ports import DocumentStamp, InvoiceHtml, PdfRenderer
 from invoice_service.service_layer.unit_of_work import UnitOfWorkFactory
@@ -78,6 +80,41 @@ class PdfMemoryCache:
         while self._size > self._max_bytes:
             _, (_, dropped) = self._entries.popitem(last=False)
             self._size -= len(dropped)
+
+
+class TenantRenderSlots:
+    """At most `per_tenant` PDF renders of one tenant run at once (the others wait for a
+    slot, up to `wait_seconds`), so one tenant's large invoices cannot occupy every renderer
+    while other tenants wait."""
+
+    def __init__(self, per_tenant: int = 1, wait_seconds: float = 30.0) -> None:
+        self._per_tenant = per_tenant
+        self._wait_seconds = wait_seconds
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @asynccontextmanager
+    async def hold(self, tenant: str) -> AsyncIterator[None]:
+        semaphore, users = self._slots.setdefault(
+            tenant, (asyncio.Semaphore(self._per_tenant), [0])
+        )
+        users[0] += 1
+        try:
+            try:
+                await asyncio.wait_for(semaphore.acquire(), self._wait_seconds)
+            except TimeoutError:
+                raise PdfRenderBusy(
+                    f"this tenant already has {self._per_tenant} PDF render(s) running; "
+                    "retry shortly",
+                    renders_at_once=self._per_tenant,
+                ) from None
+            try:
+                yield
+            finally:
+                semaphore.release()
+        finally:
+            users[0] -= 1
+            if users[0] == 0:  # nobody holds or waits: forget the tenant
+                del self._slots[tenant]
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -136,6 +173,7 @@ async def invoice_pdf(
     renderer: PdfRenderer,
     cache: KeyValueStore,
     memory: PdfMemoryCache | None = None,
+    slots: TenantRenderSlots | None = None,
     if_none_match: str | None = None,
 ) -> Document:
     stamp = await _stamp(tenant, invoice_id, uow)
@@ -158,10 +196,15 @@ async def invoice_pdf(
     etag = document_etag(stamp, html.version, "pdf")
 
     def render() -> bytes:
-        return renderer.render(html.render(invoice))
+        return renderer.render(html.render(invoice, embed_stylesheet=False))
 
-    # WeasyPrint is CPU-bound: a worker thread keeps the event loop serving.
-    pdf = await asyncio.to_thread(render)
+    # Rendering blocks (in this process or waiting for a worker process): a worker thread
+    # keeps the event loop serving.
+    if slots is None:
+        pdf = await asyncio.to_thread(render)
+    else:
+        async with slots.hold(tenant):
+            pdf = await asyncio.to_thread(render)
     if memory is not None:
         memory.put(key, etag, pdf)
     try:
@@ -184,3 +227,4 @@ class DocumentServices:
     renderer: PdfRenderer
     cache: KeyValueStore
     memory: PdfMemoryCache = field(default_factory=PdfMemoryCache)
+    slots: TenantRenderSlots = field(default_factory=TenantRenderSlots)

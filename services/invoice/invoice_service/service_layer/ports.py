@@ -69,8 +69,9 @@ class DiscountPort(Protocol):
 
 class PdfRenderer(Protocol):
     def render(self, html: str) -> bytes:
-        """CPU-bound and blocking: call it in a worker thread. Raise PdfUnavailable when
-        rendering is impossible on this machine."""
+        """Blocking (it renders, or waits for a worker process that does): call it in a
+        worker thread. Raise PdfUnavailable when rendering is impossible on this machine,
+        PdfRenderTimeout when the render ran past its time limit."""
 
 
 class InvoiceHtml(Protocol):
@@ -78,8 +79,12 @@ class InvoiceHtml(Protocol):
     invalidates cached documents."""
 
     version: str
+    stylesheet: str
 
-    def render(self, invoice: Invoice) -> str: ...
+    def render(self, invoice: Invoice, *, embed_stylesheet: bool = True) -> str:
+        """The HTML document; with embed_stylesheet=False it leaves out `stylesheet`, for a
+        PDF renderer that applies the (pre-parsed) stylesheet itself."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
