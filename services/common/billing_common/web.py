@@ -5,7 +5,7 @@ readiness."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -201,7 +201,7 @@ class StrictJsonRoute(APIRoute):
     JSON bodies are parsed by billing_common.json_body, which refuses duplicate keys, NUL
     characters, lone surrogates and nesting the parser cannot follow, as problems."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def strict_json_handler(request: Request) -> Response:
