@@ -80,7 +80,7 @@ class RequestContextMiddleware:
             await self._too_large(scope, receive, send)
             self._record(scope, 413, started)
             return
-        if _has_nul(scope, headers):
+        if _has_nul(scope):
             await _problem(
                 scope,
                 receive,
@@ -158,13 +158,15 @@ class _BodyTooLarge(RequestRefused):
         )
 
 
-def _has_nul(scope: Scope, headers: dict[str, str]) -> bool:
+def _has_nul(scope: Scope) -> bool:
     query: bytes = scope.get("query_string", b"")
     return (
         "\x00" in scope.get("path", "")
         or b"%00" in query
         or b"\x00" in query
-        or any("\x00" in value for value in headers.values())
+        # Every raw header, not the dict above: of repeated names it keeps only the last,
+        # while Starlette's Headers.get answers the first.
+        or any(b"\x00" in value for _, value in scope["headers"])
     )
 
 

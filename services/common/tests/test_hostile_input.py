@@ -228,10 +228,11 @@ async def test_a_chunked_body_over_the_limit_is_413(client: httpx.AsyncClient) -
         ("/things/a%00b", {}),
         ("/things?name=a%00b", {}),
         ("/things", {"idempotency-key": "a\x00b"}),
+        ("/things", [("x-twice", "a\x00b"), ("x-twice", "fine")]),
     ],
 )
 async def test_nul_outside_the_body_is_422(
-    client: httpx.AsyncClient, path: str, headers: dict[str, str]
+    client: httpx.AsyncClient, path: str, headers: dict[str, str] | list[tuple[str, str]]
 ) -> None:
     response = await client.post(path, json={"amount": "1"}, headers=headers)
     _problem(response, 422, "unacceptable-character")
