@@ -16,9 +16,9 @@ from typing import Any
 
 # Characters a JSON string may carry as an escape but no store can keep.
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
-# They only occur in a parsed string if the text has one of them escaped or a surrogate
-# as such (a raw NUL in a string is invalid JSON), so most bodies skip the walk entirely.
-_UNSTORABLE_SOURCE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])|[\ud800-\udfff]")
+# The text is decoded strictly and a raw NUL in a string is invalid JSON, so they only reach
+# a parsed string through one of these escapes: most bodies have none and skip the walk.
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 class JsonBodyError(ValueError):
@@ -76,15 +76,20 @@ def _check_strings(value: Any) -> None:
 def loads(raw: bytes) -> Any:
     """Parse a JSON request body, refusing what the module docstring lists. Malformed JSON
     raises json.JSONDecodeError as `json.loads` does; both are ValueErrors."""
-    # Decoded as json.loads decodes bytes (UTF-8, -16 or -32), so that the escape search
-    # below sees the same text the parser does.
-    text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    # Decoded as json.loads decodes bytes (UTF-8, -16 or -32), but strictly: json.loads
+    # would let encoded lone surrogates through ("surrogatepass").
+    try:
+        text = raw.decode(json.detect_encoding(raw))
+    except UnicodeDecodeError as exc:
+        raise JsonBodyError(
+            400, "malformed-json", "Malformed JSON", f"the request body is not {exc.encoding}"
+        ) from exc
     try:
         value = json.loads(text, object_pairs_hook=_unique_keys)
     except RecursionError as exc:
         raise JsonBodyError(
             400, "malformed-json", "Malformed JSON", "the request body is nested too deeply"
         ) from exc
-    if _UNSTORABLE_SOURCE.search(text):
+    if "\\u" in text and _UNSTORABLE_ESCAPE.search(text):
         _check_strings(value)
     return value
