@@ -6,6 +6,7 @@ other mint short-lived service tokens for the caller's tenant with only the scop
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -30,6 +31,8 @@ SCOPES: dict[str, str] = {
 }
 ALL_SCOPES = frozenset(SCOPES)
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# fullmatch with \Z semantics: `$` alone would also accept "demo\n".
+_TENANT = re.compile(TENANT_PATTERN.removeprefix("^").removesuffix("$"), re.ASCII)
 
 
 class AuthError(Exception):
@@ -105,7 +108,14 @@ class TokenService:
         tenant = claims.get("tenant")
         if not isinstance(tenant, str) or not tenant:
             raise AuthError("the token has no tenant claim")
+        # The tenant keys every row and the subject is recorded as the actor of changes:
+        # a value no column can hold (a NUL) or no one can read back is refused here.
+        if not _TENANT.fullmatch(tenant):
+            raise AuthError(f"the tenant claim must match {TENANT_PATTERN}")
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not 0 < len(subject) <= 255 or not subject.isprintable():
+            raise AuthError("the sub claim must be 1-255 printable characters")
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise AuthError("the scope claim must be a space-separated string")
-        return Principal(str(claims["sub"]), tenant, frozenset(scope.split()))
+        return Principal(subject, tenant, frozenset(scope.split()))

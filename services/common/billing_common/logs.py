@@ -16,6 +16,19 @@ from billing_common.tracing import current_request_id, current_trace_id
 
 _configured = False
 
+# C0 and C1 controls, DEL and the Unicode line and paragraph separators: a terminal or a log
+# viewer acts on them (a newline starts a forged line, ESC[ rewrites what is shown).
+_CONTROL_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (`\\x0a`), for a text log line that quotes
+    what a client sent."""
+    return text if text.isprintable() else text.translate(_CONTROL_ESCAPES)
+
 
 def _add_context(record: Any) -> None:
     extra = record["extra"]

@@ -6,6 +6,7 @@ rounding names its mode. Arithmetic refuses to mix currencies.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Final
@@ -25,6 +26,12 @@ MINOR_UNITS: Final[dict[str, int]] = {
 # Upper bound on any single amount: large enough for any real invoice, small enough that a
 # typo or an attack cannot create numbers the database column cannot hold.
 MAX_AMOUNT: Final = Decimal("1000000000000")
+
+# What Decimal() parses, but in ASCII only: Decimal() alone also takes "١٠٠" and "１００"
+# (any script's digits), "1_000" and surrounding whitespace.
+_DECIMAL_LITERAL: Final = re.compile(
+    r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII
+)
 
 
 class MoneyError(ValueError):
@@ -63,6 +70,8 @@ def to_decimal(value: Decimal | int | str) -> Decimal:
     """Parse an amount exactly. Floats are refused: 0.1 as a float is not 0.1."""
     if isinstance(value, bool | float):
         raise MoneyError("amounts must be decimal strings or integers, never floats")
+    if isinstance(value, str) and not _DECIMAL_LITERAL.fullmatch(value):
+        raise MoneyError(f'not a decimal amount: {value!r} (ASCII digits, such as "12.50")')
     try:
         result = value if isinstance(value, Decimal) else Decimal(value)
     except (InvalidOperation, TypeError, ValueError) as exc:
@@ -71,7 +80,8 @@ def to_decimal(value: Decimal | int | str) -> Decimal:
         raise MoneyError(f"not a finite amount: {value!r}")
     if abs(result) > MAX_AMOUNT:
         raise MoneyError(f"amount {value} exceeds the maximum of {MAX_AMOUNT}")
-    return result
+    # "-0.00" is zero: normalised here so that no amount built from it is shown with a sign.
+    return result.copy_abs() if result.is_zero() else result
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +189,7 @@ class Money:
 
 
 def format_amount(amount: Decimal) -> str:
-    """A plain decimal string without exponent: Decimal('1E+2') -> '100'."""
-    text = format(amount, "f")
-    return "0" if text in ("-0", "") else text
+    """A plain decimal string without exponent or a signed zero: Decimal('1E+2') -> '100',
+    Decimal('-0.00') -> '0.00'."""
+    text = format(amount.copy_abs() if amount.is_zero() else amount, "f")
+    return text or "0"

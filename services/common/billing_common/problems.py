@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,11 +13,14 @@ from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing_common.auth import AuthError, ScopeError
+from billing_common.logs import printable
 from billing_common.money import MoneyError
 from billing_common.ports import PeerUnavailable
 from billing_common.tracing import current_trace_id
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# The members RFC 9457 defines; an extension never replaces one of them.
+RFC_9457_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 
 
 def _slug(name: str) -> str:
@@ -31,6 +35,7 @@ class Problem(Exception):
         status: int,
         title: str,
         detail: str | None = None,
+        /,
         *,
         problem_type: str | None = None,
         **extensions: Any,
@@ -43,16 +48,32 @@ class Problem(Exception):
         self.extensions = extensions
 
 
+class RequestRefused(StarletteHTTPException):
+    """A problem found while the request body is read or parsed. FastAPI passes an
+    HTTPException raised there on to the handlers and turns any other error into a bare 400,
+    so this is one, carrying its problem type."""
+
+    def __init__(self, status: int, title: str, detail: str, *, problem_type: str) -> None:
+        super().__init__(status_code=status, detail=detail)
+        self.title = title
+        self.problem_type = problem_type
+
+
 def problem_response(
     request: Request,
     status: int,
     title: str,
     detail: str | None = None,
+    /,
     *,
     problem_type: str = "about:blank",
     headers: dict[str, str] | None = None,
-    **extensions: Any,
+    extensions: Mapping[str, Any] | None = None,
+    **more_extensions: Any,
 ) -> JSONResponse:
+    """A problem document. Extensions (from `extensions` and keyword arguments) add members;
+    one named like an RFC 9457 member (a domain error's `status="pending"`, say) is left out
+    rather than allowed to replace it."""
     body: dict[str, Any] = {
         "type": problem_type if problem_type == "about:blank" else f"/problems/{problem_type}",
         "title": title,
@@ -64,7 +85,10 @@ def problem_response(
     trace_id = current_trace_id()
     if trace_id:
         body["trace_id"] = trace_id
-    body.update(extensions)
+    for members in (extensions or {}), more_extensions:
+        for name, value in members.items():
+            if name not in RFC_9457_MEMBERS:
+                body[name] = value
     return JSONResponse(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
@@ -87,7 +111,13 @@ def install_problem_handlers(app: FastAPI, domain_errors: dict[type[Exception], 
             exc.title,
             exc.detail,
             problem_type=exc.problem_type,
-            **exc.extensions,
+            extensions=exc.extensions,
+        )
+
+    async def on_refused(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestRefused)
+        return problem_response(
+            request, exc.status_code, exc.title, str(exc.detail), problem_type=exc.problem_type
         )
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -156,13 +186,14 @@ def install_problem_handlers(app: FastAPI, domain_errors: dict[type[Exception], 
 
     async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
         logger.opt(exception=exc).error(
-            "unhandled error on {} {}", request.method, request.url.path
+            "unhandled error on {} {}", printable(request.method), printable(request.url.path)
         )
         return problem_response(request, 500, "Internal error", "an unexpected error occurred")
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestRefused, on_refused)
     app.add_exception_handler(AuthError, on_auth)
     app.add_exception_handler(ScopeError, on_scope)
     app.add_exception_handler(PeerUnavailable, on_peer)
@@ -178,7 +209,7 @@ def install_problem_handlers(app: FastAPI, domain_errors: dict[type[Exception], 
                 title,
                 str(exc),
                 problem_type=_slug(name),
-                **getattr(exc, "problem_extensions", {}),
+                extensions=getattr(exc, "problem_extensions", None),
             )
 
         return handler

@@ -1,15 +1,17 @@
 """The FastAPI application every service is built on: problem details, trace context,
-request logging, body limits, Prometheus metrics, liveness and readiness."""
+request logging, body limits, strict JSON bodies, Prometheus metrics, liveness and
+readiness."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from loguru import logger
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,8 +23,9 @@ from prometheus_client import (
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from billing_common import tracing
-from billing_common.problems import PROBLEM_CONTENT_TYPE, install_problem_handlers
+from billing_common import json_body, tracing
+from billing_common.logs import printable
+from billing_common.problems import PROBLEM_CONTENT_TYPE, RequestRefused, install_problem_handlers
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -53,7 +56,8 @@ class ServiceMetrics:
 
 class RequestContextMiddleware:
     """Pure ASGI (no per-request task) for speed: binds the trace context, refuses bodies over
-    the limit with 413, and writes one log line and the metrics per request."""
+    the limit with 413 and NUL characters in the path, query or headers with 422 (PostgreSQL
+    text cannot hold them), and writes one log line and the metrics per request."""
 
     def __init__(
         self, app: ASGIApp, *, service: str, metrics: ServiceMetrics, max_body: int
@@ -74,8 +78,21 @@ class RequestContextMiddleware:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             await self._too_large(scope, receive, send)
-            status_holder["status"] = 413
             self._record(scope, 413, started)
+            return
+        if _has_nul(scope):
+            await _problem(
+                scope,
+                receive,
+                send,
+                RequestRefused(
+                    422,
+                    "Unacceptable character",
+                    "the path, query and headers must not contain NUL characters",
+                    problem_type="unacceptable-character",
+                ),
+            )
+            self._record(scope, 422, started)
             return
 
         received = 0
@@ -86,7 +103,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.max_body)
             return message
 
         async def send_wrapper(message: Message) -> None:
@@ -107,18 +124,7 @@ class RequestContextMiddleware:
             self._record(scope, status_holder["status"], started)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse(
-            {
-                "type": "/problems/payload-too-large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": f"request bodies are limited to {self.max_body} bytes",
-                "instance": scope.get("path", ""),
-            },
-            status_code=413,
-            media_type=PROBLEM_CONTENT_TYPE,
-        )
-        await response(scope, receive, send)
+        await _problem(scope, receive, send, _BodyTooLarge(self.max_body))
 
     def _record(self, scope: Scope, status: int, started: float) -> None:
         elapsed = time.perf_counter() - started
@@ -129,8 +135,8 @@ class RequestContextMiddleware:
         if path not in ("/healthz", "/readyz", "/metrics"):
             logger.bind(service=self.service).info(
                 "{} {} {} {:.1f}ms",
-                method,
-                path,
+                printable(method),
+                printable(path),
                 status,
                 elapsed * 1000,
             )
@@ -138,8 +144,72 @@ class RequestContextMiddleware:
         self.metrics.latency.labels(self.service, method, route_path).observe(elapsed)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(RequestRefused):
+    """Raised from `receive` once a (chunked) body passes the limit. As an HTTPException it
+    gets through FastAPI's body parsing to the problem handlers, where any other error would
+    become a 400."""
+
+    def __init__(self, max_body: int) -> None:
+        super().__init__(
+            413,
+            "Payload too large",
+            f"request bodies are limited to {max_body} bytes",
+            problem_type="payload-too-large",
+        )
+
+
+def _has_nul(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    return (
+        "\x00" in scope.get("path", "")
+        or b"%00" in query
+        or b"\x00" in query
+        # Every raw header, not the dict above: of repeated names it keeps only the last,
+        # while Starlette's Headers.get answers the first.
+        or any(b"\x00" in value for _, value in scope["headers"])
+    )
+
+
+async def _problem(scope: Scope, receive: Receive, send: Send, refused: RequestRefused) -> None:
+    """Answer outside FastAPI (before routing), the same document its handlers would give."""
+    response = JSONResponse(
+        {
+            "type": f"/problems/{refused.problem_type}",
+            "title": refused.title,
+            "status": refused.status_code,
+            "detail": refused.detail,
+            "instance": printable(scope.get("path", "")),
+        },
+        status_code=refused.status_code,
+        media_type=PROBLEM_CONTENT_TYPE,
+    )
+    await response(scope, receive, send)
+
+
+class _StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = json_body.loads(await self.body())
+            except json_body.JsonBodyError as exc:
+                raise RequestRefused(
+                    exc.status, exc.title, exc.detail, problem_type=exc.problem_type
+                ) from exc
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """The route class of every service router (`APIRouter(route_class=StrictJsonRoute)`):
+    JSON bodies are parsed by billing_common.json_body, which refuses duplicate keys, NUL
+    characters, lone surrogates and nesting the parser cannot follow, as problems."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_json_handler(request: Request) -> Response:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict_json_handler
 
 
 def create_service_app(
@@ -200,6 +270,16 @@ def create_service_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     for router in routers:
+        lenient = [
+            route.path
+            for route in router.routes
+            if isinstance(route, APIRoute) and not isinstance(route, StrictJsonRoute)
+        ]
+        if lenient:
+            raise TypeError(
+                f"routes {lenient} parse JSON leniently: create their router with "
+                "APIRouter(route_class=StrictJsonRoute)"
+            )
         app.include_router(router)
     return app
 

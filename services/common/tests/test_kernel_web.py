@@ -14,7 +14,7 @@ from billing_common.api_auth import requires
 from billing_common.auth import Principal, TokenService
 from billing_common.money import Money
 from billing_common.ports import PeerUnavailable
-from billing_common.web import create_service_app
+from billing_common.web import StrictJsonRoute, create_service_app
 
 
 class Overdrawn(Exception):
@@ -26,7 +26,7 @@ class Body(BaseModel):
     currency: str
 
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
 
 
 @router.post("/things")

@@ -135,7 +135,7 @@ async def _on_peer_rejected(request: Request, exc: Exception) -> JSONResponse:
         slug.replace("-", " ").capitalize(),
         str(exc),
         problem_type=slug,
-        **exc.problem_extensions,
+        extensions=exc.problem_extensions,
     )
 
 

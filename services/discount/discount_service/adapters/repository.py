@@ -22,6 +22,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.money import Money, format_amount
+from billing_common.wire import parse_aware_timestamp
 from discount_service.adapters.orm import (
     CouponRow,
     CouponUsageRow,
@@ -483,11 +484,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, redemption_id = raw.split("|", 1)
-        when = datetime.fromisoformat(moment)
+        when = parse_aware_timestamp(moment)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidCursor("the cursor is not one this service handed out") from exc
-    if when.utcoffset() is None:
-        raise InvalidCursor("the cursor is not one this service handed out")
     return when, redemption_id
 
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from billing_common.api_auth import requires
 from billing_common.auth import Principal
 from billing_common.problems import Problem
-from billing_common.web import model_response
+from billing_common.web import StrictJsonRoute, model_response
 from discount_service.adapters.repository import decode_cursor, encode_cursor
 from discount_service.entrypoints.schemas import (
     CouponCreate,
@@ -32,7 +32,7 @@ from discount_service.entrypoints.schemas import (
 from discount_service.service_layer import services
 from discount_service.service_layer.unit_of_work import DiscountUnitOfWork
 
-router = APIRouter(prefix="/v1/discounts")
+router = APIRouter(prefix="/v1/discounts", route_class=StrictJsonRoute)
 
 READ = requires("discount:read")
 ADMIN = requires("discount:admin")

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,6 +25,7 @@ from pydantic import (
 )
 
 from billing_common.money import Money, check_currency, format_amount, to_decimal
+from billing_common.wire import AwareTimestamp
 from discount_service.domain.model import (
     AmountOff,
     Benefit,
@@ -121,10 +121,10 @@ def benefit_out(benefit: Benefit) -> PercentDiscount | FixedDiscount:
 class CouponDefinition(_In):
     name: str = Field(min_length=1, max_length=200, examples=["Welcome 10%"])
     discount: DiscountIO
-    starts_at: AwareDatetime | None = Field(
+    starts_at: AwareTimestamp | None = Field(
         default=None, description="default: when the coupon is created"
     )
-    ends_at: AwareDatetime | None = Field(default=None, description="exclusive; null: no end")
+    ends_at: AwareTimestamp | None = Field(default=None, description="exclusive; null: no end")
     max_redemptions: LimitInt | None = None
     max_redemptions_per_customer: LimitInt | None = None
     minimum: MoneyIO | None = None
@@ -221,8 +221,8 @@ class PolicyDefinition(_In):
     priority: PriorityInt = Field(default=0, description="higher applies first")
     exclusive: StrictBool = False
     active: StrictBool = True
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    starts_at: AwareTimestamp | None = None
+    ends_at: AwareTimestamp | None = None
 
     @model_validator(mode="after")
     def _parameters_match_kind(self) -> PolicyDefinition:

@@ -11,6 +11,8 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from billing_common.api_auth import requires
 from billing_common.auth import Principal
 from billing_common.problems import Problem
+from billing_common.web import StrictJsonRoute
+from billing_common.wire import Timestamp
 from invoice_service.domain.model import InvoiceStatus
 from invoice_service.entrypoints.schemas import (
     InvoiceCreate,
@@ -24,7 +26,7 @@ from invoice_service.service_layer.documents import Document, DocumentServices
 from invoice_service.service_layer.handlers import Dependencies
 from invoice_service.service_layer.ports import InvoiceQuery
 
-router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
+router = APIRouter(prefix="/v1/invoices", tags=["invoices"], route_class=StrictJsonRoute)
 
 # Printable ASCII, no spaces at the ends. 128 characters at most: the key is reused inside
 # the discount redemption's key ("invoice:<tenant>:<key>"), which allows 255.
@@ -120,10 +122,10 @@ async def list_invoices(
     principal: Reader,
     status_filter: Annotated[InvoiceStatus | None, Query(alias="status")] = None,
     customer_id: Annotated[str | None, Query(max_length=128)] = None,
-    created_from: Annotated[datetime | None, Query(description="inclusive")] = None,
-    created_to: Annotated[datetime | None, Query(description="exclusive")] = None,
-    issued_from: Annotated[datetime | None, Query(description="inclusive")] = None,
-    issued_to: Annotated[datetime | None, Query(description="exclusive")] = None,
+    created_from: Annotated[Timestamp | None, Query(description="inclusive")] = None,
+    created_to: Annotated[Timestamp | None, Query(description="exclusive")] = None,
+    issued_from: Annotated[Timestamp | None, Query(description="inclusive")] = None,
+    issued_to: Annotated[Timestamp | None, Query(description="exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> InvoicePageOut:

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from billing_common.wire import parse_aware_timestamp
 from invoice_service.domain.errors import InvoiceError, InvoiceNotFound
 from invoice_service.domain.model import Invoice, InvoiceSummary
 from invoice_service.service_layer.ports import InvoiceQuery, ReceivedEvent
@@ -45,11 +46,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        created_at = datetime.fromisoformat(payload["c"])
+        created_at = parse_aware_timestamp(payload["c"])
         invoice_id = payload["i"]
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise InvalidCursor from exc
-    if not isinstance(invoice_id, str) or created_at.tzinfo is None:
+    if not isinstance(invoice_id, str):
         raise InvalidCursor
     return created_at, invoice_id
 

@@ -221,7 +221,7 @@ class Payment(GatewayAttempts):
         if to_status not in TRANSITIONS[self.status]:
             raise InvalidStatusTransition(
                 f"payment {self.id} cannot go from {self.status} to {to_status}",
-                status=str(self.status),
+                payment_status=str(self.status),
             )
         self._record(self.status, to_status, reason, now, amount)
 
@@ -314,7 +314,7 @@ class Payment(GatewayAttempts):
         if self.status not in CAPTURED:
             raise PaymentNotRefundable(
                 f"payment {self.id} is {self.status}: only captured payments can be refunded",
-                status=str(self.status),
+                payment_status=str(self.status),
             )
         refundable = self.refundable
         if amount is None:

@@ -9,9 +9,11 @@ from typing import Annotated
 import httpx
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
+from billing_common import json_body
 from billing_common.api_auth import requires
 from billing_common.auth import Principal
 from billing_common.problems import Problem
+from billing_common.web import StrictJsonRoute
 from payment_service.adapters.sandbox import SANDBOX, sandbox_webhook_event
 from payment_service.domain.errors import MalformedWebhook, UnknownGateway
 from payment_service.domain.model import PaymentStatus
@@ -33,9 +35,9 @@ from payment_service.entrypoints.schemas import (
 from payment_service.service_layer.gateways import GatewayRegistry
 from payment_service.service_layer.services import PayCommand, PaymentService
 
-router = APIRouter(tags=["payments"])
-webhook_router = APIRouter(tags=["webhooks"])
-sandbox_router = APIRouter(tags=["sandbox"])
+router = APIRouter(tags=["payments"], route_class=StrictJsonRoute)
+webhook_router = APIRouter(tags=["webhooks"], route_class=StrictJsonRoute)
+sandbox_router = APIRouter(tags=["sandbox"], route_class=StrictJsonRoute)
 
 _IDEMPOTENCY_KEY_MAX = 255
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
@@ -210,7 +212,7 @@ async def receive_webhook(
         tolerance_seconds=request.app.state.webhook_tolerance_seconds,
     )
     try:
-        event = json.loads(raw)
+        event = json_body.loads(raw)
     except ValueError as exc:
         raise MalformedWebhook("the webhook body is not valid JSON") from exc
     if not isinstance(event, dict):

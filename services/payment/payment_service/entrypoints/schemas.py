@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from billing_common.money import Money, format_amount
+from billing_common.money import Money, format_amount, to_decimal
 from payment_service.domain.model import Payment as PaymentModel
 from payment_service.domain.model import (
     PaymentStatus,
@@ -20,7 +20,8 @@ from payment_service.domain.model import (
 from payment_service.domain.model import Refund as RefundModel
 from payment_service.service_layer.services import InvoiceView
 
-_AMOUNT = re.compile(r"\d{1,13}(\.\d{1,12})?")
+# [0-9], not \d: \d also matches "١٠٠" and "１００", which Decimal() reads as 100.
+_AMOUNT = re.compile(r"[0-9]{1,13}(\.[0-9]{1,12})?")
 
 
 def _decimal_string(value: object) -> Decimal:
@@ -28,7 +29,7 @@ def _decimal_string(value: object) -> Decimal:
         raise ValueError('amounts are decimal strings such as "10.00", never JSON numbers')
     if not _AMOUNT.fullmatch(value):
         raise ValueError('not a non-negative decimal amount such as "10.00"')
-    return Decimal(value)
+    return to_decimal(value)
 
 
 DecimalString = Annotated[

@@ -23,6 +23,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.money import Money, format_amount
+from billing_common.wire import parse_aware_timestamp
 from tax_service.adapters.orm import TaxCalculationRow, TaxRuleRow, TaxRulesVersionRow
 from tax_service.domain.errors import DuplicateRuleKey, InvalidCursor
 from tax_service.domain.model import (
@@ -429,10 +430,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, calculation_id = json.loads(raw)
-        when = datetime.fromisoformat(created)
+        when = parse_aware_timestamp(created)
     except (binascii.Error, ValueError, TypeError) as exc:
         raise InvalidCursor from exc
-    if when.tzinfo is None or not isinstance(calculation_id, str):
+    if not isinstance(calculation_id, str):
         raise InvalidCursor
     return when, calculation_id
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from billing_common.api_auth import requires
 from billing_common.auth import Principal
-from billing_common.web import model_response
+from billing_common.web import StrictJsonRoute, model_response
 from tax_service.adapters.repository import (
     CalculationFilter,
     RuleCache,
@@ -32,7 +32,7 @@ from tax_service.entrypoints.schemas import (
 from tax_service.service_layer import services
 from tax_service.service_layer.unit_of_work import TaxUnitOfWork
 
-router = APIRouter(prefix="/v1/tax")
+router = APIRouter(prefix="/v1/tax", route_class=StrictJsonRoute)
 
 READ = requires("tax:read")
 CALCULATE = requires("tax:calculate")
