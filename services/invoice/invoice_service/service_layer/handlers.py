@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from billing_common.event_schemas import (
     DISCOUNT_APPLIED,
+    PAYMENT_RECEIVED,
     TAX_CALCULATED,
     DiscountApplied,
     PaymentFailed,
@@ -270,6 +271,7 @@ async def finalize_invoice(tenant: str, invoice_id: str, actor: str, deps: Depen
         uow.emit(events.finalized(invoice), aggregate=events.aggregate(invoice))
         if invoice.status is InvoiceStatus.PAID:
             uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
+        _status_changed(uow, invoice, InvoiceStatus.DRAFT, "finalized")
         await uow.commit()
     return invoice
 
@@ -279,9 +281,11 @@ async def void_invoice(
 ) -> Invoice:
     async with deps.uow(tenant) as uow:
         invoice = await _locked(uow, invoice_id)
+        previous = invoice.status
         invoice.void(at=deps.clock(), reason=reason, actor=actor)
         await uow.invoices.save(invoice)
         uow.emit(events.voided(invoice, reason), aggregate=events.aggregate(invoice))
+        _status_changed(uow, invoice, previous, reason)
         await uow.commit()
     return invoice
 
@@ -291,8 +295,10 @@ async def mark_uncollectible(
 ) -> Invoice:
     async with deps.uow(tenant) as uow:
         invoice = await _locked(uow, invoice_id)
+        previous = invoice.status
         invoice.mark_uncollectible(at=deps.clock(), reason=reason, actor=actor)
         await uow.invoices.save(invoice)
+        _status_changed(uow, invoice, previous, reason)
         await uow.commit()
     return invoice
 
@@ -334,6 +340,7 @@ async def _apply(
         invoice = await uow.invoices.get(invoice_id, for_update=True)
         if invoice is None:
             raise PermanentEventError(f"{event.type} {event.id}: no invoice {invoice_id!r}")
+        previous = invoice.status
         try:
             became_paid = change(invoice)
         except InvoiceError as exc:
@@ -341,7 +348,29 @@ async def _apply(
         await uow.invoices.save(invoice)
         if became_paid:
             uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
+        _status_changed(uow, invoice, previous, event.type)
+        if event.type == PAYMENT_RECEIVED:
+            rejected = invoice.rejected_payment(_payment_id(event), event.id)
+            if rejected is not None:
+                uow.emit(
+                    events.payment_rejected(invoice, rejected),
+                    aggregate=events.aggregate(invoice),
+                )
         await uow.commit()
+
+
+def _payment_id(event: CloudEvent) -> str:
+    return _data(event, PaymentReceived).payment_id
+
+
+def _status_changed(
+    uow: InvoiceUnitOfWork, invoice: Invoice, previous: InvoiceStatus, reason: str | None
+) -> None:
+    """Tell consumers about a status change (none if the status stayed the same)."""
+    if invoice.status is not previous:
+        uow.emit(
+            events.status_changed(invoice, previous, reason), aggregate=events.aggregate(invoice)
+        )
 
 
 async def on_payment_received(event: CloudEvent, deps: Dependencies) -> None:
