@@ -13,7 +13,6 @@ from billing_common.events import new_event
 from discount_service.adapters.repository import IdempotencyKeyTaken, PolicyKeyTaken
 from discount_service.domain.errors import (
     ConcurrentUpdate,
-    CouponExhausted,
     CouponNotApplicable,
     CouponNotFound,
     IdempotencyKeyReused,
@@ -26,6 +25,7 @@ from discount_service.domain.model import (
     DiscountRequest,
     DiscountResult,
     Redemption,
+    RejectReason,
     StackingSettings,
     normalize_code,
 )
@@ -182,7 +182,8 @@ async def redeem(
     In one transaction: the redemption row claims the key (unique per tenant), each applied
     coupon's counters move by an atomic conditional UPDATE, the lines are stored and the
     event goes to the outbox. A key seen before answers with the stored redemption (or 409
-    if the request differs); a counter that a concurrent request took first is a 409."""
+    if the request differs); a coupon use that a concurrent request took first is a 422
+    coupon-not-applicable, exactly as if that request had committed before this one began."""
     fingerprint = request.fingerprint()
     for _ in range(2):
         async with new_uow() as uow:
@@ -211,14 +212,20 @@ async def redeem(
                 (coupons[normalize_code(code)] for code in result.applied_coupon_codes()),
                 key=lambda coupon: coupon.id,  # one lock order for every transaction
             )
+            # A use taken by a concurrent redemption between the evaluation and the counter
+            # update is the same situation the evaluation reports when that redemption
+            # committed first: the same problem (422 coupon-not-applicable, same reason),
+            # whichever of the two paths a database's concurrency control takes.
             for coupon in applied:
                 if not await uow.coupons.try_count_redemption(coupon.id):
-                    raise CouponExhausted(coupon.code, "exhausted")
+                    raise CouponNotApplicable(coupon.code, RejectReason.EXHAUSTED.value)
             for coupon in applied:
                 if not await uow.coupons.try_count_customer_redemption(
                     coupon.id, request.customer_id, coupon.max_redemptions_per_customer
                 ):
-                    raise CouponExhausted(coupon.code, "customer_limit_reached")
+                    raise CouponNotApplicable(
+                        coupon.code, RejectReason.CUSTOMER_LIMIT_REACHED.value
+                    )
             uow.emit(
                 new_event(
                     source=EVENT_SOURCE,
