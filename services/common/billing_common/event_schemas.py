@@ -15,6 +15,7 @@ from billing_common.events import register_event_type
 
 TAX_CALCULATED = "billing.tax.calculated.v1"
 DISCOUNT_APPLIED = "billing.discount.applied.v1"
+DISCOUNT_RELEASED = "billing.discount.released.v1"
 INVOICE_CREATED = "billing.invoice.created.v1"
 INVOICE_FINALIZED = "billing.invoice.finalized.v1"
 INVOICE_PAID = "billing.invoice.paid.v1"
@@ -56,6 +57,18 @@ class DiscountApplied(_EventData):
     amount_before: Decimal
     total_discount: Decimal
     applied: list[AppliedDiscountData]
+    reference: str | None = None
+
+
+class DiscountReleased(_EventData):
+    """A redemption given back (the invoice it was for was never created): its coupon uses
+    count no more."""
+
+    redemption_id: str
+    customer_id: str
+    currency: str
+    total_discount: Decimal
+    coupon_codes: list[str]
     reference: str | None = None
 
 
@@ -158,6 +171,7 @@ class PaymentRefunded(_EventData):
 _SCHEMAS: dict[str, type[BaseModel]] = {
     TAX_CALCULATED: TaxCalculated,
     DISCOUNT_APPLIED: DiscountApplied,
+    DISCOUNT_RELEASED: DiscountReleased,
     INVOICE_CREATED: InvoiceCreated,
     INVOICE_FINALIZED: InvoiceFinalized,
     INVOICE_PAID: InvoicePaid,

@@ -8,7 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from billing_common.event_schemas import DISCOUNT_APPLIED, AppliedDiscountData, DiscountApplied
+from billing_common.event_schemas import (
+    DISCOUNT_APPLIED,
+    DISCOUNT_RELEASED,
+    AppliedDiscountData,
+    DiscountApplied,
+    DiscountReleased,
+)
 from billing_common.events import new_event
 from discount_service.adapters.repository import IdempotencyKeyTaken, PolicyKeyTaken
 from discount_service.domain.errors import (
@@ -239,6 +245,42 @@ async def redeem(
             await uow.commit()
             return RedemptionOutcome(redemption, replayed=False)
     raise ConcurrentUpdate(f"idempotency key {idempotency_key!r} is in use concurrently; retry")
+
+
+async def release(new_uow: UnitOfWorkFactory, *, idempotency_key: str) -> Redemption | None:
+    """Give back the redemption made under `idempotency_key` (compensation: the invoice it
+    was made for was never created). Its coupon uses count no more, the redemption is
+    removed (so the key may redeem again) and billing.discount.released.v1 says so, all in
+    one transaction. Releasing a key with no redemption changes nothing: idempotent."""
+    async with new_uow() as uow:
+        redemption = await uow.redemptions.by_key(idempotency_key, for_update=True)
+        if redemption is None:
+            return None
+        codes = redemption.result.applied_coupon_codes()
+        coupons = await uow.coupons.by_codes(codes)
+        # Coupon-id order, as when counting: no deadlock with a concurrent redemption.
+        for coupon in sorted(coupons.values(), key=lambda coupon: coupon.id):
+            await uow.coupons.uncount_redemption(coupon.id, redemption.customer_id)
+        await uow.redemptions.remove(redemption.id)
+        uow.emit(
+            new_event(
+                source=EVENT_SOURCE,
+                event_type=DISCOUNT_RELEASED,
+                data=DiscountReleased(
+                    redemption_id=redemption.id,
+                    customer_id=redemption.customer_id,
+                    currency=redemption.result.currency,
+                    total_discount=redemption.result.total_discount.amount,
+                    coupon_codes=list(codes),
+                    reference=redemption.reference,
+                ),
+                subject=redemption.id,
+                tenant=uow.tenant,
+            ),
+            aggregate=f"redemption:{redemption.id}",
+        )
+        await uow.commit()
+        return redemption
 
 
 def _event_data(redemption: Redemption) -> DiscountApplied:

@@ -249,3 +249,17 @@ class InvokerDiscountClient(_PeerClient):
             idempotent=True,  # the Idempotency-Key makes a retried redemption count once
         )
         return self._result(response)
+
+    async def release(self, *, tenant: str, idempotency_key: str) -> None:
+        response = await self._invoker.invoke(
+            self.APP_ID,
+            "POST",
+            "/v1/discounts/redemptions/releases",
+            json={"idempotency_key": idempotency_key},
+            headers=self._headers(tenant, "discount:redeem"),
+            idempotent=True,  # releasing twice releases once
+        )
+        if not response.ok:
+            raise PeerContractViolation(
+                f"{self.APP_ID} refused to release a redemption ({response.status_code})"
+            )
