@@ -123,6 +123,15 @@ async def pending_creations(trio: Trio) -> int:
         )
 
 
+async def tax_calculations_for(trio: Trio, idempotency_key: str) -> list[Any]:
+    invoice_id = handlers.invoice_id_for("demo", idempotency_key)
+    r = await trio.clients["tax"].get(
+        "/v1/tax/calculations", params={"reference": invoice_id}, headers=trio.headers()
+    )
+    assert r.status_code == 200, r.text
+    return list(r.json()["items"])
+
+
 async def create(trio: Trio, idempotency_key: str) -> httpx.Response:
     return await trio.clients["invoice"].post(
         "/v1/invoices",
@@ -149,6 +158,7 @@ async def test_a_failed_final_write_gives_the_coupon_use_back(
         assert failed.status_code >= 500, failed.text
     assert await uses_spent(trio) == 0
     assert await pending_creations(trio) == 0
+    assert await tax_calculations_for(trio, idempotency_key) == []
     redemptions = await trio.clients["discount"].get(
         "/v1/discounts/redemptions", headers=trio.headers()
     )
@@ -159,6 +169,7 @@ async def test_a_failed_final_write_gives_the_coupon_use_back(
     assert retried.json()["discounts"][0]["code"] == "ONLYONE"
     assert await uses_spent(trio) == 1
     assert await pending_creations(trio) == 0
+    assert len(await tax_calculations_for(trio, idempotency_key)) == 1
 
 
 async def test_a_creation_abandoned_by_a_dead_process_is_released_by_the_sweeper(
@@ -172,10 +183,12 @@ async def test_a_creation_abandoned_by_a_dead_process_is_released_by_the_sweeper
             return None
 
         patch.setattr(handlers, "_give_back_safely", died)
-        failed = await create(trio, key())
+        idempotency_key = key()
+        failed = await create(trio, idempotency_key)
         assert failed.status_code >= 500
     assert await uses_spent(trio) == 1  # spent, and no invoice has it
     assert await pending_creations(trio) == 1
+    assert len(await tax_calculations_for(trio, idempotency_key)) == 1
 
     deps = trio.apps["invoice"].state.deps
     abandoned = SqlAbandonedCreations(trio.apps["invoice"].state.ctx.sessions)
@@ -185,6 +198,7 @@ async def test_a_creation_abandoned_by_a_dead_process_is_released_by_the_sweeper
     assert await handlers.release_abandoned(deps, abandoned, older_than=timedelta(0)) == 1
     assert await uses_spent(trio) == 0
     assert await pending_creations(trio) == 0
+    assert await tax_calculations_for(trio, idempotency_key) == []
     # The use is there for the next invoice.
     assert (await create(trio, key())).status_code == 201
     assert await uses_spent(trio) == 1

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -174,6 +175,19 @@ class InvokerTaxClient(_PeerClient):
                 for line in parsed.lines
             ),
         )
+
+    async def discard(self, *, tenant: str, reference: str) -> None:
+        response = await self._invoker.invoke(
+            self.APP_ID,
+            "DELETE",
+            f"/v1/tax/calculations?reference={quote(reference, safe='')}",
+            headers=self._headers(tenant, "tax:calculate"),
+            idempotent=True,  # discarding twice discards once
+        )
+        if not response.ok:
+            raise PeerContractViolation(
+                f"{self.APP_ID} refused to discard calculations ({response.status_code})"
+            )
 
 
 class InvokerDiscountClient(_PeerClient):

@@ -123,19 +123,20 @@ async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult
     subtotals = [draft.subtotal(cmd.currency) for draft in drafts]
     amount = sum(subtotals, Decimal(0))
 
-    # 1. Discount first (on the subtotal), 2. tax on the discounted lines.
+    # 1. Discount first (on the subtotal; a quote has no side effect).
     discount = await _quote(deps, cmd, invoice_id, amount)
-    shares, tax = await _tax_after_discount(cmd, deps, invoice_id, now, subtotals, discount)
 
-    # 3. Redeem once tax succeeded. If the redemption differs from the quote (a coupon
-    # changed in between), it is what the customer really gets: tax is computed again on it.
-    # A redemption spends coupon uses, so it is first recorded as pending here: if the
-    # invoice is not stored in the end, the redemption is given back — at once when this
-    # request fails, by the sweeper (release_abandoned) when the process died.
-    pending: PendingCreation | None = None
+    # From here on the peers keep records for this invoice (the tax calculation, the
+    # redemption that spends coupon uses), so the creation is first recorded as pending: if
+    # the invoice is not stored in the end, they are given back — at once when this request
+    # fails, by the sweeper (release_abandoned) when the process died.
+    pending = await _begin_pending(deps, cmd, invoice_id, now)
     try:
+        # 2. Tax on the discounted lines.
+        shares, tax = await _tax_after_discount(cmd, deps, invoice_id, now, subtotals, discount)
+        # 3. Redeem once tax succeeded. If the redemption differs from the quote (a coupon
+        # changed in between), it is what the customer really gets: tax is computed again.
         if discount.total_discount > 0:
-            pending = await _begin_pending(deps, cmd, invoice_id, now)
             redeemed = await deps.discounts.redeem(
                 tenant=cmd.tenant,
                 idempotency_key=pending.redemption_key,
@@ -171,13 +172,12 @@ async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult
         )
         return await _store(cmd, deps, invoice, pending)
     except Exception:
-        if pending is not None:
-            await _give_back_safely(deps, pending)
+        await _give_back_safely(deps, pending)
         raise
 
 
 async def _store(
-    cmd: CreateInvoice, deps: Dependencies, invoice: Invoice, pending: PendingCreation | None
+    cmd: CreateInvoice, deps: Dependencies, invoice: Invoice, pending: PendingCreation
 ) -> CreateResult:
     """4. Invoice, history, the created event and the end of the pending record in one
     transaction: either the invoice exists and keeps its redemption, or neither does."""
@@ -186,9 +186,7 @@ async def _store(
             await uow.invoices.add(
                 invoice, idempotency_key=cmd.idempotency_key, request_hash=cmd.request_hash
             )
-            if pending is not None and not await uow.pending.remove(
-                invoice.id, unless_releasing=True
-            ):
+            if not await uow.pending.remove(pending.invoice_id, unless_releasing=True):
                 # The sweeper judged this attempt abandoned and is giving the discount back.
                 raise CreationAbandoned(cmd.idempotency_key)
             uow.emit(events.created(invoice), aggregate=events.aggregate(invoice))
@@ -215,6 +213,12 @@ async def _begin_pending(
         started_at=now,
     )
     async with deps.uow(cmd.tenant) as uow:
+        earlier = await uow.pending.get(invoice_id)
+    if earlier is not None and earlier.releasing:
+        # An earlier attempt is being given back (its release failed, or the sweeper is at
+        # it): finish that first, so this attempt starts from nothing (503 if a peer is down).
+        await give_back(deps, earlier)
+    async with deps.uow(cmd.tenant) as uow:
         earlier = await uow.pending.get(invoice_id, for_update=True)
         if earlier is not None and earlier.releasing:
             raise CreationAbandoned(cmd.idempotency_key)
@@ -224,10 +228,11 @@ async def _begin_pending(
 
 
 async def give_back(deps: Dependencies, pending: PendingCreation) -> bool:
-    """Release the redemption of a creation that did not store its invoice; True if it was
-    released. Safe to repeat and to run from several places at once: the record is marked
-    `releasing` first (a late final write then refuses to store the invoice), the discount
-    service's release is idempotent, and an invoice that does exist keeps its redemption."""
+    """Release the redemption and discard the tax calculations of a creation that did not
+    store its invoice; True if it did. Safe to repeat and to run from several places at
+    once: the record is marked `releasing` first (a late final write then refuses to store
+    the invoice), both peer calls are idempotent, and an invoice that does exist keeps its
+    redemption and calculations."""
     async with deps.uow(pending.tenant_id) as uow:
         current = await uow.pending.get(pending.invoice_id, for_update=True)
         if current is None:
@@ -240,6 +245,7 @@ async def give_back(deps: Dependencies, pending: PendingCreation) -> bool:
             await uow.pending.put(replace(current, releasing=True))
             await uow.commit()
     await deps.discounts.release(tenant=pending.tenant_id, idempotency_key=current.redemption_key)
+    await deps.tax.discard(tenant=pending.tenant_id, reference=pending.invoice_id)
     async with deps.uow(pending.tenant_id) as uow:
         await uow.pending.remove(pending.invoice_id)
         await uow.commit()
@@ -256,9 +262,10 @@ async def _give_back_safely(deps: Dependencies, pending: PendingCreation) -> Non
 async def release_abandoned(
     deps: Dependencies, abandoned: AbandonedCreations, *, older_than: timedelta, limit: int = 100
 ) -> int:
-    """Give back the redemptions of creations started more than `older_than` ago that never
-    stored their invoice (the process died, or the release failed before); returns how many
-    were released. `older_than` must exceed the longest a creation request can take."""
+    """Give back the redemptions (and discard the tax calculations) of creations started
+    more than `older_than` ago that never stored their invoice (the process died, or the
+    release failed before); returns how many were given back. `older_than` must exceed the
+    longest a creation request can take."""
     released = 0
     for pending in await abandoned.older_than(deps.clock() - older_than, limit):
         try:

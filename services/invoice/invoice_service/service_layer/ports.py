@@ -41,6 +41,9 @@ class TaxPort(Protocol):
     ) -> TaxResult:
         """Raise PeerRejected for a 4xx the client can act on, PeerUnavailable when down."""
 
+    async def discard(self, *, tenant: str, reference: str) -> None:
+        """Remove the calculations made for `reference` (an invoice never stored)."""
+
 
 class DiscountPort(Protocol):
     async def quote(
