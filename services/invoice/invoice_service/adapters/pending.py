@@ -41,7 +41,12 @@ class SqlPendingCreations:
     async def put(self, pending: PendingCreation) -> None:
         row = await self._session.get(PendingCreationRow, (self._tenant, pending.invoice_id))
         if row is None:
-            row = PendingCreationRow(tenant_id=self._tenant, invoice_id=pending.invoice_id)
+            row = PendingCreationRow(
+                tenant_id=self._tenant,
+                invoice_id=pending.invoice_id,
+                redemption_key=pending.redemption_key,
+                started_at=pending.started_at,
+            )
         row.redemption_key = pending.redemption_key
         row.started_at = pending.started_at
         row.releasing = pending.releasing
