@@ -716,6 +716,7 @@ def test_configuration_and_resiliency(default: Rendered) -> None:
     assert config["accessControl"]["defaultAction"] == "deny"
     assert {p["appId"] for p in config["accessControl"]["policies"]} == {
         "invoice",
+        "payment",
         "billing-operator",
     }
     (scope,) = config["secrets"]["scopes"]

@@ -15,10 +15,13 @@ from billing_common.events import register_event_type
 
 TAX_CALCULATED = "billing.tax.calculated.v1"
 DISCOUNT_APPLIED = "billing.discount.applied.v1"
+DISCOUNT_RELEASED = "billing.discount.released.v1"
 INVOICE_CREATED = "billing.invoice.created.v1"
 INVOICE_FINALIZED = "billing.invoice.finalized.v1"
 INVOICE_PAID = "billing.invoice.paid.v1"
 INVOICE_VOIDED = "billing.invoice.voided.v1"
+INVOICE_STATUS_CHANGED = "billing.invoice.status_changed.v1"
+INVOICE_PAYMENT_REJECTED = "billing.invoice.payment_rejected.v1"
 PAYMENT_RECEIVED = "billing.payment.received.v1"
 PAYMENT_FAILED = "billing.payment.failed.v1"
 PAYMENT_REFUNDED = "billing.payment.refunded.v1"
@@ -57,6 +60,18 @@ class DiscountApplied(_EventData):
     reference: str | None = None
 
 
+class DiscountReleased(_EventData):
+    """A redemption given back (the invoice it was for was never created): its coupon uses
+    count no more."""
+
+    redemption_id: str
+    customer_id: str
+    currency: str
+    total_discount: Decimal
+    coupon_codes: list[str]
+    reference: str | None = None
+
+
 class InvoiceCreated(_EventData):
     invoice_id: str
     customer_id: str
@@ -64,6 +79,8 @@ class InvoiceCreated(_EventData):
     total: Decimal
     amount_due: Decimal
     status: str
+    # The invoice's version (bumped on every change): consumers order what they learn by it.
+    version: int | None = None
 
 
 class InvoiceFinalized(_EventData):
@@ -74,6 +91,7 @@ class InvoiceFinalized(_EventData):
     total: Decimal
     amount_due: Decimal
     due_date: str | None = None
+    version: int | None = None
 
 
 class InvoicePaid(_EventData):
@@ -89,6 +107,37 @@ class InvoiceVoided(_EventData):
     invoice_id: str
     number: str | None
     reason: str | None = None
+    version: int | None = None
+
+
+class InvoiceStatusChanged(_EventData):
+    """Every status change of an invoice, in the invoice service's vocabulary (draft,
+    issued, partially_paid, paid, void, uncollectible). `version` orders them: a consumer
+    keeps the status of the highest version it has seen."""
+
+    invoice_id: str
+    number: str | None
+    customer_id: str
+    currency: str
+    status: str
+    previous_status: str | None
+    total: Decimal
+    amount_paid: Decimal
+    amount_due: Decimal
+    version: int
+    reason: str | None = None
+
+
+class InvoicePaymentRejected(_EventData):
+    """A payment the invoice could not apply (it was not payable when the payment arrived,
+    or the currency differs). The money was taken: the payment service gives it back."""
+
+    invoice_id: str
+    payment_id: str
+    currency: str
+    amount: Decimal
+    reason: str
+    invoice_status: str
 
 
 class PaymentReceived(_EventData):
@@ -122,10 +171,13 @@ class PaymentRefunded(_EventData):
 _SCHEMAS: dict[str, type[BaseModel]] = {
     TAX_CALCULATED: TaxCalculated,
     DISCOUNT_APPLIED: DiscountApplied,
+    DISCOUNT_RELEASED: DiscountReleased,
     INVOICE_CREATED: InvoiceCreated,
     INVOICE_FINALIZED: InvoiceFinalized,
     INVOICE_PAID: InvoicePaid,
     INVOICE_VOIDED: InvoiceVoided,
+    INVOICE_STATUS_CHANGED: InvoiceStatusChanged,
+    INVOICE_PAYMENT_REJECTED: InvoicePaymentRejected,
     PAYMENT_RECEIVED: PaymentReceived,
     PAYMENT_FAILED: PaymentFailed,
     PAYMENT_REFUNDED: PaymentRefunded,

@@ -46,6 +46,8 @@ from billing_common.event_schemas import (
     DISCOUNT_APPLIED,
     INVOICE_CREATED,
     INVOICE_FINALIZED,
+    INVOICE_PAYMENT_REJECTED,
+    INVOICE_STATUS_CHANGED,
     INVOICE_VOIDED,
     PAYMENT_FAILED,
     PAYMENT_RECEIVED,
@@ -593,7 +595,13 @@ async def test_the_sidecar_reads_the_subscriptions(payment: PaymentHarness) -> N
     assert response.status_code == 200
     listed = response.json()
     assert [entry["topic"] for entry in listed] == sorted(
-        [INVOICE_CREATED, INVOICE_FINALIZED, INVOICE_VOIDED]
+        [
+            INVOICE_CREATED,
+            INVOICE_FINALIZED,
+            INVOICE_VOIDED,
+            INVOICE_STATUS_CHANGED,
+            INVOICE_PAYMENT_REJECTED,
+        ]
     )
     for entry in listed:
         assert entry["pubsubname"] == PUBSUB
@@ -749,7 +757,18 @@ async def test_subscriptions_without_the_routes_fail_at_start(sidecar: DaprSidec
                 ]
             ),
         ),
-        ("payment", sorted([INVOICE_CREATED, INVOICE_FINALIZED, INVOICE_VOIDED])),
+        (
+            "payment",
+            sorted(
+                [
+                    INVOICE_CREATED,
+                    INVOICE_FINALIZED,
+                    INVOICE_VOIDED,
+                    INVOICE_STATUS_CHANGED,
+                    INVOICE_PAYMENT_REJECTED,
+                ]
+            ),
+        ),
     ],
 )
 async def test_every_service_starts_in_the_dapr_runtime(

@@ -25,7 +25,6 @@ from billing_common.web import create_service_app
 from discount_service import samples
 from discount_service.domain.errors import (
     ConcurrentUpdate,
-    CouponExhausted,
     CouponNotApplicable,
     CouponNotFound,
     DuplicateCouponCode,
@@ -67,7 +66,6 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     RedemptionNotFound: 404,
     DuplicateCouponCode: 409,
     CouponNotApplicable: 422,
-    CouponExhausted: 409,
     IdempotencyKeyReused: 409,
     ConcurrentUpdate: 409,
 }

@@ -1,5 +1,6 @@
 """Exactly-once redemption under real concurrency, on SQLite and on PostgreSQL: ~20 requests
-race for the last redemption through the whole HTTP stack; one wins, the rest get 409/422."""
+race for the last redemption through the whole HTTP stack; one wins, the rest get 422
+coupon-not-applicable."""
 
 from __future__ import annotations
 
@@ -39,13 +40,12 @@ async def race(api, bodies: list[dict]) -> Counter[int]:
 
     responses = await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
     for response in responses:
-        assert response.status_code in (201, 409, 422), response.text
+        # One situation, one answer on every database: a lost race is the same 422 as a
+        # redemption that came after the winner.
+        assert response.status_code in (201, 422), response.text
         if response.status_code != 201:
             assert response.headers["content-type"] == "application/problem+json"
-            assert response.json()["type"] in (
-                "/problems/coupon-exhausted",
-                "/problems/coupon-not-applicable",
-            )
+            assert response.json()["type"] == "/problems/coupon-not-applicable"
     return Counter(r.status_code for r in responses)
 
 
@@ -71,7 +71,7 @@ async def test_last_redemption_goes_to_exactly_one_of_many(api) -> None:
     await create(api, code="LAST", max_redemptions=1)
     statuses = await race(api, [body(f"c-{i}") for i in range(N)])
     assert statuses[201] == 1
-    assert statuses[409] + statuses[422] == N - 1
+    assert statuses[422] == N - 1
     coupon_count, _, redemptions = await counts(api, "LAST")
     assert coupon_count == 1
     assert redemptions == 1
@@ -81,7 +81,7 @@ async def test_per_customer_limit_holds_under_concurrency(api) -> None:
     await create(api, code="ONCE", max_redemptions_per_customer=1)
     statuses = await race(api, [body("same-customer", "ONCE") for _ in range(N)])
     assert statuses[201] == 1
-    assert statuses[409] + statuses[422] == N - 1
+    assert statuses[422] == N - 1
     coupon_count, usage, redemptions = await counts(api, "ONCE")
     assert coupon_count == 1
     assert usage == [1]

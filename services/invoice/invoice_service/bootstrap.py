@@ -6,9 +6,11 @@ uvicorn invoice_service.bootstrap:create_app --factory --port 8003
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -32,9 +34,11 @@ from invoice_service import __version__
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
+from invoice_service.adapters.pending import SqlAbandonedCreations
 from invoice_service.domain.errors import (
     ConcurrentModification,
     CouponNotApplicable,
+    CreationAbandoned,
     IdempotencyConflict,
     InvalidInvoice,
     InvalidTransition,
@@ -48,7 +52,7 @@ from invoice_service.domain.errors import (
 from invoice_service.entrypoints.api import router
 from invoice_service.entrypoints.consumers import subscribe_all
 from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
-from invoice_service.service_layer.handlers import Dependencies
+from invoice_service.service_layer.handlers import Dependencies, release_abandoned
 from invoice_service.service_layer.ports import PdfRenderer
 from invoice_service.service_layer.queries import InvalidCursor
 from invoice_service.service_layer.unit_of_work import uow_factory
@@ -61,6 +65,7 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     InvalidTransition: 409,
     IdempotencyConflict: 409,
     ConcurrentModification: 409,
+    CreationAbandoned: 409,
     InvalidInvoice: 422,
     InvalidCursor: 422,
     CouponNotApplicable: 422,
@@ -122,6 +127,32 @@ async def _on_pdf_unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class CreationSettings(BaseSettings):
+    """INVOICE_ABANDON_CREATION_AFTER_SECONDS: how old a creation that redeemed a discount
+    but stored no invoice must be before its redemption is given back (well above the
+    longest a request can take); INVOICE_SWEEP_SECONDS: how often that is checked."""
+
+    model_config = SettingsConfigDict(env_prefix="INVOICE_", extra="ignore")
+
+    abandon_creation_after_seconds: float = 600.0
+    sweep_seconds: float = 60.0
+
+
+async def _sweep_abandoned_creations(
+    deps: Dependencies, abandoned: SqlAbandonedCreations, options: CreationSettings
+) -> None:
+    while True:
+        await asyncio.sleep(options.sweep_seconds)
+        try:
+            await release_abandoned(
+                deps,
+                abandoned,
+                older_than=timedelta(seconds=options.abandon_creation_after_seconds),
+            )
+        except Exception as exc:  # noqa: BLE001 - the sweeper must outlive any failure
+            logger.bind(service=SERVICE).warning("sweeping abandoned creations failed: {}", exc)
+
+
 async def _on_peer_rejected(request: Request, exc: Exception) -> JSONResponse:
     """Pass a peer's refusal on as 422 under the peer's own problem type (for example
     /problems/unknown-jurisdiction), with its detail."""
@@ -170,12 +201,21 @@ def create_app(
         )
         subscribe_all(ctx, deps)  # before start_context: the bus binds queues at start
         await start_context(ctx)
+        sweeper = asyncio.create_task(
+            _sweep_abandoned_creations(
+                deps, SqlAbandonedCreations(ctx.sessions), CreationSettings()
+            ),
+            name="invoice-abandoned-creations",
+        )
         log.info("invoice service started ({} runtime)", settings.runtime)
         try:
             yield
         finally:
             if isinstance(renderer, ProcessPoolRenderer):
                 await asyncio.to_thread(renderer.close)
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await close_context(ctx)
 
     app = create_service_app(

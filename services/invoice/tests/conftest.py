@@ -140,6 +140,7 @@ class Peers:
     redeem_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     redemptions: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     tenants_seen: list[str] = field(default_factory=list)
+    discarded: list[str] = field(default_factory=list)  # tax references discarded
 
     def _authorize(self, authorization: str | None, scope: str) -> JSONResponse | None:
         if self.tokens is None or not authorization or not authorization.startswith("Bearer "):
@@ -161,6 +162,15 @@ class Peers:
         @app.exception_handler(RequestValidationError)
         async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
             return _problem(422, "validation", "invalid request", errors=str(exc.errors()))
+
+        @app.delete("/v1/tax/calculations")
+        async def discard(reference: str, authorization: str | None = Header(default=None)) -> Any:
+            if self.tax_down:
+                return _problem(503, "unavailable", "tax is down")
+            if (denied := self._authorize(authorization, "tax:calculate")) is not None:
+                return denied
+            self.discarded.append(reference)
+            return JSONResponse({"discarded": 0})
 
         @app.post("/v1/tax/calculations")
         async def calculate(
@@ -297,6 +307,17 @@ class Peers:
                 return denied
             self.quote_calls.append(body.model_dump())
             return JSONResponse(self._discount(body))
+
+        @app.post("/v1/discounts/redemptions/releases")
+        async def release(
+            body: dict[str, str], authorization: str | None = Header(default=None)
+        ) -> Any:
+            if self.discount_down:
+                return _problem(503, "unavailable", "discount is down")
+            if (denied := self._authorize(authorization, "discount:redeem")) is not None:
+                return denied
+            gone = self.redemptions.pop(body["idempotency_key"], None)
+            return JSONResponse({"released": gone is not None, "redemption_id": None})
 
         @app.post("/v1/discounts/redemptions")
         async def redeem(

@@ -9,7 +9,13 @@ from pathlib import Path
 from fastapi import FastAPI
 from loguru import logger
 
-from billing_common.event_schemas import INVOICE_CREATED, INVOICE_FINALIZED, INVOICE_VOIDED
+from billing_common.event_schemas import (
+    INVOICE_CREATED,
+    INVOICE_FINALIZED,
+    INVOICE_PAYMENT_REJECTED,
+    INVOICE_STATUS_CHANGED,
+    INVOICE_VOIDED,
+)
 from billing_common.health import readiness_checks
 from billing_common.ports import SecretStore
 from billing_common.runtime import (
@@ -21,6 +27,7 @@ from billing_common.runtime import (
 )
 from billing_common.settings import ServiceSettings
 from billing_common.web import create_service_app
+from payment_service.adapters.invoice_directory import InvokerInvoiceDirectory
 from payment_service.adapters.sandbox import SANDBOX, SandboxGateway
 from payment_service.adapters.stripe_gateway import STRIPE, StripeGateway
 from payment_service.config import PaymentOptions
@@ -115,7 +122,11 @@ def create_app(
         registry = GatewayRegistry(
             gateways if gateways is not None else await _gateways(ctx.secrets, options)
         )
-        service = PaymentService(lambda: PaymentUnitOfWork(ctx.sessions, ctx.relay), registry)
+        service = PaymentService(
+            lambda: PaymentUnitOfWork(ctx.sessions, ctx.relay),
+            registry,
+            invoices=InvokerInvoiceDirectory(ctx.invoker, ctx.tokens),
+        )
         app.state.gateways = registry
         app.state.payments = service
         app.state.webhook_secrets = await _webhook_secrets(settings, ctx.secrets)
@@ -123,6 +134,8 @@ def create_app(
         ctx.subscribe(INVOICE_CREATED, service.on_invoice_created)
         ctx.subscribe(INVOICE_FINALIZED, service.on_invoice_finalized)
         ctx.subscribe(INVOICE_VOIDED, service.on_invoice_voided)
+        ctx.subscribe(INVOICE_STATUS_CHANGED, service.on_invoice_status_changed)
+        ctx.subscribe(INVOICE_PAYMENT_REJECTED, service.on_invoice_payment_rejected)
         await start_context(ctx)
         try:
             yield

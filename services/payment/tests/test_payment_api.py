@@ -56,6 +56,7 @@ async def test_pay_succeeds_once_and_a_replay_returns_the_same_payment(harness: 
         "number": f"INV-{invoice}",
         "customer_id": "cust-1",
         "currency": "EUR",
+        "status": "issued",
         "state": "open",
         "payable": False,
         "total": "120.50",

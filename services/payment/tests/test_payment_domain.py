@@ -310,7 +310,7 @@ def test_a_late_created_event_does_not_reopen_a_draft() -> None:
     invoice.on_created(
         customer_id="c", currency="EUR", total=Decimal(1), amount_due=Decimal(1), now=NOW
     )
-    assert invoice.state is InvoiceState.OPEN
+    assert invoice.state is InvoiceState.ISSUED
     assert invoice.amount_due == Decimal("100.00")
 
 

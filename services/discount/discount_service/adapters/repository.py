@@ -279,6 +279,30 @@ class CouponRepository:
         )
         return bool(result.rowcount == 1)
 
+    async def uncount_redemption(self, coupon_id: str, customer_id: str) -> None:
+        """Give a counted use back (overall and for the customer), never below zero."""
+        await self._session.exec(
+            update(CouponRow)
+            .where(
+                col(CouponRow.tenant_id) == self._tenant,
+                col(CouponRow.id) == coupon_id,
+                col(CouponRow.redeemed_count) > 0,
+            )
+            .values(redeemed_count=col(CouponRow.redeemed_count) - 1)
+            .execution_options(synchronize_session=False)
+        )
+        await self._session.exec(
+            update(CouponUsageRow)
+            .where(
+                col(CouponUsageRow.tenant_id) == self._tenant,
+                col(CouponUsageRow.coupon_id) == coupon_id,
+                col(CouponUsageRow.customer_id) == customer_id,
+                col(CouponUsageRow.redeemed_count) > 0,
+            )
+            .values(redeemed_count=col(CouponUsageRow.redeemed_count) - 1)
+            .execution_options(synchronize_session=False)
+        )
+
 
 # --- policies ---------------------------------------------------------------------------
 
@@ -536,13 +560,30 @@ class RedemptionRepository:
             )
         await self._session.flush()
 
-    async def by_key(self, idempotency_key: str) -> Redemption | None:
-        rows = await self._session.exec(
-            select(RedemptionRow).where(
-                RedemptionRow.tenant_id == self._tenant,
-                RedemptionRow.idempotency_key == idempotency_key,
+    async def remove(self, redemption_id: str) -> None:
+        """Delete the redemption and its lines (a released redemption never happened; its
+        idempotency key is free again)."""
+        await self._session.exec(
+            delete(RedemptionLineRow).where(
+                col(RedemptionLineRow.tenant_id) == self._tenant,
+                col(RedemptionLineRow.redemption_id) == redemption_id,
             )
         )
+        await self._session.exec(
+            delete(RedemptionRow).where(
+                col(RedemptionRow.tenant_id) == self._tenant,
+                col(RedemptionRow.id) == redemption_id,
+            )
+        )
+
+    async def by_key(self, idempotency_key: str, *, for_update: bool = False) -> Redemption | None:
+        query = select(RedemptionRow).where(
+            RedemptionRow.tenant_id == self._tenant,
+            RedemptionRow.idempotency_key == idempotency_key,
+        )
+        if for_update:
+            query = query.with_for_update()
+        rows = await self._session.exec(query)
         row = rows.first()
         return (await self._load([row]))[0] if row else None
 

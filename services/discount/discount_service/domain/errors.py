@@ -64,22 +64,11 @@ class DuplicateCouponCode(DiscountError):
 
 
 class CouponNotApplicable(DiscountError):
-    """A redemption named a coupon that cannot apply to it (422)."""
+    """A redemption named a coupon that cannot apply to it (422), including one whose last
+    use went to a concurrent redemption (`reason` exhausted or customer_limit_reached)."""
 
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(f"coupon {code!r} cannot be applied: {reason}", code=code, reason=reason)
-
-
-class CouponExhausted(DiscountError):
-    """The coupon's last redemption (overall or for this customer) went to a concurrent
-    request between the check and the atomic counter update (409)."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(
-            f"coupon {code!r} was used up by a concurrent redemption ({reason})",
-            code=code,
-            reason=reason,
-        )
 
 
 class IdempotencyKeyReused(DiscountError):

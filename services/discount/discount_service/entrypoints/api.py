@@ -27,6 +27,8 @@ from discount_service.entrypoints.schemas import (
     PolicyOut,
     RedemptionOut,
     RedemptionPage,
+    ReleaseIn,
+    ReleaseOut,
     StackingIO,
 )
 from discount_service.service_layer import services
@@ -311,3 +313,23 @@ async def get_redemption(
 ) -> RedemptionOut:
     redemption = await services.get_redemption(_uow(request, principal), redemption_id)
     return RedemptionOut.of_redemption(redemption)
+
+
+@router.post(
+    "/redemptions/releases",
+    response_model=ReleaseOut,
+    tags=["discounts"],
+    summary="Give a redemption back: its coupon uses count no more (idempotent)",
+)
+async def release_redemption(
+    body: ReleaseIn, request: Request, principal: Principal = Depends(REDEEM)
+) -> ReleaseOut:
+    """Compensation for a redemption whose purpose never came about (the invoice service
+    calls it when the invoice it redeemed for could not be stored). The redemption is
+    removed, its key may redeem again."""
+    released = await services.release(
+        _factory(request, principal), idempotency_key=body.idempotency_key
+    )
+    return ReleaseOut(
+        released=released is not None, redemption_id=released.id if released else None
+    )

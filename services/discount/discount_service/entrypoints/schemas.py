@@ -429,3 +429,17 @@ class RedemptionOut(DiscountOut):
 class RedemptionPage(BaseModel):
     items: list[RedemptionOut]
     next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page")
+
+
+class ReleaseIn(_In):
+    idempotency_key: str = Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$",
+        description="the Idempotency-Key the redemption was made with",
+    )
+
+
+class ReleaseOut(BaseModel):
+    released: bool = Field(description="false: no redemption under this key (already released)")
+    redemption_id: str | None

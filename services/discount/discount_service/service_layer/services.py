@@ -8,12 +8,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from billing_common.event_schemas import DISCOUNT_APPLIED, AppliedDiscountData, DiscountApplied
+from billing_common.event_schemas import (
+    DISCOUNT_APPLIED,
+    DISCOUNT_RELEASED,
+    AppliedDiscountData,
+    DiscountApplied,
+    DiscountReleased,
+)
 from billing_common.events import new_event
 from discount_service.adapters.repository import IdempotencyKeyTaken, PolicyKeyTaken
 from discount_service.domain.errors import (
     ConcurrentUpdate,
-    CouponExhausted,
     CouponNotApplicable,
     CouponNotFound,
     IdempotencyKeyReused,
@@ -26,6 +31,7 @@ from discount_service.domain.model import (
     DiscountRequest,
     DiscountResult,
     Redemption,
+    RejectReason,
     StackingSettings,
     normalize_code,
 )
@@ -182,7 +188,8 @@ async def redeem(
     In one transaction: the redemption row claims the key (unique per tenant), each applied
     coupon's counters move by an atomic conditional UPDATE, the lines are stored and the
     event goes to the outbox. A key seen before answers with the stored redemption (or 409
-    if the request differs); a counter that a concurrent request took first is a 409."""
+    if the request differs); a coupon use that a concurrent request took first is a 422
+    coupon-not-applicable, exactly as if that request had committed before this one began."""
     fingerprint = request.fingerprint()
     for _ in range(2):
         async with new_uow() as uow:
@@ -211,14 +218,20 @@ async def redeem(
                 (coupons[normalize_code(code)] for code in result.applied_coupon_codes()),
                 key=lambda coupon: coupon.id,  # one lock order for every transaction
             )
+            # A use taken by a concurrent redemption between the evaluation and the counter
+            # update is the same situation the evaluation reports when that redemption
+            # committed first: the same problem (422 coupon-not-applicable, same reason),
+            # whichever of the two paths a database's concurrency control takes.
             for coupon in applied:
                 if not await uow.coupons.try_count_redemption(coupon.id):
-                    raise CouponExhausted(coupon.code, "exhausted")
+                    raise CouponNotApplicable(coupon.code, RejectReason.EXHAUSTED.value)
             for coupon in applied:
                 if not await uow.coupons.try_count_customer_redemption(
                     coupon.id, request.customer_id, coupon.max_redemptions_per_customer
                 ):
-                    raise CouponExhausted(coupon.code, "customer_limit_reached")
+                    raise CouponNotApplicable(
+                        coupon.code, RejectReason.CUSTOMER_LIMIT_REACHED.value
+                    )
             uow.emit(
                 new_event(
                     source=EVENT_SOURCE,
@@ -232,6 +245,42 @@ async def redeem(
             await uow.commit()
             return RedemptionOutcome(redemption, replayed=False)
     raise ConcurrentUpdate(f"idempotency key {idempotency_key!r} is in use concurrently; retry")
+
+
+async def release(new_uow: UnitOfWorkFactory, *, idempotency_key: str) -> Redemption | None:
+    """Give back the redemption made under `idempotency_key` (compensation: the invoice it
+    was made for was never created). Its coupon uses count no more, the redemption is
+    removed (so the key may redeem again) and billing.discount.released.v1 says so, all in
+    one transaction. Releasing a key with no redemption changes nothing: idempotent."""
+    async with new_uow() as uow:
+        redemption = await uow.redemptions.by_key(idempotency_key, for_update=True)
+        if redemption is None:
+            return None
+        codes = redemption.result.applied_coupon_codes()
+        coupons = await uow.coupons.by_codes(codes)
+        # Coupon-id order, as when counting: no deadlock with a concurrent redemption.
+        for coupon in sorted(coupons.values(), key=lambda coupon: coupon.id):
+            await uow.coupons.uncount_redemption(coupon.id, redemption.customer_id)
+        await uow.redemptions.remove(redemption.id)
+        uow.emit(
+            new_event(
+                source=EVENT_SOURCE,
+                event_type=DISCOUNT_RELEASED,
+                data=DiscountReleased(
+                    redemption_id=redemption.id,
+                    customer_id=redemption.customer_id,
+                    currency=redemption.result.currency,
+                    total_discount=redemption.result.total_discount.amount,
+                    coupon_codes=list(codes),
+                    reference=redemption.reference,
+                ),
+                subject=redemption.id,
+                tenant=uow.tenant,
+            ),
+            aggregate=f"redemption:{redemption.id}",
+        )
+        await uow.commit()
+        return redemption
 
 
 def _event_data(redemption: Redemption) -> DiscountApplied:

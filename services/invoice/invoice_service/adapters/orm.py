@@ -179,3 +179,17 @@ class ReceivedEventRow(SQLModel, table=True):
     occurred_at: datetime = _when()
     received_at: datetime = _when()
     data: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class PendingCreationRow(SQLModel, table=True):
+    """An invoice being created that has redeemed a discount: written before the redemption,
+    removed in the transaction that stores the invoice. A row left behind (the final write
+    failed, the process died) means the redemption is given back to the discount service."""
+
+    __tablename__ = "invoice_pending_creations"
+
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    invoice_id: str = Field(primary_key=True, max_length=36)
+    redemption_key: str = Field(max_length=400)
+    started_at: datetime = _when()
+    releasing: bool = Field(default=False)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -172,6 +173,19 @@ class InvokerTaxClient(_PeerClient):
             ),
         )
 
+    async def discard(self, *, tenant: str, reference: str) -> None:
+        response = await self._invoker.invoke(
+            self.APP_ID,
+            "DELETE",
+            f"/v1/tax/calculations?reference={quote(reference, safe='')}",
+            headers=self._headers(tenant, "tax:calculate"),
+            idempotent=True,  # discarding twice discards once
+        )
+        if not response.ok:
+            raise PeerContractViolation(
+                f"{self.APP_ID} refused to discard calculations ({response.status_code})"
+            )
+
 
 class InvokerDiscountClient(_PeerClient):
     APP_ID = "discount"
@@ -246,3 +260,17 @@ class InvokerDiscountClient(_PeerClient):
             idempotent=True,  # the Idempotency-Key makes a retried redemption count once
         )
         return self._result(response)
+
+    async def release(self, *, tenant: str, idempotency_key: str) -> None:
+        response = await self._invoker.invoke(
+            self.APP_ID,
+            "POST",
+            "/v1/discounts/redemptions/releases",
+            json={"idempotency_key": idempotency_key},
+            headers=self._headers(tenant, "discount:redeem"),
+            idempotent=True,  # releasing twice releases once
+        )
+        if not response.ok:
+            raise PeerContractViolation(
+                f"{self.APP_ID} refused to release a redemption ({response.status_code})"
+            )

@@ -54,6 +54,18 @@ class ConcurrentModification(InvoiceError):
         )
 
 
+class CreationAbandoned(InvoiceError):
+    """An earlier attempt with this Idempotency-Key was abandoned and its discount given back
+    while this one ran: nothing was stored; send the request again (409)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"an earlier attempt with Idempotency-Key {key!r} was abandoned and its discount "
+            "released meanwhile; nothing was stored, retry the request",
+            idempotency_key=key,
+        )
+
+
 class PeerRejected(InvoiceError):
     """A peer service refused the request for a reason the client can act on (unknown
     jurisdiction, coupon not applicable): passed on as 422 with the peer's detail."""

@@ -81,6 +81,14 @@ class PaymentFlag(StrEnum):
     NOT_PAYABLE = "not_payable"  # invoice is draft/void/uncollectible: not applied
     REFUND_EXCEEDS_PAID = "refund_exceeds_paid"  # not applied
     NOT_REFUNDABLE = "not_refundable"  # invoice is draft/void: not applied
+    # The refund gives back a payment that was never applied (the payment service refunds
+    # such payments by itself): amount_paid never counted it, so it does not change.
+    REFUND_OF_UNAPPLIED = "refund_of_unapplied_payment"
+
+
+# Payments recorded but not applied because the invoice could not take them: the money was
+# captured, so the payment service is told (billing.invoice.payment_rejected.v1) and refunds it.
+REJECTED_PAYMENT_FLAGS: Final = frozenset({PaymentFlag.NOT_PAYABLE, PaymentFlag.CURRENCY_MISMATCH})
 
 
 def amount_due_of(status: InvoiceStatus, total: Decimal, amount_paid: Decimal) -> Decimal:
@@ -467,7 +475,9 @@ class Invoice:
         if amount <= 0:
             raise InvalidInvoice("a refund amount must be positive")
         flag: PaymentFlag | None = None
-        if currency != self.currency:
+        if self._only_rejected(payment_id):
+            flag = PaymentFlag.REFUND_OF_UNAPPLIED
+        elif currency != self.currency:
             flag = PaymentFlag.CURRENCY_MISMATCH
         elif self.status not in REFUNDABLE:
             flag = PaymentFlag.NOT_REFUNDABLE
@@ -509,6 +519,27 @@ class Invoice:
             self._transition(target, at, reason=f"refund {refund_id}", event_id=event_id)
             if target is not InvoiceStatus.PAID:
                 self.paid_at = None
+
+    def _only_rejected(self, payment_id: str) -> bool:
+        """The payment arrived and was recorded, but never applied."""
+        received = [
+            p for p in self.payments if p.kind is PaymentKind.PAYMENT and p.payment_id == payment_id
+        ]
+        return bool(received) and not any(p.applied for p in received)
+
+    def rejected_payment(self, payment_id: str, event_id: str | None) -> PaymentRecord | None:
+        """The record of a received payment this invoice refused to apply (not payable, other
+        currency): money that was taken and must go back to the customer."""
+        for record in reversed(self.payments):
+            if (
+                record.kind is PaymentKind.PAYMENT
+                and record.payment_id == payment_id
+                and record.event_id == event_id
+                and not record.applied
+                and record.flag in REJECTED_PAYMENT_FLAGS
+            ):
+                return record
+        return None
 
     def record_payment_failure(
         self,

@@ -8,14 +8,18 @@ from billing_common.event_schemas import (
     INVOICE_CREATED,
     INVOICE_FINALIZED,
     INVOICE_PAID,
+    INVOICE_PAYMENT_REJECTED,
+    INVOICE_STATUS_CHANGED,
     INVOICE_VOIDED,
     InvoiceCreated,
     InvoiceFinalized,
     InvoicePaid,
+    InvoicePaymentRejected,
+    InvoiceStatusChanged,
     InvoiceVoided,
 )
 from billing_common.events import CloudEvent, new_event
-from invoice_service.domain.model import Invoice
+from invoice_service.domain.model import Invoice, InvoiceStatus, PaymentRecord
 
 SOURCE = "/billing/invoice"
 
@@ -27,7 +31,14 @@ def aggregate(invoice: Invoice) -> str:
 def _event(
     invoice: Invoice,
     event_type: str,
-    data: InvoiceCreated | InvoiceFinalized | InvoicePaid | InvoiceVoided,
+    data: (
+        InvoiceCreated
+        | InvoiceFinalized
+        | InvoicePaid
+        | InvoiceVoided
+        | InvoiceStatusChanged
+        | InvoicePaymentRejected
+    ),
 ) -> CloudEvent:
     return new_event(
         source=SOURCE,
@@ -49,6 +60,7 @@ def created(invoice: Invoice) -> CloudEvent:
             total=invoice.total,
             amount_due=invoice.amount_due,
             status=invoice.status.value,
+            version=invoice.version,
         ),
     )
 
@@ -66,6 +78,7 @@ def finalized(invoice: Invoice) -> CloudEvent:
             total=invoice.total,
             amount_due=invoice.amount_due,
             due_date=invoice.due_date.isoformat() if invoice.due_date else None,
+            version=invoice.version,
         ),
     )
 
@@ -89,5 +102,48 @@ def voided(invoice: Invoice, reason: str | None) -> CloudEvent:
     return _event(
         invoice,
         INVOICE_VOIDED,
-        InvoiceVoided(invoice_id=invoice.id, number=invoice.number, reason=reason),
+        InvoiceVoided(
+            invoice_id=invoice.id, number=invoice.number, reason=reason, version=invoice.version
+        ),
+    )
+
+
+def status_changed(
+    invoice: Invoice, previous: InvoiceStatus | None, reason: str | None = None
+) -> CloudEvent:
+    """Published with every status change, so that a consumer (the payment service) learns
+    each one, whatever the change: finalized, paid, re-opened by a refund, void,
+    uncollectible."""
+    return _event(
+        invoice,
+        INVOICE_STATUS_CHANGED,
+        InvoiceStatusChanged(
+            invoice_id=invoice.id,
+            number=invoice.number,
+            customer_id=invoice.customer.id,
+            currency=invoice.currency,
+            status=invoice.status.value,
+            previous_status=previous.value if previous else None,
+            total=invoice.total,
+            amount_paid=invoice.amount_paid,
+            amount_due=invoice.amount_due,
+            version=invoice.version,
+            reason=reason,
+        ),
+    )
+
+
+def payment_rejected(invoice: Invoice, record: PaymentRecord) -> CloudEvent:
+    assert record.flag is not None
+    return _event(
+        invoice,
+        INVOICE_PAYMENT_REJECTED,
+        InvoicePaymentRejected(
+            invoice_id=invoice.id,
+            payment_id=record.payment_id,
+            currency=record.currency,
+            amount=record.amount,
+            reason=record.flag.value,
+            invoice_status=invoice.status.value,
+        ),
     )

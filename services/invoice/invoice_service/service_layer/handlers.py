@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
+from loguru import logger
 from pydantic import BaseModel, ValidationError
 
 from billing_common.event_schemas import (
     DISCOUNT_APPLIED,
+    PAYMENT_RECEIVED,
     TAX_CALCULATED,
     DiscountApplied,
     PaymentFailed,
@@ -30,6 +32,7 @@ from billing_common.outbox import is_unique_violation
 from billing_common.ports import PermanentEventError
 from invoice_service.domain.errors import (
     CouponNotApplicable,
+    CreationAbandoned,
     IdempotencyConflict,
     InvoiceError,
     InvoiceNotFound,
@@ -47,7 +50,9 @@ from invoice_service.domain.pricing import (
 )
 from invoice_service.service_layer import events
 from invoice_service.service_layer.ports import (
+    AbandonedCreations,
     DiscountPort,
+    PendingCreation,
     ReceivedEvent,
     TaxLineRequest,
     TaxPort,
@@ -118,51 +123,72 @@ async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult
     subtotals = [draft.subtotal(cmd.currency) for draft in drafts]
     amount = sum(subtotals, Decimal(0))
 
-    # 1. Discount first (on the subtotal), 2. tax on the discounted lines.
+    # 1. Discount first (on the subtotal; a quote has no side effect).
     discount = await _quote(deps, cmd, invoice_id, amount)
-    shares, tax = await _tax_after_discount(cmd, deps, invoice_id, now, subtotals, discount)
 
-    # 3. Redeem once tax succeeded. If the redemption differs from the quote (a coupon
-    # changed in between), it is what the customer really gets: tax is computed again on it.
-    if discount.total_discount > 0:
-        redeemed = await deps.discounts.redeem(
-            tenant=cmd.tenant,
-            idempotency_key=redemption_key(cmd.tenant, cmd.idempotency_key),
+    # From here on the peers keep records for this invoice (the tax calculation, the
+    # redemption that spends coupon uses), so the creation is first recorded as pending: if
+    # the invoice is not stored in the end, they are given back — at once when this request
+    # fails, by the sweeper (release_abandoned) when the process died.
+    pending = await _begin_pending(deps, cmd, invoice_id, now)
+    try:
+        # 2. Tax on the discounted lines.
+        shares, tax = await _tax_after_discount(cmd, deps, invoice_id, now, subtotals, discount)
+        # 3. Redeem once tax succeeded. If the redemption differs from the quote (a coupon
+        # changed in between), it is what the customer really gets: tax is computed again.
+        if discount.total_discount > 0:
+            redeemed = await deps.discounts.redeem(
+                tenant=cmd.tenant,
+                idempotency_key=pending.redemption_key,
+                customer=cmd.customer,
+                currency=cmd.currency,
+                amount=amount,
+                coupon_codes=cmd.coupon_codes,
+                reference=invoice_id,
+            )
+            check_discount(redeemed, amount, cmd.currency)
+            if redeemed.total_discount != discount.total_discount:
+                shares, tax = await _tax_after_discount(
+                    cmd, deps, invoice_id, now, subtotals, redeemed
+                )
+            discount = redeemed
+
+        lines = build_lines(drafts, shares, tax, currency=cmd.currency, price_mode=cmd.price_mode)
+        invoice = Invoice.create(
+            id=invoice_id,
+            tenant_id=cmd.tenant,
             customer=cmd.customer,
             currency=cmd.currency,
-            amount=amount,
-            coupon_codes=cmd.coupon_codes,
-            reference=invoice_id,
+            price_mode=cmd.price_mode,
+            series=cmd.series,
+            lines=lines,
+            discounts=list(discount.applied),
+            due_days=cmd.due_days,
+            at=now,
+            actor=cmd.actor,
+            tax_calculation_id=tax.calculation_id,
+            discount_redemption_id=discount.redemption_id,
+            memo=cmd.memo,
         )
-        check_discount(redeemed, amount, cmd.currency)
-        if redeemed.total_discount != discount.total_discount:
-            shares, tax = await _tax_after_discount(cmd, deps, invoice_id, now, subtotals, redeemed)
-        discount = redeemed
+        return await _store(cmd, deps, invoice, pending)
+    except Exception:
+        await _give_back_safely(deps, pending)
+        raise
 
-    lines = build_lines(drafts, shares, tax, currency=cmd.currency, price_mode=cmd.price_mode)
-    invoice = Invoice.create(
-        id=invoice_id,
-        tenant_id=cmd.tenant,
-        customer=cmd.customer,
-        currency=cmd.currency,
-        price_mode=cmd.price_mode,
-        series=cmd.series,
-        lines=lines,
-        discounts=list(discount.applied),
-        due_days=cmd.due_days,
-        at=now,
-        actor=cmd.actor,
-        tax_calculation_id=tax.calculation_id,
-        discount_redemption_id=discount.redemption_id,
-        memo=cmd.memo,
-    )
 
-    # 4. Invoice, history and the created event in one transaction.
+async def _store(
+    cmd: CreateInvoice, deps: Dependencies, invoice: Invoice, pending: PendingCreation
+) -> CreateResult:
+    """4. Invoice, history, the created event and the end of the pending record in one
+    transaction: either the invoice exists and keeps its redemption, or neither does."""
     try:
         async with deps.uow(cmd.tenant) as uow:
             await uow.invoices.add(
                 invoice, idempotency_key=cmd.idempotency_key, request_hash=cmd.request_hash
             )
+            if not await uow.pending.remove(pending.invoice_id, unless_releasing=True):
+                # The sweeper judged this attempt abandoned and is giving the discount back.
+                raise CreationAbandoned(cmd.idempotency_key)
             uow.emit(events.created(invoice), aggregate=events.aggregate(invoice))
             await uow.commit()
     except Exception as exc:
@@ -175,6 +201,78 @@ async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult
             raise
         return _replay(stored.invoice, stored.request_hash, cmd)
     return CreateResult(invoice, created=True)
+
+
+async def _begin_pending(
+    deps: Dependencies, cmd: CreateInvoice, invoice_id: str, now: datetime
+) -> PendingCreation:
+    pending = PendingCreation(
+        tenant_id=cmd.tenant,
+        invoice_id=invoice_id,
+        redemption_key=redemption_key(cmd.tenant, cmd.idempotency_key),
+        started_at=now,
+    )
+    async with deps.uow(cmd.tenant) as uow:
+        earlier = await uow.pending.get(invoice_id)
+    if earlier is not None and earlier.releasing:
+        # An earlier attempt is being given back (its release failed, or the sweeper is at
+        # it): finish that first, so this attempt starts from nothing (503 if a peer is down).
+        await give_back(deps, earlier)
+    async with deps.uow(cmd.tenant) as uow:
+        earlier = await uow.pending.get(invoice_id, for_update=True)
+        if earlier is not None and earlier.releasing:
+            raise CreationAbandoned(cmd.idempotency_key)
+        await uow.pending.put(pending)  # a retry after a crash takes the record over
+        await uow.commit()
+    return pending
+
+
+async def give_back(deps: Dependencies, pending: PendingCreation) -> bool:
+    """Release the redemption and discard the tax calculations of a creation that did not
+    store its invoice; True if it did. Safe to repeat and to run from several places at
+    once: the record is marked `releasing` first (a late final write then refuses to store
+    the invoice), both peer calls are idempotent, and an invoice that does exist keeps its
+    redemption and calculations."""
+    async with deps.uow(pending.tenant_id) as uow:
+        current = await uow.pending.get(pending.invoice_id, for_update=True)
+        if current is None:
+            return False  # the invoice was stored, or the release is done
+        if await uow.invoices.stamp(pending.invoice_id) is not None:
+            await uow.pending.remove(pending.invoice_id)
+            await uow.commit()
+            return False
+        if not current.releasing:
+            await uow.pending.put(replace(current, releasing=True))
+            await uow.commit()
+    await deps.discounts.release(tenant=pending.tenant_id, idempotency_key=current.redemption_key)
+    await deps.tax.discard(tenant=pending.tenant_id, reference=pending.invoice_id)
+    async with deps.uow(pending.tenant_id) as uow:
+        await uow.pending.remove(pending.invoice_id)
+        await uow.commit()
+    return True
+
+
+async def _give_back_safely(deps: Dependencies, pending: PendingCreation) -> None:
+    try:
+        await give_back(deps, pending)
+    except Exception as exc:  # noqa: BLE001 - the sweeper retries; the request's error wins
+        logger.warning("could not release the redemption of {} yet: {}", pending.invoice_id, exc)
+
+
+async def release_abandoned(
+    deps: Dependencies, abandoned: AbandonedCreations, *, older_than: timedelta, limit: int = 100
+) -> int:
+    """Give back the redemptions (and discard the tax calculations) of creations started
+    more than `older_than` ago that never stored their invoice (the process died, or the
+    release failed before); returns how many were given back. `older_than` must exceed the
+    longest a creation request can take."""
+    released = 0
+    for pending in await abandoned.older_than(deps.clock() - older_than, limit):
+        try:
+            released += await give_back(deps, pending)
+        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+            logger.warning("releasing the redemption of {} failed: {}", pending.invoice_id, exc)
+    return released
 
 
 def _replay(invoice: Invoice, request_hash: str, cmd: CreateInvoice) -> CreateResult:
@@ -270,6 +368,7 @@ async def finalize_invoice(tenant: str, invoice_id: str, actor: str, deps: Depen
         uow.emit(events.finalized(invoice), aggregate=events.aggregate(invoice))
         if invoice.status is InvoiceStatus.PAID:
             uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
+        _status_changed(uow, invoice, InvoiceStatus.DRAFT, "finalized")
         await uow.commit()
     return invoice
 
@@ -279,9 +378,11 @@ async def void_invoice(
 ) -> Invoice:
     async with deps.uow(tenant) as uow:
         invoice = await _locked(uow, invoice_id)
+        previous = invoice.status
         invoice.void(at=deps.clock(), reason=reason, actor=actor)
         await uow.invoices.save(invoice)
         uow.emit(events.voided(invoice, reason), aggregate=events.aggregate(invoice))
+        _status_changed(uow, invoice, previous, reason)
         await uow.commit()
     return invoice
 
@@ -291,8 +392,10 @@ async def mark_uncollectible(
 ) -> Invoice:
     async with deps.uow(tenant) as uow:
         invoice = await _locked(uow, invoice_id)
+        previous = invoice.status
         invoice.mark_uncollectible(at=deps.clock(), reason=reason, actor=actor)
         await uow.invoices.save(invoice)
+        _status_changed(uow, invoice, previous, reason)
         await uow.commit()
     return invoice
 
@@ -334,6 +437,7 @@ async def _apply(
         invoice = await uow.invoices.get(invoice_id, for_update=True)
         if invoice is None:
             raise PermanentEventError(f"{event.type} {event.id}: no invoice {invoice_id!r}")
+        previous = invoice.status
         try:
             became_paid = change(invoice)
         except InvoiceError as exc:
@@ -341,7 +445,29 @@ async def _apply(
         await uow.invoices.save(invoice)
         if became_paid:
             uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
+        _status_changed(uow, invoice, previous, event.type)
+        if event.type == PAYMENT_RECEIVED:
+            rejected = invoice.rejected_payment(_payment_id(event), event.id)
+            if rejected is not None:
+                uow.emit(
+                    events.payment_rejected(invoice, rejected),
+                    aggregate=events.aggregate(invoice),
+                )
         await uow.commit()
+
+
+def _payment_id(event: CloudEvent) -> str:
+    return _data(event, PaymentReceived).payment_id
+
+
+def _status_changed(
+    uow: InvoiceUnitOfWork, invoice: Invoice, previous: InvoiceStatus, reason: str | None
+) -> None:
+    """Tell consumers about a status change (none if the status stayed the same)."""
+    if invoice.status is not previous:
+        uow.emit(
+            events.status_changed(invoice, previous, reason), aggregate=events.aggregate(invoice)
+        )
 
 
 async def on_payment_received(event: CloudEvent, deps: Dependencies) -> None:

@@ -41,6 +41,9 @@ class TaxPort(Protocol):
     ) -> TaxResult:
         """Raise PeerRejected for a 4xx the client can act on, PeerUnavailable when down."""
 
+    async def discard(self, *, tenant: str, reference: str) -> None:
+        """Remove the calculations made for `reference` (an invoice never stored)."""
+
 
 class DiscountPort(Protocol):
     async def quote(
@@ -65,6 +68,38 @@ class DiscountPort(Protocol):
         coupon_codes: Sequence[str],
         reference: str,
     ) -> DiscountResult: ...
+
+    async def release(self, *, tenant: str, idempotency_key: str) -> None:
+        """Give back the redemption made under `idempotency_key` (idempotent: nothing to
+        release is fine). Raise PeerUnavailable when the discount service cannot answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCreation:
+    """An invoice creation that redeemed a discount and has not stored its invoice yet."""
+
+    tenant_id: str
+    invoice_id: str
+    redemption_key: str
+    started_at: datetime
+    releasing: bool = False
+
+
+class PendingCreations(Protocol):
+    """Tenant-scoped record of creations in progress (see handlers.create_invoice)."""
+
+    async def get(self, invoice_id: str, *, for_update: bool = False) -> PendingCreation | None: ...
+
+    async def put(self, pending: PendingCreation) -> None: ...
+
+    async def remove(self, invoice_id: str, *, unless_releasing: bool = False) -> bool:
+        """Delete the record; False if there was none (or, with `unless_releasing`, it is
+        being released)."""
+
+
+class AbandonedCreations(Protocol):
+    async def older_than(self, moment: datetime, limit: int) -> list[PendingCreation]:
+        """Creations of every tenant started before `moment` and still recorded."""
 
 
 class PdfRenderer(Protocol):

@@ -9,18 +9,25 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.outbox import OutboxRelay, SqlUnitOfWork
+from invoice_service.adapters.pending import SqlPendingCreations
 from invoice_service.adapters.repository import (
     SqlInvoiceRepository,
     SqlNumberSeries,
     SqlReceivedEventLog,
 )
-from invoice_service.service_layer.ports import InvoiceRepository, NumberSeries, ReceivedEventLog
+from invoice_service.service_layer.ports import (
+    InvoiceRepository,
+    NumberSeries,
+    PendingCreations,
+    ReceivedEventLog,
+)
 
 
 class InvoiceUnitOfWork(SqlUnitOfWork):
     invoices: InvoiceRepository
     numbers: NumberSeries
     received: ReceivedEventLog
+    pending: PendingCreations
 
     def __init__(
         self,
@@ -35,6 +42,7 @@ class InvoiceUnitOfWork(SqlUnitOfWork):
         self.invoices = SqlInvoiceRepository(self.session, self.tenant)
         self.numbers = SqlNumberSeries(self.session, self.tenant)
         self.received = SqlReceivedEventLog(self.session, self.tenant)
+        self.pending = SqlPendingCreations(self.session, self.tenant)
 
 
 UnitOfWorkFactory = Callable[[str], InvoiceUnitOfWork]

@@ -34,6 +34,8 @@ class PayableInvoiceRow(SQLModel, table=True):
     total: Decimal | None = _money(nullable=True)
     amount_due: Decimal | None = _money(nullable=True)
     number: str | None = Field(default=None, max_length=64)
+    # The invoice's version last learned (orders the status changes it reports).
+    invoice_version: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     created_at: datetime = _when()
     updated_at: datetime = _when()
 

@@ -50,6 +50,7 @@ def _invoice(row: PayableInvoiceRow) -> PayableInvoice:
         total=row.total,
         amount_due=row.amount_due,
         number=row.number,
+        version=row.invoice_version,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -143,6 +144,7 @@ class PaymentRepository:
         row.total = invoice.total
         row.amount_due = invoice.amount_due
         row.number = invoice.number
+        row.invoice_version = invoice.version
         row.updated_at = invoice.updated_at
         self._session.add(row)
 

@@ -80,9 +80,45 @@ class RefundStatus(StrEnum):
 
 
 class InvoiceState(StrEnum):
+    """The invoice's status, in the invoice service's own vocabulary (one name per state on
+    every API: a finalized invoice is `issued` here too)."""
+
     DRAFT = "draft"  # created, not yet payable
-    OPEN = "open"  # finalized: payable for amount_due
+    ISSUED = "issued"  # finalized: payable for amount_due
+    PARTIALLY_PAID = "partially_paid"
+    PAID = "paid"
     VOID = "void"  # no longer payable
+    UNCOLLECTIBLE = "uncollectible"  # written off: no longer payable
+
+
+# States in which a payment may be taken (what is outstanding decides how much). `paid` is one
+# of them: a refund makes money owed again here at once, before the invoice's status follows.
+ACCEPTS_PAYMENTS = frozenset({InvoiceState.ISSUED, InvoiceState.PARTIALLY_PAID, InvoiceState.PAID})
+# Final in the invoice service: nothing learned later moves an invoice out of them.
+FINAL_STATES = frozenset({InvoiceState.VOID, InvoiceState.UNCOLLECTIBLE})
+
+
+def legacy_state(state: InvoiceState) -> str:
+    """The name the payment API used before it adopted the invoice's vocabulary (`state`
+    field, `invoice_state` problem member): draft, open or void."""
+    if state in ACCEPTS_PAYMENTS:
+        return "open"
+    if state in FINAL_STATES:
+        return "void"
+    return str(state)
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceSnapshot:
+    """The invoice as the invoice service reported it when asked directly."""
+
+    invoice_id: str
+    status: InvoiceState
+    number: str | None
+    customer_id: str
+    currency: str
+    total: Decimal
+    version: int
 
 
 def check_amount(amount: Money) -> Money:
@@ -408,10 +444,14 @@ class Payment(GatewayAttempts):
 
 @dataclass
 class PayableInvoice:
-    """An invoice as far as payments are concerned, built from the invoice service's events.
+    """An invoice as far as payments are concerned, built from the invoice service's events
+    (and, for an invoice not known yet, from asking the invoice service).
 
-    A `void` event may arrive before anything else (redelivery order is not guaranteed); the
-    row is then a tombstone without amounts, and later events only fill in the details."""
+    Events may arrive in any order and more than once: `version` (the invoice's own change
+    counter) orders what is learned, a status is never taken from an older version, nothing
+    moves an invoice back to draft, and void/uncollectible are final. A `void` event may
+    arrive before anything else; the row is then a tombstone without amounts, and later
+    events only fill in the details."""
 
     invoice_id: str
     state: InvoiceState
@@ -422,6 +462,7 @@ class PayableInvoice:
     total: Decimal | None = None
     amount_due: Decimal | None = None
     number: str | None = None
+    version: int | None = None
 
     def _details(
         self, customer_id: str, currency: str, total: Decimal, amount_due: Decimal
@@ -462,6 +503,17 @@ class PayableInvoice:
         invoice._details(customer_id, currency, total, amount_due)
         return invoice
 
+    @classmethod
+    def learned(cls, snapshot: InvoiceSnapshot, now: datetime) -> PayableInvoice:
+        invoice = cls(
+            invoice_id=snapshot.invoice_id,
+            state=InvoiceState.DRAFT,
+            created_at=now,
+            updated_at=now,
+        )
+        invoice.learn(snapshot, now)
+        return invoice
+
     def on_created(
         self, *, customer_id: str, currency: str, total: Decimal, amount_due: Decimal, now: datetime
     ) -> None:
@@ -470,6 +522,21 @@ class PayableInvoice:
         if self.currency is None:
             self._details(customer_id, currency, total, amount_due)
             self.updated_at = now
+
+    def observe(self, state: InvoiceState, version: int | None, now: datetime) -> bool:
+        """Take a status the invoice service reported; False if it is older than what is
+        known (a lower version, a step back to draft, or anything after a final state)."""
+        if self.state in FINAL_STATES and state is not self.state:
+            return False
+        if state is InvoiceState.DRAFT and self.state is not InvoiceState.DRAFT:
+            return False
+        if version is not None and self.version is not None and version < self.version:
+            return False
+        self.state = state
+        if version is not None:
+            self.version = max(version, self.version or 0)
+        self.updated_at = now
+        return True
 
     def finalize(
         self,
@@ -480,34 +547,56 @@ class PayableInvoice:
         total: Decimal,
         amount_due: Decimal,
         now: datetime,
+        version: int | None = None,
     ) -> None:
-        """Payable for `amount_due` (the finalized figures win over the draft's). A void
-        invoice stays void."""
+        """Payable for `amount_due` (the finalized figures win over the draft's). Only a
+        draft becomes issued: a void invoice stays void, a later status stays."""
         self._details(customer_id, currency, total, amount_due)
         self.number = number
-        if self.state is not InvoiceState.VOID:
-            self.state = InvoiceState.OPEN
+        if self.state is InvoiceState.DRAFT:
+            self.observe(InvoiceState.ISSUED, version, now)
         self.updated_at = now
 
-    def void(self, now: datetime) -> None:
+    def learn(self, snapshot: InvoiceSnapshot, now: datetime) -> None:
+        """What the invoice service answered when asked. A finalized invoice is payable for
+        its total: the payments this service took are subtracted from it here (a payment
+        the invoice service applied was taken by this service)."""
+        if self.currency is None or self.state is InvoiceState.DRAFT:
+            self._details(snapshot.customer_id, snapshot.currency, snapshot.total, snapshot.total)
+        self.number = self.number or snapshot.number
+        self.observe(snapshot.status, snapshot.version, now)
+
+    def void(self, now: datetime, version: int | None = None) -> None:
+        """Void is final whatever was learned before it."""
         self.state = InvoiceState.VOID
+        if version is not None:
+            self.version = max(version, self.version or 0)
         self.updated_at = now
+
+    @property
+    def needs_lookup(self) -> bool:
+        """Still a draft here: its finalization may be on its way; ask the invoice service."""
+        return self.state is InvoiceState.DRAFT
 
     def ensure_payable(self) -> None:
+        if self.state in ACCEPTS_PAYMENTS:
+            return
         if self.state is InvoiceState.DRAFT:
-            raise InvoiceNotPayable(
+            detail = (
                 f"invoice {self.invoice_id} is still a draft; it becomes payable once it is "
-                "finalized. If it was finalized just now, the finalized event may still be in "
-                "flight: retry in a few seconds.",
-                invoice_id=self.invoice_id,
-                invoice_state=str(self.state),
+                "finalized (if it was finalized just now, its event may still be in flight: "
+                "retry shortly)"
             )
-        if self.state is InvoiceState.VOID:
-            raise InvoiceNotPayable(
-                f"invoice {self.invoice_id} is void and can no longer be paid",
-                invoice_id=self.invoice_id,
-                invoice_state=str(self.state),
-            )
+        elif self.state is InvoiceState.VOID:
+            detail = f"invoice {self.invoice_id} is void and can no longer be paid"
+        else:
+            detail = f"invoice {self.invoice_id} is {self.state} and can no longer be paid"
+        raise InvoiceNotPayable(
+            detail,
+            invoice_id=self.invoice_id,
+            invoice_status=str(self.state),
+            invoice_state=legacy_state(self.state),
+        )
 
     @property
     def amount_due_money(self) -> Money:
@@ -518,10 +607,11 @@ class PayableInvoice:
 
 def invoice_not_known(invoice_id: str) -> InvoiceNotPayable:
     return InvoiceNotPayable(
-        f"invoice {invoice_id} is not known to the payment service yet. Invoices become "
-        "payable when they are finalized; if it was finalized just now, the finalized event "
-        "may still be in flight: retry in a few seconds.",
+        f"invoice {invoice_id} is not known to the payment service, and the invoice "
+        "service did not confirm it exists; if it was finalized just now, its event may "
+        "still be in flight: retry shortly",
         invoice_id=invoice_id,
+        invoice_status="unknown",
         invoice_state="unknown",
     )
 

@@ -11,12 +11,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from billing_common.money import Money, format_amount, to_decimal
-from payment_service.domain.model import Payment as PaymentModel
 from payment_service.domain.model import (
+    ACCEPTS_PAYMENTS,
     PaymentStatus,
     RefundStatus,
     StatusChange,
+    legacy_state,
 )
+from payment_service.domain.model import Payment as PaymentModel
 from payment_service.domain.model import Refund as RefundModel
 from payment_service.service_layer.services import InvoiceView
 
@@ -144,8 +146,16 @@ class PayableInvoiceOut(BaseModel):
     number: str | None
     customer_id: str | None
     currency: str | None
-    state: str
-    payable: bool = Field(description="open and something outstanding")
+    status: str = Field(
+        description="the invoice's status in the invoice service's vocabulary: draft, "
+        "issued, partially_paid, paid, void, uncollectible"
+    )
+    state: str = Field(
+        deprecated=True,
+        description="former name: open (issued, partially_paid, paid), draft or void "
+        "(void, uncollectible); use status",
+    )
+    payable: bool = Field(description="accepts payments and something is outstanding")
     total: str | None
     amount_due: str | None
     paid: str | None = Field(description="captured minus refunded")
@@ -240,14 +250,15 @@ def _change_out(change: StatusChange) -> StatusChangeOut:
 
 def payable_invoice_out(view: InvoiceView) -> PayableInvoiceOut:
     invoice, balance = view.invoice, view.balance
-    open_state = str(invoice.state) == "open"
+    accepts = invoice.state in ACCEPTS_PAYMENTS
     return PayableInvoiceOut(
         invoice_id=invoice.invoice_id,
         number=invoice.number,
         customer_id=invoice.customer_id,
         currency=invoice.currency,
-        state=str(invoice.state),
-        payable=open_state and balance is not None and not balance.outstanding.is_zero,
+        status=str(invoice.state),
+        state=legacy_state(invoice.state),
+        payable=accepts and balance is not None and not balance.outstanding.is_zero,
         total=_amount(invoice.total),
         amount_due=_amount(invoice.amount_due),
         paid=_money(balance.net_paid) if balance else None,

@@ -27,6 +27,8 @@ from billing_common.event_schemas import (
     PAYMENT_REFUNDED,
     InvoiceCreated,
     InvoiceFinalized,
+    InvoicePaymentRejected,
+    InvoiceStatusChanged,
     InvoiceVoided,
     PaymentFailed,
     PaymentReceived,
@@ -34,13 +36,14 @@ from billing_common.event_schemas import (
 )
 from billing_common.events import CloudEvent, new_event
 from billing_common.money import Money, MoneyError, format_amount
-from billing_common.ports import PermanentEventError
+from billing_common.ports import PeerUnavailable, PermanentEventError
 from payment_service.adapters.repository import (
     IdempotencyRecord,
     PaymentLocation,
     PaymentRepository,
 )
 from payment_service.domain.errors import (
+    AmountExceedsRefundable,
     IdempotencyKeyReused,
     InvalidStatusTransition,
     PayableInvoiceNotFound,
@@ -57,16 +60,20 @@ from payment_service.domain.gateway import (
     WebhookNotification,
 )
 from payment_service.domain.model import (
+    CAPTURED,
     InvoiceBalance,
+    InvoiceState,
     PayableInvoice,
     Payment,
     PaymentStatus,
     Refund,
+    RefundStatus,
     invoice_balance,
     invoice_not_known,
     plan_payment,
 )
 from payment_service.service_layer.gateways import GatewayRegistry
+from payment_service.service_layer.ports import InvoiceDirectory
 from payment_service.service_layer.unit_of_work import ConcurrentWrite, PaymentUnitOfWork
 
 SOURCE = "/billing/payment"
@@ -138,6 +145,17 @@ class InvoiceView:
     balance: InvoiceBalance | None  # None for a void tombstone without amounts
 
 
+def auto_refund_key(payment_id: str) -> str:
+    """The Idempotency-Key of the refund this service makes by itself for a payment the
+    invoice refused: one per payment, so redelivered events refund it once."""
+    return f"auto-refund:{payment_id}"
+
+
+class AutoRefundIncomplete(Exception):
+    """The automatic refund's gateway outcome is not known yet: the event is delivered again
+    and the refund retried under the same key."""
+
+
 def gateway_idempotency_key(kind: str, resource_id: str) -> str:
     """Keys sent to the gateway derive from our ids: unique across tenants (one gateway
     account serves them all) and the same on every retry of one payment or refund."""
@@ -166,11 +184,13 @@ class PaymentService:
         uow: UnitOfWorkFactory,
         gateways: GatewayRegistry,
         *,
+        invoices: InvoiceDirectory | None = None,
         clock: Clock = utcnow,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._uow = uow
         self._gateways = gateways
+        self._invoices = invoices
         self._clock = clock
         self._new_id = new_id
 
@@ -179,6 +199,7 @@ class PaymentService:
     async def pay(self, tenant: str, idempotency_key: str, command: PayCommand) -> PaymentResult:
         gateway = self._gateways.get(command.gateway)
         fingerprint = command.fingerprint()
+        await self._learn_if_unseen(tenant, command.invoice_id)
         created: Payment | None = None
         invoice: PayableInvoice | None = None
         async with self._uow() as uow:
@@ -228,6 +249,39 @@ class PaymentService:
             if payment_id is None:
                 raise ConcurrentWrite("the payment could not be stored; retry the request")
         return PaymentResult(await self._resume_payment(tenant, payment_id), created=False)
+
+    async def _learn_if_unseen(self, tenant: str, invoice_id: str) -> None:
+        """An invoice this service has not seen finalized (unknown, or a draft here) may have
+        been finalized a moment ago, its event still on the way: ask the invoice service
+        instead of refusing, and record the answer. Outside any transaction (network I/O)."""
+        if self._invoices is None:
+            return
+        async with self._uow() as uow:
+            known = await uow.payments(tenant).get_invoice(invoice_id)
+        if known is not None and not known.needs_lookup:
+            return
+        try:
+            snapshot = await self._invoices.lookup(tenant, invoice_id)
+        except PeerUnavailable as exc:
+            # Then what this service knows decides (a refusal says to retry).
+            logger.warning("could not ask the invoice service about {}: {}", invoice_id, exc)
+            return
+        if snapshot is None or snapshot.invoice_id != invoice_id:
+            return
+        async with self._uow() as uow:
+            repo = uow.payments(tenant)
+            now = self._clock()
+            invoice = await repo.get_invoice(invoice_id, for_update=True)
+            if invoice is None:
+                invoice = PayableInvoice.learned(snapshot, now)
+            else:
+                invoice.learn(snapshot, now)
+            await repo.save_invoice(invoice)
+            try:
+                await uow.commit()
+            except ConcurrentWrite:
+                # The finalized event created the row meanwhile: it says the same.
+                logger.info("invoice {} was recorded concurrently", invoice_id)
 
     async def _resume_payment(self, tenant: str, payment_id: str) -> Payment:
         """A repeated request: retry the gateway only if the last outcome was unknown."""
@@ -655,6 +709,7 @@ class PaymentService:
                     total=data.total,
                     amount_due=data.amount_due,
                     now=now,
+                    version=data.version,
                 )
             except MoneyError as exc:
                 raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
@@ -675,9 +730,71 @@ class PaymentService:
                 )
             else:
                 invoice.number = invoice.number or data.number
-                invoice.void(now)
+                invoice.void(now, data.version)
             await repo.save_invoice(invoice)
             await uow.commit()
+
+    async def on_invoice_status_changed(self, event: CloudEvent) -> None:
+        """Every status change of the invoice (paid, re-opened by a refund, uncollectible,
+        void...): a charge is refused at once when the invoice stops being payable."""
+        tenant, data = _parse(event, InvoiceStatusChanged)
+        try:
+            status = InvoiceState(data.status)
+        except ValueError as exc:
+            raise PermanentEventError(f"{event.type} {event.id}: unknown status") from exc
+        async with self._uow() as uow:
+            if not await uow.claim_event(CONSUMER, event):
+                return
+            repo = uow.payments(tenant)
+            now = self._clock()
+            invoice = await repo.get_invoice(data.invoice_id, for_update=True)
+            try:
+                if invoice is None:  # the earlier events are missed or still on their way
+                    invoice = PayableInvoice.created(
+                        invoice_id=data.invoice_id,
+                        customer_id=data.customer_id,
+                        currency=data.currency,
+                        total=data.total,
+                        amount_due=data.total,  # payable for the total less our payments
+                        now=now,
+                    )
+            except MoneyError as exc:
+                raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
+            invoice.number = invoice.number or data.number
+            invoice.observe(status, data.version, now)
+            await repo.save_invoice(invoice)
+            await uow.commit()
+
+    async def on_invoice_payment_rejected(self, event: CloudEvent) -> None:
+        """The invoice refused a payment this service captured (it had become void or
+        uncollectible before the payment reached it): give the money back, in full.
+
+        Idempotent through the refund's own Idempotency-Key (one per payment), which is
+        committed with the pending refund before the gateway is called; an unknown gateway
+        outcome raises, so the event comes again and the refund is retried with that key."""
+        tenant, data = _parse(event, InvoicePaymentRejected)
+        async with self._uow() as uow:
+            payment = await uow.payments(tenant).get(data.payment_id)
+        if payment is None:
+            raise PermanentEventError(f"{event.type} {event.id}: no payment {data.payment_id}")
+        if payment.status not in CAPTURED:
+            return  # nothing was taken
+        try:
+            outcome = await self.refund(tenant, payment.id, auto_refund_key(payment.id), None)
+        except AmountExceedsRefundable:
+            logger.info("payment {} was refunded already", payment.id)
+            return
+        refund = outcome.refund
+        logger.warning(
+            "payment {} refused by invoice {} ({}): refund {} {}",
+            payment.id,
+            data.invoice_id,
+            data.reason,
+            refund.id,
+            refund.status,
+        )
+        if refund.status is RefundStatus.PENDING and refund.gateway_reference is None:
+            raise AutoRefundIncomplete(f"refund {refund.id} of payment {payment.id} is pending")
 
     # -- reads -----------------------------------------------------------------------------
 

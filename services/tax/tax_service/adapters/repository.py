@@ -13,7 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, and_, func, insert, or_
+from sqlalchemy import Table, and_, delete, func, insert, or_
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -474,6 +474,16 @@ class CalculationRepository:
                 lines=_lines_to_json(calculation),
             )
         )
+
+    async def discard_for_reference(self, reference: str) -> int:
+        """Delete the calculations made for `reference`; returns how many."""
+        result = await (await self._session.connection()).execute(
+            delete(_CALCULATIONS).where(
+                _CALCULATIONS.c.tenant_id == self._tenant,
+                _CALCULATIONS.c.reference == reference,
+            )
+        )
+        return int(result.rowcount)
 
     async def get(self, calculation_id: str) -> TaxCalculation | None:
         row = await self._session.get(TaxCalculationRow, calculation_id)

@@ -24,6 +24,7 @@ from tax_service.entrypoints.schemas import (
     CalculationIn,
     CalculationOut,
     CalculationPage,
+    DiscardedOut,
     RuleDefinition,
     RuleIn,
     RuleOut,
@@ -258,3 +259,20 @@ async def delete_rule(
 ) -> Response:
     await services.delete_rule(_uow(request, principal), rule_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/calculations",
+    response_model=DiscardedOut,
+    tags=["calculations"],
+    summary="Discard the calculations made for a reference that never came about (idempotent)",
+)
+async def discard_calculations(
+    request: Request,
+    reference: Annotated[str, Query(min_length=1, max_length=128)],
+    principal: Principal = Depends(CALCULATE),
+) -> DiscardedOut:
+    """Compensation: the invoice service calls it for an invoice it could not store, so the
+    history keeps no calculation for an invoice that never existed."""
+    discarded = await services.discard_calculations(_uow(request, principal), reference)
+    return DiscardedOut(discarded=discarded)

@@ -389,3 +389,7 @@ class CalculationOut(BaseModel):
 class CalculationPage(BaseModel):
     items: list[CalculationOut]
     next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page")
+
+
+class DiscardedOut(BaseModel):
+    discarded: int = Field(description="calculations removed (0 when there were none)")

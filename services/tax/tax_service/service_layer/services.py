@@ -180,6 +180,15 @@ async def get_calculation(uow: TaxUnitOfWork, calculation_id: str) -> TaxCalcula
     return calculation
 
 
+async def discard_calculations(uow: TaxUnitOfWork, reference: str) -> int:
+    """Compensation: the calculations made for `reference` (an invoice that was never
+    created) are removed from the history. Idempotent; returns how many were removed."""
+    async with uow:
+        discarded = await uow.calculations.discard_for_reference(reference)
+        await uow.commit()
+    return discarded
+
+
 async def list_calculations(
     uow: TaxUnitOfWork,
     *,

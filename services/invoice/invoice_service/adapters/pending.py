@@ -1,0 +1,83 @@
+"""SQL record of invoice creations in progress that redeemed a discount."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from invoice_service.adapters.orm import PendingCreationRow
+from invoice_service.service_layer.ports import PendingCreation
+
+
+def _pending(row: PendingCreationRow) -> PendingCreation:
+    return PendingCreation(
+        tenant_id=row.tenant_id,
+        invoice_id=row.invoice_id,
+        redemption_key=row.redemption_key,
+        started_at=row.started_at,
+        releasing=row.releasing,
+    )
+
+
+class SqlPendingCreations:
+    def __init__(self, session: AsyncSession, tenant: str) -> None:
+        self._session = session
+        self._tenant = tenant
+
+    async def get(self, invoice_id: str, *, for_update: bool = False) -> PendingCreation | None:
+        query = select(PendingCreationRow).where(
+            PendingCreationRow.tenant_id == self._tenant,
+            PendingCreationRow.invoice_id == invoice_id,
+        )
+        if for_update:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        row = (await self._session.exec(query)).first()
+        return _pending(row) if row is not None else None
+
+    async def put(self, pending: PendingCreation) -> None:
+        row = await self._session.get(PendingCreationRow, (self._tenant, pending.invoice_id))
+        if row is None:
+            row = PendingCreationRow(
+                tenant_id=self._tenant,
+                invoice_id=pending.invoice_id,
+                redemption_key=pending.redemption_key,
+                started_at=pending.started_at,
+            )
+        row.redemption_key = pending.redemption_key
+        row.started_at = pending.started_at
+        row.releasing = pending.releasing
+        self._session.add(row)
+        await self._session.flush()
+
+    async def remove(self, invoice_id: str, *, unless_releasing: bool = False) -> bool:
+        statement = delete(PendingCreationRow).where(
+            col(PendingCreationRow.tenant_id) == self._tenant,
+            col(PendingCreationRow.invoice_id) == invoice_id,
+        )
+        if unless_releasing:
+            statement = statement.where(col(PendingCreationRow.releasing).is_(False))
+        result = await self._session.exec(statement)
+        return bool(result.rowcount == 1)
+
+
+class SqlAbandonedCreations:
+    """Across tenants: the sweeper looks at every tenant's creations left behind."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def older_than(self, moment: datetime, limit: int) -> list[PendingCreation]:
+        async with self._sessions() as session:
+            rows = (
+                await session.exec(
+                    select(PendingCreationRow)
+                    .where(col(PendingCreationRow.started_at) < moment)
+                    .order_by(col(PendingCreationRow.started_at))
+                    .limit(limit)
+                )
+            ).all()
+        return [_pending(row) for row in rows]
