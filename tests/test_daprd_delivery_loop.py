@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +30,7 @@ from billing_common.events import CloudEvent
 from billing_common.settings import ServiceSettings
 from billing_common.tracing import bind
 from billing_launcher.registry import SERVICES, app_factory
+from charts.tests.chart_objects import rendered_objects
 from tests.daprd_standin import (
     DaprCluster,
     DaprResources,
@@ -43,7 +41,6 @@ from tests.daprd_standin import (
 from tests.flows import create_invoice, finalize, get_invoice, pay, wait_payable, wait_status
 
 ROOT = Path(__file__).resolve().parents[1]
-RENDER = ROOT / "charts" / "tests" / "render_chart.py"
 # Waits between delivery attempts are scaled down; the number of attempts is the policy's.
 TIME_SCALE = 0.002
 SECRETS = {
@@ -59,17 +56,7 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 def chart_resources() -> DaprResources:
     """The chart as Helm renders it with its default values; each app's Configuration is the
     one its Deployment's dapr.io/config annotation names."""
-    done = subprocess.run(
-        [sys.executable, str(RENDER)],
-        input="{}",
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HELM_DRIVER": "memory"},
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    objects = [o for o in yaml.safe_load_all(json.loads(done.stdout)["manifest"]) if o]
+    objects = rendered_objects()
     config_of_app: dict[str, str | None] = {}
     for deployment in (o for o in objects if o["kind"] == "Deployment"):
         annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
