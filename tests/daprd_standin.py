@@ -254,14 +254,6 @@ class CodeError(Exception):
         self.status = status
 
 
-class Permanent(Exception):
-    """backoff.Permanent: stop retrying."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
 async def run_policy(
     policy: Policy, operation: Callable[[], Awaitable[Any]], time_scale: float
 ) -> Any:

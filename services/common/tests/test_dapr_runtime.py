@@ -644,7 +644,7 @@ async def test_delivered_events_take_effect_once(payment: PaymentHarness) -> Non
     assert after.json() == before
 
 
-async def test_bad_events_are_dropped_and_failures_retried(
+async def test_bad_events_are_refused_and_failures_retried(
     fake_dapr: FakeDapr, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from payment_service.service_layer.services import PaymentService
