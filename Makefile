@@ -77,11 +77,14 @@ logs: ## follow the logs of the processes started by `make up`
 status: $(STAMP) ## show which services answer /readyz
 	@$(PY) -m billing_launcher.direct status
 
-dlq: $(STAMP) ## list dead-lettered events (QUEUE=billing.events.invoice)
-	@$(PY) -m billing_common.dead_letters --queue $(or $(QUEUE),billing.events.invoice) list
+# Direct runtime: QUEUE=<exchange>.<service>; dapr runtime: DAPR_APP=<app-id> (dlq-<app>-<topic>).
+DLQ_WHERE = $(if $(DAPR_APP),--dapr-app $(DAPR_APP),--queue $(or $(QUEUE),billing.events.invoice))
 
-dlq-replay: $(STAMP) ## move dead-lettered events back to their queue (QUEUE=…)
-	@$(PY) -m billing_common.dead_letters --queue $(or $(QUEUE),billing.events.invoice) replay --all
+dlq: $(STAMP) ## list dead-lettered events (QUEUE=billing.events.invoice, or DAPR_APP=invoice)
+	@$(PY) -m billing_common.dead_letters $(DLQ_WHERE) list
+
+dlq-replay: $(STAMP) ## move dead-lettered events back to their queue (QUEUE=… or DAPR_APP=…)
+	@$(PY) -m billing_common.dead_letters $(DLQ_WHERE) replay --all
 
 bench: $(STAMP) ## benchmarks on the direct runtime; prints a table and writes bench/out/results.json
 	@scripts/ensure-servers.sh

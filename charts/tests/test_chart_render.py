@@ -200,7 +200,7 @@ def test_service_deployment(default: Rendered, service: str, port: int) -> None:
     assert annotations["dapr.io/enabled"] == "true"
     assert annotations["dapr.io/app-id"] == service
     assert annotations["dapr.io/app-port"] == str(port)
-    assert annotations["dapr.io/config"] == "billing-dapr"
+    assert annotations["dapr.io/config"] == f"billing-dapr-{service}"
     assert annotations["dapr.io/enable-api-logging"] == "true"
 
     container = _container(deployment)
@@ -296,11 +296,17 @@ def test_application_secrets_are_generated_and_kept(default: Rendered) -> None:
         secret = default.get("Secret", name)
         assert len(secret["stringData"][name]) == 48
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    role = default.get("Role", "billing-secret-reader")
-    (rule,) = role["rules"]
-    assert set(rule["resourceNames"]) == APP_SECRETS and rule["verbs"] == ["get"]
-    binding = default.get("RoleBinding", "billing-secret-reader")
-    assert {s["name"] for s in binding["subjects"]} == {f"billing-{s}" for s in SERVICES}
+    # Each service account reads only its own secrets (tax never stripe-api-key).
+    readable: set[str] = set()
+    for service in SERVICES:
+        (rule,) = default.get("Role", f"billing-{service}-secret-reader")["rules"]
+        assert rule["verbs"] == ["get"]
+        readable |= set(rule["resourceNames"])
+        binding = default.get("RoleBinding", f"billing-{service}-secret-reader")
+        assert [s["name"] for s in binding["subjects"]] == [f"billing-{service}"]
+        if service != "payment":
+            assert rule["resourceNames"] == ["jwt-signing-key"]
+    assert readable == APP_SECRETS
 
 
 # --- the operator -------------------------------------------------------------------------
@@ -372,39 +378,11 @@ def _metadata_items(names: set[str]) -> dict[str, Any]:
     }
 
 
-# Field names as Dapr documents them for each component type (see TESTING-THE-CLUSTER-HALF).
+# Field names from the components' own metadata definitions (vendored with their upstream
+# source in dapr_component_metadata.yaml; value checks in test_dapr_components_semantics).
 COMPONENT_FIELDS: dict[tuple[str, str], set[str]] = {
-    ("pubsub.rabbitmq", "v1"): {
-        "connectionString",
-        "consumerID",
-        "durable",
-        "deletedWhenUnused",
-        "autoAck",
-        "deliveryMode",
-        "requeueInFailure",
-        "prefetchCount",
-        "reconnectWait",
-        "concurrencyMode",
-        "publisherConfirm",
-        "enableDeadLetter",
-        "maxLen",
-        "maxLenBytes",
-        "exchangeKind",
-        "ttlInSeconds",
-    },
-    ("state.postgresql", "v2"): {
-        "connectionString",
-        "host",
-        "port",
-        "database",
-        "user",
-        "password",
-        "tablePrefix",
-        "timeout",
-        "cleanupInterval",
-    },
-    ("secretstores.kubernetes", "v1"): {"defaultNamespace", "kubeconfigPath"},
-    ("secretstores.local.file", "v1"): {"secretsFile", "nestedSeparator", "multiValued"},
+    tuple(kind.split("/")): set(fields)  # type: ignore[misc]
+    for kind, fields in yaml.safe_load((HERE / "dapr_component_metadata.yaml").read_text()).items()
 }
 REQUIRED_FIELDS: dict[str, set[str]] = {
     "pubsub.rabbitmq": {"connectionString"},
@@ -691,7 +669,8 @@ def test_pubsub_and_state_components(default: Rendered) -> None:
     assert default.get("Component", "pubsub")["spec"]["type"] == "pubsub.rabbitmq"
     assert pubsub["connectionString"] == {"name": "billing-messaging", "key": "connection-string"}
     assert (pubsub["durable"], pubsub["deliveryMode"]) == ("true", "2")
-    assert (pubsub["requeueInFailure"], pubsub["publisherConfirm"]) == ("true", "true")
+    # Failed deliveries are dead-lettered, not requeued forever (test_daprd_delivery_loop).
+    assert (pubsub["requeueInFailure"], pubsub["publisherConfirm"]) == ("false", "true")
     assert (pubsub["enableDeadLetter"], pubsub["prefetchCount"]) == ("true", "32")
     messaging = default.get("Secret", "billing-messaging")["stringData"]
     assert messaging["connection-string"].startswith("amqp://billing:")
@@ -711,7 +690,8 @@ def test_pubsub_and_state_components(default: Rendered) -> None:
 
 
 def test_configuration_and_resiliency(default: Rendered) -> None:
-    config = default.get("Configuration", "billing-dapr")["spec"]
+    # One Configuration per app id (least privilege: test_dapr_components_semantics).
+    config = default.get("Configuration", "billing-dapr-tax")["spec"]
     assert config["tracing"]["samplingRate"] == "1"
     assert config["accessControl"]["defaultAction"] == "deny"
     assert {p["appId"] for p in config["accessControl"]["policies"]} == {
@@ -720,7 +700,9 @@ def test_configuration_and_resiliency(default: Rendered) -> None:
         "billing-operator",
     }
     (scope,) = config["secrets"]["scopes"]
-    assert scope["defaultAccess"] == "deny" and set(scope["allowedSecrets"]) == APP_SECRETS
+    assert scope["defaultAccess"] == "deny" and scope["allowedSecrets"] == ["jwt-signing-key"]
+    payment = default.get("Configuration", "billing-dapr-payment")["spec"]
+    assert set(payment["secrets"]["scopes"][0]["allowedSecrets"]) == APP_SECRETS
     # mTLS belongs to the control plane's own Configuration, which Dapr's installer owns.
     assert "daprsystem" not in default.names("Configuration")
 
@@ -789,7 +771,7 @@ def test_non_default_values(custom: Rendered) -> None:
 
     resiliency = custom.get("Resiliency", "acme-billing")
     assert set(resiliency["spec"]["targets"]["apps"]) == {"tax", "discount", "invoice"}
-    config = custom.get("Configuration", "acme-billing-dapr")["spec"]
+    config = custom.get("Configuration", "acme-billing-dapr-tax")["spec"]
     assert "accessControl" not in config
     assert config["tracing"]["zipkin"]["endpointAddress"].startswith("http://zipkin.")
     system = custom.get("Configuration", "daprsystem")
@@ -815,10 +797,21 @@ def test_non_default_values(custom: Rendered) -> None:
         ({"unknownKey": True}, "schema"),
         ({"secrets": {"jwtSigningKey": "too-short"}}, "schema"),
         ({"dapr": {"pubsub": {"deliveryMode": 3}}}, "schema"),
+        ({"dapr": {"pubsub": {"prefetchCount": 256}}}, "schema"),
+        ({"dapr": {"pubsub": {"requeueInFailure": True}}}, "schema"),
         ({"postgresql": {"enabled": False}}, "database.urls.tax is required"),
         ({"rabbitmq": {"enabled": False}}, "messaging.connectionString is required"),
     ],
-    ids=["port-as-string", "unknown-key", "short-jwt-key", "delivery-mode", "no-db", "no-mq"],
+    ids=[
+        "port-as-string",
+        "unknown-key",
+        "short-jwt-key",
+        "delivery-mode",
+        "prefetch-over-uint8",
+        "requeue-hides-dead-letters",
+        "no-db",
+        "no-mq",
+    ],
 )
 def test_bad_values_are_refused(values: dict[str, Any], message: str) -> None:
     done = render(values)

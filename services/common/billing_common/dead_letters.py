@@ -1,13 +1,19 @@
-"""Dead-letter queue tool for the direct runtime (RabbitMQ).
+"""Dead-letter queue tool for RabbitMQ: the direct runtime's queues and the dapr runtime's.
 
     python -m billing_common.dead_letters --queue billing.events.invoice list
     python -m billing_common.dead_letters --queue billing.events.invoice replay --all
     python -m billing_common.dead_letters --queue billing.events.invoice replay --id EVENT_ID
     python -m billing_common.dead_letters --queue billing.events.invoice purge [--id EVENT_ID]
+    python -m billing_common.dead_letters --dapr-app invoice list
+    python -m billing_common.dead_letters --dapr-app invoice [--topic T] replay --all
 
-`--queue` names a consumer's queue (`<exchange>.<service>`); its dead letters are in
-`<queue>.dlq`. Replay moves them back to that queue with a fresh retry budget. The broker URL
-comes from `--amqp-url`, else AMQP_URL, else the local default.
+`--queue` names a direct-runtime consumer's queue (`<exchange>.<service>`); its dead letters
+are in `<queue>.dlq`. `--dapr-app` names a Dapr app id: Dapr's RabbitMQ component keeps its
+dead letters in `dlq-<app-id>-<topic>`, one per subscribed topic (`--topic`, repeatable;
+default every billing event type, skipping the queues that do not exist). Replay moves them
+back to the consumer's own queue with a fresh retry budget. The broker URL comes from
+`--amqp-url`, else AMQP_URL, else the local default (on Kubernetes: port-forward the broker
+and use the connection string of the `<release>-messaging` Secret; README, Kubernetes).
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from typing import TextIO
 import aio_pika
 import aiormq
 
+import billing_common.event_schemas  # noqa: F401 - registers the event types (default topics)
+from billing_common.adapters.dapr_dead_letters import DaprDeadLetterQueue, existing_queues
 from billing_common.adapters.rabbitmq_bus import DeadLetter, DeadLetterQueue
+from billing_common.events import registered_event_types
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -36,8 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--amqp-url", default=os.environ.get("AMQP_URL", DEFAULT_AMQP_URL), help="broker URL"
     )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--queue", help="direct runtime: consumer queue, e.g. billing.events.invoice"
+    )
+    where.add_argument("--dapr-app", help="dapr runtime: the app id, e.g. invoice")
     parser.add_argument(
-        "--queue", required=True, help="consumer queue, e.g. billing.events.invoice"
+        "--topic",
+        action="append",
+        help="with --dapr-app: only this topic (repeatable; default every billing event type)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -89,6 +105,8 @@ async def run(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
         out.write(f"cannot connect to RabbitMQ: {exc!r}\n")
         return 2
     try:
+        if args.dapr_app:
+            return await _dapr_command(connection, args, out)
         dlq = DeadLetterQueue(connection, args.queue)
         try:
             return await _command(dlq, args, out)
@@ -99,7 +117,22 @@ async def run(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
         await connection.close()
 
 
-async def _command(dlq: DeadLetterQueue, args: argparse.Namespace, out: TextIO) -> int:
+async def _dapr_command(
+    connection: aio_pika.abc.AbstractConnection, args: argparse.Namespace, out: TextIO
+) -> int:
+    topics = args.topic or registered_event_types()
+    queues = await existing_queues(connection, args.dapr_app, topics)
+    if not queues:
+        out.write(f"no dead-letter queue dlq-{args.dapr_app}-<topic> for {', '.join(topics)}\n")
+        return 2
+    codes = [await _command(dlq, args, out) for dlq in queues]
+    # One queue without the wanted id is not a failure when another had it.
+    return 0 if 0 in codes else max(codes)
+
+
+async def _command(
+    dlq: DeadLetterQueue | DaprDeadLetterQueue, args: argparse.Namespace, out: TextIO
+) -> int:
     if args.command == "list":
         letters = await dlq.peek(limit=args.limit)
         for letter in letters:

@@ -280,8 +280,11 @@ async def test_publish_passes_our_cloudevent_through_on_the_event_type_topic(
     assert request.pubsub_name == PUBSUB
     assert request.topic == PAYMENT_RECEIVED
     assert request.data_content_type == "application/cloudevents+json"
-    assert CloudEvent.from_json(request.data) == event
-    assert json.loads(request.data)["traceparent"] == TRACEPARENT
+    published = json.loads(request.data)
+    # daprd keeps the envelope's trace context only when it has `traceid` (else it sets both
+    # to its own span): components-contrib pubsub.FromCloudEvent.
+    assert published.pop("traceid") == published["traceparent"] == TRACEPARENT
+    assert CloudEvent.model_validate(published) == event
 
 
 async def test_a_refused_publish_raises_and_the_outbox_keeps_the_row(
@@ -315,8 +318,14 @@ async def test_a_refused_publish_raises_and_the_outbox_keeps_the_row(
     fake_dapr.publish_error = None
     assert await relay.publish_pending() == 1
     assert await relay.pending_count() == 0
-    assert CloudEvent.from_json(fake_dapr.published[0].data) == event
+    assert _without_traceid(fake_dapr.published[0].data) == event
     await engine.dispose()
+
+
+def _without_traceid(data: bytes) -> CloudEvent:
+    body = json.loads(data)
+    body.pop("traceid", None)
+    return CloudEvent.model_validate(body)
 
 
 def _outbox_table() -> Any:
@@ -606,7 +615,9 @@ async def test_the_sidecar_reads_the_subscriptions(payment: PaymentHarness) -> N
     for entry in listed:
         assert entry["pubsubname"] == PUBSUB
         assert entry["route"] == f"/dapr/events/{entry['topic']}"
-        assert entry["deadLetterTopic"] == "billing.deadletter.payment"
+        # Dead letters go to the component's dlq-<app>-<topic> queue, not to a topic: daprd
+        # publishes to a dead-letter topic non-mandatory, lost unless something consumes it.
+        assert "deadLetterTopic" not in entry
     # The routes are the sidecar's, not part of the public API description.
     paths = (await payment.client.get("/openapi.json")).json()["paths"]
     assert not any(path.startswith("/dapr") for path in paths)
@@ -641,7 +652,7 @@ async def test_delivered_events_take_effect_once(payment: PaymentHarness) -> Non
     assert after.json() == before
 
 
-async def test_bad_events_are_dropped_and_failures_retried(
+async def test_bad_events_are_refused_and_failures_retried(
     fake_dapr: FakeDapr, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from payment_service.service_layer.services import PaymentService
@@ -667,15 +678,21 @@ async def test_bad_events_are_dropped_and_failures_retried(
         assert await h.inbox_count() == 1
 
         # Not JSON at all, not a CloudEvent, a schema the handler can never accept, and an
-        # event on a topic it does not belong to: dropped (Dapr dead-letters them).
-        assert (await h.deliver(b"\x00not json", INVOICE_CREATED)).json()["status"] == "DROP"
-        assert (await h.deliver(b'{"data": {}}', INVOICE_CREATED)).json()["status"] == "DROP"
+        # event on a topic it does not belong to: refused with 422, which the delivery policy
+        # does not retry, so the component dead-letters them (never DROP: daprd acks a DROP).
         broken = CloudEvent(
             source="/billing/invoice", type=INVOICE_CREATED, tenant="acme", data={"x": 1}
         )
-        assert (await h.deliver(broken)).json()["status"] == "DROP"
-        assert (await h.deliver(event, INVOICE_VOIDED)).json()["status"] == "DROP"
-        assert (await h.deliver(event, "billing.unknown.v1")).json()["status"] == "DROP"
+        for refused in (
+            await h.deliver(b"\x00not json", INVOICE_CREATED),
+            await h.deliver(b'{"data": {}}', INVOICE_CREATED),
+            await h.deliver(broken),
+            await h.deliver(event, INVOICE_VOIDED),
+            await h.deliver(event, "billing.unknown.v1"),
+        ):
+            assert refused.status_code == 422, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["status"] == 422
         assert await h.inbox_count() == 1
 
 
@@ -696,7 +713,7 @@ async def test_outbox_events_reach_the_sidecar(payment: PaymentHarness) -> None:
     request = next(r for r in payment.dapr.published if r.topic == PAYMENT_RECEIVED)
     assert request.pubsub_name == PUBSUB
     assert request.data_content_type == "application/cloudevents+json"
-    published = CloudEvent.from_json(request.data)
+    published = _without_traceid(request.data)
     async with payment.app.state.ctx.sessions() as session:
         row = (
             await session.exec(select(OutboxMessage).where(OutboxMessage.event_id == published.id))

@@ -158,3 +158,68 @@ def test_replay_needs_all_or_an_id(capsys) -> None:
         main(["--queue", QUEUE, "replay"])
     assert exited.value.code == 2
     assert "one of the arguments --all --id is required" in capsys.readouterr().err
+
+
+# -- the dapr runtime's dead letters: dlq-<app-id>-<topic>, as Dapr's RabbitMQ component keeps them
+
+
+async def _dapr_dead_letters(amqp_url: str, events: list[CloudEvent]) -> None:
+    """Declare what pubsub.rabbitmq declares for app `invoice` on EVENT_TYPE (enableDeadLetter)
+    and let RabbitMQ dead-letter `events` into it the way the component's nack does."""
+    import aio_pika
+
+    queue_name = f"invoice-{EVENT_TYPE}"
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        dlx = await channel.declare_exchange(f"dlx-{queue_name}", "fanout", durable=True)
+        dlq = await channel.declare_queue(
+            f"dlq-{queue_name}", durable=True, arguments={"x-queue-mode": "lazy"}
+        )
+        await dlq.bind(dlx, routing_key="")
+        queue = await channel.declare_queue(
+            queue_name,
+            durable=True,
+            arguments={"x-dead-letter-exchange": dlx.name, "x-queue-type": "classic"},
+        )
+        for event in events:
+            await channel.default_exchange.publish(
+                aio_pika.Message(event.to_json(), content_type="text/plain"), routing_key=queue_name
+            )
+        for _ in events:
+            message = await queue.get(timeout=5)
+            await message.nack(requeue=False)  # requeueInFailure: false
+        async with asyncio.timeout(10):
+            while (
+                await channel.declare_queue(dlq.name, passive=True)
+            ).declaration_result.message_count < len(events):
+                await asyncio.sleep(0.05)
+    finally:
+        await connection.close()
+
+
+async def test_dapr_dead_letters_list_replay_one_and_purge(amqp_url: str) -> None:
+    events = [
+        CloudEvent(source="/billing/payment", type=EVENT_TYPE, subject=f"inv-{n}", data={"n": n})
+        for n in (1, 2)
+    ]
+    await _dapr_dead_letters(amqp_url, events)
+
+    async def dapr_cli(*args: str) -> tuple[int, str]:
+        out = io.StringIO()
+        code = await run(["--amqp-url", amqp_url, "--dapr-app", "invoice", *args], out)
+        return code, out.getvalue()
+
+    code, out = await dapr_cli("list", "--json")
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [item["id"] for item in listed] == [e.id for e in events]
+    assert all(item["attempts"] == 1 and "rejected" in item["error"] for item in listed)
+
+    code, out = await dapr_cli("--topic", EVENT_TYPE, "replay", "--id", events[0].id)
+    assert code == 0 and f"replayed 1 dead letter(s) from dlq-invoice-{EVENT_TYPE}" in out
+    code, out = await dapr_cli("purge")
+    assert code == 0 and "purged 1 dead letter(s)" in out
+    code, out = await dapr_cli("list")
+    assert "0 dead letter(s) shown" in out
+    code, out = await dapr_cli("--topic", "billing.payment.received.v1", "list")
+    assert code == 2 and "no dead-letter queue dlq-invoice-<topic>" in out

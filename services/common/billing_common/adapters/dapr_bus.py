@@ -3,25 +3,31 @@
 Publishing: `PublishEvent` on the pub/sub component (`pubsub`, a `pubsub.rabbitmq` in the
 chart) with topic = event type and our own CloudEvent as the payload, declared as
 `application/cloudevents+json` so Dapr passes the envelope through (keeping id, source, type,
-subject, tenant, traceparent) instead of wrapping it in another one. A failed or slow publish
-raises, so the outbox relay keeps the row and tries again.
+subject, tenant) instead of wrapping it in another one. daprd sets `traceid` and `traceparent`
+to its own span when the envelope has no `traceid` (components-contrib `FromCloudEvent`), so
+the envelope carries `traceid` = our `traceparent` and the trace survives the hop. A failed or
+slow publish raises, so the outbox relay keeps the row and tries again.
 
 Receiving (Dapr's programmatic subscription contract, over HTTP):
 
 - `GET /dapr/subscribe` lists one subscription per subscribed event type:
-  `{pubsubname, topic, route: /dapr/events/<topic>, deadLetterTopic}`. Dapr's RabbitMQ
-  component gives every app id its own durable queue per topic, so the consumer is the app
-  id: one process, one consumer.
+  `{pubsubname, topic, route: /dapr/events/<topic>}`. Dapr's RabbitMQ component gives every
+  app id its own durable queue per topic (`<app-id>-<topic>`), so the consumer is the app id:
+  one process, one consumer.
 - Dapr POSTs each event to its route (`Content-Type: application/cloudevents+json`, the whole
-  envelope). We answer HTTP 200 with `{"status": "SUCCESS"}` when the handler returned,
-  `{"status": "RETRY"}` when it raised (Dapr redelivers under the Resiliency policy's
-  `pubsubRetry`, then dead-letters), and `{"status": "DROP"}` when it raised
-  PermanentEventError or the body is not a valid CloudEvent of that topic.
-- Dead letters: every subscription names the per-service topic `billing.deadletter.<app-id>`.
-  Dapr (1.16+) publishes a dropped event there at once, and a retried one once its retries are
-  exhausted. Like the direct runtime's `<queue>.dlq` it is one place per consumer to inspect
-  and replay from; on RabbitMQ it is an exchange of that name, so bind a durable queue to it
-  (or subscribe an inspector app) to keep what lands there.
+  envelope). We answer HTTP 200 `{"status": "SUCCESS"}` when the handler returned and HTTP 200
+  `{"status": "RETRY"}` when it raised: Dapr redelivers under the Resiliency policy
+  (`pubsubDelivery`). An event we can never take (PermanentEventError, not a CloudEvent of
+  that topic, a topic we do not consume) is answered 422 (problem+json): the policy retries
+  only 429/5xx, so that failure is final at once.
+- Dead letters: no `deadLetterTopic`. When a delivery fails for good (422, or retries
+  exhausted), daprd returns the error to the component, which nacks without requeue
+  (`requeueInFailure: false`), and RabbitMQ moves the message to the durable queue
+  `dlq-<app-id>-<topic>` the component declared with `enableDeadLetter: true`. There
+  `python -m billing_common.dead_letters --dapr-app <app-id>` lists and replays them. Not DROP
+  and not a dead-letter topic: daprd acks a DROP (and a 404) when no dead-letter topic is set,
+  and publishes to a dead-letter topic non-mandatory, so with nothing bound to that topic's
+  exchange the message is gone (components/README.md).
 - When the sidecar was given an app token (APP_API_TOKEN), only requests carrying it in
   `dapr-api-token` are accepted, so nothing else that can reach the app port can inject events.
 
@@ -37,8 +43,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -59,11 +67,16 @@ from billing_common.tracing import bind
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 SUBSCRIBE_PATH = "/dapr/subscribe"
 EVENTS_PATH = "/dapr/events"
-SUCCESS, RETRY, DROP = "SUCCESS", "RETRY", "DROP"
+_MAX_DETAIL_CHARS = 1000
+SUCCESS, RETRY = "SUCCESS", "RETRY"
+# An event this app can never take: any 4xx but 404 (daprd drops on 404) and 429 is final
+# under the delivery policy's `matching`, and the component then dead-letters the message.
+REFUSED_STATUS = 422
 
 
-def dead_letter_topic(app_id: str) -> str:
-    return f"billing.deadletter.{app_id}"
+def no_dead_letter_topic(app_id: str) -> str | None:
+    """Dead letters go to the component's dead-letter queue, not to a topic (module doc)."""
+    return None
 
 
 def event_route(topic: str) -> str:
@@ -79,7 +92,7 @@ class DaprEventBus:
         app_id: str,
         publish_timeout_seconds: float = 5.0,
         app_token: str | None = None,
-        dead_letter_topic_for: Callable[[str], str | None] = dead_letter_topic,
+        dead_letter_topic_for: Callable[[str], str | None] = no_dead_letter_topic,
     ) -> None:
         self._sidecar = sidecar
         self._pubsub = pubsub_name
@@ -112,7 +125,7 @@ class DaprEventBus:
                 await client.publish_event(
                     pubsub_name=self._pubsub,
                     topic_name=event.type,
-                    data=event.to_json(),
+                    data=envelope(event),
                     data_content_type=CLOUDEVENTS_CONTENT_TYPE,
                 )
         except TimeoutError as exc:
@@ -176,7 +189,10 @@ class DaprEventBus:
         async def dapr_event(topic: str, request: Request) -> JSONResponse:
             if not self._authorized(request):
                 return _unauthorized()
-            return JSONResponse({"status": await self._deliver(topic, await request.body())})
+            outcome = await self._deliver(topic, await request.body())
+            if isinstance(outcome, Refused):
+                return _refused(outcome.reason)
+            return JSONResponse({"status": outcome})
 
         return router
 
@@ -186,30 +202,59 @@ class DaprEventBus:
         presented = request.headers.get(API_TOKEN_HEADER, "")
         return hmac.compare_digest(presented.encode(), self._app_token.encode())
 
-    async def _deliver(self, topic: str, body: bytes) -> str:
+    async def _deliver(self, topic: str, body: bytes) -> str | Refused:
         log = logger.bind(consumer=self._app_id, topic=topic)
         handler = self._handlers.get(topic)
         if handler is None:
-            log.error("event on {} dropped: {} does not subscribe to it", topic, self._app_id)
-            return DROP
+            log.error("event on {} refused: {} does not subscribe to it", topic, self._app_id)
+            return Refused(f"{self._app_id} does not consume {topic}")
         try:
             event = CloudEvent.from_json(body)
         except (ValidationError, ValueError) as exc:
-            log.error("undecodable event on {} dropped: {}", topic, describe(exc))
-            return DROP
+            log.error("undecodable event on {} refused: {}", topic, describe(exc))
+            return Refused(f"not a CloudEvent: {describe(exc)}")
         bind(event.traceparent)
         if event.type != topic:
-            log.error("event {} of type {} arrived on {}: dropped", event.id, event.type, topic)
-            return DROP
+            log.error("event {} of type {} arrived on {}: refused", event.id, event.type, topic)
+            return Refused(f"event of type {event.type} on topic {topic}")
         try:
             await handler(event)
         except PermanentEventError as exc:
-            log.error("event {} {} dropped (dead letter): {}", event.type, event.id, describe(exc))
-            return DROP
+            log.error("event {} {} refused (dead letter): {}", event.type, event.id, describe(exc))
+            return Refused(describe(exc))
         except Exception as exc:  # noqa: BLE001 - any other failure: Dapr delivers it again
             log.warning("event {} {} failed, Dapr retries: {}", event.type, event.id, describe(exc))
             return RETRY
         return SUCCESS
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An event this app can never take (answered REFUSED_STATUS, dead-lettered)."""
+
+    reason: str
+
+
+def envelope(event: CloudEvent) -> bytes:
+    """The structured CloudEvent as published through daprd: with `traceid` beside
+    `traceparent`, or daprd replaces both with its own span's context."""
+    body = json.loads(event.to_json())
+    if event.traceparent:
+        body.setdefault("traceid", event.traceparent)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _refused(reason: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "type": "/problems/event-refused",
+            "title": "Event refused",
+            "status": REFUSED_STATUS,
+            "detail": reason[:_MAX_DETAIL_CHARS],
+        },
+        status_code=REFUSED_STATUS,
+        media_type="application/problem+json",
+    )
 
 
 def _unauthorized() -> JSONResponse:
