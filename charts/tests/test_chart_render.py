@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -121,7 +122,7 @@ NON_DEFAULT: dict[str, Any] = {
     "secrets": {"create": False},
     "ingress": {
         "host": "billing.example.test",
-        "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "2m"},
+        "annotations": {"traefik.ingress.kubernetes.io/router.entrypoints": "websecure"},
         "tls": [{"secretName": "billing-tls", "hosts": ["billing.example.test"]}],
     },
     "operator": {"useDapr": False, "watchNamespaces": ["billing-demo"], "defaultTenant": "demo"},
@@ -232,48 +233,144 @@ def test_service_deployment(default: Rendered, service: str, port: int) -> None:
     assert svc["spec"]["ports"][0]["port"] == port
 
 
-def test_ingress_routes_each_api_prefix(default: Rendered) -> None:
+def _public_paths(service: str) -> set[str]:
+    """Every path of the service's own FastAPI app (its OpenAPI document, which FastAPI
+    builds from the routes) that a client outside the cluster calls: all but the probes,
+    metrics and Dapr's delivery routes."""
+    from billing_common.settings import ServiceSettings
+    from billing_launcher.registry import app_factory
+
+    app = app_factory(service)(ServiceSettings.for_service(service), None)
+    internal = ("/healthz", "/readyz", "/metrics", "/dapr/", "/events/")
+    return {path for path in app.openapi()["paths"] if not path.startswith(internal)}
+
+
+def _routed_to(paths: dict[str, str], path: str) -> str | None:
+    """The backend of the longest Ingress Prefix match (element-wise, as the Ingress spec
+    defines Prefix), or None."""
+    segments = path.strip("/").split("/")
+    best: tuple[int, str] | None = None
+    for prefix, backend in paths.items():
+        parts = prefix.strip("/").split("/")
+        if segments[: len(parts)] == parts and (best is None or len(parts) > best[0]):
+            best = (len(parts), backend)
+    return best[1] if best else None
+
+
+def test_every_public_route_of_every_service_is_routed_by_the_ingress(default: Rendered) -> None:
     (ingress,) = default.of_kind("Ingress")
-    assert ingress["spec"]["ingressClassName"] == "nginx"
     (rule,) = ingress["spec"]["rules"]
     assert "host" not in rule
-    routes = {
-        p["path"]: (p["pathType"], p["backend"]["service"]["name"]) for p in rule["http"]["paths"]
-    }
-    assert routes == {
-        "/v1/tax": ("Prefix", "billing-tax"),
-        "/v1/discounts": ("Prefix", "billing-discount"),
-        "/v1/invoices": ("Prefix", "billing-invoice"),
-        "/v1/payments": ("Prefix", "billing-payment"),
-        "/v1/webhooks": ("Prefix", "billing-payment"),
-    }
-    services = default.names("Service")
-    assert {name for _, name in routes.values()} <= services
-
-
-# --- migrations as hooks ------------------------------------------------------------------
-
-
-def test_migration_jobs_are_hooks(default: Rendered) -> None:
-    jobs = {h["name"]: h for h in default.hooks if h["kind"] == "Job"}
-    assert set(jobs) == {f"billing-{s}-migrate" for s in SERVICES}
+    assert {p["pathType"] for p in rule["http"]["paths"]} == {"Prefix"}
+    paths = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+    assert set(paths.values()) <= default.names("Service")
+    served: set[str] = set()
+    unrouted = []
     for service in SERVICES:
-        job = default.get("Job", f"billing-{service}-migrate")
-        annotations = job["metadata"]["annotations"]
-        # The bundled PostgreSQL is part of the release: first migration right after install.
-        assert annotations["helm.sh/hook"] == "post-install,pre-upgrade"
-        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
-        container = _container({"spec": job["spec"]})
-        assert container["command"] == ["python", "-m", "billing_launcher", "migrate", service]
-        assert _env(container)["DATABASE_URL"]["secretKeyRef"]["key"] == service
-        pod = job["spec"]["template"]
-        assert pod["spec"]["restartPolicy"] == "Never"
-        assert "dapr.io/enabled" not in (pod["metadata"].get("annotations") or {})
-    # The database Secret exists before the Jobs: a hook of lower weight.
+        public = _public_paths(service)
+        assert public, service
+        served |= public
+        unrouted += [
+            (path, _routed_to(paths, path))
+            for path in sorted(public)
+            if _routed_to(paths, path) != f"billing-{service}"
+        ]
+    assert unrouted == []
+    # And no prefix routes to nothing.
+    for prefix in paths:
+        assert any(_routed_to({prefix: "x"}, path) for path in served), prefix
+
+
+def test_ingress_class_is_the_one_make_kind_up_installs(default: Rendered) -> None:
+    """The chart's ingressClassName, the controller `make kind-up` installs (pinned chart
+    version) with its values file, the kind node it runs on and the namespace the
+    NetworkPolicies admit all name the same things."""
+    root = HERE.parents[1]
+    traefik = yaml.safe_load((root / "kind-traefik-values.yaml").read_text())
+    (ingress,) = default.of_kind("Ingress")
+    assert traefik["ingressClass"]["name"] == ingress["spec"]["ingressClassName"] == "traefik"
+    makefile = (root / "Makefile").read_text()
+    (version,) = re.findall(r"^TRAEFIK_CHART_VERSION \?= (\S+)$", makefile, re.M)
+    assert re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", version)
+    kind_up = makefile[makefile.index("kind-up:") : makefile.index("kind-down:")]
+    assert "--version $(TRAEFIK_CHART_VERSION)" in kind_up
+    assert "-f kind-traefik-values.yaml" in kind_up
+    assert "ingress-nginx" not in kind_up
+    kind = yaml.safe_load((root / "kind-config.yaml").read_text())
+    control_plane = kind["nodes"][0]
+    assert traefik["nodeSelector"].items() <= control_plane["labels"].items()
+    mapped = {m["containerPort"] for m in control_plane["extraPortMappings"]}
+    assert {traefik["ports"][p]["hostPort"] for p in ("web", "websecure")} == mapped
+    (namespace,) = re.findall(r"--namespace (\S+)", kind_up)
+    for service in SERVICES:
+        policy = default.get("NetworkPolicy", f"billing-{service}")
+        first = policy["spec"]["ingress"][0]["from"]
+        assert first == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        ]
+
+
+# --- start-up order, migrations, probes ----------------------------------------------------
+
+
+def test_migrations_run_before_the_app_and_no_hook_waits_for_pods(default: Rendered) -> None:
+    """`helm install --wait` waits for the pods before post-install hooks run; pods that need
+    a migrated schema would wait forever for a post-install migration. Here the schema is
+    brought to head by an init container of each pod, after the servers answer."""
+    assert not any("post-install" in h["events"] for h in default.hooks)
+    assert default.of_kind("Job") == []
+    for service in SERVICES:
+        pod = default.get("Deployment", f"billing-{service}")["spec"]["template"]["spec"]
+        wait, migrate = pod["initContainers"]
+        assert wait["command"][:4] == ["python", "-m", "billing_launcher", "wait-for"]
+        assert {"DATABASE_URL", "AMQP_URL"} <= set(wait["command"])
+        assert migrate["command"] == ["python", "-m", "billing_launcher", "migrate", service]
+        (app,) = pod["containers"]
+        for init in (wait, migrate):
+            assert _env(init)["DATABASE_URL"] == _env(app)["DATABASE_URL"]
+            assert _env(init)["AMQP_URL"] == {
+                "secretKeyRef": {"name": "billing-messaging", "key": "connection-string"}
+            }
+            assert init["image"] == app["image"]
+        assert _env(app)["MIGRATE_ON_START"] == "false"
+    # The database Secret the init containers read exists before any pod: a pre-install hook.
     (secret_hook,) = [h for h in default.hooks if h["kind"] == "Secret"]
     assert secret_hook["name"] == "billing-database"
     assert set(secret_hook["events"]) == {"pre-install", "pre-upgrade"}
-    assert secret_hook["weight"] < 0
+
+
+def test_wait_for_understands_the_urls_the_chart_writes(default: Rendered) -> None:
+    from billing_launcher.wait_for import address_of
+
+    database = default.get("Secret", "billing-database")["stringData"]
+    for service in SERVICES:
+        assert address_of(database[service]) == ("billing-postgresql", 5432)
+    messaging = default.get("Secret", "billing-messaging")["stringData"]
+    assert address_of(messaging["connection-string"]) == ("billing-rabbitmq", 5672)
+    assert address_of("amqps://u:p@mq.example.test/billing") == ("mq.example.test", 5671)
+    with pytest.raises(ValueError):
+        address_of("http://example.test/")
+
+
+def test_probes_and_shutdown_timings_agree(default: Rendered) -> None:
+    """A slow first start is not killed: liveness and readiness wait for the startup probe,
+    whose budget exceeds the app's wait for its sidecar. Termination: preStop, then the
+    drain, all within the grace period."""
+    for service in SERVICES:
+        deployment = default.get("Deployment", f"billing-{service}")
+        pod = deployment["spec"]["template"]
+        container = _container(deployment)
+        startup = container["startupProbe"]
+        assert startup["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        budget = startup["periodSeconds"] * startup["failureThreshold"]
+        sidecar_wait = int(_env(container)["DAPR_HEALTH_TIMEOUT"])
+        assert budget > sidecar_wait + startup["timeoutSeconds"]
+        sleep = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+        drain = int(pod["metadata"]["annotations"]["dapr.io/graceful-shutdown-seconds"])
+        assert sleep > 0
+        assert pod["spec"]["terminationGracePeriodSeconds"] > sleep + drain
 
 
 def test_database_urls_point_at_the_bundled_server(default: Rendered) -> None:
@@ -762,13 +859,8 @@ def test_non_default_values(custom: Rendered) -> None:
         _container(custom.get("Deployment", "acme-billing-invoice"))
     )
 
-    # Existing database secret, no bundled server: migrations run before install too.
-    assert {h["kind"] for h in custom.hooks} == {"Job"}
-    for job in custom.of_kind("Job"):
-        assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
-    assert custom.names("Job") == {
-        f"acme-billing-{s}-migrate" for s in ("tax", "discount", "invoice")
-    }
+    # Existing database secret: no hook at all.
+    assert custom.hooks == []
     assert not APP_SECRETS & custom.names("Secret")
     assert custom.get("Secret", "acme-billing-messaging")["stringData"] == {
         "connection-string": "amqps://billing:secret@mq.example.test:5671/billing"
