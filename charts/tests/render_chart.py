@@ -13,8 +13,9 @@ prints JSON: {"manifest": "...", "hooks": [{"name", "kind", "events", "manifest"
 runs several Helm actions against ONE emulator, the way a cluster sees them one after the
 other: steps.json is a list of {"action": "install" | "uninstall", "release", "namespace",
 "values"}; prints a list of {"action", "release", "namespace", "manifest", "hooks", "error",
-"secrets"} where `secrets` is every Secret in the emulator after the step (namespace/name:
-decoded data), so a test sees what survives an uninstall.
+"secrets", "objects"}: `secrets` is every Secret in the emulator after the step
+(namespace/name: decoded data), `objects` every object (plural/namespace/name), so a test
+sees what survives an uninstall.
 
 What the emulator adds to kmock's KubernetesEmulator, each because Helm needs it:
 - discovery of the core group says `groupVersion: v1` (kmock says `/v1`, which client-go
@@ -250,6 +251,14 @@ class _Cluster:
             obj["data"] = data
             del obj["stringData"]
 
+    def object_names(self) -> list[str]:
+        """plural/namespace/name of every object the emulator holds."""
+        return sorted(
+            f"{resource.plural}/{namespace or ''}/{name}"
+            for (resource, namespace, name), obj in list(self.emulator.objects.items())
+            if not obj.deleted
+        )
+
     def secrets(self) -> dict[str, dict[str, str]]:
         self.store_secrets()
         found: dict[str, dict[str, str]] = {}
@@ -311,6 +320,7 @@ async def _run_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
             except helm_sdkpy.HelmError as error:
                 outcome["error"] = str(error)
             outcome["secrets"] = cluster.secrets()
+            outcome["objects"] = cluster.object_names()
             results.append(outcome)
     return results
 

@@ -915,3 +915,169 @@ def test_bad_values_are_refused(values: dict[str, Any], message: str) -> None:
     done = render(values)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+# --- without Dapr, app token, NetworkPolicies, availability --------------------------------
+
+
+@pytest.fixture(scope="module")
+def direct() -> Rendered:
+    return rendered(
+        {"dapr": {"enabled": False}, "availability": {"autoscaling": {"enabled": True}}}
+    )
+
+
+def test_without_dapr_the_services_run_the_direct_runtime(
+    direct: Rendered, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No sidecar to wait for: the launcher's direct runtime with RabbitMQ and the peers'
+    Services, and the secrets from env, each service only the ones it reads."""
+    from billing_common.settings import ServiceSettings
+
+    for service in SERVICES:
+        deployment = direct.get("Deployment", f"billing-{service}")
+        pod = deployment["spec"]["template"]
+        assert not any(k.startswith("dapr.io/") for k in pod["metadata"].get("annotations", {}))
+        container = _container(deployment)
+        assert container["command"][5:7] == ["--runtime", "direct"]
+        env = _env(container)
+        assert env["RUNTIME"] == "direct"
+        assert "DAPR_HEALTH_TIMEOUT" not in env and "APP_API_TOKEN" not in env
+        assert env["AMQP_URL"] == {
+            "secretKeyRef": {"name": "billing-messaging", "key": "connection-string"}
+        }
+        # The settings class reads the value the chart writes, from the environment, as the
+        # peers' Services.
+        monkeypatch.setenv("PEER_URLS", env["PEER_URLS"])
+        assert ServiceSettings.for_service(service).peer_urls == {
+            s: f"http://billing-{s}.billing.svc:{port}" for s, port in SERVICES.items()
+        }
+        for name, port in SERVICES.items():
+            assert direct.get("Service", f"billing-{name}")["spec"]["ports"][0]["port"] == port
+        secrets = {
+            k
+            for k, v in env.items()
+            if isinstance(v, dict) and v["secretKeyRef"]["name"] in APP_SECRETS
+        }
+        expected = {"JWT_SIGNING_KEY"}
+        if service == "payment":
+            expected |= {"WEBHOOK_SECRET_SANDBOX", "WEBHOOK_SECRET_STRIPE", "STRIPE_API_KEY"}
+        assert secrets == expected
+        assert "billing-app-token" not in direct.names("Secret")
+        # HPA on: the Deployment leaves replicas to it.
+        assert "replicas" not in deployment["spec"]
+        hpa = direct.get("HorizontalPodAutoscaler", f"billing-{service}")
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": f"billing-{service}",
+        }
+    for obj in direct.everything:
+        if obj["kind"] not in DAPR_KINDS:
+            kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
+
+
+def test_the_app_token_daprd_sends_is_the_one_the_app_checks(default: Rendered) -> None:
+    """daprd reads the key `token` of the Secret named by dapr.io/app-token-secret and sends
+    it as `dapr-api-token`; the app compares with APP_API_TOKEN: both from one Secret."""
+    secret = default.get("Secret", "billing-app-token")
+    assert len(secret["stringData"]["token"]) >= 32
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for service in SERVICES:
+        deployment = default.get("Deployment", f"billing-{service}")
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["dapr.io/app-token-secret"] == "billing-app-token"
+        assert _env(_container(deployment))["APP_API_TOKEN"] == {
+            "secretKeyRef": {"name": "billing-app-token", "key": "token"}
+        }
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def _reachable(
+    policies: list[dict[str, Any]],
+    target: dict[str, str],
+    port: int,
+    source: dict[str, str],
+    source_namespace: str,
+    namespace: str = "billing",
+) -> bool:
+    """NetworkPolicy ingress semantics: a pod no policy selects accepts everything; a
+    selected pod accepts a connection that some rule of some selecting policy allows (peer
+    podSelector alone: the policy's namespace; namespaceSelector: by the namespace label)."""
+    selecting = [p for p in policies if _selects(p["spec"]["podSelector"], target)]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            if "ports" in rule and port not in {p["port"] for p in rule["ports"]}:
+                continue
+            for peer in rule.get("from", [{}]):
+                namespace_ok = (
+                    _selects(
+                        peer["namespaceSelector"], {"kubernetes.io/metadata.name": source_namespace}
+                    )
+                    if "namespaceSelector" in peer
+                    else source_namespace == namespace
+                )
+                pod_ok = _selects(peer["podSelector"], source) if "podSelector" in peer else True
+                if namespace_ok and pod_ok:
+                    return True
+    return False
+
+
+def _pod_labels(render: Rendered, kind: str, name: str) -> dict[str, str]:
+    labels: dict[str, str] = render.get(kind, name)["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+@pytest.mark.parametrize("render_name", ["default", "direct"])
+def test_only_the_sidecars_and_the_ingress_controller_reach_the_apps(
+    request: pytest.FixtureRequest, render_name: str
+) -> None:
+    render: Rendered = request.getfixturevalue(render_name)
+    policies = render.of_kind("NetworkPolicy")
+    with_dapr = render_name == "default"
+    traefik = {"app.kubernetes.io/name": "traefik"}
+    stranger = {"app": "curl"}
+    operator = _pod_labels(render, "Deployment", "billing-operator")
+    for service, port in SERVICES.items():
+        target = _pod_labels(render, "Deployment", f"billing-{service}")
+        peer = _pod_labels(
+            render, "Deployment", f"billing-{'tax' if service != 'tax' else 'invoice'}"
+        )
+        assert _reachable(policies, target, port, traefik, "traefik")
+        assert not _reachable(policies, target, port, stranger, "default")
+        assert not _reachable(policies, target, port, stranger, "billing"), (
+            "any pod could POST events"
+        )
+        assert not _reachable(policies, target, port, traefik, "billing")
+        # Peers: through their sidecars with Dapr, straight to the app port without.
+        assert _reachable(policies, target, port, peer, "billing") is (not with_dapr)
+        assert _reachable(policies, target, 50002, peer, "billing") is with_dapr
+        assert _reachable(policies, target, 50002, operator, "billing") is with_dapr
+        assert not _reachable(policies, target, 50002, stranger, "billing")
+        assert not _reachable(policies, target, 3500, peer, "billing"), "the Dapr API is local"
+    for server, port in (("postgresql", 5432), ("rabbitmq", 5672)):
+        target = _pod_labels(render, "StatefulSet", f"billing-{server}")
+        assert _reachable(
+            policies, target, port, _pod_labels(render, "Deployment", "billing-tax"), "billing"
+        )
+        assert not _reachable(policies, target, port, stranger, "billing")
+        assert not _reachable(policies, target, port, stranger, "default")
+
+
+def test_every_service_has_a_disruption_budget_matching_its_pods(default: Rendered) -> None:
+    for service in SERVICES:
+        budget = default.get("PodDisruptionBudget", f"billing-{service}")
+        labels = _pod_labels(default, "Deployment", f"billing-{service}")
+        assert _selects(budget["spec"]["selector"], labels)
+        others = [
+            _pod_labels(default, "Deployment", f"billing-{s}") for s in SERVICES if s != service
+        ]
+        assert not any(_selects(budget["spec"]["selector"], o) for o in others)
+        assert budget["spec"]["maxUnavailable"] == 1
+        sa = default.get("Deployment", f"billing-{service}")["spec"]["template"]["spec"]
+        assert sa["serviceAccountName"] == f"billing-{service}"
