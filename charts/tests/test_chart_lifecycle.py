@@ -41,8 +41,27 @@ def objects(step: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def reinstall() -> list[dict[str, Any]]:
-    return run_steps([{"action": "install"}, {"action": "uninstall"}, {"action": "install"}])
+def history() -> list[dict[str, Any]]:
+    """One emulator: install, uninstall, install again, then a second release of the same
+    name in another namespace, without the operator (one operator per cluster: it watches
+    every namespace)."""
+    return run_steps(
+        [
+            {"action": "install"},
+            {"action": "uninstall"},
+            {"action": "install"},
+            {
+                "action": "install",
+                "namespace": "team-b",
+                "values": {"operator": {"enabled": False}},
+            },
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def reinstall(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return history[:3]
 
 
 def test_uninstall_really_removes_the_release(reinstall: list[dict[str, Any]]) -> None:
@@ -89,20 +108,10 @@ def test_the_broker_and_the_sidecars_read_the_same_password(
         assert f":{database['postgres-password']}@" in database[service]
 
 
-def test_two_releases_in_two_namespaces_do_not_collide() -> None:
-    """Two installs of the chart into one cluster: the second without the operator (one
-    operator per cluster: it watches every namespace). Helm refuses an object that another
-    release owns, so a name clash fails the install here as it would on a cluster."""
-    team_a, team_b = run_steps(
-        [
-            {"action": "install", "namespace": "team-a"},
-            {
-                "action": "install",
-                "namespace": "team-b",
-                "values": {"operator": {"enabled": False}},
-            },
-        ]
-    )
+def test_two_releases_in_two_namespaces_do_not_collide(history: list[dict[str, Any]]) -> None:
+    """Helm refuses an object another release owns, so a name clash fails the second
+    install here as it would on a cluster; and no two rendered objects share a name."""
+    team_a, team_b = history[2], history[3]
     assert (team_a["error"], team_b["error"]) == (None, None)
     seen: dict[tuple[str, str, str], str] = {}
     for step in (team_a, team_b):
@@ -120,6 +129,6 @@ def test_two_releases_in_two_namespaces_do_not_collide() -> None:
         database = step["secrets"][f"{step['namespace']}/billing-database"]
         assert database["tax"].endswith("@billing-postgresql:5432/billing_tax")
     assert (
-        team_a["secrets"]["team-a/billing-messaging"]["rabbitmq-password"]
+        team_a["secrets"]["billing/billing-messaging"]["rabbitmq-password"]
         != team_b["secrets"]["team-b/billing-messaging"]["rabbitmq-password"]
     )
