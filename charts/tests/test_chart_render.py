@@ -328,10 +328,12 @@ def test_migrations_run_before_the_app_and_no_hook_waits_for_pods(default: Rende
         (app,) = pod["containers"]
         for init in (wait, migrate):
             assert _env(init)["DATABASE_URL"] == _env(app)["DATABASE_URL"]
-            assert _env(init)["AMQP_URL"] == {
-                "secretKeyRef": {"name": "billing-messaging", "key": "connection-string"}
-            }
             assert init["image"] == app["image"]
+        assert _env(wait)["AMQP_URL"] == {
+            "secretKeyRef": {"name": "billing-messaging", "key": "connection-string"}
+        }
+        # With Dapr only the sidecar talks to the broker: the app gets no broker password.
+        assert "AMQP_URL" not in _env(app) and "AMQP_URL" not in _env(migrate)
         assert _env(app)["MIGRATE_ON_START"] == "false"
     # The database Secret the init containers read exists before any pod: a pre-install hook.
     (secret_hook,) = [h for h in default.hooks if h["kind"] == "Secret"]

@@ -114,17 +114,19 @@ jwt-signing-key
 {{- end -}}
 
 {{/* DATABASE_URL and AMQP_URL of one service from the chart's Secrets:
-     (dict "root" $ "name" "tax"). With Dapr the app itself never uses AMQP_URL (its sidecar
-     does), but the init container waits for the broker so that daprd does not start first. */}}
+     (dict "root" $ "name" "tax" "amqp" true). With Dapr the app itself never uses AMQP_URL
+     (its sidecar does), so only the init container that waits for the broker gets it. */}}
 {{- define "billing.serverUrlEnv" -}}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "billing.databaseSecret" .root }}
       key: {{ .name }}
+{{- if .amqp }}
 - name: AMQP_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "billing.messagingSecret" .root }}
       key: connection-string
+{{- end }}
 {{- end -}}
