@@ -94,11 +94,15 @@ bench-quick: $(STAMP) ## a smoke run of the benchmark harness (under a minute)
 	@scripts/ensure-servers.sh
 	@$(PY) -m bench.run --quick
 
-kind-up: ## create the kind cluster, ingress-nginx and Dapr (needs docker, kind, kubectl, dapr CLI)
-	@for tool in docker kind kubectl dapr; do command -v $$tool >/dev/null || { echo "kind-up needs $$tool on PATH"; exit 1; }; done
+# Traefik's Helm chart, pinned: a new version is a reviewed change, not a surprise on kind-up.
+TRAEFIK_CHART_VERSION ?= 41.3.0
+
+kind-up: ## create the kind cluster, Traefik (pinned chart) and Dapr (needs docker, kind, kubectl, helm, dapr CLI)
+	@for tool in docker kind kubectl helm dapr; do command -v $$tool >/dev/null || { echo "kind-up needs $$tool on PATH"; exit 1; }; done
 	@kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
-	@kubectl apply -f https://raw.githubusercontent.com/kubernetes/ingress-nginx/main/deploy/static/provider/kind/deploy.yaml
-	@kubectl -n ingress-nginx wait --for=condition=ready pod -l app.kubernetes.io/component=controller --timeout=180s
+	@helm upgrade --install traefik traefik --repo https://traefik.github.io/charts \
+		--version $(TRAEFIK_CHART_VERSION) --namespace traefik --create-namespace \
+		--kube-context kind-$(KIND_CLUSTER) -f kind-traefik-values.yaml --wait --timeout 180s
 	@dapr status -k >/dev/null 2>&1 || dapr init -k --wait
 
 kind-down: ## delete the kind cluster

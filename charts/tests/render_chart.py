@@ -8,6 +8,15 @@ run this file as a child process with HELM_DRIVER=memory.
 
 prints JSON: {"manifest": "...", "hooks": [{"name", "kind", "events", "manifest"}], "lint": ...}
 
+    HELM_DRIVER=memory python charts/tests/render_chart.py --steps < steps.json
+
+runs several Helm actions against ONE emulator, the way a cluster sees them one after the
+other: steps.json is a list of {"action": "install" | "uninstall", "release", "namespace",
+"values"}; prints a list of {"action", "release", "namespace", "manifest", "hooks", "error",
+"secrets", "objects"}: `secrets` is every Secret in the emulator after the step
+(namespace/name: decoded data), `objects` every object (plural/namespace/name), so a test
+sees what survives an uninstall.
+
 What the emulator adds to kmock's KubernetesEmulator, each because Helm needs it:
 - discovery of the core group says `groupVersion: v1` (kmock says `/v1`, which client-go
   cannot map to a kind);
@@ -15,13 +24,18 @@ What the emulator adds to kmock's KubernetesEmulator, each because Helm needs it
 - lists carry `kind`/`apiVersion` (client-go's decoder and Helm's status watcher need them);
 - `/openapi/v3` announces server-side field validation, so Helm does not try to download
   the OpenAPI v2 document for client-side validation of hook manifests;
-- Jobs become Complete as soon as they are created: Helm waits for hook Jobs.
+- Jobs become Complete as soon as they are created: Helm waits for hook Jobs;
+- a Secret's `stringData` is merged into `data` (base64), as the API server does, so
+  Helm's `lookup` finds the values the chart wrote;
+- errors carry the reasons client-go tests for (`AlreadyExists`, `NotFound`): Helm skips a
+  CRD that exists and adopts a kept object only when it can tell those cases apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import re
@@ -40,6 +54,9 @@ RESOURCES = [
     ("v1/services", "Service", True),
     ("v1/serviceaccounts", "ServiceAccount", True),
     ("v1/namespaces", "Namespace", False),
+    ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget", True),
+    ("autoscaling/v2/horizontalpodautoscalers", "HorizontalPodAutoscaler", True),
+    ("networking.k8s.io/v1/networkpolicies", "NetworkPolicy", True),
     ("v1/pods", "Pod", True),
     ("apps/v1/deployments", "Deployment", True),
     ("apps/v1/statefulsets", "StatefulSet", True),
@@ -60,9 +77,18 @@ VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 
 
 def _emulator_class() -> Any:
+    import attrs
     import kmock
+    from kmock._internal import k8s as kmock_k8s
 
     class HelmReadyEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+        async def _render_error(self, exc: Exception) -> Any:
+            if isinstance(exc, kmock_k8s.KubernetesObjectConflictError):
+                exc = attrs.evolve(exc, reason="AlreadyExists")
+            elif isinstance(exc, kmock_k8s.KubernetesNotFoundError):
+                exc = attrs.evolve(exc, reason="NotFound")
+            return await super()._render_error(exc)
+
         async def _serve_version(self, request: Any) -> Any:
             payload = await super()._serve_version(request)
             if payload.get("groupVersion") == "/v1":
@@ -153,7 +179,7 @@ async def _complete_jobs(emulator: Any) -> None:
         await asyncio.sleep(0.05)
 
 
-def _kubeconfig(server: str) -> str:
+def _kubeconfig(server: str, namespace: str = NAMESPACE) -> str:
     import yaml
 
     # YAML, not JSON: helm-sdkpy tells a kubeconfig text from a file path by its YAML keys.
@@ -166,7 +192,7 @@ def _kubeconfig(server: str) -> str:
             "contexts": [
                 {
                     "name": "emulator",
-                    "context": {"cluster": "emulator", "user": "tester", "namespace": NAMESPACE},
+                    "context": {"cluster": "emulator", "user": "tester", "namespace": namespace},
                 }
             ],
             "current-context": "emulator",
@@ -174,39 +200,140 @@ def _kubeconfig(server: str) -> str:
     )
 
 
-async def _render(values: dict[str, Any], lint: bool) -> dict[str, Any]:
-    import helm_sdkpy
-    import kmock
+class _Cluster:
+    """One kmock emulator that Helm sees as a cluster, for as many actions as a test needs."""
 
-    emulator_cls = _emulator_class()
-    async with emulator_cls() as emulator, kmock.Server(emulator) as server:
+    def __init__(self) -> None:
+        import kmock
+
+        self.emulator = _emulator_class()()
+        self.server = kmock.Server(self.emulator)
+        self._configs: dict[str, Any] = {}
+
+    async def __aenter__(self) -> _Cluster:
+        import kmock
+
+        await self.emulator.__aenter__()
+        await self.server.__aenter__()
         for path, kind, namespaced in RESOURCES:
-            emulator.resources[path] = kmock.ResourceInfo(
+            self.emulator.resources[path] = kmock.ResourceInfo(
                 kind=kind, namespaced=namespaced, verbs=VERBS, subresources={"status"}
             )
-        _install_openapi(emulator)
-        completer = asyncio.create_task(_complete_jobs(emulator))
-        try:
-            config = helm_sdkpy.Configuration(
-                namespace=NAMESPACE, kubeconfig=_kubeconfig(str(server.url).rstrip("/"))
+        _install_openapi(self.emulator)
+        self._completer = asyncio.create_task(_complete_jobs(self.emulator))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._completer.cancel()
+        await self.server.__aexit__(*exc)
+        await self.emulator.__aexit__(*exc)
+
+    def config(self, namespace: str) -> Any:
+        """One Configuration per namespace for the whole run: the memory driver keeps the
+        release records in it, and uninstall must find what install recorded."""
+        import helm_sdkpy
+
+        if namespace not in self._configs:
+            url = str(self.server.url).rstrip("/")
+            self._configs[namespace] = helm_sdkpy.Configuration(
+                namespace=namespace, kubeconfig=_kubeconfig(url, namespace)
             )
-            release = await helm_sdkpy.Install(config).run(
-                RELEASE, str(CHART), values=values or None, wait=False, timeout=60
-            )
-            linted = await helm_sdkpy.Lint(config).run(str(CHART)) if lint else None
-        finally:
-            completer.cancel()
+        return self._configs[namespace]
+
+    def store_secrets(self) -> None:
+        """What the API server does on every write of a Secret: stringData into data."""
+        for key, obj in list(self.emulator.objects.items()):
+            if key[0].plural != "secrets" or obj.deleted or "stringData" not in obj:
+                continue
+            data = dict(obj.get("data") or {})
+            for name, value in dict(obj["stringData"] or {}).items():
+                data[name] = base64.b64encode(str(value).encode()).decode()
+            obj["data"] = data
+            del obj["stringData"]
+
+    def object_names(self) -> list[str]:
+        """plural/namespace/name of every object the emulator holds."""
+        return sorted(
+            f"{resource.plural}/{namespace or ''}/{name}"
+            for (resource, namespace, name), obj in list(self.emulator.objects.items())
+            if not obj.deleted
+        )
+
+    def secrets(self) -> dict[str, dict[str, str]]:
+        self.store_secrets()
+        found: dict[str, dict[str, str]] = {}
+        for (resource, namespace, name), obj in list(self.emulator.objects.items()):
+            if resource.plural != "secrets" or obj.deleted or name.startswith("sh.helm."):
+                continue
+            data = dict(obj.get("data") or {})
+            found[f"{namespace}/{name}"] = {
+                k: base64.b64decode(v).decode() for k, v in data.items()
+            }
+        return found
+
+
+async def _render(values: dict[str, Any], lint: bool) -> dict[str, Any]:
+    import helm_sdkpy
+
+    async with _Cluster() as cluster:
+        config = cluster.config(NAMESPACE)
+        release = await helm_sdkpy.Install(config).run(
+            RELEASE, str(CHART), values=values or None, wait=False, timeout=60
+        )
+        linted = await helm_sdkpy.Lint(config).run(str(CHART)) if lint else None
     return {"manifest": release.get("manifest", ""), "hooks": release.get("hooks"), "lint": linted}
+
+
+async def _run_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    import helm_sdkpy
+
+    results: list[dict[str, Any]] = []
+    async with _Cluster() as cluster:
+        for step in steps:
+            release_name = step.get("release", RELEASE)
+            namespace = step.get("namespace", NAMESPACE)
+            config = cluster.config(namespace)
+            outcome: dict[str, Any] = {
+                "action": step["action"],
+                "release": release_name,
+                "namespace": namespace,
+                "manifest": "",
+                "hooks": [],
+                "error": None,
+            }
+            cluster.store_secrets()
+            try:
+                if step["action"] == "install":
+                    release = await helm_sdkpy.Install(config).run(
+                        release_name,
+                        str(CHART),
+                        values=step.get("values") or None,
+                        wait=False,
+                        timeout=60,
+                    )
+                    outcome["manifest"] = release.get("manifest", "")
+                    outcome["hooks"] = release.get("hooks") or []
+                elif step["action"] == "uninstall":
+                    await helm_sdkpy.Uninstall(config).run(release_name, wait=False, timeout=60)
+                else:
+                    raise ValueError(f"unknown action {step['action']!r}")
+            except helm_sdkpy.HelmError as error:
+                outcome["error"] = str(error)
+            outcome["secrets"] = cluster.secrets()
+            outcome["objects"] = cluster.object_names()
+            results.append(outcome)
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lint", action="store_true")
+    parser.add_argument("--steps", action="store_true", help="stdin is a list of actions")
     args = parser.parse_args()
     if os.environ.get("HELM_DRIVER") != "memory":
         sys.exit("run with HELM_DRIVER=memory in the environment")
-    values = json.loads(sys.stdin.read() or "{}")
-    result = asyncio.run(_render(values, args.lint))
+    data = json.loads(sys.stdin.read() or "{}")
+    result: Any = asyncio.run(_run_steps(data) if args.steps else _render(data, args.lint))
     sys.stdout.write(json.dumps(result, default=str))
     return 0
 

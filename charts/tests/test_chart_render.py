@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -121,7 +122,7 @@ NON_DEFAULT: dict[str, Any] = {
     "secrets": {"create": False},
     "ingress": {
         "host": "billing.example.test",
-        "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "2m"},
+        "annotations": {"traefik.ingress.kubernetes.io/router.entrypoints": "websecure"},
         "tls": [{"secretName": "billing-tls", "hosts": ["billing.example.test"]}],
     },
     "operator": {"useDapr": False, "watchNamespaces": ["billing-demo"], "defaultTenant": "demo"},
@@ -194,86 +195,184 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("service", "port"), SERVICES.items())
 def test_service_deployment(default: Rendered, service: str, port: int) -> None:
+    """Cross-references within one service's objects and with the launcher: the names, ports
+    and labels that must agree for the pod to start and be reached."""
+    from billing_common.settings import DEFAULT_PORTS
+
     deployment = default.get("Deployment", f"billing-{service}")
     pod = deployment["spec"]["template"]
     annotations = pod["metadata"]["annotations"]
-    assert annotations["dapr.io/enabled"] == "true"
-    assert annotations["dapr.io/app-id"] == service
-    assert annotations["dapr.io/app-port"] == str(port)
-    assert annotations["dapr.io/config"] == f"billing-dapr-{service}"
-    assert annotations["dapr.io/enable-api-logging"] == "true"
-
     container = _container(deployment)
-    assert container["image"] == f"billing/{service}-service:0.1.0"
+    assert port == DEFAULT_PORTS[service], "the chart's port is the launcher's"
+    # daprd calls the port the app listens on, under the app id the others invoke.
+    assert annotations["dapr.io/app-id"] == service
+    assert annotations["dapr.io/app-port"] == str(container["ports"][0]["containerPort"])
+    assert container["command"][-2:] == ["--port", str(port)]
     assert container["command"][:5] == ["python", "-m", "billing_launcher", "serve", service]
-    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-
+    assert annotations["dapr.io/config"] in default.names("Configuration")
+    assert annotations["dapr.io/config"] == f"billing-dapr-{service}"  # the app's own
+    assert (
+        annotations["dapr.io/app-health-check-path"] == container["startupProbe"]["httpGet"]["path"]
+    )
     env = _env(container)
-    assert env["RUNTIME"] == "dapr"
-    assert env["LOG_JSON"] == "true"
-    assert env["DATABASE_URL"] == {"secretKeyRef": {"name": "billing-database", "key": service}}
-    assert env["DAPR_PUBSUB_NAME"] == "pubsub"
-    assert env["MIGRATE_ON_START"] == "false"
-
-    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert env["DATABASE_URL"]["secretKeyRef"]["key"] == service
+    assert env["DATABASE_URL"]["secretKeyRef"]["name"] in default.names("Secret")
+    assert env["DAPR_PUBSUB_NAME"] in default.names("Component")
+    assert env["DAPR_STATE_STORE"] in default.names("Component")
+    assert env["DAPR_SECRET_STORE"] in default.names("Component")
+    # A read-only root filesystem needs the scratch volume the app writes to.
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert env["DATA_DIR"].startswith("/tmp/")
     (tmp,) = [v for v in pod["spec"]["volumes"] if v["name"] == "tmp"]
-    assert "emptyDir" in tmp
-    assert pod["spec"]["serviceAccountName"] == f"billing-{service}"
-    assert f"billing-{service}" in default.names("ServiceAccount")
+    assert "emptyDir" in tmp and {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert pod["spec"]["serviceAccountName"] in default.names("ServiceAccount")
 
     svc = default.get("Service", f"billing-{service}")
     assert svc["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert svc["spec"]["ports"][0]["port"] == port
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert svc["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
 
 
-def test_ingress_routes_each_api_prefix(default: Rendered) -> None:
+def _public_paths(service: str) -> set[str]:
+    """Every path of the service's own FastAPI app (its OpenAPI document, which FastAPI
+    builds from the routes) that a client outside the cluster calls: all but the probes,
+    metrics and Dapr's delivery routes."""
+    from billing_common.settings import ServiceSettings
+    from billing_launcher.registry import app_factory
+
+    app = app_factory(service)(ServiceSettings.for_service(service), None)
+    internal = ("/healthz", "/readyz", "/metrics", "/dapr/", "/events/")
+    return {path for path in app.openapi()["paths"] if not path.startswith(internal)}
+
+
+def _routed_to(paths: dict[str, str], path: str) -> str | None:
+    """The backend of the longest Ingress Prefix match (element-wise, as the Ingress spec
+    defines Prefix), or None."""
+    segments = path.strip("/").split("/")
+    best: tuple[int, str] | None = None
+    for prefix, backend in paths.items():
+        parts = prefix.strip("/").split("/")
+        if segments[: len(parts)] == parts and (best is None or len(parts) > best[0]):
+            best = (len(parts), backend)
+    return best[1] if best else None
+
+
+def test_every_public_route_of_every_service_is_routed_by_the_ingress(default: Rendered) -> None:
     (ingress,) = default.of_kind("Ingress")
-    assert ingress["spec"]["ingressClassName"] == "nginx"
     (rule,) = ingress["spec"]["rules"]
     assert "host" not in rule
-    routes = {
-        p["path"]: (p["pathType"], p["backend"]["service"]["name"]) for p in rule["http"]["paths"]
-    }
-    assert routes == {
-        "/v1/tax": ("Prefix", "billing-tax"),
-        "/v1/discounts": ("Prefix", "billing-discount"),
-        "/v1/invoices": ("Prefix", "billing-invoice"),
-        "/v1/payments": ("Prefix", "billing-payment"),
-        "/v1/webhooks": ("Prefix", "billing-payment"),
-    }
-    services = default.names("Service")
-    assert {name for _, name in routes.values()} <= services
-
-
-# --- migrations as hooks ------------------------------------------------------------------
-
-
-def test_migration_jobs_are_hooks(default: Rendered) -> None:
-    jobs = {h["name"]: h for h in default.hooks if h["kind"] == "Job"}
-    assert set(jobs) == {f"billing-{s}-migrate" for s in SERVICES}
+    assert {p["pathType"] for p in rule["http"]["paths"]} == {"Prefix"}
+    paths = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+    assert set(paths.values()) <= default.names("Service")
+    served: set[str] = set()
+    unrouted = []
     for service in SERVICES:
-        job = default.get("Job", f"billing-{service}-migrate")
-        annotations = job["metadata"]["annotations"]
-        # The bundled PostgreSQL is part of the release: first migration right after install.
-        assert annotations["helm.sh/hook"] == "post-install,pre-upgrade"
-        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
-        container = _container({"spec": job["spec"]})
-        assert container["command"] == ["python", "-m", "billing_launcher", "migrate", service]
-        assert _env(container)["DATABASE_URL"]["secretKeyRef"]["key"] == service
-        pod = job["spec"]["template"]
-        assert pod["spec"]["restartPolicy"] == "Never"
-        assert "dapr.io/enabled" not in (pod["metadata"].get("annotations") or {})
-    # The database Secret exists before the Jobs: a hook of lower weight.
+        public = _public_paths(service)
+        assert public, service
+        served |= public
+        unrouted += [
+            (path, _routed_to(paths, path))
+            for path in sorted(public)
+            if _routed_to(paths, path) != f"billing-{service}"
+        ]
+    assert unrouted == []
+    # And no prefix routes to nothing.
+    for prefix in paths:
+        assert any(_routed_to({prefix: "x"}, path) for path in served), prefix
+
+
+def test_ingress_class_is_the_one_make_kind_up_installs(default: Rendered) -> None:
+    """The chart's ingressClassName, the controller `make kind-up` installs (pinned chart
+    version) with its values file, the kind node it runs on and the namespace the
+    NetworkPolicies admit all name the same things."""
+    root = HERE.parents[1]
+    traefik = yaml.safe_load((root / "kind-traefik-values.yaml").read_text())
+    (ingress,) = default.of_kind("Ingress")
+    assert traefik["ingressClass"]["name"] == ingress["spec"]["ingressClassName"] == "traefik"
+    makefile = (root / "Makefile").read_text()
+    (version,) = re.findall(r"^TRAEFIK_CHART_VERSION \?= (\S+)$", makefile, re.M)
+    assert re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", version)
+    kind_up = makefile[makefile.index("kind-up:") : makefile.index("kind-down:")]
+    assert "--version $(TRAEFIK_CHART_VERSION)" in kind_up
+    assert "-f kind-traefik-values.yaml" in kind_up
+    assert "ingress-nginx" not in kind_up
+    kind = yaml.safe_load((root / "kind-config.yaml").read_text())
+    control_plane = kind["nodes"][0]
+    assert traefik["nodeSelector"].items() <= control_plane["labels"].items()
+    mapped = {m["containerPort"] for m in control_plane["extraPortMappings"]}
+    assert {traefik["ports"][p]["hostPort"] for p in ("web", "websecure")} == mapped
+    (namespace,) = re.findall(r"--namespace (\S+)", kind_up)
+    for service in SERVICES:
+        policy = default.get("NetworkPolicy", f"billing-{service}")
+        first = policy["spec"]["ingress"][0]["from"]
+        assert first == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        ]
+
+
+# --- start-up order, migrations, probes ----------------------------------------------------
+
+
+def test_migrations_run_before_the_app_and_no_hook_waits_for_pods(default: Rendered) -> None:
+    """`helm install --wait` waits for the pods before post-install hooks run; pods that need
+    a migrated schema would wait forever for a post-install migration. Here the schema is
+    brought to head by an init container of each pod, after the servers answer."""
+    assert not any("post-install" in h["events"] for h in default.hooks)
+    assert default.of_kind("Job") == []
+    for service in SERVICES:
+        pod = default.get("Deployment", f"billing-{service}")["spec"]["template"]["spec"]
+        wait, migrate = pod["initContainers"]
+        assert wait["command"][:4] == ["python", "-m", "billing_launcher", "wait-for"]
+        assert {"DATABASE_URL", "AMQP_URL"} <= set(wait["command"])
+        assert migrate["command"] == ["python", "-m", "billing_launcher", "migrate", service]
+        (app,) = pod["containers"]
+        for init in (wait, migrate):
+            assert _env(init)["DATABASE_URL"] == _env(app)["DATABASE_URL"]
+            assert init["image"] == app["image"]
+        assert _env(wait)["AMQP_URL"] == {
+            "secretKeyRef": {"name": "billing-messaging", "key": "connection-string"}
+        }
+        # With Dapr only the sidecar talks to the broker: the app gets no broker password.
+        assert "AMQP_URL" not in _env(app) and "AMQP_URL" not in _env(migrate)
+        assert _env(app)["MIGRATE_ON_START"] == "false"
+    # The database Secret the init containers read exists before any pod: a pre-install hook.
     (secret_hook,) = [h for h in default.hooks if h["kind"] == "Secret"]
     assert secret_hook["name"] == "billing-database"
     assert set(secret_hook["events"]) == {"pre-install", "pre-upgrade"}
-    assert secret_hook["weight"] < 0
+
+
+def test_wait_for_understands_the_urls_the_chart_writes(default: Rendered) -> None:
+    from billing_launcher.wait_for import address_of
+
+    database = default.get("Secret", "billing-database")["stringData"]
+    for service in SERVICES:
+        assert address_of(database[service]) == ("billing-postgresql", 5432)
+    messaging = default.get("Secret", "billing-messaging")["stringData"]
+    assert address_of(messaging["connection-string"]) == ("billing-rabbitmq", 5672)
+    assert address_of("amqps://u:p@mq.example.test/billing") == ("mq.example.test", 5671)
+    with pytest.raises(ValueError):
+        address_of("http://example.test/")
+
+
+def test_probes_and_shutdown_timings_agree(default: Rendered) -> None:
+    """A slow first start is not killed: liveness and readiness wait for the startup probe,
+    whose budget exceeds the app's wait for its sidecar. Termination: preStop, then the
+    drain, all within the grace period."""
+    for service in SERVICES:
+        deployment = default.get("Deployment", f"billing-{service}")
+        pod = deployment["spec"]["template"]
+        container = _container(deployment)
+        startup = container["startupProbe"]
+        assert startup["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        budget = startup["periodSeconds"] * startup["failureThreshold"]
+        sidecar_wait = int(_env(container)["DAPR_HEALTH_TIMEOUT"])
+        assert budget > sidecar_wait + startup["timeoutSeconds"]
+        sleep = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+        drain = int(pod["metadata"]["annotations"]["dapr.io/graceful-shutdown-seconds"])
+        assert sleep > 0
+        assert pod["spec"]["terminationGracePeriodSeconds"] > sleep + drain
 
 
 def test_database_urls_point_at_the_bundled_server(default: Rendered) -> None:
@@ -745,13 +844,8 @@ def test_non_default_values(custom: Rendered) -> None:
         _container(custom.get("Deployment", "acme-billing-invoice"))
     )
 
-    # Existing database secret, no bundled server: migrations run before install too.
-    assert {h["kind"] for h in custom.hooks} == {"Job"}
-    for job in custom.of_kind("Job"):
-        assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
-    assert custom.names("Job") == {
-        f"acme-billing-{s}-migrate" for s in ("tax", "discount", "invoice")
-    }
+    # Existing database secret: no hook at all.
+    assert custom.hooks == []
     assert not APP_SECRETS & custom.names("Secret")
     assert custom.get("Secret", "acme-billing-messaging")["stringData"] == {
         "connection-string": "amqps://billing:secret@mq.example.test:5671/billing"
@@ -817,3 +911,169 @@ def test_bad_values_are_refused(values: dict[str, Any], message: str) -> None:
     done = render(values)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+# --- without Dapr, app token, NetworkPolicies, availability --------------------------------
+
+
+@pytest.fixture(scope="module")
+def direct() -> Rendered:
+    return rendered(
+        {"dapr": {"enabled": False}, "availability": {"autoscaling": {"enabled": True}}}
+    )
+
+
+def test_without_dapr_the_services_run_the_direct_runtime(
+    direct: Rendered, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No sidecar to wait for: the launcher's direct runtime with RabbitMQ and the peers'
+    Services, and the secrets from env, each service only the ones it reads."""
+    from billing_common.settings import ServiceSettings
+
+    for service in SERVICES:
+        deployment = direct.get("Deployment", f"billing-{service}")
+        pod = deployment["spec"]["template"]
+        assert not any(k.startswith("dapr.io/") for k in pod["metadata"].get("annotations", {}))
+        container = _container(deployment)
+        assert container["command"][5:7] == ["--runtime", "direct"]
+        env = _env(container)
+        assert env["RUNTIME"] == "direct"
+        assert "DAPR_HEALTH_TIMEOUT" not in env and "APP_API_TOKEN" not in env
+        assert env["AMQP_URL"] == {
+            "secretKeyRef": {"name": "billing-messaging", "key": "connection-string"}
+        }
+        # The settings class reads the value the chart writes, from the environment, as the
+        # peers' Services.
+        monkeypatch.setenv("PEER_URLS", env["PEER_URLS"])
+        assert ServiceSettings.for_service(service).peer_urls == {
+            s: f"http://billing-{s}.billing.svc:{port}" for s, port in SERVICES.items()
+        }
+        for name, port in SERVICES.items():
+            assert direct.get("Service", f"billing-{name}")["spec"]["ports"][0]["port"] == port
+        secrets = {
+            k
+            for k, v in env.items()
+            if isinstance(v, dict) and v["secretKeyRef"]["name"] in APP_SECRETS
+        }
+        expected = {"JWT_SIGNING_KEY"}
+        if service == "payment":
+            expected |= {"WEBHOOK_SECRET_SANDBOX", "WEBHOOK_SECRET_STRIPE", "STRIPE_API_KEY"}
+        assert secrets == expected
+        assert "billing-app-token" not in direct.names("Secret")
+        # HPA on: the Deployment leaves replicas to it.
+        assert "replicas" not in deployment["spec"]
+        hpa = direct.get("HorizontalPodAutoscaler", f"billing-{service}")
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": f"billing-{service}",
+        }
+    for obj in direct.everything:
+        if obj["kind"] not in DAPR_KINDS:
+            kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
+
+
+def test_the_app_token_daprd_sends_is_the_one_the_app_checks(default: Rendered) -> None:
+    """daprd reads the key `token` of the Secret named by dapr.io/app-token-secret and sends
+    it as `dapr-api-token`; the app compares with APP_API_TOKEN: both from one Secret."""
+    secret = default.get("Secret", "billing-app-token")
+    assert len(secret["stringData"]["token"]) >= 32
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for service in SERVICES:
+        deployment = default.get("Deployment", f"billing-{service}")
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["dapr.io/app-token-secret"] == "billing-app-token"
+        assert _env(_container(deployment))["APP_API_TOKEN"] == {
+            "secretKeyRef": {"name": "billing-app-token", "key": "token"}
+        }
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def _reachable(
+    policies: list[dict[str, Any]],
+    target: dict[str, str],
+    port: int,
+    source: dict[str, str],
+    source_namespace: str,
+    namespace: str = "billing",
+) -> bool:
+    """NetworkPolicy ingress semantics: a pod no policy selects accepts everything; a
+    selected pod accepts a connection that some rule of some selecting policy allows (peer
+    podSelector alone: the policy's namespace; namespaceSelector: by the namespace label)."""
+    selecting = [p for p in policies if _selects(p["spec"]["podSelector"], target)]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            if "ports" in rule and port not in {p["port"] for p in rule["ports"]}:
+                continue
+            for peer in rule.get("from", [{}]):
+                namespace_ok = (
+                    _selects(
+                        peer["namespaceSelector"], {"kubernetes.io/metadata.name": source_namespace}
+                    )
+                    if "namespaceSelector" in peer
+                    else source_namespace == namespace
+                )
+                pod_ok = _selects(peer["podSelector"], source) if "podSelector" in peer else True
+                if namespace_ok and pod_ok:
+                    return True
+    return False
+
+
+def _pod_labels(render: Rendered, kind: str, name: str) -> dict[str, str]:
+    labels: dict[str, str] = render.get(kind, name)["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+@pytest.mark.parametrize("render_name", ["default", "direct"])
+def test_only_the_sidecars_and_the_ingress_controller_reach_the_apps(
+    request: pytest.FixtureRequest, render_name: str
+) -> None:
+    render: Rendered = request.getfixturevalue(render_name)
+    policies = render.of_kind("NetworkPolicy")
+    with_dapr = render_name == "default"
+    traefik = {"app.kubernetes.io/name": "traefik"}
+    stranger = {"app": "curl"}
+    operator = _pod_labels(render, "Deployment", "billing-operator")
+    for service, port in SERVICES.items():
+        target = _pod_labels(render, "Deployment", f"billing-{service}")
+        peer = _pod_labels(
+            render, "Deployment", f"billing-{'tax' if service != 'tax' else 'invoice'}"
+        )
+        assert _reachable(policies, target, port, traefik, "traefik")
+        assert not _reachable(policies, target, port, stranger, "default")
+        assert not _reachable(policies, target, port, stranger, "billing"), (
+            "any pod could POST events"
+        )
+        assert not _reachable(policies, target, port, traefik, "billing")
+        # Peers: through their sidecars with Dapr, straight to the app port without.
+        assert _reachable(policies, target, port, peer, "billing") is (not with_dapr)
+        assert _reachable(policies, target, 50002, peer, "billing") is with_dapr
+        assert _reachable(policies, target, 50002, operator, "billing") is with_dapr
+        assert not _reachable(policies, target, 50002, stranger, "billing")
+        assert not _reachable(policies, target, 3500, peer, "billing"), "the Dapr API is local"
+    for server, port in (("postgresql", 5432), ("rabbitmq", 5672)):
+        target = _pod_labels(render, "StatefulSet", f"billing-{server}")
+        assert _reachable(
+            policies, target, port, _pod_labels(render, "Deployment", "billing-tax"), "billing"
+        )
+        assert not _reachable(policies, target, port, stranger, "billing")
+        assert not _reachable(policies, target, port, stranger, "default")
+
+
+def test_every_service_has_a_disruption_budget_matching_its_pods(default: Rendered) -> None:
+    for service in SERVICES:
+        budget = default.get("PodDisruptionBudget", f"billing-{service}")
+        labels = _pod_labels(default, "Deployment", f"billing-{service}")
+        assert _selects(budget["spec"]["selector"], labels)
+        others = [
+            _pod_labels(default, "Deployment", f"billing-{s}") for s in SERVICES if s != service
+        ]
+        assert not any(_selects(budget["spec"]["selector"], o) for o in others)
+        assert budget["spec"]["maxUnavailable"] == 1
+        sa = default.get("Deployment", f"billing-{service}")["spec"]["template"]["spec"]
+        assert sa["serviceAccountName"] == f"billing-{service}"

@@ -86,8 +86,47 @@ jwt-signing-key webhook-secret-sandbox webhook-secret-stripe stripe-api-key
 {{- end -}}
 {{- end -}}
 
-{{/* Hook phases of the migration Jobs. With the bundled PostgreSQL the server is part of the
-     release and does not exist before install, so the first migration runs after install. */}}
-{{- define "billing.migrationHook" -}}
-{{- if .Values.postgresql.enabled -}}post-install,pre-upgrade{{- else -}}pre-install,pre-upgrade{{- end -}}
+{{/* Name of a cluster-scoped object: release name and namespace, so that two releases of the
+     same name in two namespaces never share one (e.g. "billing-operator-team-a"). */}}
+{{- define "billing.clusterScopedName" -}}
+{{- printf "%s-%s-%s" (include "billing.fullname" .root) .component .root.Release.Namespace | trunc 253 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The Secret holding the token daprd sends to the app (header dapr-api-token, key `token`). */}}
+{{- define "billing.appTokenSecret" -}}
+{{- .Values.appToken.existingSecret | default (printf "%s-app-token" (include "billing.fullname" .)) -}}
+{{- end -}}
+
+{{/* Whether the services run with Dapr sidecars (runtime dapr) or talk to PostgreSQL,
+     RabbitMQ and each other directly (runtime direct). */}}
+{{- define "billing.runtime" -}}
+{{- if .Values.dapr.enabled -}}dapr{{- else -}}direct{{- end -}}
+{{- end -}}
+
+
+{{/* The application secrets each service reads (least privilege in the direct runtime). */}}
+{{- define "billing.secretsOf" -}}
+{{- if eq . "payment" -}}
+jwt-signing-key webhook-secret-sandbox webhook-secret-stripe stripe-api-key
+{{- else -}}
+jwt-signing-key
+{{- end -}}
+{{- end -}}
+
+{{/* DATABASE_URL and AMQP_URL of one service from the chart's Secrets:
+     (dict "root" $ "name" "tax" "amqp" true). With Dapr the app itself never uses AMQP_URL
+     (its sidecar does), so only the init container that waits for the broker gets it. */}}
+{{- define "billing.serverUrlEnv" -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "billing.databaseSecret" .root }}
+      key: {{ .name }}
+{{- if .amqp }}
+- name: AMQP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "billing.messagingSecret" .root }}
+      key: connection-string
+{{- end }}
 {{- end -}}

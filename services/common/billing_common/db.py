@@ -6,6 +6,7 @@ SQLite (aiosqlite) for the embedded runtime, PostgreSQL (asyncpg) for the others
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import weakref
 from datetime import UTC, datetime
@@ -163,4 +164,18 @@ async def migrate(engine: AsyncEngine, migrations_dir: Path, version_table: str)
         command.upgrade(cfg, "head")
 
     async with _migration_lock(), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Every replica's init container migrates at start-up: the first one holds this
+            # lock until its upgrade commits, the others then find the schema at head.
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"),
+                {"key": migration_lock_key(version_table)},
+            )
         await conn.run_sync(_upgrade)
+
+
+def migration_lock_key(version_table: str) -> int:
+    """The PostgreSQL advisory lock key (a signed 64-bit integer) of one service's
+    migrations, stable across processes and versions."""
+    digest = hashlib.sha256(f"billing-migrations:{version_table}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

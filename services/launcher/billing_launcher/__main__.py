@@ -4,6 +4,8 @@ run [--services tax,discount,...]   all services in ONE process, embedded runtim
                                      (SQLite per service, in-process bus and invocation)
 serve NAME [--runtime direct]        one service in this process (direct or dapr runtime)
 migrate [NAME ...]                   apply Alembic migrations to each service's database
+wait-for [--timeout S] ENV_NAME ...  wait until the servers whose URLs those variables hold
+                                     accept connections (exit 1 after the timeout)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
 from billing_launcher.registry import SERVICES, app_factory, migrations_dir
 from billing_launcher.servers import make_server, run_event_loop, serve_all
+from billing_launcher.wait_for import wait_for
 
 
 def _banner(host: str, ports: dict[str, int]) -> None:
@@ -106,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=None)
     mig = sub.add_parser("migrate", help="apply migrations to each service's database")
     mig.add_argument("names", nargs="*", help=f"services (default: all of {', '.join(SERVICES)})")
+    wait = sub.add_parser("wait-for", help="wait until servers accept connections")
+    wait.add_argument("--timeout", type=float, default=300.0)
+    wait.add_argument("env_names", nargs="+", help="variables holding the servers' URLs")
     args = parser.parse_args(argv)
 
     base = ServiceSettings()
@@ -122,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.port,
             )
         )
+    elif args.command == "wait-for":
+        return 0 if asyncio.run(wait_for(args.env_names, args.timeout)) else 1
     else:
         names = args.names or list(SERVICES)
         unknown = [n for n in names if n not in SERVICES]
