@@ -75,6 +75,7 @@ class FakeServices:
             except AuthError as exc:
                 return JSONResponse({"title": "Unauthorized", "detail": str(exc)}, 401)
             body = await request.json() if request.method == "PUT" else None
+            needed = scope.replace(":admin", ":read") if request.method == "GET" else scope
             self.received.append(
                 Received(
                     request.method,
@@ -86,7 +87,7 @@ class FakeServices:
                     body,
                 )
             )
-            if scope not in principal.scopes:
+            if needed not in principal.scopes:
                 return JSONResponse({"title": "Forbidden"}, 403)
             pending = self.script.get(key)
             if pending:
@@ -101,6 +102,10 @@ class FakeServices:
                 }
                 return JSONResponse(problem, status, media_type="application/problem+json")
             record = (kind, principal.tenant, key)
+            if request.method == "GET":
+                if record not in self.stored:
+                    return JSONResponse({"title": "Not Found"}, 404)
+                return JSONResponse({"key": key, **self.stored[record]})
             if request.method == "DELETE":
                 if self.stored.pop(record, None) is None:
                     return JSONResponse({"title": "Not Found"}, 404)
@@ -110,11 +115,11 @@ class FakeServices:
             self.stored[record] = body
             return JSONResponse({"key": key, **body}, 201 if created else 200)
 
-        @app.api_route("/v1/tax/rules/by-key/{key}", methods=["PUT", "DELETE"])
+        @app.api_route("/v1/tax/rules/by-key/{key}", methods=["GET", "PUT", "DELETE"])
         async def tax_rule(key: str, request: Request) -> Response:
             return await handle("tax", "tax:admin", key, request)
 
-        @app.api_route("/v1/discounts/policies/{key}", methods=["PUT", "DELETE"])
+        @app.api_route("/v1/discounts/policies/{key}", methods=["GET", "PUT", "DELETE"])
         async def discount_policy(key: str, request: Request) -> Response:
             return await handle("discount", "discount:admin", key, request)
 
@@ -196,6 +201,26 @@ class Cluster:
             "metadata": {"name": name, "labels": labels, "resourceVersion": "1", "uid": name},
         }
 
+    async def relabel(self, namespace: str, tenant: str | None) -> None:
+        """A namespace label change through the API, as `kubectl label` makes it."""
+        await self.patch(
+            f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": {TENANT_LABEL: tenant}}}
+        )
+
+    def events(self, name: str | None = None, reason: str | None = None) -> list[dict[str, Any]]:
+        """The core v1 Events the operator posted (optionally about one object, one reason)."""
+        found = [
+            dict(obj.raw)
+            for (resource, _, _), obj in self.emulator.objects.items()
+            if resource.plural == "events" and resource.group == "" and not obj.deleted
+        ]
+        return [
+            e
+            for e in found
+            if (name is None or e["involvedObject"]["name"] == name)
+            and (reason is None or e["reason"] == reason)
+        ]
+
     async def patch(self, path: str, body: dict[str, Any]) -> None:
         response = await self.http.patch(
             path, json=body, headers={"Content-Type": "application/merge-patch+json"}
@@ -216,9 +241,13 @@ def _resource_info(kind: str, namespaced: bool, *extra: str) -> kmock.ResourceIn
 
 
 class VersioningEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
-    """Gives every write a new resourceVersion, as an API server does. kmock keeps the one
-    the client sent, and Kopf then waits out its consistency timeout after each patch of its
-    own, expecting a newer version than the one it wrote."""
+    """Two things an API server does and kmock 0.8 does not: every write gets a new
+    resourceVersion (kmock keeps the one the client sent, and Kopf then waits out its
+    consistency timeout after each patch of its own, expecting a newer version than the one
+    it wrote), and a create with `generateName` gets a unique name (Kopf's events are
+    created so; kmock would store them all under the name None and refuse the second).
+
+    kmock keeps every request it served (`list(emulator)`): the RBAC test reads them."""
 
     _versions = itertools.count(2)
 
@@ -228,6 +257,8 @@ class VersioningEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         if is_write and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             meta["resourceVersion"] = str(next(self._versions))
+            if request.action == kmock.action.CREATE and not meta.get("name"):
+                meta["name"] = f"{meta.get('generateName', '')}{meta['resourceVersion']}"
         return await super()._handle(request)
 
 
@@ -294,7 +325,11 @@ def operator(cluster: Cluster, services: FakeServices, servers: ServerThread) ->
 
     @contextlib.asynccontextmanager
     async def run(
-        default_tenant: str | None = None, urls: tuple[str, str] | None = None
+        default_tenant: str | None = None,
+        urls: tuple[str, str] | None = None,
+        drift_interval: float = 0,
+        delete_max_retries: int = 8,
+        namespaces: tuple[str, ...] = (),
     ) -> AsyncIterator[None]:
         stack = contextlib.AsyncExitStack()  # entered and closed in the servers' loop
         try:
@@ -308,6 +343,9 @@ def operator(cluster: Cluster, services: FakeServices, servers: ServerThread) ->
                 retry_base_seconds=0.2,
                 retry_max_seconds=0.5,
                 default_tenant=default_tenant,
+                drift_interval_seconds=drift_interval,
+                delete_max_retries=delete_max_retries,
+                watch_namespaces=namespaces,
                 liveness_endpoint=None,
             )
 
@@ -320,7 +358,8 @@ def operator(cluster: Cluster, services: FakeServices, servers: ServerThread) ->
                 kopf.operator(
                     registry=build_registry(Reconciler(config), login=login),
                     settings=operator_settings(config),
-                    clusterwide=True,
+                    clusterwide=not namespaces,
+                    namespaces=namespaces,
                     standalone=True,
                     stop_flag=stop,
                     ready_flag=ready,
@@ -450,7 +489,7 @@ async def test_tax_rule_lifecycle_create_update_delete(
         assert f"{GROUP}/operator" not in (last_seen["metadata"].get("finalizers") or [])
 
 
-async def test_discount_policy_body_scope_and_spec_tenant(
+async def test_discount_policy_body_scope_and_spec_tenant_that_repeats_the_namespace(
     cluster: Cluster, services: FakeServices, operator: Runner
 ) -> None:
     cluster.namespace("shop", tenant="acme")
@@ -462,7 +501,7 @@ async def test_discount_policy_body_scope_and_spec_tenant(
                 "kind": "DiscountPolicy",
                 "metadata": {"name": "volume", "namespace": "shop"},
                 "spec": {
-                    "tenant": "globex",  # wins over the namespace's label
+                    "tenant": "acme",  # may only repeat the namespace's tenant
                     "displayName": "Volume discount",
                     "kind": "threshold",
                     "currency": "EUR",
@@ -482,7 +521,7 @@ async def test_discount_policy_body_scope_and_spec_tenant(
         )
         put = (await eventually(lambda: services.calls("PUT", "shop.volume")))[0]
         assert put.path == "/v1/discounts/policies/shop.volume"
-        assert (put.tenant, put.scopes) == ("globex", frozenset({"discount:admin"}))
+        assert (put.tenant, put.scopes) == ("acme", frozenset({"discount:admin"}))
         assert put.body == {
             "name": "Volume discount",
             "kind": "threshold",
@@ -502,7 +541,7 @@ async def test_discount_policy_body_scope_and_spec_tenant(
         await eventually(
             lambda: ready_condition(cluster.obj(DISCOUNT, "shop", "volume"))["status"] == "True"
         )
-        assert cluster.obj(DISCOUNT, "shop", "volume")["status"]["tenant"] == "globex"
+        assert cluster.obj(DISCOUNT, "shop", "volume")["status"]["tenant"] == "acme"
 
 
 async def test_unavailable_service_is_retried_until_it_answers(
@@ -590,24 +629,75 @@ async def test_replays_and_restarts_are_harmless(
     assert {call.key for call in services.received} == {"demo.steady"}
 
 
-async def test_missing_tenant_is_an_invalid_spec_and_calls_nothing(
+async def test_missing_tenant_is_retried_until_the_namespace_is_labelled(
     cluster: Cluster, services: FakeServices, operator: Runner
 ) -> None:
+    """No tenant yet is a state of the namespace, not of the resource: retried (Kopf
+    TemporaryError), so labelling the namespace later is enough."""
     cluster.namespace("orphan", tenant=None)
     async with operator():
         await cluster.create(tax_rules_path("orphan"), tax_rule("nobody", namespace="orphan"))
         obj = await eventually(
             lambda: (
                 (o := cluster.obj(TAX, "orphan", "nobody"))
-                and ready_condition(o)["reason"] == "InvalidSpec"
+                and ready_condition(o)["reason"] == "TenantMissing"
                 and o
             )
         )
         assert "no tenant" in ready_condition(obj)["message"]
+        assert cluster.events("nobody", "TenantMissing")[0]["type"] == "Warning"
+        assert services.received == []
+
+        await cluster.relabel("orphan", "acme")
+        await eventually(
+            lambda: ready_condition(cluster.obj(TAX, "orphan", "nobody"))["status"] == "True"
+        )
+        assert ("tax", "acme", "orphan.nobody") in services.stored
+
+
+async def test_never_applied_resource_is_deleted_without_calls(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("orphan", tenant=None)
+    async with operator():
+        await cluster.create(tax_rules_path("orphan"), tax_rule("nobody", namespace="orphan"))
+        await eventually(
+            lambda: (
+                ready_condition(cluster.obj(TAX, "orphan", "nobody"))["reason"] == "TenantMissing"
+            )
+        )
         # Deleting it must not wait for a service that never had it.
         await cluster.delete(tax_rules_path("orphan", "nobody"))
         await eventually(lambda: cluster.obj(TAX, "orphan", "nobody").deleted)
     assert services.received == []
+
+
+async def test_spec_tenant_naming_another_tenant_is_refused(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    """Whoever may create a TaxRule in a namespace of tenant acme must not reach globex:
+    the operator mints no token for globex and says so in the status and an event."""
+    cluster.namespace("shop", tenant="acme")
+    async with operator():
+        await cluster.create(
+            tax_rules_path("shop"), tax_rule("sneaky", namespace="shop", tenant="globex")
+        )
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "shop", "sneaky"))
+                and ready_condition(o)["reason"] == "TenantRefused"
+                and o
+            )
+        )
+        condition = ready_condition(obj)
+        assert condition["status"] == "False"
+        assert "'globex' is not this namespace's tenant 'acme'" in condition["message"]
+        (event,) = await eventually(lambda: cluster.events("sneaky", "TenantRefused"))
+        assert event["type"] == "Warning"
+        assert event["involvedObject"]["kind"] == "TaxRule"
+        await asyncio.sleep(0.5)  # a few retry periods
+    assert services.received == []
+    assert not any(tenant == "globex" for _, tenant, _ in services.stored)
 
 
 async def test_operator_default_tenant_applies_when_nothing_else_names_one(
@@ -618,6 +708,141 @@ async def test_operator_default_tenant_applies_when_nothing_else_names_one(
         await cluster.create(tax_rules_path("plain"), tax_rule("house-rule", namespace="plain"))
         put = (await eventually(lambda: services.calls("PUT", "plain.house-rule")))[0]
     assert put.tenant == "house"
+
+
+# --- events, drift, relabels, deletion when the service is gone ---------------------------
+
+
+def condition_of(obj: Any, type_: str) -> dict[str, Any]:
+    (found,) = [c for c in obj["status"]["conditions"] if c["type"] == type_]
+    return dict(found)
+
+
+async def test_a_reconcile_a_failure_and_a_drift_each_post_an_event(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("demo", tenant="acme")
+    services.script["demo.de-vat"] = [503]
+    async with operator(drift_interval=0.3):
+        await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+
+        (failure,) = await eventually(lambda: cluster.events("de-vat", "ServiceUnavailable"))
+        assert failure["type"] == "Warning"
+        assert "restarting" in failure["message"]
+        assert failure["involvedObject"] | {"uid": None} == {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TaxRule",
+            "name": "de-vat",
+            "namespace": "demo",
+            "uid": None,
+        }
+        assert failure["metadata"]["namespace"] == "demo"
+        assert failure["source"]["component"] == "billing-operator"
+
+        reconciled = await eventually(lambda: cluster.events("de-vat", "Reconciled"))
+        assert reconciled[0]["type"] == "Normal"
+        assert "created in the tax service for tenant acme" in reconciled[0]["message"]
+
+        # Behind the operator's back: the rule is deleted in the service.
+        del services.stored[("tax", "acme", "demo.de-vat")]
+        (drift,) = await eventually(lambda: cluster.events("de-vat", "Drifted"))
+        assert drift["type"] == "Warning"
+        assert "deleted in the tax service" in drift["message"]
+        await eventually(lambda: ("tax", "acme", "demo.de-vat") in services.stored)
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "demo", "de-vat"))
+                and condition_of(o, "Drifted")["status"] == "True"
+                and o
+            )
+        )
+        assert condition_of(obj, "Drifted")["reason"] == "DeletedInService"
+        assert ready_condition(obj)["status"] == "True"
+
+
+async def test_drift_in_the_service_is_detected_and_repaired(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    """A rule changed behind the operator's back does not stay Ready=True unnoticed: the
+    timer compares, re-applies, and says so; an unchanged rule costs one GET and no write."""
+    cluster.namespace("demo", tenant="acme")
+    record = ("tax", "acme", "demo.de-vat")
+    async with operator(drift_interval=0.3):
+        await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+        await eventually(lambda: record in services.stored)
+        await eventually(lambda: services.calls("GET", "demo.de-vat"))  # checked, in sync
+        assert len(services.calls("PUT", "demo.de-vat")) == 1
+        get = services.calls("GET", "demo.de-vat")[0]
+        assert (get.tenant, get.scopes) == ("acme", frozenset({"tax:read"}))
+        # The same value written differently is no drift.
+        services.stored[record] = {**services.stored[record], "rate": "0.190"}
+        checks = len(services.calls("GET", "demo.de-vat"))
+        await eventually(lambda: len(services.calls("GET", "demo.de-vat")) > checks + 1)
+        assert len(services.calls("PUT", "demo.de-vat")) == 1
+
+        services.stored[record] = {**services.stored[record], "rate": "0.07"}
+        await eventually(lambda: services.stored[record]["rate"] == "0.19")
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "demo", "de-vat"))
+                and condition_of(o, "Drifted")["status"] == "True"
+                and o
+            )
+        )
+        drifted = condition_of(obj, "Drifted")
+        assert drifted["reason"] == "ChangedInService"
+        assert "(rate)" in drifted["message"]
+        assert ready_condition(obj)["status"] == "True"
+        await eventually(lambda: cluster.events("de-vat", "Drifted"))
+        # The next quiet check says it is in sync again.
+        await eventually(
+            lambda: (
+                condition_of(cluster.obj(TAX, "demo", "de-vat"), "Drifted")["reason"] == "InSync"
+            )
+        )
+
+
+async def test_namespace_relabel_moves_its_resources_to_the_new_tenant(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("demo", tenant="acme")
+    async with operator(drift_interval=0.3):
+        await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+        await eventually(lambda: ("tax", "acme", "demo.de-vat") in services.stored)
+
+        await cluster.relabel("demo", "globex")
+        await eventually(lambda: ("tax", "globex", "demo.de-vat") in services.stored)
+        assert ("tax", "acme", "demo.de-vat") not in services.stored
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "demo", "de-vat"))
+                and o["status"]["tenant"] == "globex"
+                and o
+            )
+        )
+        assert condition_of(obj, "Drifted")["reason"] == "TenantChanged"
+        deleted = services.calls("DELETE", "demo.de-vat")
+        assert [d.tenant for d in deleted] == ["acme"]
+        assert "tenant globex (was acme)" in cluster.events("de-vat", "Drifted")[0]["message"]
+
+
+async def test_delete_releases_the_finalizer_when_the_service_is_gone_for_good(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("demo", tenant="acme")
+    async with operator(delete_max_retries=2):
+        await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+        await eventually(
+            lambda: ready_condition(cluster.obj(TAX, "demo", "de-vat"))["status"] == "True"
+        )
+        services.script["demo.de-vat"] = [503] * 100  # never answers again
+        await cluster.delete(tax_rules_path("demo", "de-vat"))
+        await eventually(lambda: cluster.obj(TAX, "demo", "de-vat").deleted)
+        (released,) = cluster.events("de-vat", "FinalizerReleased")
+    assert released["type"] == "Warning"
+    assert "after 3 attempts" in released["message"]
+    assert "demo.de-vat may remain in tenant acme" in released["message"]
+    assert len(services.calls("DELETE", "demo.de-vat")) == 3
 
 
 # --- into the real services ---------------------------------------------------------------

@@ -19,9 +19,11 @@ from billing_operator.client import (
     describe_problem,
 )
 from billing_operator.config import OperatorConfig
-from billing_operator.handlers import set_ready
+from billing_operator.handlers import drifted_fields, set_ready
 from billing_operator.payloads import (
     SpecError,
+    TenantMissing,
+    TenantRefused,
     discount_policy_body,
     resolve_tenant,
     resource_key,
@@ -41,14 +43,44 @@ def test_resource_key_is_namespace_dot_name_and_bounded() -> None:
         resource_key("n" * 63, "x" * 190)
 
 
-def test_tenant_precedence_spec_then_namespace_then_default() -> None:
-    assert resolve_tenant({"tenant": "acme"}, ["globex"], "house") == "acme"
+def test_tenant_is_the_namespaces_and_spec_tenant_may_only_repeat_it() -> None:
     assert resolve_tenant({}, ["globex"], "house") == "globex"
+    assert resolve_tenant({"tenant": "globex"}, ["globex"], "house") == "globex"
     assert resolve_tenant({}, [], "house") == "house"
-    with pytest.raises(SpecError, match="no tenant"):
+    assert resolve_tenant({"tenant": "house"}, [], "house") == "house"
+    with pytest.raises(TenantRefused, match="'acme' is not this namespace's tenant 'globex'"):
+        resolve_tenant({"tenant": "acme"}, ["globex"], "house")
+    with pytest.raises(TenantRefused):
+        resolve_tenant({"tenant": "acme"}, [], "house")
+    with pytest.raises(TenantMissing, match="no tenant"):
         resolve_tenant({}, [], None)
+    with pytest.raises(TenantMissing, match=r"spec\.tenant 'acme' alone is not enough"):
+        resolve_tenant({"tenant": "acme"}, [], None)
     with pytest.raises(SpecError, match="does not match"):
         resolve_tenant({}, ["Not A Tenant"], None)
+
+
+def test_drift_compares_values_as_the_service_means_them() -> None:
+    desired = {
+        "rate": "0.19",
+        "valid_from": "2007-01-01",
+        "starts_at": "2026-01-01T00:00:00Z",
+        "jurisdiction": {"country": "DE", "region": None},
+        "tiers": [{"minimum": "500.00"}],
+        "priority": 0,
+    }
+    same = {
+        **desired,
+        "rate": "0.190",
+        "starts_at": "2026-01-01T00:00:00+00:00",
+        "tiers": [{"minimum": "500"}],
+        "id": "extra fields the operator does not send are not compared",
+    }
+    assert drifted_fields(desired, same) == []
+    changed = {**same, "rate": "0.07", "jurisdiction": {"country": "AT", "region": None}}
+    assert drifted_fields(desired, changed) == ["rate", "jurisdiction"]
+    assert drifted_fields(desired, {**same, "tiers": []}) == ["tiers"]
+    assert drifted_fields(desired, {**same, "priority": 1}) == ["priority"]
 
 
 # --- bodies -------------------------------------------------------------------------------
@@ -190,7 +222,7 @@ def test_tokens_are_accepted_by_the_platforms_verifier() -> None:
 def _client(handler: Any) -> ServiceClient:
     minter = TokenMinter(KEY, issuer="billing-platform", audience="billing-api", ttl_seconds=60)
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return ServiceClient("http://tax", "tax:admin", minter, http)
+    return ServiceClient("http://tax", "tax:admin", "tax:read", minter, http)
 
 
 async def test_put_created_and_replaced() -> None:
