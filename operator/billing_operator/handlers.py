@@ -204,13 +204,14 @@ class Reconciler:
         )
 
     async def cleanup(self, **_: Any) -> None:
+        self._clients = {}  # a timer still running finds no client rather than a closed one
         if self._http is not None:
             await self._http.aclose()
             self._http = None
 
     def _client(self, kind: Kind) -> ServiceClient:
         if kind.service not in self._clients:
-            raise kopf.TemporaryError("the operator is still starting", delay=1)
+            raise kopf.TemporaryError("the operator is starting or stopping", delay=1)
         return self._clients[kind.service]
 
     def _report(

@@ -9,10 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import os
+import re
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -20,6 +25,7 @@ import kmock
 import kopf
 import pytest
 import uvicorn
+import yaml
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from kmock._internal import parsing as kmock_parsing
@@ -389,7 +395,7 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
                 result = await result
             if result:
                 return result
-        except (AssertionError, KeyError, IndexError, TypeError) as exc:
+        except (AssertionError, KeyError, IndexError, TypeError, ValueError) as exc:
             last = exc
         await asyncio.sleep(0.05)
     raise AssertionError(f"condition not met within {timeout}s: {last!r}")
@@ -823,7 +829,8 @@ async def test_namespace_relabel_moves_its_resources_to_the_new_tenant(
         assert condition_of(obj, "Drifted")["reason"] == "TenantChanged"
         deleted = services.calls("DELETE", "demo.de-vat")
         assert [d.tenant for d in deleted] == ["acme"]
-        assert "tenant globex (was acme)" in cluster.events("de-vat", "Drifted")[0]["message"]
+        (event,) = await eventually(lambda: cluster.events("de-vat", "Drifted"))
+        assert "tenant globex (was acme)" in event["message"]
 
 
 async def test_delete_releases_the_finalizer_when_the_service_is_gone_for_good(
@@ -843,6 +850,183 @@ async def test_delete_releases_the_finalizer_when_the_service_is_gone_for_good(
     assert "after 3 attempts" in released["message"]
     assert "demo.de-vat may remain in tenant acme" in released["message"]
     assert len(services.calls("DELETE", "demo.de-vat")) == 3
+
+
+# --- RBAC from measured requests -----------------------------------------------------------
+
+CHART_RENDER = Path(__file__).resolve().parents[2] / "charts" / "tests" / "render_chart.py"
+# Discovery, which every authenticated client may read (the system:discovery ClusterRole).
+DISCOVERY = re.compile(r"^/(version|api|apis|api/v1|apis/[^/]+(/[^/]+)?)/?$")
+Grant = tuple[str, str, str, str | None]  # verb, API group, resource[/subresource], namespace
+
+
+def rbac_attributes(method: str, path: str, query: Mapping[str, str]) -> Grant | None:
+    """What the API server's authorizer asks about a request (Kubernetes' RequestInfo rules),
+    or None for a non-resource URL."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "api" and len(parts) > 2:
+        group, rest = "", parts[2:]
+    elif parts[0] == "apis" and len(parts) > 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    namespace = None
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        namespace, rest = rest[1], rest[2:]
+    resource, name = rest[0], rest[1] if len(rest) > 1 else None
+    if len(rest) > 2:
+        resource = f"{resource}/{rest[2]}"
+    if method == "GET":
+        verb = "watch" if query.get("watch") in ("1", "true") else "get" if name else "list"
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method) or (
+            "delete" if name else "deletecollection"
+        )
+    return verb, group, resource, namespace
+
+
+def operator_requests(cluster: Cluster) -> set[Grant]:
+    """Every request the operator made (Kopf's user agent; the test's own are left out),
+    discovery apart, which must be all that is left."""
+    measured: set[Grant] = set()
+    for request in cluster.emulator:
+        if not request.headers.get("User-Agent", "").startswith("kopf/"):
+            continue
+        attributes = rbac_attributes(request.method.value, request.url.path, request.params)
+        if attributes is None:
+            assert DISCOVERY.match(request.url.path), request.url.path
+        else:
+            measured.add(attributes)
+    return measured
+
+
+async def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chart as Helm renders it (charts/tests/render_chart.py, a child process)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CHART_RENDER),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "HELM_DRIVER": "memory"},
+    )
+    out, err = await asyncio.wait_for(process.communicate(json.dumps(values).encode()), 120)
+    assert process.returncode == 0, err.decode()[-3000:]
+    return [o for o in yaml.safe_load_all(json.loads(out)["manifest"]) if o]
+
+
+def operator_grants(objects: list[dict[str, Any]]) -> set[Grant]:
+    """Every (verb, group, resource, namespace) the chart grants the operator's service
+    account: a ClusterRole's rules in every namespace (None), a Role's in its own."""
+    subject = {"kind": "ServiceAccount", "name": "billing-operator", "namespace": "billing"}
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in objects
+        if o["kind"] in ("ClusterRole", "Role")
+    }
+    grants: set[Grant] = set()
+    for binding in objects:
+        if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
+            continue
+        if subject not in binding["subjects"]:
+            continue
+        namespace = binding["metadata"].get("namespace")
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], namespace if ref["kind"] == "Role" else None, ref["name"])]
+        for rule in role["rules"]:
+            assert "resourceNames" not in rule and "*" not in rule["verbs"], rule
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        grants.add((verb, group, resource, namespace))
+    return grants
+
+
+def allowed(grants: set[Grant], request: Grant) -> bool:
+    verb, group, resource, namespace = request
+    return (verb, group, resource, None) in grants or (
+        namespace is not None and (verb, group, resource, namespace) in grants
+    )
+
+
+async def exercise_every_path(cluster: Cluster, services: FakeServices) -> None:
+    """What the operator does in its life: retry, reconcile, update, drift repair, a
+    namespace relabel, events, deletion with finalizers."""
+    services.script["demo.de-vat"] = [503]
+    await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+    await cluster.create(
+        f"/apis/{GROUP}/{VERSION}/namespaces/demo/discountpolicies",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "DiscountPolicy",
+            "metadata": {"name": "premium", "namespace": "demo"},
+            "spec": {
+                "displayName": "Premium",
+                "kind": "user_type",
+                "customerType": "premium",
+                "discount": {"type": "percent", "rate": "0.05"},
+            },
+        },
+    )
+    await eventually(
+        lambda: ready_condition(cluster.obj(TAX, "demo", "de-vat"))["status"] == "True"
+    )
+    await cluster.patch(
+        tax_rules_path("demo", "de-vat"), {"metadata": {"generation": 2}, "spec": {"rate": "0.2"}}
+    )
+    await eventually(
+        lambda: cluster.obj(TAX, "demo", "de-vat")["status"]["observedGeneration"] == 2
+    )
+    del services.stored[("tax", "acme", "demo.de-vat")]
+    await eventually(lambda: cluster.events("de-vat", "Drifted"))
+    await cluster.relabel("demo", "globex")
+    await eventually(lambda: ("discount", "globex", "demo.premium") in services.stored)
+    await cluster.delete(tax_rules_path("demo", "de-vat"))
+    await cluster.delete(f"/apis/{GROUP}/{VERSION}/namespaces/demo/discountpolicies/premium")
+    await eventually(lambda: cluster.obj(TAX, "demo", "de-vat").deleted)
+    await eventually(lambda: cluster.obj(DISCOUNT, "demo", "premium").deleted)
+    await eventually(lambda: cluster.events("premium", "Deleted"))
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "values"),
+    [
+        pytest.param((), {}, id="cluster-wide"),
+        pytest.param(("demo",), {"operator": {"watchNamespaces": ["demo"]}}, id="namespaced"),
+    ],
+)
+async def test_chart_rbac_grants_exactly_the_requests_the_operator_makes(
+    cluster: Cluster,
+    services: FakeServices,
+    operator: Runner,
+    namespaces: tuple[str, ...],
+    values: dict[str, Any],
+) -> None:
+    """Sufficient: every request the operator made is granted by the chart's rules for its
+    service account. Least privilege: every verb on every resource the rules grant was used.
+    (The emulator authorizes nothing: the grant is computed from the rendered rules.)"""
+    cluster.namespace("demo", tenant="acme")
+    cluster.namespace("elsewhere", tenant="acme")
+    rendering = asyncio.create_task(render_chart(values))  # meanwhile
+    async with operator(drift_interval=0.3, namespaces=namespaces):
+        await exercise_every_path(cluster, services)
+    measured = operator_requests(cluster)
+    grants = operator_grants(await rendering)
+
+    missing = {request for request in measured if not allowed(grants, request)}
+    assert not missing, f"the operator makes requests the chart does not grant: {missing}"
+    unused = {
+        grant
+        for grant in grants
+        if not any(
+            request[:3] == grant[:3] and grant[3] in (None, request[3]) for request in measured
+        )
+    }
+    assert not unused, f"the chart grants what the operator never uses: {unused}"
+    if namespaces:
+        # Namespaced: writes only where it reconciles; cluster-wide only reads.
+        assert {g for g in grants if g[3] is None and g[0] not in ("list", "watch")} == set()
+        assert {g[3] for g in grants if g[1] == GROUP} == {"demo"}
 
 
 # --- into the real services ---------------------------------------------------------------
@@ -896,7 +1080,10 @@ async def test_reconciles_into_the_real_tax_and_discount_services(
             subject="reader", tenant="acme", scopes={"tax:read", "discount:read"}
         )
         headers = {"Authorization": f"Bearer {token}"}
-        async with operator(urls=(tax_url, discount_url)), httpx.AsyncClient() as http:
+        async with (
+            operator(urls=(tax_url, discount_url), drift_interval=0.3),
+            httpx.AsyncClient() as http,
+        ):
             await cluster.create(
                 tax_rules_path("demo"), tax_rule("de-vat", compound=False, priority=5)
             )
@@ -948,6 +1135,38 @@ async def test_reconciles_into_the_real_tax_and_discount_services(
             assert policy.json()["customer_type"] == "premium"
             assert policy.json()["discount"] == {"type": "percent", "rate": "0.05"}
             assert policy.json()["priority"] == 50
+
+            # Changed behind the operator's back through the service's own API: repaired.
+            admin = tax_app.state.ctx.tokens.mint(
+                subject="someone", tenant="acme", scopes={"tax:admin"}
+            )
+            tampered = await http.put(
+                f"{tax_url}/v1/tax/rules/by-key/demo.de-vat",
+                headers={"Authorization": f"Bearer {admin}"},
+                json={
+                    k: rule.json()[k]
+                    for k in ("name", "jurisdiction", "category", "compound", "priority")
+                }
+                | {"rate": "0.07", "valid_from": "2007-01-01"},
+            )
+            assert tampered.status_code == 200, tampered.text
+            await eventually(
+                lambda: (
+                    condition_of(cluster.obj(TAX, "demo", "de-vat"), "Drifted")["reason"]
+                    == "ChangedInService"
+                )
+            )
+            repaired = await http.get(f"{tax_url}/v1/tax/rules/by-key/demo.de-vat", headers=headers)
+            assert repaired.json()["rate"] == "0.19"
+            # In sync with the real service's representation: no drift reported forever.
+            await eventually(
+                lambda: (
+                    condition_of(cluster.obj(DISCOUNT, "demo", "premium"), "Ready")["status"]
+                    == "True"
+                )
+            )
+            await asyncio.sleep(1.0)
+            assert not cluster.events("premium", "Drifted")
 
             # Another tenant sees nothing of it.
             other = tax_app.state.ctx.tokens.mint(
