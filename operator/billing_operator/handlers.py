@@ -3,8 +3,10 @@
 Every handler is idempotent: the services' endpoints are PUT/DELETE by key, so a replayed
 ADDED event, a resumed operator or a retry after a lost response all converge on one state.
 The resource's status tells what happened: `Ready` True once the service holds the spec of
-`observedGeneration`, False with a reason (`ServiceUnavailable`, retried with backoff;
-`Rejected`, with the service's problem, until the spec changes; `InvalidSpec`).
+`observedGeneration`, False with a reason (`ServiceUnavailable`, `TenantMissing` and
+`TenantRefused`, retried with backoff; `Rejected`, with the service's problem, and
+`InvalidSpec`, until the spec changes). A timer compares what the service holds with the spec
+and repairs drift (condition `Drifted`). Each of these posts a core v1 Event on the resource.
 """
 
 from __future__ import annotations
