@@ -19,7 +19,7 @@ from billing_operator.client import (
     describe_problem,
 )
 from billing_operator.config import OperatorConfig
-from billing_operator.handlers import drifted_fields, set_ready
+from billing_operator.handlers import TAX_RULE, Reconciler, drifted_fields, set_ready
 from billing_operator.payloads import (
     SpecError,
     TenantMissing,
@@ -165,6 +165,32 @@ def test_fixed_discount_keeps_amount_and_currency_and_refuses_floats() -> None:
         discount_policy_body(spec)
 
 
+def test_drift_check_waits_for_the_handlers() -> None:
+    """The timer leaves alone what a handler is still working on (Kopf's progress
+    annotation), what was never applied, a stale Ready and a refused spec."""
+    reconciler = Reconciler(OperatorConfig(jwt_signing_key=KEY))
+    ready = {"type": "Ready", "status": "True", "reason": "Reconciled", "observedGeneration": 2}
+    status = {"tenant": "acme", "conditions": [ready]}
+    meta: dict[str, Any] = {"generation": 2, "annotations": {}}
+    assert reconciler._drift_check_due(TAX_RULE, meta, status)
+    busy = {**meta, "annotations": {"billing.example.dev/tax-apply": "{}"}}
+    assert not reconciler._drift_check_due(TAX_RULE, busy, status)
+    other = {**meta, "annotations": {"billing.example.dev/discount-apply": "{}"}}
+    assert reconciler._drift_check_due(TAX_RULE, other, status)
+    assert not reconciler._drift_check_due(TAX_RULE, meta, {"conditions": [ready]})
+    assert not reconciler._drift_check_due(TAX_RULE, {**meta, "generation": 3}, status)
+    for reason in ("Rejected", "InvalidSpec"):
+        refused = {**status, "conditions": [{**ready, "status": "False", "reason": reason}]}
+        assert not reconciler._drift_check_due(TAX_RULE, meta, refused)
+    unavailable = {
+        **status,
+        "conditions": [{**ready, "status": "False", "reason": "ServiceUnavailable"}],
+    }
+    assert reconciler._drift_check_due(TAX_RULE, meta, unavailable)  # the timer's own retry
+    deleting = {**meta, "deletionTimestamp": "2026-12-01T00:00:00Z"}
+    assert not reconciler._drift_check_due(TAX_RULE, deleting, status)
+
+
 # --- configuration and tokens -------------------------------------------------------------
 
 
@@ -177,8 +203,16 @@ def test_config_from_env() -> None:
             "OPERATOR_POST_EVENTS": "false",
             "WATCH_NAMESPACES": "a, b,,",
             "OPERATOR_RETRY_BASE_SECONDS": "2",
+            "OPERATOR_DRIFT_INTERVAL_SECONDS": "30",
+            "OPERATOR_DELETE_MAX_RETRIES": "3",
+            "OPERATOR_DELETE_TIMEOUT_SECONDS": "120",
         }
     )
+    assert (
+        config.drift_interval_seconds,
+        config.delete_max_retries,
+        config.delete_timeout_seconds,
+    ) == (30.0, 3, 120.0)
     assert config.tax_url == "http://tax:8001"
     assert config.discount_url == "http://localhost:3500/v1.0/invoke/discount/method"
     assert config.default_tenant == "house"
