@@ -534,6 +534,9 @@ def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.posting.enabled = config.post_events
     settings.posting.loggers = False
     settings.posting.reporting_component = "billing-operator"
+    # A deletion waits for the drift timer to exit; one caught mid-request would be polled
+    # again only after Kopf's default 60 s, holding the finalizer that long.
+    settings.background.cancellation_polling = 1.0
     # Re-establish watches every few minutes: a silently dropped connection costs no more.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
