@@ -296,6 +296,26 @@ async def test_validation_problem_is_final_and_kept() -> None:
     assert str(caught.value) == "Invalid request (rate: must be a decimal string)"
 
 
+async def test_get_reads_with_the_read_scope_and_knows_absence() -> None:
+    verifier = TokenService(KEY, issuer="billing-platform", audience="billing-api")
+    scopes: list[frozenset[str]] = []
+    answers = iter(
+        [httpx.Response(200, json={"rate": "0.19"}), httpx.Response(404), httpx.Response(503)]
+    )
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        token = request.headers["authorization"].removeprefix("Bearer ")
+        scopes.append(verifier.verify(token).scopes)
+        return next(answers)
+
+    client = _client(serve)
+    assert await client.get("/r", tenant="acme") == {"rate": "0.19"}
+    assert await client.get("/r", tenant="acme") is None
+    with pytest.raises(ServiceUnavailable):
+        await client.get("/r", tenant="acme")
+    assert scopes == [frozenset({"tax:read"})] * 3
+
+
 async def test_delete_treats_a_missing_key_as_done() -> None:
     statuses = iter([204, 404])
     client = _client(lambda request: httpx.Response(next(statuses)))
