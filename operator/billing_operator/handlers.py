@@ -317,8 +317,16 @@ class Reconciler:
 
         verb = "created" if created else "updated"
         message = f"{kind.title} {key} {verb} in the {kind.service} service for tenant {tenant}"
+        previous = condition(status, "Ready") or {}
         set_ready(patch, status, generation, ready=True, reason="Reconciled", message=message)
-        post_event(body, warning=False, reason="Reconciled", message=message)
+        if (
+            created
+            or previous.get("status") != "True"
+            or previous.get("observedGeneration") != generation
+        ):
+            # Not on a resume that found everything in place: a restart of the operator
+            # would otherwise post one event per resource in the cluster.
+            post_event(body, warning=False, reason="Reconciled", message=message)
         patch.status["tenant"] = tenant
         patch.status["key"] = key
         patch.status["problem"] = None  # merge-patch null: drop an earlier rejection

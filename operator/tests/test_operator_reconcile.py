@@ -627,10 +627,13 @@ async def test_replays_and_restarts_are_harmless(
             lambda: ready_condition(cluster.obj(TAX, "demo", "steady"))["status"] == "True"
         )
     first = dict(services.stored)
+    await eventually(lambda: cluster.events("steady", "Reconciled"))
     async with operator():
         await asyncio.sleep(1.0)
         assert ready_condition(cluster.obj(TAX, "demo", "steady"))["status"] == "True"
     assert services.stored == first
+    # A resume that finds everything in place posts no event (one per resource per restart).
+    assert len(cluster.events("steady", "Reconciled")) == 1
     assert all(call.method == "PUT" for call in services.received)
     assert {call.key for call in services.received} == {"demo.steady"}
 
