@@ -654,7 +654,8 @@ async def test_missing_tenant_is_retried_until_the_namespace_is_labelled(
             )
         )
         assert "no tenant" in ready_condition(obj)["message"]
-        assert cluster.events("nobody", "TenantMissing")[0]["type"] == "Warning"
+        (missing,) = await eventually(lambda: cluster.events("nobody", "TenantMissing"))
+        assert missing["type"] == "Warning"
         assert services.received == []
 
         await cluster.relabel("orphan", "acme")
@@ -848,7 +849,7 @@ async def test_delete_releases_the_finalizer_when_the_service_is_gone_for_good(
         services.script["demo.de-vat"] = [503] * 100  # never answers again
         await cluster.delete(tax_rules_path("demo", "de-vat"))
         await eventually(lambda: cluster.obj(TAX, "demo", "de-vat").deleted)
-        (released,) = cluster.events("de-vat", "FinalizerReleased")
+        (released,) = await eventually(lambda: cluster.events("de-vat", "FinalizerReleased"))
     assert released["type"] == "Warning"
     assert "after 3 attempts" in released["message"]
     assert "demo.de-vat may remain in tenant acme" in released["message"]
