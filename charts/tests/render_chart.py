@@ -67,6 +67,16 @@ RESOURCES = [
     ("rbac.authorization.k8s.io/v1/clusterroles", "ClusterRole", False),
     ("rbac.authorization.k8s.io/v1/clusterrolebindings", "ClusterRoleBinding", False),
     ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False),
+    (
+        "admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+        "ValidatingAdmissionPolicy",
+        False,
+    ),
+    (
+        "admissionregistration.k8s.io/v1/validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding",
+        False,
+    ),
     ("dapr.io/v1alpha1/components", "Component", True),
     ("dapr.io/v1alpha1/configurations", "Configuration", True),
     ("dapr.io/v1alpha1/resiliencies", "Resiliency", True),

@@ -427,7 +427,9 @@ def test_operator_deployment_and_rbac(default: Rendered) -> None:
     }
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
 
-    role = default.get("ClusterRole", "billing-operator")
+    # Cluster-scoped names carry the release namespace; the rules themselves are checked
+    # against the operator's measured requests in operator/tests (test_chart_rbac_...).
+    role = default.get("ClusterRole", "billing-operator-billing")
 
     def allowed(group: str, resource: str) -> set[str]:
         return {
@@ -443,7 +445,7 @@ def test_operator_deployment_and_rbac(default: Rendered) -> None:
     assert "create" in allowed("", "events")
     assert {"list", "watch"} <= allowed("", "namespaces")
     assert {"list", "watch"} <= allowed("apiextensions.k8s.io", "customresourcedefinitions")
-    binding = default.get("ClusterRoleBinding", "billing-operator")
+    binding = default.get("ClusterRoleBinding", "billing-operator-billing")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "billing-operator", "namespace": "billing"}
     ]

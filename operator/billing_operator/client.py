@@ -63,7 +63,8 @@ class ServiceClient:
     """One per service: base URL, the admin scope its writes need, and a token minter."""
 
     base_url: str
-    scope: str
+    scope: str  # for writes (PUT, DELETE)
+    read_scope: str  # for the drift check's GET
     tokens: TokenMinter
     http: httpx.AsyncClient
     _log: Any = field(init=False, repr=False)
@@ -77,6 +78,18 @@ class ServiceClient:
             return UpsertResult(created=response.status_code == 201)
         raise self._failure(response)
 
+    async def get(self, path: str, *, tenant: str) -> dict[str, Any] | None:
+        """What the service holds under this key, or None if it holds nothing."""
+        response = await self._send("GET", path, tenant=tenant, scope=self.read_scope)
+        if response.status_code == 200:
+            payload = response.json()
+            if isinstance(payload, dict):
+                return payload
+            raise ServiceUnavailable(f"GET {path}: a JSON object was expected")
+        if response.status_code in (404, 410):
+            return None
+        raise self._failure(response)
+
     async def delete(self, path: str, *, tenant: str) -> bool:
         """True if something was deleted; False if the key was already gone."""
         response = await self._send("DELETE", path, tenant=tenant)
@@ -87,9 +100,15 @@ class ServiceClient:
         raise self._failure(response)
 
     async def _send(
-        self, method: str, path: str, *, tenant: str, json: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        tenant: str,
+        json: dict[str, Any] | None = None,
+        scope: str | None = None,
     ) -> httpx.Response:
-        token = self.tokens.mint(tenant=tenant, scope=self.scope)
+        token = self.tokens.mint(tenant=tenant, scope=scope or self.scope)
         url = f"{self.base_url}{path}"
         try:
             response = await self.http.request(

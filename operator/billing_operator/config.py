@@ -36,6 +36,14 @@ class OperatorConfig(BaseModel):
     request_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
+    # How often each applied resource is compared with what its service holds (drift repair,
+    # namespace relabels); 0 turns the check off.
+    drift_interval_seconds: float = Field(default=60.0, ge=0)
+    # Deleting gives up (and releases the finalizer, with a Warning event) after this many
+    # failed attempts or this long, whichever comes first: a service gone for good must not
+    # block the namespace forever.
+    delete_max_retries: int = Field(default=8, ge=0)
+    delete_timeout_seconds: float = Field(default=900.0, gt=0)
     default_tenant: str | None = None
     post_events: bool = True
     watch_namespaces: tuple[str, ...] = ()
@@ -72,6 +80,9 @@ class OperatorConfig(BaseModel):
             "OPERATOR_RETRY_BASE_SECONDS": "retry_base_seconds",
             "OPERATOR_RETRY_MAX_SECONDS": "retry_max_seconds",
             "OPERATOR_DEFAULT_TENANT": "default_tenant",
+            "OPERATOR_DRIFT_INTERVAL_SECONDS": "drift_interval_seconds",
+            "OPERATOR_DELETE_MAX_RETRIES": "delete_max_retries",
+            "OPERATOR_DELETE_TIMEOUT_SECONDS": "delete_timeout_seconds",
             "OPERATOR_LIVENESS_ENDPOINT": "liveness_endpoint",
         }
         for name, field in plain.items():

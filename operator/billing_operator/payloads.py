@@ -32,18 +32,34 @@ def resource_key(namespace: str, name: str) -> str:
     return key
 
 
+class TenantMissing(Exception):
+    """The namespace names no tenant (yet): labelling it is the fix, so this is retried."""
+
+
+class TenantRefused(Exception):
+    """spec.tenant names another tenant than the namespace's: a resource may only write
+    into its own namespace's tenant (whoever may create it there may not reach others)."""
+
+
 def resolve_tenant(
     spec: Mapping[str, Any], namespace_tenants: Iterable[str], default: str | None
 ) -> str:
-    """spec.tenant, else the namespace's tenant label/annotation, else the operator default."""
-    candidates = [spec.get("tenant"), next(iter(namespace_tenants), None), default]
-    tenant = next((value for value in candidates if value), None)
+    """The namespace's tenant label/annotation, else the operator's default. `spec.tenant`
+    may only repeat that tenant; it never chooses another one."""
+    tenant = next(iter(namespace_tenants), None) or default
+    requested = spec.get("tenant")
     if tenant is None:
-        raise SpecError(
-            "no tenant: set spec.tenant, or label the namespace with billing.example.dev/tenant"
+        raise TenantMissing(
+            "no tenant: label the namespace with billing.example.dev/tenant=<tenant>"
+            + (f" (spec.tenant {requested!r} alone is not enough)" if requested else "")
         )
     if not isinstance(tenant, str) or not TENANT_PATTERN.fullmatch(tenant):
         raise SpecError(f"tenant {tenant!r} does not match {TENANT_PATTERN.pattern}")
+    if requested and requested != tenant:
+        raise TenantRefused(
+            f"spec.tenant {requested!r} is not this namespace's tenant {tenant!r}: a resource "
+            "may only write into its namespace's tenant"
+        )
     return tenant
 
 

@@ -9,10 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import os
+import re
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -20,6 +25,7 @@ import kmock
 import kopf
 import pytest
 import uvicorn
+import yaml
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from kmock._internal import parsing as kmock_parsing
@@ -75,6 +81,7 @@ class FakeServices:
             except AuthError as exc:
                 return JSONResponse({"title": "Unauthorized", "detail": str(exc)}, 401)
             body = await request.json() if request.method == "PUT" else None
+            needed = scope.replace(":admin", ":read") if request.method == "GET" else scope
             self.received.append(
                 Received(
                     request.method,
@@ -86,7 +93,7 @@ class FakeServices:
                     body,
                 )
             )
-            if scope not in principal.scopes:
+            if needed not in principal.scopes:
                 return JSONResponse({"title": "Forbidden"}, 403)
             pending = self.script.get(key)
             if pending:
@@ -101,6 +108,10 @@ class FakeServices:
                 }
                 return JSONResponse(problem, status, media_type="application/problem+json")
             record = (kind, principal.tenant, key)
+            if request.method == "GET":
+                if record not in self.stored:
+                    return JSONResponse({"title": "Not Found"}, 404)
+                return JSONResponse({"key": key, **self.stored[record]})
             if request.method == "DELETE":
                 if self.stored.pop(record, None) is None:
                     return JSONResponse({"title": "Not Found"}, 404)
@@ -110,11 +121,11 @@ class FakeServices:
             self.stored[record] = body
             return JSONResponse({"key": key, **body}, 201 if created else 200)
 
-        @app.api_route("/v1/tax/rules/by-key/{key}", methods=["PUT", "DELETE"])
+        @app.api_route("/v1/tax/rules/by-key/{key}", methods=["GET", "PUT", "DELETE"])
         async def tax_rule(key: str, request: Request) -> Response:
             return await handle("tax", "tax:admin", key, request)
 
-        @app.api_route("/v1/discounts/policies/{key}", methods=["PUT", "DELETE"])
+        @app.api_route("/v1/discounts/policies/{key}", methods=["GET", "PUT", "DELETE"])
         async def discount_policy(key: str, request: Request) -> Response:
             return await handle("discount", "discount:admin", key, request)
 
@@ -196,6 +207,26 @@ class Cluster:
             "metadata": {"name": name, "labels": labels, "resourceVersion": "1", "uid": name},
         }
 
+    async def relabel(self, namespace: str, tenant: str | None) -> None:
+        """A namespace label change through the API, as `kubectl label` makes it."""
+        await self.patch(
+            f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": {TENANT_LABEL: tenant}}}
+        )
+
+    def events(self, name: str | None = None, reason: str | None = None) -> list[dict[str, Any]]:
+        """The core v1 Events the operator posted (optionally about one object, one reason)."""
+        found = [
+            dict(obj.raw)
+            for (resource, _, _), obj in self.emulator.objects.items()
+            if resource.plural == "events" and resource.group == "" and not obj.deleted
+        ]
+        return [
+            e
+            for e in found
+            if (name is None or e["involvedObject"]["name"] == name)
+            and (reason is None or e["reason"] == reason)
+        ]
+
     async def patch(self, path: str, body: dict[str, Any]) -> None:
         response = await self.http.patch(
             path, json=body, headers={"Content-Type": "application/merge-patch+json"}
@@ -216,9 +247,13 @@ def _resource_info(kind: str, namespaced: bool, *extra: str) -> kmock.ResourceIn
 
 
 class VersioningEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
-    """Gives every write a new resourceVersion, as an API server does. kmock keeps the one
-    the client sent, and Kopf then waits out its consistency timeout after each patch of its
-    own, expecting a newer version than the one it wrote."""
+    """Two things an API server does and kmock 0.8 does not: every write gets a new
+    resourceVersion (kmock keeps the one the client sent, and Kopf then waits out its
+    consistency timeout after each patch of its own, expecting a newer version than the one
+    it wrote), and a create with `generateName` gets a unique name (Kopf's events are
+    created so; kmock would store them all under the name None and refuse the second).
+
+    kmock keeps every request it served (`list(emulator)`): the RBAC test reads them."""
 
     _versions = itertools.count(2)
 
@@ -228,6 +263,8 @@ class VersioningEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         if is_write and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             meta["resourceVersion"] = str(next(self._versions))
+            if request.action == kmock.action.CREATE and not meta.get("name"):
+                meta["name"] = f"{meta.get('generateName', '')}{meta['resourceVersion']}"
         return await super()._handle(request)
 
 
@@ -294,7 +331,11 @@ def operator(cluster: Cluster, services: FakeServices, servers: ServerThread) ->
 
     @contextlib.asynccontextmanager
     async def run(
-        default_tenant: str | None = None, urls: tuple[str, str] | None = None
+        default_tenant: str | None = None,
+        urls: tuple[str, str] | None = None,
+        drift_interval: float = 0,
+        delete_max_retries: int = 8,
+        namespaces: tuple[str, ...] = (),
     ) -> AsyncIterator[None]:
         stack = contextlib.AsyncExitStack()  # entered and closed in the servers' loop
         try:
@@ -308,6 +349,9 @@ def operator(cluster: Cluster, services: FakeServices, servers: ServerThread) ->
                 retry_base_seconds=0.2,
                 retry_max_seconds=0.5,
                 default_tenant=default_tenant,
+                drift_interval_seconds=drift_interval,
+                delete_max_retries=delete_max_retries,
+                watch_namespaces=namespaces,
                 liveness_endpoint=None,
             )
 
@@ -320,7 +364,8 @@ def operator(cluster: Cluster, services: FakeServices, servers: ServerThread) ->
                 kopf.operator(
                     registry=build_registry(Reconciler(config), login=login),
                     settings=operator_settings(config),
-                    clusterwide=True,
+                    clusterwide=not namespaces,
+                    namespaces=namespaces,
                     standalone=True,
                     stop_flag=stop,
                     ready_flag=ready,
@@ -350,7 +395,7 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
                 result = await result
             if result:
                 return result
-        except (AssertionError, KeyError, IndexError, TypeError) as exc:
+        except (AssertionError, KeyError, IndexError, TypeError, ValueError) as exc:
             last = exc
         await asyncio.sleep(0.05)
     raise AssertionError(f"condition not met within {timeout}s: {last!r}")
@@ -450,7 +495,7 @@ async def test_tax_rule_lifecycle_create_update_delete(
         assert f"{GROUP}/operator" not in (last_seen["metadata"].get("finalizers") or [])
 
 
-async def test_discount_policy_body_scope_and_spec_tenant(
+async def test_discount_policy_body_scope_and_spec_tenant_that_repeats_the_namespace(
     cluster: Cluster, services: FakeServices, operator: Runner
 ) -> None:
     cluster.namespace("shop", tenant="acme")
@@ -462,7 +507,7 @@ async def test_discount_policy_body_scope_and_spec_tenant(
                 "kind": "DiscountPolicy",
                 "metadata": {"name": "volume", "namespace": "shop"},
                 "spec": {
-                    "tenant": "globex",  # wins over the namespace's label
+                    "tenant": "acme",  # may only repeat the namespace's tenant
                     "displayName": "Volume discount",
                     "kind": "threshold",
                     "currency": "EUR",
@@ -482,7 +527,7 @@ async def test_discount_policy_body_scope_and_spec_tenant(
         )
         put = (await eventually(lambda: services.calls("PUT", "shop.volume")))[0]
         assert put.path == "/v1/discounts/policies/shop.volume"
-        assert (put.tenant, put.scopes) == ("globex", frozenset({"discount:admin"}))
+        assert (put.tenant, put.scopes) == ("acme", frozenset({"discount:admin"}))
         assert put.body == {
             "name": "Volume discount",
             "kind": "threshold",
@@ -502,7 +547,7 @@ async def test_discount_policy_body_scope_and_spec_tenant(
         await eventually(
             lambda: ready_condition(cluster.obj(DISCOUNT, "shop", "volume"))["status"] == "True"
         )
-        assert cluster.obj(DISCOUNT, "shop", "volume")["status"]["tenant"] == "globex"
+        assert cluster.obj(DISCOUNT, "shop", "volume")["status"]["tenant"] == "acme"
 
 
 async def test_unavailable_service_is_retried_until_it_answers(
@@ -582,32 +627,87 @@ async def test_replays_and_restarts_are_harmless(
             lambda: ready_condition(cluster.obj(TAX, "demo", "steady"))["status"] == "True"
         )
     first = dict(services.stored)
+    await eventually(lambda: cluster.events("steady", "Reconciled"))
     async with operator():
         await asyncio.sleep(1.0)
         assert ready_condition(cluster.obj(TAX, "demo", "steady"))["status"] == "True"
     assert services.stored == first
+    # A resume that finds everything in place posts no event (one per resource per restart).
+    assert len(cluster.events("steady", "Reconciled")) == 1
     assert all(call.method == "PUT" for call in services.received)
     assert {call.key for call in services.received} == {"demo.steady"}
 
 
-async def test_missing_tenant_is_an_invalid_spec_and_calls_nothing(
+async def test_missing_tenant_is_retried_until_the_namespace_is_labelled(
     cluster: Cluster, services: FakeServices, operator: Runner
 ) -> None:
+    """No tenant yet is a state of the namespace, not of the resource: retried (Kopf
+    TemporaryError), so labelling the namespace later is enough."""
     cluster.namespace("orphan", tenant=None)
     async with operator():
         await cluster.create(tax_rules_path("orphan"), tax_rule("nobody", namespace="orphan"))
         obj = await eventually(
             lambda: (
                 (o := cluster.obj(TAX, "orphan", "nobody"))
-                and ready_condition(o)["reason"] == "InvalidSpec"
+                and ready_condition(o)["reason"] == "TenantMissing"
                 and o
             )
         )
         assert "no tenant" in ready_condition(obj)["message"]
+        (missing,) = await eventually(lambda: cluster.events("nobody", "TenantMissing"))
+        assert missing["type"] == "Warning"
+        assert services.received == []
+
+        await cluster.relabel("orphan", "acme")
+        await eventually(
+            lambda: ready_condition(cluster.obj(TAX, "orphan", "nobody"))["status"] == "True"
+        )
+        assert ("tax", "acme", "orphan.nobody") in services.stored
+
+
+async def test_never_applied_resource_is_deleted_without_calls(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("orphan", tenant=None)
+    async with operator():
+        await cluster.create(tax_rules_path("orphan"), tax_rule("nobody", namespace="orphan"))
+        await eventually(
+            lambda: (
+                ready_condition(cluster.obj(TAX, "orphan", "nobody"))["reason"] == "TenantMissing"
+            )
+        )
         # Deleting it must not wait for a service that never had it.
         await cluster.delete(tax_rules_path("orphan", "nobody"))
         await eventually(lambda: cluster.obj(TAX, "orphan", "nobody").deleted)
     assert services.received == []
+
+
+async def test_spec_tenant_naming_another_tenant_is_refused(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    """Whoever may create a TaxRule in a namespace of tenant acme must not reach globex:
+    the operator mints no token for globex and says so in the status and an event."""
+    cluster.namespace("shop", tenant="acme")
+    async with operator():
+        await cluster.create(
+            tax_rules_path("shop"), tax_rule("sneaky", namespace="shop", tenant="globex")
+        )
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "shop", "sneaky"))
+                and ready_condition(o)["reason"] == "TenantRefused"
+                and o
+            )
+        )
+        condition = ready_condition(obj)
+        assert condition["status"] == "False"
+        assert "'globex' is not this namespace's tenant 'acme'" in condition["message"]
+        (event,) = await eventually(lambda: cluster.events("sneaky", "TenantRefused"))
+        assert event["type"] == "Warning"
+        assert event["involvedObject"]["kind"] == "TaxRule"
+        await asyncio.sleep(0.5)  # a few retry periods
+    assert services.received == []
+    assert not any(tenant == "globex" for _, tenant, _ in services.stored)
 
 
 async def test_operator_default_tenant_applies_when_nothing_else_names_one(
@@ -618,6 +718,319 @@ async def test_operator_default_tenant_applies_when_nothing_else_names_one(
         await cluster.create(tax_rules_path("plain"), tax_rule("house-rule", namespace="plain"))
         put = (await eventually(lambda: services.calls("PUT", "plain.house-rule")))[0]
     assert put.tenant == "house"
+
+
+# --- events, drift, relabels, deletion when the service is gone ---------------------------
+
+
+def condition_of(obj: Any, type_: str) -> dict[str, Any]:
+    (found,) = [c for c in obj["status"]["conditions"] if c["type"] == type_]
+    return dict(found)
+
+
+async def test_a_reconcile_a_failure_and_a_drift_each_post_an_event(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("demo", tenant="acme")
+    services.script["demo.de-vat"] = [503]
+    async with operator(drift_interval=0.3):
+        await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+
+        (failure,) = await eventually(lambda: cluster.events("de-vat", "ServiceUnavailable"))
+        assert failure["type"] == "Warning"
+        assert "restarting" in failure["message"]
+        assert failure["involvedObject"] | {"uid": None} == {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TaxRule",
+            "name": "de-vat",
+            "namespace": "demo",
+            "uid": None,
+        }
+        assert failure["metadata"]["namespace"] == "demo"
+        assert failure["source"]["component"] == "billing-operator"
+
+        reconciled = await eventually(lambda: cluster.events("de-vat", "Reconciled"))
+        assert reconciled[0]["type"] == "Normal"
+        assert "created in the tax service for tenant acme" in reconciled[0]["message"]
+
+        # Behind the operator's back: the rule is deleted in the service.
+        del services.stored[("tax", "acme", "demo.de-vat")]
+        (drift,) = await eventually(lambda: cluster.events("de-vat", "Drifted"))
+        assert drift["type"] == "Warning"
+        assert "deleted in the tax service" in drift["message"]
+        await eventually(lambda: ("tax", "acme", "demo.de-vat") in services.stored)
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "demo", "de-vat"))
+                and condition_of(o, "Drifted")["status"] == "True"
+                and o
+            )
+        )
+        assert condition_of(obj, "Drifted")["reason"] == "DeletedInService"
+        assert ready_condition(obj)["status"] == "True"
+
+
+async def test_drift_in_the_service_is_detected_and_repaired(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    """A rule changed behind the operator's back does not stay Ready=True unnoticed: the
+    timer compares, re-applies, and says so; an unchanged rule costs one GET and no write."""
+    cluster.namespace("demo", tenant="acme")
+    record = ("tax", "acme", "demo.de-vat")
+    async with operator(drift_interval=0.3):
+        await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+        await eventually(lambda: record in services.stored)
+        await eventually(lambda: services.calls("GET", "demo.de-vat"))  # checked, in sync
+        assert len(services.calls("PUT", "demo.de-vat")) == 1
+        get = services.calls("GET", "demo.de-vat")[0]
+        assert (get.tenant, get.scopes) == ("acme", frozenset({"tax:read"}))
+        # The same value written differently is no drift.
+        services.stored[record] = {**services.stored[record], "rate": "0.190"}
+        checks = len(services.calls("GET", "demo.de-vat"))
+        await eventually(lambda: len(services.calls("GET", "demo.de-vat")) > checks + 1)
+        assert len(services.calls("PUT", "demo.de-vat")) == 1
+
+        services.stored[record] = {**services.stored[record], "rate": "0.07"}
+        await eventually(lambda: services.stored[record]["rate"] == "0.19")
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "demo", "de-vat"))
+                and condition_of(o, "Drifted")["status"] == "True"
+                and o
+            )
+        )
+        drifted = condition_of(obj, "Drifted")
+        assert drifted["reason"] == "ChangedInService"
+        assert "(rate)" in drifted["message"]
+        assert ready_condition(obj)["status"] == "True"
+        await eventually(lambda: cluster.events("de-vat", "Drifted"))
+        # The next quiet check says it is in sync again.
+        await eventually(
+            lambda: (
+                condition_of(cluster.obj(TAX, "demo", "de-vat"), "Drifted")["reason"] == "InSync"
+            )
+        )
+
+
+async def test_namespace_relabel_moves_its_resources_to_the_new_tenant(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("demo", tenant="acme")
+    async with operator(drift_interval=0.3):
+        await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+        await eventually(lambda: ("tax", "acme", "demo.de-vat") in services.stored)
+
+        await cluster.relabel("demo", "globex")
+        await eventually(lambda: ("tax", "globex", "demo.de-vat") in services.stored)
+        assert ("tax", "acme", "demo.de-vat") not in services.stored
+        obj = await eventually(
+            lambda: (
+                (o := cluster.obj(TAX, "demo", "de-vat"))
+                and o["status"]["tenant"] == "globex"
+                and o
+            )
+        )
+        assert condition_of(obj, "Drifted")["reason"] == "TenantChanged"
+        deleted = services.calls("DELETE", "demo.de-vat")
+        assert [d.tenant for d in deleted] == ["acme"]
+        (event,) = await eventually(lambda: cluster.events("de-vat", "Drifted"))
+        assert "tenant globex (was acme)" in event["message"]
+
+
+async def test_delete_releases_the_finalizer_when_the_service_is_gone_for_good(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    cluster.namespace("demo", tenant="acme")
+    async with operator(delete_max_retries=2):
+        await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+        await eventually(
+            lambda: ready_condition(cluster.obj(TAX, "demo", "de-vat"))["status"] == "True"
+        )
+        services.script["demo.de-vat"] = [503] * 100  # never answers again
+        await cluster.delete(tax_rules_path("demo", "de-vat"))
+        await eventually(lambda: cluster.obj(TAX, "demo", "de-vat").deleted)
+        (released,) = await eventually(lambda: cluster.events("de-vat", "FinalizerReleased"))
+    assert released["type"] == "Warning"
+    assert "after 3 attempts" in released["message"]
+    assert "demo.de-vat may remain in tenant acme" in released["message"]
+    assert len(services.calls("DELETE", "demo.de-vat")) == 3
+
+
+# --- RBAC from measured requests -----------------------------------------------------------
+
+CHART_RENDER = Path(__file__).resolve().parents[2] / "charts" / "tests" / "render_chart.py"
+# Discovery, which every authenticated client may read (the system:discovery ClusterRole).
+DISCOVERY = re.compile(r"^/(version|api|apis|api/v1|apis/[^/]+(/[^/]+)?)/?$")
+Grant = tuple[str, str, str, str | None]  # verb, API group, resource[/subresource], namespace
+
+
+def rbac_attributes(method: str, path: str, query: Mapping[str, str]) -> Grant | None:
+    """What the API server's authorizer asks about a request (Kubernetes' RequestInfo rules),
+    or None for a non-resource URL."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "api" and len(parts) > 2:
+        group, rest = "", parts[2:]
+    elif parts[0] == "apis" and len(parts) > 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    namespace = None
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        namespace, rest = rest[1], rest[2:]
+    resource, name = rest[0], rest[1] if len(rest) > 1 else None
+    if len(rest) > 2:
+        resource = f"{resource}/{rest[2]}"
+    if method == "GET":
+        verb = "watch" if query.get("watch") in ("1", "true") else "get" if name else "list"
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method) or (
+            "delete" if name else "deletecollection"
+        )
+    return verb, group, resource, namespace
+
+
+def operator_requests(cluster: Cluster) -> set[Grant]:
+    """Every request the operator made (Kopf's user agent; the test's own are left out),
+    discovery apart, which must be all that is left."""
+    measured: set[Grant] = set()
+    for request in cluster.emulator:
+        if not request.headers.get("User-Agent", "").startswith("kopf/"):
+            continue
+        attributes = rbac_attributes(request.method.value, request.url.path, request.params)
+        if attributes is None:
+            assert DISCOVERY.match(request.url.path), request.url.path
+        else:
+            measured.add(attributes)
+    return measured
+
+
+async def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chart as Helm renders it (charts/tests/render_chart.py, a child process)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CHART_RENDER),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "HELM_DRIVER": "memory"},
+    )
+    out, err = await asyncio.wait_for(process.communicate(json.dumps(values).encode()), 120)
+    assert process.returncode == 0, err.decode()[-3000:]
+    return [o for o in yaml.safe_load_all(json.loads(out)["manifest"]) if o]
+
+
+def operator_grants(objects: list[dict[str, Any]]) -> set[Grant]:
+    """Every (verb, group, resource, namespace) the chart grants the operator's service
+    account: a ClusterRole's rules in every namespace (None), a Role's in its own."""
+    subject = {"kind": "ServiceAccount", "name": "billing-operator", "namespace": "billing"}
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in objects
+        if o["kind"] in ("ClusterRole", "Role")
+    }
+    grants: set[Grant] = set()
+    for binding in objects:
+        if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
+            continue
+        if subject not in binding["subjects"]:
+            continue
+        namespace = binding["metadata"].get("namespace")
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], namespace if ref["kind"] == "Role" else None, ref["name"])]
+        for rule in role["rules"]:
+            assert "resourceNames" not in rule and "*" not in rule["verbs"], rule
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        grants.add((verb, group, resource, namespace))
+    return grants
+
+
+def allowed(grants: set[Grant], request: Grant) -> bool:
+    verb, group, resource, namespace = request
+    return (verb, group, resource, None) in grants or (
+        namespace is not None and (verb, group, resource, namespace) in grants
+    )
+
+
+async def exercise_every_path(cluster: Cluster, services: FakeServices) -> None:
+    """What the operator does in its life: retry, reconcile, update, drift repair, a
+    namespace relabel, events, deletion with finalizers."""
+    services.script["demo.de-vat"] = [503]
+    await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+    await cluster.create(
+        f"/apis/{GROUP}/{VERSION}/namespaces/demo/discountpolicies",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "DiscountPolicy",
+            "metadata": {"name": "premium", "namespace": "demo"},
+            "spec": {
+                "displayName": "Premium",
+                "kind": "user_type",
+                "customerType": "premium",
+                "discount": {"type": "percent", "rate": "0.05"},
+            },
+        },
+    )
+    await eventually(
+        lambda: ready_condition(cluster.obj(TAX, "demo", "de-vat"))["status"] == "True"
+    )
+    await cluster.patch(
+        tax_rules_path("demo", "de-vat"), {"metadata": {"generation": 2}, "spec": {"rate": "0.2"}}
+    )
+    await eventually(
+        lambda: cluster.obj(TAX, "demo", "de-vat")["status"]["observedGeneration"] == 2
+    )
+    del services.stored[("tax", "acme", "demo.de-vat")]
+    await eventually(lambda: cluster.events("de-vat", "Drifted"))
+    await cluster.relabel("demo", "globex")
+    await eventually(lambda: ("discount", "globex", "demo.premium") in services.stored)
+    await cluster.delete(tax_rules_path("demo", "de-vat"))
+    await cluster.delete(f"/apis/{GROUP}/{VERSION}/namespaces/demo/discountpolicies/premium")
+    await eventually(lambda: cluster.obj(TAX, "demo", "de-vat").deleted)
+    await eventually(lambda: cluster.obj(DISCOUNT, "demo", "premium").deleted)
+    await eventually(lambda: cluster.events("premium", "Deleted"))
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "values"),
+    [
+        pytest.param((), {}, id="cluster-wide"),
+        pytest.param(("demo",), {"operator": {"watchNamespaces": ["demo"]}}, id="namespaced"),
+    ],
+)
+async def test_chart_rbac_grants_exactly_the_requests_the_operator_makes(
+    cluster: Cluster,
+    services: FakeServices,
+    operator: Runner,
+    namespaces: tuple[str, ...],
+    values: dict[str, Any],
+) -> None:
+    """Sufficient: every request the operator made is granted by the chart's rules for its
+    service account. Least privilege: every verb on every resource the rules grant was used.
+    (The emulator authorizes nothing: the grant is computed from the rendered rules.)"""
+    cluster.namespace("demo", tenant="acme")
+    cluster.namespace("elsewhere", tenant="acme")
+    rendering = asyncio.create_task(render_chart(values))  # meanwhile
+    async with operator(drift_interval=0.3, namespaces=namespaces):
+        await exercise_every_path(cluster, services)
+    measured = operator_requests(cluster)
+    grants = operator_grants(await rendering)
+
+    missing = {request for request in measured if not allowed(grants, request)}
+    assert not missing, f"the operator makes requests the chart does not grant: {missing}"
+    unused = {
+        grant
+        for grant in grants
+        if not any(
+            request[:3] == grant[:3] and grant[3] in (None, request[3]) for request in measured
+        )
+    }
+    assert not unused, f"the chart grants what the operator never uses: {unused}"
+    if namespaces:
+        # Namespaced: writes only where it reconciles; cluster-wide only reads.
+        assert {g for g in grants if g[3] is None and g[0] not in ("list", "watch")} == set()
+        assert {g[3] for g in grants if g[1] == GROUP} == {"demo"}
 
 
 # --- into the real services ---------------------------------------------------------------
@@ -671,7 +1084,10 @@ async def test_reconciles_into_the_real_tax_and_discount_services(
             subject="reader", tenant="acme", scopes={"tax:read", "discount:read"}
         )
         headers = {"Authorization": f"Bearer {token}"}
-        async with operator(urls=(tax_url, discount_url)), httpx.AsyncClient() as http:
+        async with (
+            operator(urls=(tax_url, discount_url), drift_interval=0.3),
+            httpx.AsyncClient() as http,
+        ):
             await cluster.create(
                 tax_rules_path("demo"), tax_rule("de-vat", compound=False, priority=5)
             )
@@ -723,6 +1139,38 @@ async def test_reconciles_into_the_real_tax_and_discount_services(
             assert policy.json()["customer_type"] == "premium"
             assert policy.json()["discount"] == {"type": "percent", "rate": "0.05"}
             assert policy.json()["priority"] == 50
+
+            # Changed behind the operator's back through the service's own API: repaired.
+            admin = tax_app.state.ctx.tokens.mint(
+                subject="someone", tenant="acme", scopes={"tax:admin"}
+            )
+            tampered = await http.put(
+                f"{tax_url}/v1/tax/rules/by-key/demo.de-vat",
+                headers={"Authorization": f"Bearer {admin}"},
+                json={
+                    k: rule.json()[k]
+                    for k in ("name", "jurisdiction", "category", "compound", "priority")
+                }
+                | {"rate": "0.07", "valid_from": "2007-01-01"},
+            )
+            assert tampered.status_code == 200, tampered.text
+            await eventually(
+                lambda: (
+                    condition_of(cluster.obj(TAX, "demo", "de-vat"), "Drifted")["reason"]
+                    == "ChangedInService"
+                )
+            )
+            repaired = await http.get(f"{tax_url}/v1/tax/rules/by-key/demo.de-vat", headers=headers)
+            assert repaired.json()["rate"] == "0.19"
+            # In sync with the real service's representation: no drift reported forever.
+            await eventually(
+                lambda: (
+                    condition_of(cluster.obj(DISCOUNT, "demo", "premium"), "Ready")["status"]
+                    == "True"
+                )
+            )
+            await asyncio.sleep(1.0)
+            assert not cluster.events("premium", "Drifted")
 
             # Another tenant sees nothing of it.
             other = tax_app.state.ctx.tokens.mint(

@@ -19,9 +19,11 @@ from billing_operator.client import (
     describe_problem,
 )
 from billing_operator.config import OperatorConfig
-from billing_operator.handlers import set_ready
+from billing_operator.handlers import TAX_RULE, Reconciler, drifted_fields, set_ready
 from billing_operator.payloads import (
     SpecError,
+    TenantMissing,
+    TenantRefused,
     discount_policy_body,
     resolve_tenant,
     resource_key,
@@ -41,14 +43,44 @@ def test_resource_key_is_namespace_dot_name_and_bounded() -> None:
         resource_key("n" * 63, "x" * 190)
 
 
-def test_tenant_precedence_spec_then_namespace_then_default() -> None:
-    assert resolve_tenant({"tenant": "acme"}, ["globex"], "house") == "acme"
+def test_tenant_is_the_namespaces_and_spec_tenant_may_only_repeat_it() -> None:
     assert resolve_tenant({}, ["globex"], "house") == "globex"
+    assert resolve_tenant({"tenant": "globex"}, ["globex"], "house") == "globex"
     assert resolve_tenant({}, [], "house") == "house"
-    with pytest.raises(SpecError, match="no tenant"):
+    assert resolve_tenant({"tenant": "house"}, [], "house") == "house"
+    with pytest.raises(TenantRefused, match="'acme' is not this namespace's tenant 'globex'"):
+        resolve_tenant({"tenant": "acme"}, ["globex"], "house")
+    with pytest.raises(TenantRefused):
+        resolve_tenant({"tenant": "acme"}, [], "house")
+    with pytest.raises(TenantMissing, match="no tenant"):
         resolve_tenant({}, [], None)
+    with pytest.raises(TenantMissing, match=r"spec\.tenant 'acme' alone is not enough"):
+        resolve_tenant({"tenant": "acme"}, [], None)
     with pytest.raises(SpecError, match="does not match"):
         resolve_tenant({}, ["Not A Tenant"], None)
+
+
+def test_drift_compares_values_as_the_service_means_them() -> None:
+    desired = {
+        "rate": "0.19",
+        "valid_from": "2007-01-01",
+        "starts_at": "2026-01-01T00:00:00Z",
+        "jurisdiction": {"country": "DE", "region": None},
+        "tiers": [{"minimum": "500.00"}],
+        "priority": 0,
+    }
+    same = {
+        **desired,
+        "rate": "0.190",
+        "starts_at": "2026-01-01T00:00:00+00:00",
+        "tiers": [{"minimum": "500"}],
+        "id": "extra fields the operator does not send are not compared",
+    }
+    assert drifted_fields(desired, same) == []
+    changed = {**same, "rate": "0.07", "jurisdiction": {"country": "AT", "region": None}}
+    assert drifted_fields(desired, changed) == ["rate", "jurisdiction"]
+    assert drifted_fields(desired, {**same, "tiers": []}) == ["tiers"]
+    assert drifted_fields(desired, {**same, "priority": 1}) == ["priority"]
 
 
 # --- bodies -------------------------------------------------------------------------------
@@ -133,6 +165,32 @@ def test_fixed_discount_keeps_amount_and_currency_and_refuses_floats() -> None:
         discount_policy_body(spec)
 
 
+def test_drift_check_waits_for_the_handlers() -> None:
+    """The timer leaves alone what a handler is still working on (Kopf's progress
+    annotation), what was never applied, a stale Ready and a refused spec."""
+    reconciler = Reconciler(OperatorConfig(jwt_signing_key=KEY))
+    ready = {"type": "Ready", "status": "True", "reason": "Reconciled", "observedGeneration": 2}
+    status = {"tenant": "acme", "conditions": [ready]}
+    meta: dict[str, Any] = {"generation": 2, "annotations": {}}
+    assert reconciler._drift_check_due(TAX_RULE, meta, status)
+    busy = {**meta, "annotations": {"billing.example.dev/tax-apply": "{}"}}
+    assert not reconciler._drift_check_due(TAX_RULE, busy, status)
+    other = {**meta, "annotations": {"billing.example.dev/discount-apply": "{}"}}
+    assert reconciler._drift_check_due(TAX_RULE, other, status)
+    assert not reconciler._drift_check_due(TAX_RULE, meta, {"conditions": [ready]})
+    assert not reconciler._drift_check_due(TAX_RULE, {**meta, "generation": 3}, status)
+    for reason in ("Rejected", "InvalidSpec"):
+        refused = {**status, "conditions": [{**ready, "status": "False", "reason": reason}]}
+        assert not reconciler._drift_check_due(TAX_RULE, meta, refused)
+    unavailable = {
+        **status,
+        "conditions": [{**ready, "status": "False", "reason": "ServiceUnavailable"}],
+    }
+    assert reconciler._drift_check_due(TAX_RULE, meta, unavailable)  # the timer's own retry
+    deleting = {**meta, "deletionTimestamp": "2026-12-01T00:00:00Z"}
+    assert not reconciler._drift_check_due(TAX_RULE, deleting, status)
+
+
 # --- configuration and tokens -------------------------------------------------------------
 
 
@@ -145,8 +203,16 @@ def test_config_from_env() -> None:
             "OPERATOR_POST_EVENTS": "false",
             "WATCH_NAMESPACES": "a, b,,",
             "OPERATOR_RETRY_BASE_SECONDS": "2",
+            "OPERATOR_DRIFT_INTERVAL_SECONDS": "30",
+            "OPERATOR_DELETE_MAX_RETRIES": "3",
+            "OPERATOR_DELETE_TIMEOUT_SECONDS": "120",
         }
     )
+    assert (
+        config.drift_interval_seconds,
+        config.delete_max_retries,
+        config.delete_timeout_seconds,
+    ) == (30.0, 3, 120.0)
     assert config.tax_url == "http://tax:8001"
     assert config.discount_url == "http://localhost:3500/v1.0/invoke/discount/method"
     assert config.default_tenant == "house"
@@ -190,7 +256,7 @@ def test_tokens_are_accepted_by_the_platforms_verifier() -> None:
 def _client(handler: Any) -> ServiceClient:
     minter = TokenMinter(KEY, issuer="billing-platform", audience="billing-api", ttl_seconds=60)
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return ServiceClient("http://tax", "tax:admin", minter, http)
+    return ServiceClient("http://tax", "tax:admin", "tax:read", minter, http)
 
 
 async def test_put_created_and_replaced() -> None:
@@ -228,6 +294,26 @@ async def test_validation_problem_is_final_and_kept() -> None:
         await client.put("/r", tenant="acme", body={})
     assert caught.value.problem == problem
     assert str(caught.value) == "Invalid request (rate: must be a decimal string)"
+
+
+async def test_get_reads_with_the_read_scope_and_knows_absence() -> None:
+    verifier = TokenService(KEY, issuer="billing-platform", audience="billing-api")
+    scopes: list[frozenset[str]] = []
+    answers = iter(
+        [httpx.Response(200, json={"rate": "0.19"}), httpx.Response(404), httpx.Response(503)]
+    )
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        token = request.headers["authorization"].removeprefix("Bearer ")
+        scopes.append(verifier.verify(token).scopes)
+        return next(answers)
+
+    client = _client(serve)
+    assert await client.get("/r", tenant="acme") == {"rate": "0.19"}
+    assert await client.get("/r", tenant="acme") is None
+    with pytest.raises(ServiceUnavailable):
+        await client.get("/r", tenant="acme")
+    assert scopes == [frozenset({"tax:read"})] * 3
 
 
 async def test_delete_treats_a_missing_key_as_done() -> None:
