@@ -79,7 +79,7 @@ def _now(request: Request) -> datetime:
 async def create_coupon(
     body: CouponCreate, request: Request, principal: Principal = Depends(ADMIN)
 ) -> CouponOut:
-    coupon = body.to_domain(code=body.code.strip(), coupon_id=None, now=_now(request))
+    coupon = body.to_domain(code=body.code.strip(), coupon_id=None)
     return CouponOut.of(await services.create_coupon(_uow(request, principal), coupon))
 
 
@@ -118,7 +118,7 @@ async def replace_coupon(
     coupon = body.to_domain(
         code=current.code,
         coupon_id=current.id,
-        now=current.starts_at,  # an omitted starts_at keeps the coupon's start
+        default_start=current.starts_at,  # an omitted starts_at keeps the coupon's start
         redeemed_count=current.redeemed_count,
     )
     return CouponOut.of(await services.replace_coupon(_uow(request, principal), coupon))

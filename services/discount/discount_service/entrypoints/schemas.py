@@ -122,7 +122,8 @@ class CouponDefinition(_In):
     name: str = Field(min_length=1, max_length=200, examples=["Welcome 10%"])
     discount: DiscountIO
     starts_at: AwareDatetime | None = Field(
-        default=None, description="default: when the coupon is created"
+        default=None,
+        description="inclusive; null: no lower bound (valid from any time until ends_at)",
     )
     ends_at: AwareDatetime | None = Field(default=None, description="exclusive; null: no end")
     max_redemptions: LimitInt | None = None
@@ -133,14 +134,20 @@ class CouponDefinition(_In):
     exclusive: StrictBool = Field(default=False, description="applies alone, never stacked")
 
     def to_domain(
-        self, *, code: str, coupon_id: str | None, now: datetime, redeemed_count: int = 0
+        self,
+        *,
+        code: str,
+        coupon_id: str | None,
+        default_start: datetime | None = None,
+        redeemed_count: int = 0,
     ) -> Coupon:
+        starts_at = self.starts_at or default_start
         return Coupon(
             id=coupon_id or str(uuid.uuid4()),
             code=code,
             name=self.name.strip(),
             benefit=benefit_from(self.discount),
-            starts_at=(self.starts_at or now).astimezone(UTC),
+            starts_at=starts_at.astimezone(UTC) if starts_at else None,
             ends_at=self.ends_at.astimezone(UTC) if self.ends_at else None,
             max_redemptions=self.max_redemptions,
             max_redemptions_per_customer=self.max_redemptions_per_customer,
@@ -166,7 +173,7 @@ class CouponOut(BaseModel):
     code: str
     name: str
     discount: DiscountIO
-    starts_at: datetime
+    starts_at: datetime | None
     ends_at: datetime | None
     max_redemptions: int | None
     max_redemptions_per_customer: int | None
