@@ -173,7 +173,7 @@ class RuleDefinition(_In):
     compound: StrictBool = Field(
         default=False, description="charged on the net plus the taxes ordered before it"
     )
-    priority: Priority = Field(default=0, description="lower applies first")
+    priority: Priority = Field(default=0, description="higher applies first (as for discounts)")
 
     def to_domain(self, *, rule_id: str, key: str | None) -> TaxRule:
         return TaxRule(
