@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing_common import tracing
+from billing_common.openapi import install_contract
 from billing_common.problems import PROBLEM_CONTENT_TYPE, install_problem_handlers
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -201,6 +202,7 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+    install_contract(app)
     return app
 
 

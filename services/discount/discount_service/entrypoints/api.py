@@ -75,6 +75,7 @@ def _now(request: Request) -> datetime:
     response_model=CouponOut,
     tags=["coupons"],
     summary="Create a coupon (codes are case-insensitive, unique per tenant)",
+    responses={409: {"description": "the code is taken (`/problems/duplicate-coupon-code`)"}},
 )
 async def create_coupon(
     body: CouponCreate, request: Request, principal: Principal = Depends(ADMIN)
@@ -237,9 +238,8 @@ async def create_quote(
     summary="Apply discounts once per Idempotency-Key (201 new, 200 replayed)",
     responses={
         200: {"model": RedemptionOut, "description": "the key was seen with this request"},
-        400: {"description": "Idempotency-Key missing or malformed"},
         409: {"description": "key reused with another request, or coupon just used up"},
-        422: {"description": "a coupon cannot apply (code, reason)"},
+        422: {"description": "invalid request, or a coupon cannot apply (code, reason)"},
     },
 )
 async def create_redemption(
@@ -247,7 +247,14 @@ async def create_redemption(
     request: Request,
     response: Response,
     principal: Principal = Depends(REDEEM),
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Required: a redemption is applied once per key",
+            json_schema_extra={"pattern": _IDEMPOTENCY_KEY.pattern, "maxLength": 255},
+        ),
+    ] = None,
 ) -> RedemptionOut:
     if idempotency_key is None:
         raise Problem(
