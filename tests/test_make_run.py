@@ -13,8 +13,6 @@ from pathlib import Path
 
 import httpx
 
-from billing_common.auth import ALL_SCOPES, TokenService
-from billing_common.settings import ServiceSettings
 from tests.direct_platform import free_port
 
 SERVICES = ("tax", "discount", "invoice", "payment")
@@ -51,13 +49,15 @@ def test_make_run_serves_swagger_and_correct_sample_results(tmp_path: Path) -> N
         for port in ports.values():
             assert f"http://localhost:{port}/docs" in banner
 
-        settings = ServiceSettings()
-        tokens = TokenService(
-            settings.jwt_dev_signing_key, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-        )
-        auth = {
-            "authorization": "Bearer " + tokens.mint(subject="t", tenant="demo", scopes=ALL_SCOPES)
-        }
+        # What `make token` prints, in the same environment.
+        token = subprocess.run(
+            [sys.executable, "-m", "billing_common.devtoken"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        auth = {"authorization": f"Bearer {token}"}
         with httpx.Client(timeout=10) as http:
             for port in ports.values():
                 docs = http.get(f"http://127.0.0.1:{port}/docs")

@@ -163,15 +163,19 @@ async def migrate(engine: AsyncEngine, migrations_dir: Path, version_table: str)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 
-    async with _migration_lock(), engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+    if engine.dialect.name != "sqlite":
+        # PostgreSQL's DDL is transactional: the whole upgrade commits or none of it does.
+        async with _migration_lock(), engine.begin() as conn:
             # Every replica's init container migrates at start-up: the first one holds this
             # lock until its upgrade commits, the others then find the schema at head.
             await conn.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"),
                 {"key": migration_lock_key(version_table)},
             )
-        await conn.run_sync(_upgrade)
+            await conn.run_sync(_upgrade)
+        return
+    async with _migration_lock(), engine.connect() as conn:
+        await conn.run_sync(_upgrade_sqlite_atomically, _upgrade)
 
 
 def migration_lock_key(version_table: str) -> int:
@@ -179,3 +183,25 @@ def migration_lock_key(version_table: str) -> int:
     migrations, stable across processes and versions."""
     digest = hashlib.sha256(f"billing-migrations:{version_table}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _upgrade_sqlite_atomically(connection: Connection, upgrade: Any) -> None:
+    """SQLite's DDL is transactional too, but Python's sqlite3 driver (under aiosqlite) opens a
+    transaction only before INSERT/UPDATE/DELETE: each CREATE TABLE commits by itself. A start
+    aborted mid-upgrade (`make run` with a port taken) then left tables without their revision,
+    and every later start failed on "table outbox already exists". Here the driver's implicit
+    transactions are off and one explicit BEGIN ... COMMIT spans the upgrade (SQLAlchemy's
+    recipe for pysqlite/aiosqlite), so an interrupted upgrade leaves nothing behind."""
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    previous = dbapi_connection.isolation_level
+    dbapi_connection.isolation_level = None
+    try:
+        connection.exec_driver_sql("BEGIN")
+        try:
+            upgrade(connection)
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+    finally:
+        dbapi_connection.isolation_level = previous

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from billing_common.auth import AuthError, ScopeError
 from billing_common.logs import printable
@@ -99,6 +100,15 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _allowed_methods(request: Request) -> str:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def install_problem_handlers(app: FastAPI, domain_errors: dict[type[Exception], int]) -> None:
     """Map framework errors and the service's own domain exceptions to problem responses.
     `domain_errors` maps an exception class to its HTTP status; its class name names the type."""
@@ -143,9 +153,12 @@ def install_problem_handlers(app: FastAPI, domain_errors: dict[type[Exception], 
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return problem_response(
-            request, exc.status_code, str(exc.detail), headers=dict(exc.headers or {})
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; the path's
+            # other routes (GET and POST on one collection) are allowed too.
+            headers["Allow"] = _allowed_methods(request)
+        return problem_response(request, exc.status_code, str(exc.detail), headers=headers)
 
     async def on_auth(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(

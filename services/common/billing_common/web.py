@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing_common import json_body, tracing
 from billing_common.logs import printable
+from billing_common.openapi import install_contract
 from billing_common.problems import PROBLEM_CONTENT_TYPE, RequestRefused, install_problem_handlers
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -281,6 +282,7 @@ def create_service_app(
                 "APIRouter(route_class=StrictJsonRoute)"
             )
         app.include_router(router)
+    install_contract(app)
     return app
 
 

@@ -327,7 +327,7 @@ async def test_stacking_settings_cap_the_total(api) -> None:
             "/v1/discounts/settings/stacking", json={"max_fraction": "1.5"}, headers=h
         ),
         422,
-        "invalid-stacking-settings",
+        "validation",  # outside the schema's 0 < f <= 1 pattern
     )
 
 
@@ -514,3 +514,34 @@ async def test_embedded_runtime_loads_the_samples_once(
     assert [p["key"] for p in policies] == ["premium-customers", "volume-eur", "volume-usd"]
     assert quote.json()["total_discount"] == "29.00"
     assert quote.json()["rejected"] == [{"code": "SUMMER2020", "reason": "expired"}]
+
+
+async def test_a_coupon_given_only_an_end_has_no_lower_bound(api) -> None:
+    """starts_at defaults to no lower bound, not to the creation time: a coupon whose only
+    bound is an end already passed is a valid (expired) coupon, one with a future end applies
+    now, and a stored coupon without a start reads back as such."""
+    h = api.headers()
+    base = {"name": "Ends only", "discount": {"type": "percent", "rate": "0.10"}}
+    past = await api.client.post(
+        "/v1/discounts/coupons",
+        json={**base, "code": "ENDED", "ends_at": "2020-01-01T00:00:00Z"},
+        headers=h,
+    )
+    assert past.status_code == 201, past.text
+    assert past.json()["starts_at"] is None
+    future = await api.client.post(
+        "/v1/discounts/coupons",
+        json={**base, "code": "UNTIL", "ends_at": "2999-01-01T00:00:00Z"},
+        headers=h,
+    )
+    assert future.status_code == 201, future.text
+    read = await api.client.get("/v1/discounts/coupons/until", headers=h)
+    assert read.json()["starts_at"] is None and read.json()["ends_at"] == "2999-01-01T00:00:00Z"
+    quote = await api.client.post(
+        "/v1/discounts/quotes",
+        json={**REQUEST, "coupon_codes": ["ENDED", "UNTIL"]},
+        headers=h,
+    )
+    assert quote.status_code == 200, quote.text
+    assert [a["code"] for a in quote.json()["applied"]] == ["UNTIL"]
+    assert quote.json()["rejected"] == [{"code": "ENDED", "reason": "expired"}]

@@ -17,6 +17,7 @@ import sys
 from loguru import logger
 
 from billing_common.db import create_engine, migrate
+from billing_common.devtoken import ensure_local_signing_key
 from billing_common.logs import configure_logging
 from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
@@ -40,6 +41,7 @@ def _banner(host: str, ports: dict[str, int]) -> None:
 
 
 async def _run_embedded(names: list[str], host: str) -> None:
+    ensure_local_signing_key(ServiceSettings())
     platform = EmbeddedPlatform()
     servers = []
     ports: dict[str, int] = {}

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -26,6 +24,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from billing_common.adapters.env_secrets import ensure_secrets_file
 from billing_launcher.registry import SERVICES, port_of
 
 VAR = Path("var")
@@ -42,18 +41,7 @@ def _say(message: str) -> None:
 
 
 def ensure_secrets() -> None:
-    VAR.mkdir(exist_ok=True)
-    if not SECRETS_FILE.exists():
-        SECRETS_FILE.write_text(
-            json.dumps(
-                {
-                    "jwt-signing-key": secrets.token_urlsafe(48),
-                    "webhook-secret-sandbox": secrets.token_urlsafe(32),
-                },
-                indent=2,
-            )
-        )
-        SECRETS_FILE.chmod(0o600)
+    if ensure_secrets_file(SECRETS_FILE):
         _say(f"wrote new secrets to {SECRETS_FILE}")
 
 

@@ -74,10 +74,10 @@ def amounts(result: Any) -> tuple[str, str, str]:
 @pytest.fixture
 def quebec(make_rule: Any) -> list[Any]:
     return [
-        make_rule("CA", "standard", "0.05", name="GST", priority=10),
-        make_rule("CA", "standard", "0.09975", region="QC", name="QST", priority=20),
-        make_rule("CA", "books", "0.05", name="GST books", priority=10),
-        make_rule("CA", "books", "0", region="QC", name="QST books zero", priority=20),
+        make_rule("CA", "standard", "0.05", name="GST", priority=20),
+        make_rule("CA", "standard", "0.09975", region="QC", name="QST", priority=10),
+        make_rule("CA", "books", "0.05", name="GST books", priority=20),
+        make_rule("CA", "books", "0", region="QC", name="QST books zero", priority=10),
     ]
 
 
@@ -195,8 +195,8 @@ def test_country_request_without_region_gets_only_country_wide_rules(quebec: lis
 
 def test_compound_tax_is_charged_on_net_plus_earlier_taxes(make_rule: Any) -> None:
     rules = [
-        make_rule("CA", rate="0.05", name="GST", priority=10),
-        make_rule("CA", rate="0.095", region="QC", name="QST", priority=20, compound=True),
+        make_rule("CA", rate="0.05", name="GST", priority=20),
+        make_rule("CA", rate="0.095", region="QC", name="QST", priority=10, compound=True),
     ]
     req = request(line("200.00", currency="CAD"), country="CA", region="QC", currency="CAD")
     [result] = calculate(req, rules)
@@ -207,10 +207,10 @@ def test_compound_tax_is_charged_on_net_plus_earlier_taxes(make_rule: Any) -> No
 
 
 def test_priority_orders_the_taxes_not_the_rule_list(make_rule: Any) -> None:
-    # The compound tax has the lower priority, so it comes first and compounds on nothing.
+    # The compound tax has the higher priority, so it comes first and compounds on nothing.
     rules = [
-        make_rule(rate="0.10", name="second", priority=5),
-        make_rule(rate="0.10", name="first", priority=1, compound=True),
+        make_rule(rate="0.10", name="second", priority=1),
+        make_rule(rate="0.10", name="first", priority=5, compound=True),
     ]
     [result] = calculate(request(line("100.00")), rules)
     assert [(t.name, t.amount.amount) for t in result.taxes] == [
@@ -234,8 +234,8 @@ def test_on_equal_priority_the_country_wide_tax_comes_first(make_rule: Any) -> N
 
 def test_inclusive_with_several_and_compound_taxes(make_rule: Any) -> None:
     rules = [
-        make_rule("CA", rate="0.05", name="GST", priority=10),
-        make_rule("CA", rate="0.095", region="QC", name="QST", priority=20, compound=True),
+        make_rule("CA", rate="0.05", name="GST", priority=20),
+        make_rule("CA", rate="0.095", region="QC", name="QST", priority=10, compound=True),
     ]
     req = request(
         line("114.98", currency="CAD"),

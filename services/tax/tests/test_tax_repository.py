@@ -275,10 +275,10 @@ async def test_failed_calculation_leaves_no_record_and_no_event(db: Any, make_ru
 
 async def test_calculation_round_trip_keeps_every_detail(db: Any, make_rule: Any) -> None:
     async with db.uow() as uow:
-        await uow.rules.add(stamped(make_rule("CA", rate="0.05", rule_id="gst", priority=1)))
+        await uow.rules.add(stamped(make_rule("CA", rate="0.05", rule_id="gst", priority=2)))
         await uow.rules.add(
             stamped(
-                make_rule("CA", region="QC", rate="0.095", rule_id="qst", compound=True, priority=2)
+                make_rule("CA", region="QC", rate="0.095", rule_id="qst", compound=True, priority=1)
             )
         )
         await uow.commit()

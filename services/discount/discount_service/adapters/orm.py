@@ -35,7 +35,7 @@ class CouponRow(SQLModel, table=True):
     rate: Decimal | None = _money()
     amount: Decimal | None = _money()
     currency: str | None = Field(default=None, max_length=3)
-    starts_at: datetime = _when()
+    starts_at: datetime | None = _when(nullable=True)
     ends_at: datetime | None = _when(nullable=True)
     max_redemptions: int | None = None
     max_redemptions_per_customer: int | None = None

@@ -158,7 +158,8 @@ class Coupon:
     code: str
     name: str
     benefit: Benefit
-    starts_at: datetime
+    # None: no lower bound (valid from any time), so a coupon given only an end is valid now.
+    starts_at: datetime | None = None
     ends_at: datetime | None = None
     max_redemptions: int | None = None
     max_redemptions_per_customer: int | None = None
@@ -204,7 +205,7 @@ class Coupon:
         `customer_redemptions` times, or None. The first failing rule is the reason."""
         if not self.active:
             return RejectReason.INACTIVE
-        if now < self.starts_at:
+        if self.starts_at is not None and now < self.starts_at:
             return RejectReason.NOT_STARTED
         if self.ends_at is not None and now >= self.ends_at:
             return RejectReason.EXPIRED

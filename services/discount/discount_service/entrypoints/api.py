@@ -77,11 +77,12 @@ def _now(request: Request) -> datetime:
     response_model=CouponOut,
     tags=["coupons"],
     summary="Create a coupon (codes are case-insensitive, unique per tenant)",
+    responses={409: {"description": "the code is taken (`/problems/duplicate-coupon-code`)"}},
 )
 async def create_coupon(
     body: CouponCreate, request: Request, principal: Principal = Depends(ADMIN)
 ) -> CouponOut:
-    coupon = body.to_domain(code=body.code.strip(), coupon_id=None, now=_now(request))
+    coupon = body.to_domain(code=body.code.strip(), coupon_id=None)
     return CouponOut.of(await services.create_coupon(_uow(request, principal), coupon))
 
 
@@ -120,7 +121,7 @@ async def replace_coupon(
     coupon = body.to_domain(
         code=current.code,
         coupon_id=current.id,
-        now=current.starts_at,  # an omitted starts_at keeps the coupon's start
+        default_start=current.starts_at,  # an omitted starts_at keeps the coupon's start
         redeemed_count=current.redeemed_count,
     )
     return CouponOut.of(await services.replace_coupon(_uow(request, principal), coupon))
@@ -239,9 +240,8 @@ async def create_quote(
     summary="Apply discounts once per Idempotency-Key (201 new, 200 replayed)",
     responses={
         200: {"model": RedemptionOut, "description": "the key was seen with this request"},
-        400: {"description": "Idempotency-Key missing or malformed"},
         409: {"description": "key reused with another request, or coupon just used up"},
-        422: {"description": "a coupon cannot apply (code, reason)"},
+        422: {"description": "invalid request, or a coupon cannot apply (code, reason)"},
     },
 )
 async def create_redemption(
@@ -249,7 +249,14 @@ async def create_redemption(
     request: Request,
     response: Response,
     principal: Principal = Depends(REDEEM),
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Required: a redemption is applied once per key",
+            json_schema_extra={"pattern": _IDEMPOTENCY_KEY.pattern, "maxLength": 255},
+        ),
+    ] = None,
 ) -> RedemptionOut:
     if idempotency_key is None:
         raise Problem(

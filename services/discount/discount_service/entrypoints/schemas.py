@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -25,8 +26,10 @@ from pydantic import (
 )
 
 from billing_common.money import Money, check_currency, format_amount, to_decimal
+from billing_common.openapi import AMOUNT_PATTERN, DecimalText, fraction_pattern
 from billing_common.wire import AwareTimestamp
 from discount_service.domain.model import (
+    MAX_RATE_DECIMALS,
     AmountOff,
     Benefit,
     Coupon,
@@ -42,7 +45,7 @@ from discount_service.domain.model import (
     UserTypeRule,
 )
 
-_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_DECIMAL_TEXT = re.compile(AMOUNT_PATTERN)
 
 
 def _parse_decimal(value: Any) -> Decimal:
@@ -50,7 +53,7 @@ def _parse_decimal(value: Any) -> Decimal:
         return to_decimal(value)
     if not isinstance(value, str):
         raise ValueError('amounts are decimal strings such as "12.50", never JSON numbers')
-    text = value.strip()
+    text = value
     if not _DECIMAL_TEXT.fullmatch(text):
         raise ValueError(f"{value!r} is not a decimal number")
     return to_decimal(text)
@@ -60,13 +63,31 @@ DecimalString = Annotated[
     Decimal,
     PlainValidator(_parse_decimal),
     PlainSerializer(format_amount, return_type=str),
-    WithJsonSchema({"type": "string", "format": "decimal", "examples": ["200.00"]}),
+    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["200.00"]}),
 ]
+# Fractions 0 < f <= 1: a percent discount's rate ("0.10" is 10 %) and the stacking cap.
+PercentRate = Annotated[
+    Decimal, DecimalText(fraction_pattern(MAX_RATE_DECIMALS, zero=False), "0.10")
+]
+CapFraction = Annotated[Decimal, DecimalText(fraction_pattern(12, zero=False), "0.50")]
 Currency = Annotated[
     str,
     Field(min_length=3, max_length=3, examples=["EUR"]),
     AfterValidator(check_currency),
 ]
+_ISO_DATE_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
+def _date_time_text(value: Any) -> Any:
+    # The schema says an RFC 3339 string; pydantic alone would also read 0.5 as seconds.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE_TIME.match(value):
+        raise ValueError("a date-time string with an offset, such as 2026-01-01T00:00:00Z")
+    return value
+
+
+DateTimeText = Annotated[AwareTimestamp, BeforeValidator(_date_time_text)]
 PriorityInt = Annotated[StrictInt, Field(ge=-10_000, le=10_000)]
 LimitInt = Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
 
@@ -89,7 +110,7 @@ class MoneyIO(_In):
 
 class PercentDiscount(_In):
     type: Literal["percent"]
-    rate: DecimalString = Field(description="fraction: 0 < rate <= 1 (0.10 is 10 %)")
+    rate: PercentRate = Field(description="fraction: 0 < rate <= 1 (0.10 is 10 %)")
 
 
 class FixedDiscount(_In):
@@ -119,12 +140,33 @@ def benefit_out(benefit: Benefit) -> PercentDiscount | FixedDiscount:
 
 
 class CouponDefinition(_In):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Spring 25%",
+                    "discount": {"type": "percent", "rate": "0.25"},
+                    "starts_at": None,
+                    "ends_at": "2030-01-01T00:00:00Z",
+                    "max_redemptions": 100,
+                    "max_redemptions_per_customer": 1,
+                    "minimum": {"amount": "50.00", "currency": "EUR"},
+                    "active": True,
+                    "priority": 100,
+                    "exclusive": False,
+                }
+            ]
+        },
+    )
+
     name: str = Field(min_length=1, max_length=200, examples=["Welcome 10%"])
     discount: DiscountIO
-    starts_at: AwareTimestamp | None = Field(
-        default=None, description="default: when the coupon is created"
+    starts_at: DateTimeText | None = Field(
+        default=None,
+        description="inclusive; null: no lower bound (valid from any time until ends_at)",
     )
-    ends_at: AwareTimestamp | None = Field(default=None, description="exclusive; null: no end")
+    ends_at: DateTimeText | None = Field(default=None, description="exclusive; null: no end")
     max_redemptions: LimitInt | None = None
     max_redemptions_per_customer: LimitInt | None = None
     minimum: MoneyIO | None = None
@@ -133,14 +175,20 @@ class CouponDefinition(_In):
     exclusive: StrictBool = Field(default=False, description="applies alone, never stacked")
 
     def to_domain(
-        self, *, code: str, coupon_id: str | None, now: datetime, redeemed_count: int = 0
+        self,
+        *,
+        code: str,
+        coupon_id: str | None,
+        default_start: datetime | None = None,
+        redeemed_count: int = 0,
     ) -> Coupon:
+        starts_at = self.starts_at or default_start
         return Coupon(
             id=coupon_id or str(uuid.uuid4()),
             code=code,
             name=self.name.strip(),
             benefit=benefit_from(self.discount),
-            starts_at=(self.starts_at or now).astimezone(UTC),
+            starts_at=starts_at.astimezone(UTC) if starts_at else None,
             ends_at=self.ends_at.astimezone(UTC) if self.ends_at else None,
             max_redemptions=self.max_redemptions,
             max_redemptions_per_customer=self.max_redemptions_per_customer,
@@ -153,6 +201,27 @@ class CouponDefinition(_In):
 
 
 class CouponCreate(CouponDefinition):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "code": "SPRING25",
+                    "name": "Spring 25%",
+                    "discount": {"type": "percent", "rate": "0.25"},
+                    "starts_at": None,
+                    "ends_at": "2030-01-01T00:00:00Z",
+                    "max_redemptions": 100,
+                    "max_redemptions_per_customer": 1,
+                    "minimum": {"amount": "50.00", "currency": "EUR"},
+                    "active": True,
+                    "priority": 100,
+                    "exclusive": False,
+                }
+            ]
+        },
+    )
+
     code: str = Field(
         min_length=1,
         max_length=64,
@@ -166,7 +235,7 @@ class CouponOut(BaseModel):
     code: str
     name: str
     discount: DiscountIO
-    starts_at: datetime
+    starts_at: datetime | None
     ends_at: datetime | None
     max_redemptions: int | None
     max_redemptions_per_customer: int | None
@@ -212,6 +281,23 @@ class PolicyDefinition(_In):
     """A user-type policy sets `customer_type` and `discount`; a threshold policy sets
     `currency` and `tiers` (only the highest tier the amount reaches applies)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Premium customers 5%",
+                    "kind": "user_type",
+                    "customer_type": "premium",
+                    "discount": {"type": "percent", "rate": "0.05"},
+                    "priority": 50,
+                    "exclusive": False,
+                    "active": True,
+                }
+            ]
+        },
+    )
+
     name: str = Field(min_length=1, max_length=200, examples=["Premium customers 5%"])
     kind: Literal["user_type", "threshold"]
     customer_type: str | None = Field(default=None, max_length=64, examples=["premium"])
@@ -221,8 +307,8 @@ class PolicyDefinition(_In):
     priority: PriorityInt = Field(default=0, description="higher applies first")
     exclusive: StrictBool = False
     active: StrictBool = True
-    starts_at: AwareTimestamp | None = None
-    ends_at: AwareTimestamp | None = None
+    starts_at: DateTimeText | None = None
+    ends_at: DateTimeText | None = None
 
     @model_validator(mode="after")
     def _parameters_match_kind(self) -> PolicyDefinition:
@@ -310,7 +396,7 @@ class PolicyList(BaseModel):
 
 
 class StackingIO(_In):
-    max_fraction: DecimalString = Field(
+    max_fraction: CapFraction = Field(
         description="cap on the total discount as a fraction of the amount, 0 < f <= 1",
         examples=["0.50"],
     )
@@ -346,6 +432,21 @@ class CustomerIO(_In):
 
 
 class DiscountRequestIn(_In):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer": {"id": "c-1", "type": "premium"},
+                    "currency": "EUR",
+                    "amount": "200.00",
+                    "coupon_codes": ["WELCOME10"],
+                    "reference": "inv_123",
+                }
+            ]
+        },
+    )
+
     customer: CustomerIO
     currency: Currency
     amount: DecimalString = Field(description="the amount to discount, >= 0")

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
 
 from billing_common.money import format_amount, to_decimal
+from billing_common.openapi import AMOUNT_PATTERN
 
-_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_DECIMAL_TEXT = re.compile(AMOUNT_PATTERN)
 
 
 def parse_decimal(value: Any) -> Decimal:
@@ -20,7 +21,7 @@ def parse_decimal(value: Any) -> Decimal:
         return to_decimal(value)
     if not isinstance(value, str):
         raise ValueError('amounts are decimal strings such as "12.50", never JSON numbers')
-    text = value.strip()
+    text = value
     if not _DECIMAL_TEXT.fullmatch(text):
         raise ValueError(f"{value!r} is not a decimal number")
     return to_decimal(text)
@@ -37,7 +38,7 @@ DecimalString = Annotated[
     Decimal,
     PlainValidator(parse_decimal),
     PlainSerializer(format_amount, return_type=str),
-    WithJsonSchema({"type": "string", "format": "decimal", "examples": ["100.00"]}),
+    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["100.00"]}),
 ]
 
 QuantityValue = Annotated[
@@ -46,7 +47,7 @@ QuantityValue = Annotated[
     PlainSerializer(format_amount, return_type=str),
     WithJsonSchema(
         {
-            "oneOf": [{"type": "string", "format": "decimal"}, {"type": "integer"}],
+            "oneOf": [{"type": "string", "pattern": AMOUNT_PATTERN}, {"type": "integer"}],
             "examples": ["2", "1.5"],
         }
     ),

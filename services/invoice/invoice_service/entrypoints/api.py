@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from pydantic import BeforeValidator
 
 from billing_common.api_auth import requires
 from billing_common.auth import Principal
@@ -47,6 +48,19 @@ _CHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_ISO_DATE_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
+def _iso_date_time(value: object) -> object:
+    # The schema says an ISO 8601 date-time; pydantic alone would also read "0.5" as seconds.
+    if isinstance(value, str) and not _ISO_DATE_TIME.match(value):
+        raise ValueError("an ISO 8601 date-time such as 2026-11-24T10:00:00Z")
+    return value
+
+
+DateTimeFilter = Annotated[Timestamp | None, BeforeValidator(_iso_date_time)]
+
+
 def _deps(request: Request) -> Dependencies:
     deps: Dependencies = request.app.state.deps
     return deps
@@ -71,7 +85,6 @@ def _utc(value: datetime | None) -> datetime | None:
     summary="Create a draft invoice (discount, then tax on the discounted lines)",
     responses={
         200: {"model": InvoiceOut, "description": "replay: this key was seen with this body"},
-        400: {"description": "Idempotency-Key missing or malformed"},
         409: {"description": "Idempotency-Key reused with another body"},
         422: {"description": "invalid request, unknown jurisdiction, coupon not applicable"},
         502: {"description": "a peer service answered outside its contract"},
@@ -84,7 +97,14 @@ async def create_invoice(
     request: Request,
     response: Response,
     principal: Writer,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Required: an invoice is created once per key",
+            json_schema_extra={"pattern": _IDEMPOTENCY_KEY.pattern, "maxLength": 128},
+        ),
+    ] = None,
 ) -> InvoiceOut:
     if idempotency_key is None:
         raise Problem(
@@ -122,10 +142,10 @@ async def list_invoices(
     principal: Reader,
     status_filter: Annotated[InvoiceStatus | None, Query(alias="status")] = None,
     customer_id: Annotated[str | None, Query(max_length=128)] = None,
-    created_from: Annotated[Timestamp | None, Query(description="inclusive")] = None,
-    created_to: Annotated[Timestamp | None, Query(description="exclusive")] = None,
-    issued_from: Annotated[Timestamp | None, Query(description="inclusive")] = None,
-    issued_to: Annotated[Timestamp | None, Query(description="exclusive")] = None,
+    created_from: Annotated[DateTimeFilter, Query(description="inclusive")] = None,
+    created_to: Annotated[DateTimeFilter, Query(description="exclusive")] = None,
+    issued_from: Annotated[DateTimeFilter, Query(description="inclusive")] = None,
+    issued_to: Annotated[DateTimeFilter, Query(description="exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> InvoicePageOut:

@@ -65,6 +65,43 @@ class LineIn(_In):
 
 
 class InvoiceCreate(_In):
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer": {
+                        "id": "c-1",
+                        "type": "premium",
+                        "jurisdiction": {"country": "DE"},
+                        "name": "Acme GmbH",
+                        "email": "billing@acme.example",
+                        "address": "Hauptstr. 1\n10115 Berlin",
+                    },
+                    "currency": "EUR",
+                    "lines": [
+                        {
+                            "description": "Widget",
+                            "quantity": "2",
+                            "unit_price": "100.00",
+                            "category": "standard",
+                        },
+                        {
+                            "description": "Cookbook",
+                            "quantity": 1,
+                            "unit_price": "20.00",
+                            "category": "books",
+                        },
+                    ],
+                    "coupon_codes": ["WELCOME10"],
+                    "due_days": 30,
+                    "memo": "Thank you for your order",
+                }
+            ]
+        },
+    )
+
     customer: CustomerIn
     currency: Currency
     lines: list[LineIn] = Field(min_length=1, max_length=200)

@@ -55,6 +55,11 @@ IdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         description="Required. The same key with the same body returns the first result; "
         "with a different body it is a 409.",
+        # 1-255 printable ASCII characters, not only spaces (what `_idempotency_key` checks).
+        json_schema_extra={
+            "pattern": r"^[\x20-\x7e]{0,254}[\x21-\x7e][\x20-\x7e]{0,254}$",
+            "maxLength": _IDEMPOTENCY_KEY_MAX,
+        },
     ),
 ]
 
@@ -88,7 +93,13 @@ def _replayed(response: Response, created: bool) -> None:
     response_model=PaymentOut,
     status_code=201,
     summary="Pay an invoice (Idempotency-Key required)",
-    responses={200: {"description": "Replay of an earlier request with the same key"}},
+    responses={
+        200: {"model": PaymentOut, "description": "Replay of an earlier request with the same key"},
+        404: {"description": "the invoice is not known"},
+        409: {"description": "the invoice is not payable, or the key was used for another body"},
+        422: {"description": "invalid request, amount over what is outstanding"},
+        502: {"description": "the gateway answered outside its contract"},
+    },
 )
 async def create_payment(
     body: PayRequest,
@@ -148,7 +159,14 @@ async def get_payment(
     response_model=RefundResponse,
     status_code=201,
     summary="Refund a payment, fully or partly (Idempotency-Key required)",
-    responses={200: {"description": "Replay of an earlier request with the same key"}},
+    responses={
+        200: {
+            "model": RefundResponse,
+            "description": "Replay of an earlier request with the same key",
+        },
+        409: {"description": "the payment is not refundable (yet), or the key was reused"},
+        422: {"description": "invalid request, amount over what is refundable"},
+    },
 )
 async def create_refund(
     response: Response,

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from billing_common.money import Money, format_amount, to_decimal
+from billing_common.openapi import AMOUNT_PATTERN
 from payment_service.domain.model import (
     ACCEPTS_PAYMENTS,
     PaymentStatus,
@@ -23,7 +24,7 @@ from payment_service.domain.model import Refund as RefundModel
 from payment_service.service_layer.services import InvoiceView
 
 # [0-9], not \d: \d also matches "١٠٠" and "１００", which Decimal() reads as 100.
-_AMOUNT = re.compile(r"[0-9]{1,13}(\.[0-9]{1,12})?")
+_AMOUNT = re.compile(AMOUNT_PATTERN)
 
 
 def _decimal_string(value: object) -> Decimal:
@@ -37,12 +38,25 @@ def _decimal_string(value: object) -> Decimal:
 DecimalString = Annotated[
     Decimal,
     BeforeValidator(_decimal_string),
-    Field(json_schema_extra={"type": "string", "examples": ["25.00"]}),
+    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["25.00"]}),
 ]
 
 
 class PayRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "invoice_id": "inv_123",
+                    "amount": "25.00",
+                    "currency": "EUR",
+                    "payment_method": "tok_visa",
+                    "gateway": "sandbox",
+                }
+            ]
+        },
+    )
 
     invoice_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     amount: DecimalString | None = Field(

@@ -133,10 +133,11 @@ class TaxRule:
 
     `rate` is a fraction (0.19 is 19 %). A rule with rate 0 must be declared `zero_rated`
     (and a zero-rated rule must have rate 0): a category is never untaxed by accident.
-    `priority` orders the taxes of a line, lower first; a `compound` tax is charged on the
-    net plus the taxes ordered before it. Validity is half-open: from `valid_from` (inclusive;
-    None: always) up to `valid_to`, the first day the rule no longer applies (None: no end),
-    so a rate change is `valid_to` of the old rule == `valid_from` of the new one."""
+    `priority` orders the taxes of a line, higher first (as discounts); a `compound` tax is
+    charged on the net plus the taxes ordered before it. Validity is half-open: from
+    `valid_from` (inclusive; None: always) up to `valid_to`, the first day the rule no longer
+    applies (None: no end), so a rate change is `valid_to` of the old rule == `valid_from` of
+    the new one."""
 
     id: str
     jurisdiction: Jurisdiction
@@ -216,9 +217,10 @@ class TaxRule:
         )
 
     def order_key(self) -> tuple[int, int, str, str]:
-        """Lower priority first; on a tie the country-wide tax before the regional one,
-        then by name and id so the order never depends on the database."""
-        return (self.priority, 0 if self.jurisdiction.region is None else 1, self.name, self.id)
+        """Higher priority first (the convention of discounts too); on a tie the country-wide
+        tax before the regional one, then by name and id so the order never depends on the
+        database."""
+        return (-self.priority, 0 if self.jurisdiction.region is None else 1, self.name, self.id)
 
 
 def _canonical(value: Decimal) -> Decimal:

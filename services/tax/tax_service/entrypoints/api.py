@@ -25,6 +25,7 @@ from tax_service.entrypoints.schemas import (
     CalculationOut,
     CalculationPage,
     DiscardedOut,
+    IsoDate,
     RuleDefinition,
     RuleIn,
     RuleOut,
@@ -139,6 +140,7 @@ async def get_calculation(
     response_model=RuleOut,
     tags=["rules"],
     summary="Create a tax rule",
+    responses={409: {"description": "the key is taken (`/problems/duplicate-rule-key`)"}},
 )
 async def create_rule(
     body: RuleIn, request: Request, principal: Principal = Depends(ADMIN)
@@ -154,7 +156,7 @@ async def list_rules(
     country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
     region: Annotated[str | None, Query(min_length=1, max_length=3)] = None,
     category: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    valid_on: Annotated[dt.date | None, Query(description="only rules valid that day")] = None,
+    valid_on: Annotated[IsoDate | None, Query(description="only rules valid that day")] = None,
     limit: Limit = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> RulePage:
@@ -237,6 +239,7 @@ async def get_rule(
     response_model=RuleOut,
     tags=["rules"],
     summary="Replace a rule's definition (its key included)",
+    responses={409: {"description": "the key is taken (`/problems/duplicate-rule-key`)"}},
 )
 async def replace_rule(
     rule_id: RuleIdPath, body: RuleIn, request: Request, principal: Principal = Depends(ADMIN)

@@ -28,7 +28,9 @@ from pydantic import (
 )
 
 from billing_common.money import Money, MoneyError, format_amount, to_decimal
+from billing_common.openapi import AMOUNT_PATTERN, DecimalText, fraction_pattern
 from tax_service.domain.model import (
+    MAX_RATE_PLACES,
     AppliedTax,
     CalculationRequest,
     Customer,
@@ -41,11 +43,11 @@ from tax_service.domain.model import (
     TaxStatus,
 )
 
-_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_DECIMAL_TEXT = re.compile(AMOUNT_PATTERN)
 
 
 def _decimal_from_text(value: str) -> Decimal:
-    text = value.strip()
+    text = value
     if not _DECIMAL_TEXT.fullmatch(text):
         raise ValueError(f'{value!r} is not a decimal number such as "12.50"')
     try:
@@ -79,14 +81,19 @@ DecimalString = Annotated[
     Decimal,
     PlainValidator(_parse_decimal),
     PlainSerializer(format_amount, return_type=str),
-    WithJsonSchema({"type": "string", "format": "decimal", "examples": ["100.00"]}),
+    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["100.00"]}),
 ]
+# A fraction 0..1 ("0.19" is 19 %), at most MAX_RATE_PLACES decimals: the domain's bounds.
+Rate = Annotated[Decimal, DecimalText(fraction_pattern(MAX_RATE_PLACES, zero=True), "0.19")]
 Quantity = Annotated[
     Decimal,
     PlainValidator(_parse_quantity),
     PlainSerializer(format_amount, return_type=str),
     WithJsonSchema(
-        {"anyOf": [{"type": "string", "format": "decimal"}, {"type": "integer"}], "examples": ["2"]}
+        {
+            "anyOf": [{"type": "string", "pattern": AMOUNT_PATTERN}, {"type": "integer"}],
+            "examples": ["2"],
+        }
     ),
 ]
 DecimalOut = Annotated[
@@ -147,6 +154,24 @@ class JurisdictionIO(_In):
 class RuleDefinition(_In):
     """A rule without its external key (the key comes from the path on upsert-by-key)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "jurisdiction": {"country": "DE", "region": None},
+                    "category": "standard",
+                    "name": "DE VAT standard",
+                    "rate": "0.19",
+                    "valid_from": "2021-01-01",
+                    "valid_to": None,
+                    "compound": False,
+                    "priority": 0,
+                }
+            ]
+        },
+    )
+
     jurisdiction: JurisdictionIO
     category: StrictStr = Field(
         min_length=1,
@@ -155,7 +180,7 @@ class RuleDefinition(_In):
         examples=["standard"],
     )
     name: StrictStr = Field(min_length=1, max_length=200, examples=["DE VAT standard"])
-    rate: DecimalString = Field(description='fraction: "0.19" is 19 %, "0" is zero-rated')
+    rate: Rate = Field(description='fraction 0..1: "0.19" is 19 %, "0" is zero-rated')
     valid_from: IsoDate | None = Field(
         default=None, description="first day the rule applies (inclusive); null: always"
     )
@@ -173,7 +198,7 @@ class RuleDefinition(_In):
     compound: StrictBool = Field(
         default=False, description="charged on the net plus the taxes ordered before it"
     )
-    priority: Priority = Field(default=0, description="lower applies first")
+    priority: Priority = Field(default=0, description="higher applies first (as for discounts)")
 
     def to_domain(self, *, rule_id: str, key: str | None) -> TaxRule:
         return TaxRule(
@@ -192,6 +217,27 @@ class RuleDefinition(_In):
 
 
 class RuleIn(RuleDefinition):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    **{
+                        "jurisdiction": {"country": "DE", "region": None},
+                        "category": "standard",
+                        "name": "DE VAT standard",
+                        "rate": "0.19",
+                        "valid_from": "2021-01-01",
+                        "valid_to": None,
+                        "compound": False,
+                        "priority": 0,
+                    },
+                    "key": "de-vat-standard",
+                }
+            ]
+        },
+    )
+
     key: StrictStr | None = Field(
         default=None,
         min_length=1,
