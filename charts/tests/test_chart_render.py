@@ -797,9 +797,11 @@ def test_configuration_and_resiliency(default: Rendered) -> None:
     assert config["accessControl"]["defaultAction"] == "deny"
     assert {p["appId"] for p in config["accessControl"]["policies"]} == {
         "invoice",
-        "payment",
         "billing-operator",
     }
+    # Payment asks invoice about an invoice it has not heard of yet.
+    invoice = default.get("Configuration", "billing-dapr-invoice")["spec"]
+    assert {p["appId"] for p in invoice["accessControl"]["policies"]} == {"payment"}
     (scope,) = config["secrets"]["scopes"]
     assert scope["defaultAccess"] == "deny" and scope["allowedSecrets"] == ["jwt-signing-key"]
     payment = default.get("Configuration", "billing-dapr-payment")["spec"]
