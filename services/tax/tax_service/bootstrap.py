@@ -23,7 +23,8 @@ from billing_common.runtime import (
 from billing_common.settings import ServiceSettings
 from billing_common.web import create_service_app
 from tax_service import samples
-from tax_service.adapters.repository import RuleCache
+from tax_service.adapters.rule_cache import RuleCache
+from tax_service.adapters.unit_of_work import uow_factory
 from tax_service.domain.errors import (
     CalculationNotFound,
     DuplicateRuleKey,
@@ -37,8 +38,8 @@ from tax_service.domain.errors import (
     UnknownJurisdiction,
 )
 from tax_service.entrypoints.api import router
-from tax_service.service_layer import services
-from tax_service.service_layer.unit_of_work import TaxUnitOfWork
+from tax_service.service_layer import rules
+from tax_service.service_layer.dependencies import Dependencies
 
 SERVICE = "tax"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -74,6 +75,9 @@ def create_app(
     settings = settings or ServiceSettings.for_service(SERVICE)
     adapters = select_adapters(settings, platform)
     log = logger.bind(service=SERVICE)
+    # This process's copy of each tenant's rules, checked against the database's rules
+    # version in every calculation's transaction (see RuleCache).
+    rule_cache = RuleCache()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,15 +85,17 @@ def create_app(
             settings, adapters, migrations_dir=MIGRATIONS_DIR, metrics=app.state.metrics, app=app
         )
         app.state.ctx = ctx
+        deps = Dependencies(uow=uow_factory(ctx.sessions, ctx.relay, rule_cache), clock=utcnow)
+        app.state.deps = deps  # read by entrypoints.deps, and nowhere else
         try:
             await start_context(ctx)  # no subscriptions: this service only publishes
             if settings.should_load_samples:
-                added = await services.ensure_samples(
-                    lambda: TaxUnitOfWork(ctx.sessions, ctx.relay, samples.SAMPLE_TENANT),
-                    ctx.state,
+                added = await rules.ensure_samples(
+                    samples.SAMPLE_TENANT,
                     samples.SAMPLE_RULES,
+                    deps,
+                    state=ctx.state,
                     marker=samples.SAMPLE_MARKER,
-                    now=app.state.clock(),
                 )
                 if added:
                     log.info(
@@ -119,10 +125,6 @@ def create_app(
             {"name": "rules", "description": "tax rules (admin scope to change)"},
         ],
     )
-    app.state.clock = utcnow
-    # This process's copy of each tenant's rules, checked against the database's rules
-    # version in every calculation's transaction (see RuleCache).
-    app.state.rule_cache = RuleCache()
     if platform is not None:
         platform.apps[SERVICE] = app
     return app

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,9 +20,10 @@ from billing_common.auth import ALL_SCOPES
 from billing_common.db import create_engine, migrate, session_factory
 from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
+from tax_service.adapters.unit_of_work import SqlTaxUnitOfWork, uow_factory
 from tax_service.bootstrap import MIGRATIONS_DIR, create_app
 from tax_service.domain.model import Jurisdiction, TaxRule
-from tax_service.service_layer.unit_of_work import TaxUnitOfWork
+from tax_service.service_layer.dependencies import Dependencies
 
 
 def rule(
@@ -70,11 +71,12 @@ class Db:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
 
-    def uow(self, tenant: str = "acme") -> TaxUnitOfWork:
-        return TaxUnitOfWork(self.sessions, None, tenant)
+    def uow(self, tenant: str = "acme") -> SqlTaxUnitOfWork:
+        return SqlTaxUnitOfWork(self.sessions, None, tenant)
 
-    def uow_factory(self, tenant: str = "acme") -> Callable[[], TaxUnitOfWork]:
-        return lambda: TaxUnitOfWork(self.sessions, None, tenant)
+    def deps(self, now: datetime) -> Dependencies:
+        """The use cases' dependencies, with a clock stopped at `now`."""
+        return Dependencies(uow=uow_factory(self.sessions, None), clock=lambda: now)
 
 
 @pytest.fixture

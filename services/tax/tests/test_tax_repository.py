@@ -18,7 +18,6 @@ from billing_common.event_schemas import TAX_CALCULATED
 from billing_common.money import Money
 from billing_common.outbox import OutboxMessage
 from tax_service.adapters.orm import TaxCalculationRow
-from tax_service.adapters.repository import CalculationFilter, RuleFilter
 from tax_service.domain.errors import DuplicateRuleKey, UnknownCategory
 from tax_service.domain.model import (
     CalculationRequest,
@@ -29,7 +28,8 @@ from tax_service.domain.model import (
     TaxStatus,
 )
 from tax_service.samples import SAMPLE_RULES, SAMPLE_TENANT
-from tax_service.service_layer import services
+from tax_service.service_layer import calculations, rules
+from tax_service.service_layer.ports import CalculationQuery, RuleQuery
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ async def test_update_and_delete(db: Any, make_rule: Any) -> None:
 
 
 async def test_search_filters_orders_and_pages(db: Any, make_rule: Any) -> None:
-    rules = [
+    made_rules = [
         make_rule("DE", "standard", rule_id="1"),
         make_rule("DE", "food", "0.07", rule_id="2"),
         make_rule("DE", "standard", region="BY", rule_id="3", valid_to=date(2021, 1, 1)),
@@ -133,28 +133,28 @@ async def test_search_filters_orders_and_pages(db: Any, make_rule: Any) -> None:
         make_rule("FR", "standard", "0.2", rule_id="4"),
     ]
     async with db.uow() as uow:
-        for made in rules:
+        for made in made_rules:
             await uow.rules.add(stamped(made))
         await uow.commit()
     async with db.uow() as uow:
-        items, total = await uow.rules.search(RuleFilter(country="DE"), limit=2, offset=0)
+        items, total = await uow.rules.search(RuleQuery(country="DE"), limit=2, offset=0)
         assert total == 3
         # country-wide first, then by category
         assert [r.id for r in items] == ["2", "1"]
-        items, _ = await uow.rules.search(RuleFilter(country="DE"), limit=2, offset=2)
+        items, _ = await uow.rules.search(RuleQuery(country="DE"), limit=2, offset=2)
         assert [r.id for r in items] == ["3"]
         items, total = await uow.rules.search(
-            RuleFilter(valid_on=date(2026, 1, 1), category="standard"), limit=10, offset=0
+            RuleQuery(valid_on=date(2026, 1, 1), category="standard"), limit=10, offset=0
         )
         assert ({r.id for r in items}, total) == ({"1", "4"}, 2)
-        items, _ = await uow.rules.search(RuleFilter(valid_on=date(1999, 1, 1)), limit=10, offset=0)
+        items, _ = await uow.rules.search(RuleQuery(valid_on=date(1999, 1, 1)), limit=10, offset=0)
         assert [r.id for r in items] == ["5"]  # no valid_from: valid always, until 2026
-        items, _ = await uow.rules.search(RuleFilter(valid_on=date(2026, 1, 1)), limit=10, offset=0)
+        items, _ = await uow.rules.search(RuleQuery(valid_on=date(2026, 1, 1)), limit=10, offset=0)
         assert "5" not in {r.id for r in items}  # valid_to is exclusive
-        items, _ = await uow.rules.search(RuleFilter(region="BY"), limit=10, offset=0)
+        items, _ = await uow.rules.search(RuleQuery(region="BY"), limit=10, offset=0)
         assert [r.id for r in items] == ["3"]
     async with db.uow("other") as uow:
-        assert await uow.rules.search(RuleFilter(), limit=10, offset=0) == ([], 0)
+        assert await uow.rules.search(RuleQuery(), limit=10, offset=0) == ([], 0)
 
 
 async def test_for_jurisdiction_loads_country_wide_and_own_region_rules(
@@ -185,30 +185,26 @@ async def test_concurrent_upserts_of_one_new_key_create_one_rule(db: Any, make_r
     ]
     results = await asyncio.gather(
         *(
-            services.upsert_rule_by_key(db.uow_factory(), "shared", definition, now=NOW)
+            rules.upsert_rule_by_key("acme", "shared", definition, db.deps(NOW))
             for definition in definitions
         )
     )
     assert sorted(r.created for r in results) == [False, True]
     async with db.uow() as uow:
-        items, total = await uow.rules.search(RuleFilter(key="shared"), limit=10, offset=0)
+        items, total = await uow.rules.search(RuleQuery(key="shared"), limit=10, offset=0)
     assert total == 1
     assert items[0].id in {"id-0", "id-1"}
 
 
 async def test_upsert_is_idempotent(db: Any, make_rule: Any) -> None:
-    first = await services.upsert_rule_by_key(
-        db.uow_factory(), "k", make_rule(rule_id="a"), now=NOW
-    )
+    first = await rules.upsert_rule_by_key("acme", "k", make_rule(rule_id="a"), db.deps(NOW))
     later = NOW + timedelta(minutes=5)
-    again = await services.upsert_rule_by_key(
-        db.uow_factory(), "k", make_rule(rule_id="b"), now=later
-    )
+    again = await rules.upsert_rule_by_key("acme", "k", make_rule(rule_id="b"), db.deps(later))
     assert (first.created, again.created, again.changed) == (True, False, False)
     assert again.rule == first.rule
     assert again.rule.updated_at == NOW
-    changed = await services.upsert_rule_by_key(
-        db.uow_factory(), "k", make_rule(rule_id="c", rate="0.2"), now=later
+    changed = await rules.upsert_rule_by_key(
+        "acme", "k", make_rule(rule_id="c", rate="0.2"), db.deps(later)
     )
     assert (changed.created, changed.changed) == (False, True)
     assert (changed.rule.id, changed.rule.rate, changed.rule.updated_at) == (
@@ -235,7 +231,7 @@ async def test_calculation_is_stored_with_its_event_in_one_transaction(
     db: Any, make_rule: Any
 ) -> None:
     await _seed_de(db, make_rule)
-    calc = await services.calculate(db.uow(), calc_request(), now=NOW)
+    calc = await calculations.calculate("acme", calc_request(), db.deps(NOW))
     assert (calc.total_net.amount, calc.total_tax.amount, calc.total_gross.amount) == (
         Decimal("214.99"),
         Decimal("39.05"),  # 38.00 + 14.99 x 7 % = 1.0493 -> 1.05
@@ -267,7 +263,7 @@ async def test_failed_calculation_leaves_no_record_and_no_event(db: Any, make_ru
     await _seed_de(db, make_rule)
     bad = calc_request(lines=(LineInput("1", Money.of("1", "EUR"), Decimal(1), "not-a-category"),))
     with pytest.raises(UnknownCategory):
-        await services.calculate(db.uow(), bad, now=NOW)
+        await calculations.calculate("acme", bad, db.deps(NOW))
     async with db.uow() as uow:
         assert (await uow.session.exec(select(TaxCalculationRow))).all() == []
         assert (await uow.session.exec(select(OutboxMessage))).all() == []
@@ -291,7 +287,7 @@ async def test_calculation_round_trip_keeps_every_detail(db: Any, make_rule: Any
         reference=None,
         lines=(LineInput("x", Money.of("114.98", "CAD"), Decimal("1.000"), "standard", "Gadget"),),
     )
-    calc = await services.calculate(db.uow(), request, now=NOW)
+    calc = await calculations.calculate("acme", request, db.deps(NOW))
     async with db.uow() as uow:
         stored = await uow.calculations.get(calc.id)
     assert stored == calc
@@ -320,35 +316,35 @@ async def test_history_is_newest_first_with_keyset_pages_and_filters(
     for n in range(5):
         reference = "even" if n % 2 == 0 else "odd"
         made.append(
-            await services.calculate(
-                db.uow(), calc_request(reference=reference), now=NOW + timedelta(seconds=n)
+            await calculations.calculate(
+                "acme", calc_request(reference=reference), db.deps(NOW + timedelta(seconds=n))
             )
         )
     # Two at the very same instant: the id breaks the tie, and no page loses either.
     twins = [
-        await services.calculate(
-            db.uow(), calc_request(reference="twin"), now=NOW + timedelta(seconds=9)
+        await calculations.calculate(
+            "acme", calc_request(reference="twin"), db.deps(NOW + timedelta(seconds=9))
         )
         for _ in range(2)
     ]
-    await services.calculate(db.uow("other"), calc_request(), now=NOW)
+    await calculations.calculate("other", calc_request(), db.deps(NOW))
     expected = sorted(twins, key=lambda c: c.id, reverse=True) + made[::-1]
 
     seen, after = [], None
     while True:
-        page = await services.list_calculations(db.uow(), limit=3, after=after)
+        page = await calculations.list_calculations("acme", db.deps(NOW), limit=3, after=after)
         seen.extend(page)
         if len(page) < 3:
             break
         after = (page[-1].created_at, page[-1].id)
     assert [c.id for c in seen] == [c.id for c in expected]
 
-    evens = await services.list_calculations(
-        db.uow(), limit=10, calculation_filter=CalculationFilter(reference="even")
+    evens = await calculations.list_calculations(
+        "acme", db.deps(NOW), limit=10, query=CalculationQuery(reference="even")
     )
     assert [c.id for c in evens] == [made[4].id, made[2].id, made[0].id]
-    by_customer = await services.list_calculations(
-        db.uow(), limit=10, calculation_filter=CalculationFilter(customer_id="nobody")
+    by_customer = await calculations.list_calculations(
+        "acme", db.deps(NOW), limit=10, query=CalculationQuery(customer_id="nobody")
     )
     assert by_customer == []
 
@@ -360,13 +356,13 @@ async def test_sample_loading_is_safe_from_two_replicas_and_runs_once(db: Any) -
     state = SqlKeyValueStore(db.engine)
 
     async def load() -> int:
-        return await services.ensure_samples(
-            db.uow_factory(SAMPLE_TENANT), state, SAMPLE_RULES, marker="samples", now=NOW
+        return await rules.ensure_samples(
+            SAMPLE_TENANT, SAMPLE_RULES, db.deps(NOW), state=state, marker="samples"
         )
 
     assert sum(await asyncio.gather(load(), load())) == len(SAMPLE_RULES)
     async with db.uow(SAMPLE_TENANT) as uow:
-        _, total = await uow.rules.search(RuleFilter(), limit=1, offset=0)
+        _, total = await uow.rules.search(RuleQuery(), limit=1, offset=0)
         assert total == len(SAMPLE_RULES)
         await uow.rules.delete_by_key(SAMPLE_RULES[0].key)
         await uow.commit()

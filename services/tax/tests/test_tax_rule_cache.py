@@ -10,8 +10,8 @@ from dataclasses import replace
 from typing import Any
 
 from billing_common.runtime import EmbeddedPlatform
-from tax_service.adapters.repository import RuleCache
-from tax_service.service_layer.unit_of_work import TaxUnitOfWork
+from tax_service.adapters.rule_cache import RuleCache
+from tax_service.adapters.unit_of_work import SqlTaxUnitOfWork
 
 RULES = "/v1/tax/rules"
 CALCS = "/v1/tax/calculations"
@@ -102,8 +102,8 @@ async def test_a_change_written_without_the_api_is_seen_too(
         assert (await total_tax(api))[0] == 422
         # A unit of work without a cache (as a script or another service version would
         # write) still bumps the version in the rule's transaction.
-        async with TaxUnitOfWork(ctx.sessions, None, "acme") as uow:
-            now = api.app.state.clock()
+        async with SqlTaxUnitOfWork(ctx.sessions, None, "acme") as uow:
+            now = api.app.state.deps.clock()
             await uow.rules.add(replace(make_rule(rate="0.20"), created_at=now, updated_at=now))
             await uow.commit()
         assert await total_tax(api) == (201, "20.00")

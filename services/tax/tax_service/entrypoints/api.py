@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
-from billing_common.api_auth import requires
-from billing_common.auth import Principal
 from billing_common.web import StrictJsonRoute, model_response
-from tax_service.adapters.repository import (
-    CalculationFilter,
-    RuleCache,
-    RuleFilter,
-    decode_cursor,
-    encode_cursor,
-)
+from tax_service.entrypoints.cursors import decode_cursor, encode_cursor
+from tax_service.entrypoints.deps import Admin, Calculator, Deps, Reader
 from tax_service.entrypoints.schemas import (
     CalculationIn,
     CalculationOut,
@@ -31,38 +23,15 @@ from tax_service.entrypoints.schemas import (
     RuleOut,
     RulePage,
 )
-from tax_service.service_layer import services
-from tax_service.service_layer.unit_of_work import TaxUnitOfWork
+from tax_service.service_layer import calculations, rules
+from tax_service.service_layer.ports import CalculationQuery, RuleQuery
 
 router = APIRouter(prefix="/v1/tax", route_class=StrictJsonRoute)
-
-READ = requires("tax:read")
-CALCULATE = requires("tax:calculate")
-ADMIN = requires("tax:admin")
 
 RuleIdPath = Annotated[str, Path(min_length=1, max_length=36)]
 KeyPath = Annotated[str, Path(min_length=1, max_length=253)]
 CalculationIdPath = Annotated[str, Path(min_length=1, max_length=36)]
 Limit = Annotated[int, Query(ge=1, le=200)]
-
-
-def _factory(request: Request, principal: Principal) -> services.UnitOfWorkFactory:
-    ctx = request.app.state.ctx
-    rule_cache: RuleCache = request.app.state.rule_cache
-
-    def new_uow() -> TaxUnitOfWork:
-        return TaxUnitOfWork(ctx.sessions, ctx.relay, principal.tenant, rule_cache)
-
-    return new_uow
-
-
-def _uow(request: Request, principal: Principal) -> TaxUnitOfWork:
-    return _factory(request, principal)()
-
-
-def _now(request: Request) -> dt.datetime:
-    clock: Callable[[], dt.datetime] = request.app.state.clock
-    return clock()
 
 
 # --- calculations -----------------------------------------------------------------------
@@ -80,12 +49,10 @@ def _now(request: Request) -> dt.datetime:
         "(`/problems/unknown-jurisdiction`, `/problems/unknown-category`), never a silent 0 %."
     ),
 )
-async def calculate(
-    body: CalculationIn, request: Request, principal: Principal = Depends(CALCULATE)
-) -> Response:
-    now = _now(request)
+async def calculate(body: CalculationIn, deps: Deps, principal: Calculator) -> Response:
+    now = deps.clock()
     tax_request = body.to_domain(today=now.astimezone(dt.UTC).date())
-    calculation = await services.calculate(_uow(request, principal), tax_request, now=now)
+    calculation = await calculations.calculate(principal.tenant, tax_request, deps, now=now)
     # The hot path: serialised once, not re-validated (the schema is `response_model`'s).
     return model_response(CalculationOut.of(calculation), status_code=status.HTTP_201_CREATED)
 
@@ -97,8 +64,8 @@ async def calculate(
     summary="Calculation history, newest first",
 )
 async def list_calculations(
-    request: Request,
-    principal: Principal = Depends(READ),
+    deps: Deps,
+    principal: Reader,
     limit: Limit = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     reference: Annotated[str | None, Query(max_length=128)] = None,
@@ -106,11 +73,12 @@ async def list_calculations(
 ) -> CalculationPage:
     after = decode_cursor(cursor) if cursor else None
     # One more than asked tells whether an older page exists without a count query.
-    found = await services.list_calculations(
-        _uow(request, principal),
+    found = await calculations.list_calculations(
+        principal.tenant,
+        deps,
         limit=limit + 1,
         after=after,
-        calculation_filter=CalculationFilter(reference=reference, customer_id=customer_id),
+        query=CalculationQuery(reference=reference, customer_id=customer_id),
     )
     page = list(found[:limit])
     next_cursor = encode_cursor(page[-1]) if len(found) > limit else None
@@ -124,10 +92,10 @@ async def list_calculations(
     summary="One calculation with its inputs and per-rule breakdown",
 )
 async def get_calculation(
-    calculation_id: CalculationIdPath, request: Request, principal: Principal = Depends(READ)
+    calculation_id: CalculationIdPath, deps: Deps, principal: Reader
 ) -> CalculationOut:
     return CalculationOut.of(
-        await services.get_calculation(_uow(request, principal), calculation_id)
+        await calculations.get_calculation(principal.tenant, calculation_id, deps)
     )
 
 
@@ -142,17 +110,15 @@ async def get_calculation(
     summary="Create a tax rule",
     responses={409: {"description": "the key is taken (`/problems/duplicate-rule-key`)"}},
 )
-async def create_rule(
-    body: RuleIn, request: Request, principal: Principal = Depends(ADMIN)
-) -> RuleOut:
+async def create_rule(body: RuleIn, deps: Deps, principal: Admin) -> RuleOut:
     rule = body.to_domain(rule_id=str(uuid.uuid4()), key=body.key)
-    return RuleOut.of(await services.create_rule(_uow(request, principal), rule, now=_now(request)))
+    return RuleOut.of(await rules.create_rule(principal.tenant, rule, deps))
 
 
 @router.get("/rules", response_model=RulePage, tags=["rules"], summary="List tax rules")
 async def list_rules(
-    request: Request,
-    principal: Principal = Depends(READ),
+    deps: Deps,
+    principal: Reader,
     country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
     region: Annotated[str | None, Query(min_length=1, max_length=3)] = None,
     category: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
@@ -160,15 +126,13 @@ async def list_rules(
     limit: Limit = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> RulePage:
-    rule_filter = RuleFilter(
+    query = RuleQuery(
         country=country.upper() if country else None,
         region=region.upper() if region else None,
         category=category.strip().lower() if category else None,
         valid_on=valid_on,
     )
-    page = await services.list_rules(
-        _uow(request, principal), rule_filter, limit=limit, offset=offset
-    )
+    page = await rules.list_rules(principal.tenant, query, deps, limit=limit, offset=offset)
     return RulePage(
         items=[RuleOut.of(rule) for rule in page.items],
         total=page.total,
@@ -180,10 +144,8 @@ async def list_rules(
 @router.get(
     "/rules/by-key/{key}", response_model=RuleOut, tags=["rules"], summary="Get a rule by key"
 )
-async def get_rule_by_key(
-    key: KeyPath, request: Request, principal: Principal = Depends(READ)
-) -> RuleOut:
-    return RuleOut.of(await services.get_rule_by_key(_uow(request, principal), key))
+async def get_rule_by_key(key: KeyPath, deps: Deps, principal: Reader) -> RuleOut:
+    return RuleOut.of(await rules.get_rule_by_key(principal.tenant, key, deps))
 
 
 @router.put(
@@ -201,14 +163,12 @@ async def get_rule_by_key(
 async def upsert_rule_by_key(
     key: KeyPath,
     body: RuleDefinition,
-    request: Request,
+    deps: Deps,
     response: Response,
-    principal: Principal = Depends(ADMIN),
+    principal: Admin,
 ) -> RuleOut:
     definition = body.to_domain(rule_id=str(uuid.uuid4()), key=key)
-    result = await services.upsert_rule_by_key(
-        _factory(request, principal), key, definition, now=_now(request)
-    )
+    result = await rules.upsert_rule_by_key(principal.tenant, key, definition, deps)
     response.status_code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
     return RuleOut.of(result.rule)
 
@@ -220,18 +180,14 @@ async def upsert_rule_by_key(
     tags=["rules"],
     summary="Delete the rule with this key (idempotent: 204 also when there is none)",
 )
-async def delete_rule_by_key(
-    key: KeyPath, request: Request, principal: Principal = Depends(ADMIN)
-) -> Response:
-    await services.delete_rule_by_key(_uow(request, principal), key)
+async def delete_rule_by_key(key: KeyPath, deps: Deps, principal: Admin) -> Response:
+    await rules.delete_rule_by_key(principal.tenant, key, deps)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/rules/{rule_id}", response_model=RuleOut, tags=["rules"], summary="Get a rule")
-async def get_rule(
-    rule_id: RuleIdPath, request: Request, principal: Principal = Depends(READ)
-) -> RuleOut:
-    return RuleOut.of(await services.get_rule(_uow(request, principal), rule_id))
+async def get_rule(rule_id: RuleIdPath, deps: Deps, principal: Reader) -> RuleOut:
+    return RuleOut.of(await rules.get_rule(principal.tenant, rule_id, deps))
 
 
 @router.put(
@@ -241,13 +197,9 @@ async def get_rule(
     summary="Replace a rule's definition (its key included)",
     responses={409: {"description": "the key is taken (`/problems/duplicate-rule-key`)"}},
 )
-async def replace_rule(
-    rule_id: RuleIdPath, body: RuleIn, request: Request, principal: Principal = Depends(ADMIN)
-) -> RuleOut:
+async def replace_rule(rule_id: RuleIdPath, body: RuleIn, deps: Deps, principal: Admin) -> RuleOut:
     rule = body.to_domain(rule_id=rule_id, key=body.key)
-    return RuleOut.of(
-        await services.replace_rule(_uow(request, principal), rule, now=_now(request))
-    )
+    return RuleOut.of(await rules.replace_rule(principal.tenant, rule, deps))
 
 
 @router.delete(
@@ -257,10 +209,8 @@ async def replace_rule(
     tags=["rules"],
     summary="Delete a rule (past calculations keep their copy of it)",
 )
-async def delete_rule(
-    rule_id: RuleIdPath, request: Request, principal: Principal = Depends(ADMIN)
-) -> Response:
-    await services.delete_rule(_uow(request, principal), rule_id)
+async def delete_rule(rule_id: RuleIdPath, deps: Deps, principal: Admin) -> Response:
+    await rules.delete_rule(principal.tenant, rule_id, deps)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -271,11 +221,11 @@ async def delete_rule(
     summary="Discard the calculations made for a reference that never came about (idempotent)",
 )
 async def discard_calculations(
-    request: Request,
+    deps: Deps,
     reference: Annotated[str, Query(min_length=1, max_length=128)],
-    principal: Principal = Depends(CALCULATE),
+    principal: Calculator,
 ) -> DiscardedOut:
     """Compensation: the invoice service calls it for an invoice it could not store, so the
     history keeps no calculation for an invoice that never existed."""
-    discarded = await services.discard_calculations(_uow(request, principal), reference)
+    discarded = await calculations.discard_calculations(principal.tenant, reference, deps)
     return DiscardedOut(discarded=discarded)

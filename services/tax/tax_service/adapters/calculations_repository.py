@@ -1,0 +1,210 @@
+"""The tenant-scoped SQL repository of the calculation history. It is built for one tenant
+and never reads or writes another tenant's rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Table, and_, delete, insert, or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing_common.money import Money, format_amount
+from tax_service.adapters.orm import TaxCalculationRow
+from tax_service.domain.model import (
+    AppliedTax,
+    CalculationRequest,
+    Customer,
+    Exemption,
+    Jurisdiction,
+    LineInput,
+    LineResult,
+    PriceMode,
+    TaxCalculation,
+    TaxStatus,
+)
+from tax_service.service_layer.ports import CalculationPosition, CalculationQuery
+
+_CALCULATIONS: Table = TaxCalculationRow.__table__  # type: ignore[attr-defined]
+
+
+def _amount(money: Money) -> str:
+    return format_amount(money.amount)
+
+
+def _lines_to_json(calculation: TaxCalculation) -> str:
+    lines = [
+        {
+            "id": result.line.id,
+            "description": result.line.description,
+            "category": result.line.category,
+            "unit_price": _amount(result.line.unit_price),
+            "quantity": format_amount(result.line.quantity),
+            "net": _amount(result.net),
+            "tax": _amount(result.tax),
+            "gross": _amount(result.gross),
+            "exemption": result.exemption.value if result.exemption else None,
+            "taxes": [
+                {
+                    "rule_id": tax.rule_id,
+                    "name": tax.name,
+                    "rate": format_amount(tax.rate),
+                    "amount": _amount(tax.amount),
+                    "compound": tax.compound,
+                    "zero_rated": tax.zero_rated,
+                }
+                for tax in result.taxes
+            ],
+        }
+        for result in calculation.lines
+    ]
+    return json.dumps(lines, separators=(",", ":"))
+
+
+def _lines_from_json(
+    raw: str, currency: str
+) -> tuple[tuple[LineInput, ...], tuple[LineResult, ...]]:
+    inputs: list[LineInput] = []
+    results: list[LineResult] = []
+    for item in json.loads(raw):
+        line = LineInput(
+            id=item["id"],
+            unit_price=Money.of(item["unit_price"], currency),
+            quantity=Decimal(item["quantity"]),
+            category=item["category"],
+            description=item["description"],
+        )
+        inputs.append(line)
+        results.append(
+            LineResult(
+                line=line,
+                net=Money.of(item["net"], currency),
+                tax=Money.of(item["tax"], currency),
+                gross=Money.of(item["gross"], currency),
+                exemption=Exemption(item["exemption"]) if item["exemption"] else None,
+                taxes=tuple(
+                    AppliedTax(
+                        rule_id=tax["rule_id"],
+                        name=tax["name"],
+                        rate=Decimal(tax["rate"]),
+                        amount=Money.of(tax["amount"], currency),
+                        compound=tax["compound"],
+                        zero_rated=tax["zero_rated"],
+                    )
+                    for tax in item["taxes"]
+                ),
+            )
+        )
+    return tuple(inputs), tuple(results)
+
+
+def _calculation_from_row(row: TaxCalculationRow) -> TaxCalculation:
+    inputs, results = _lines_from_json(row.lines, row.currency)
+    request = CalculationRequest(
+        currency=row.currency,
+        jurisdiction=Jurisdiction(row.country, row.region),
+        customer=Customer(
+            id=row.customer_id, tax_status=TaxStatus(row.tax_status), tax_id=row.tax_id
+        ),
+        price_mode=PriceMode(row.price_mode),
+        date=row.calculation_date,
+        lines=inputs,
+        reference=row.reference,
+    )
+    return TaxCalculation(
+        id=row.id,
+        request=request,
+        lines=results,
+        total_net=Money.of(row.total_net, row.currency),
+        total_tax=Money.of(row.total_tax, row.currency),
+        total_gross=Money.of(row.total_gross, row.currency),
+        created_at=row.created_at,
+    )
+
+
+class SqlCalculationRepository:
+    def __init__(self, session: AsyncSession, tenant: str) -> None:
+        self._session = session
+        self._tenant = tenant
+
+    async def add(self, calculation: TaxCalculation) -> None:
+        request = calculation.request
+        # A core INSERT: the row is never read back in this transaction, so the ORM's unit of
+        # work (identity map, flush planning) would be pure overhead on the hot path.
+        await (await self._session.connection()).execute(
+            insert(_CALCULATIONS).values(
+                id=calculation.id,
+                tenant_id=self._tenant,
+                created_at=calculation.created_at,
+                calculation_date=request.date,
+                currency=request.currency,
+                price_mode=request.price_mode.value,
+                country=request.jurisdiction.country,
+                region=request.jurisdiction.region,
+                customer_id=request.customer.id,
+                tax_status=request.customer.tax_status.value,
+                tax_id=request.customer.tax_id,
+                reference=request.reference,
+                total_net=calculation.total_net.amount,
+                total_tax=calculation.total_tax.amount,
+                total_gross=calculation.total_gross.amount,
+                line_count=len(calculation.lines),
+                lines=_lines_to_json(calculation),
+            )
+        )
+
+    async def discard_for_reference(self, reference: str) -> int:
+        """Delete the calculations made for `reference`; returns how many."""
+        result = await (await self._session.connection()).execute(
+            delete(_CALCULATIONS).where(
+                _CALCULATIONS.c.tenant_id == self._tenant,
+                _CALCULATIONS.c.reference == reference,
+            )
+        )
+        return int(result.rowcount)
+
+    async def get(self, calculation_id: str) -> TaxCalculation | None:
+        row = await self._session.get(TaxCalculationRow, calculation_id)
+        if row is None or row.tenant_id != self._tenant:
+            return None
+        return _calculation_from_row(row)
+
+    async def history(
+        self,
+        *,
+        limit: int,
+        after: CalculationPosition | None = None,
+        calculation_query: CalculationQuery | None = None,
+    ) -> Sequence[TaxCalculation]:
+        """Newest first (created_at, then id, descending); `after` is the position of the
+        last item of the previous page (keyset pagination: stable under concurrent inserts)."""
+        conditions: list[Any] = [col(TaxCalculationRow.tenant_id) == self._tenant]
+        if calculation_query is not None and calculation_query.reference is not None:
+            conditions.append(col(TaxCalculationRow.reference) == calculation_query.reference)
+        if calculation_query is not None and calculation_query.customer_id is not None:
+            conditions.append(col(TaxCalculationRow.customer_id) == calculation_query.customer_id)
+        if after is not None:
+            created, calculation_id = after
+            conditions.append(
+                or_(
+                    col(TaxCalculationRow.created_at) < created,
+                    and_(
+                        col(TaxCalculationRow.created_at) == created,
+                        col(TaxCalculationRow.id) < calculation_id,
+                    ),
+                )
+            )
+        rows = (
+            await self._session.exec(
+                select(TaxCalculationRow)
+                .where(*conditions)
+                .order_by(
+                    col(TaxCalculationRow.created_at).desc(), col(TaxCalculationRow.id).desc()
+                )
+                .limit(limit)
+            )
+        ).all()
+        return [_calculation_from_row(row) for row in rows]

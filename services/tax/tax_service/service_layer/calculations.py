@@ -1,0 +1,89 @@
+"""Use cases of the tax calculations and their history: each runs in one transaction of
+one tenant."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from billing_common.event_schemas import TAX_CALCULATED, TaxCalculated
+from billing_common.events import new_event
+from tax_service.domain import calculator
+from tax_service.domain.errors import CalculationNotFound
+from tax_service.domain.model import CalculationRequest, TaxCalculation
+from tax_service.service_layer.dependencies import Dependencies
+from tax_service.service_layer.ports import CalculationPosition, CalculationQuery
+
+EVENT_SOURCE = "/billing/tax"
+
+
+async def calculate(
+    tenant: str,
+    request: CalculationRequest,
+    deps: Dependencies,
+    *,
+    now: datetime | None = None,
+) -> TaxCalculation:
+    """Tax the request with the tenant's rules, store it in the history and publish
+    `billing.tax.calculated.v1`, all in one transaction. `now` (default: the clock) is the
+    instant the caller dated the request with, so the two never disagree."""
+    created_at = now if now is not None else deps.clock()
+    async with deps.uow(tenant) as uow:
+        rules = await uow.rules.for_jurisdiction(request.jurisdiction, request.date)
+        lines = calculator.calculate(request, rules)
+        calculation = TaxCalculation.of(
+            calculation_id=str(uuid.uuid4()), request=request, lines=lines, created_at=created_at
+        )
+        await uow.calculations.add(calculation)
+        uow.emit(
+            new_event(
+                source=EVENT_SOURCE,
+                event_type=TAX_CALCULATED,
+                data=TaxCalculated(
+                    calculation_id=calculation.id,
+                    currency=request.currency,
+                    price_mode=request.price_mode.value,
+                    total_net=calculation.total_net.amount,
+                    total_tax=calculation.total_tax.amount,
+                    total_gross=calculation.total_gross.amount,
+                    line_count=len(calculation.lines),
+                    customer_id=request.customer.id,
+                    reference=request.reference,
+                ),
+                subject=calculation.id,
+                tenant=uow.tenant,
+            ),
+            aggregate=f"calculation:{calculation.id}",
+        )
+        await uow.commit()
+    return calculation
+
+
+async def get_calculation(tenant: str, calculation_id: str, deps: Dependencies) -> TaxCalculation:
+    async with deps.uow(tenant) as uow:
+        calculation = await uow.calculations.get(calculation_id)
+    if calculation is None:
+        raise CalculationNotFound(calculation_id)
+    return calculation
+
+
+async def discard_calculations(tenant: str, reference: str, deps: Dependencies) -> int:
+    """Compensation: the calculations made for `reference` (an invoice that was never
+    created) are removed from the history. Idempotent; returns how many were removed."""
+    async with deps.uow(tenant) as uow:
+        discarded = await uow.calculations.discard_for_reference(reference)
+        await uow.commit()
+    return discarded
+
+
+async def list_calculations(
+    tenant: str,
+    deps: Dependencies,
+    *,
+    limit: int,
+    after: CalculationPosition | None = None,
+    query: CalculationQuery | None = None,
+) -> Sequence[TaxCalculation]:
+    async with deps.uow(tenant) as uow:
+        return await uow.calculations.history(limit=limit, after=after, calculation_query=query)
