@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing_common import tracing
+from billing_common.database_problems import install_database_problem_handler
 from billing_common.problems import PROBLEM_CONTENT_TYPE, install_problem_handlers
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -166,6 +167,7 @@ def create_service_app(
     app.state.metrics = metrics
     app.state.service_name = service
     install_problem_handlers(app, domain_errors)
+    install_database_problem_handler(app)
     app.add_middleware(
         RequestContextMiddleware, service=service, metrics=metrics, max_body=max_body_bytes
     )
