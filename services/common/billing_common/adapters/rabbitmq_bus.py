@@ -16,6 +16,11 @@ Topology (all durable, declared by `start`; the exchange also by the first `publ
 Publishing waits for the broker's confirm and fails fast (never hangs) while the broker is
 unreachable, so the outbox relay keeps the row. Consumers ack only after the handler returned,
 i.e. after its transaction committed; a crash before the ack makes RabbitMQ deliver again.
+
+The broker being down is never a reason for a service not to run: `start` does not wait for
+it. A lost connection is restored by aio-pika's robust connection (channels, QoS, topology and
+consumers included); a broker that is unreachable when the service starts is connected to in
+the background, and the consumers start then.
 """
 
 from __future__ import annotations
@@ -78,6 +83,14 @@ class BrokerUnavailable(ConnectionError):
     """RabbitMQ did not accept the message (unreachable, reconnecting, or too slow)."""
 
 
+# What an unreachable or restarting broker raises (OSError covers refused, reset, timed out).
+_BROKER_DOWN = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    OSError,
+)
+
+
 def queue_name(exchange: str, consumer: str) -> str:
     return f"{exchange}.{consumer}"
 
@@ -129,6 +142,7 @@ class RabbitMqEventBus:
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._connect_lock = asyncio.Lock()
+        self._connector: asyncio.Task[None] | None = None
         self._started = False
         self._stopping = False
 
@@ -153,6 +167,8 @@ class RabbitMqEventBus:
             type=event.type,
             headers=headers,
         )
+        if self._connector is not None and not self._connector.done():
+            raise BrokerUnavailable(f"not connected to RabbitMQ yet; event {event.id} waits")
         try:
             async with asyncio.timeout(self._publish_timeout):
                 _, exchange = await self._publisher()
@@ -171,24 +187,68 @@ class RabbitMqEventBus:
             raise BrokerUnavailable(f"RabbitMQ refused event {event.id}: {exc!r}") from exc
 
     async def start(self) -> None:
+        """Connect and start consuming; if RabbitMQ cannot be reached now, keep connecting in
+        the background (every `reconnect_interval_seconds`) and return: the service serves
+        meanwhile and its outbox keeps the events."""
         if self._started:
             return
         self._stopping = False
-        await self._publisher()
-        connection = self._connection
-        assert connection is not None  # set by _publisher
-        for consumer, handlers in self._handlers.items():
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=self._prefetch)
-            queue = await self._declare_consumer_topology(channel, consumer, handlers)
-            tag = await queue.consume(partial(self._on_message, consumer))
-            self._consumers.append((queue, tag))
         self._started = True
+        try:
+            await self._connect_and_consume()
+        except _BROKER_DOWN as exc:
+            logger.warning(
+                "RabbitMQ is unreachable ({!r}); starting without it and connecting in the "
+                "background",
+                exc,
+            )
+            self._connector = asyncio.create_task(self._keep_connecting(), name="rabbitmq-connect")
+
+    async def _connect_and_consume(self) -> None:
+        try:
+            await self._publisher()
+            connection = self._connection
+            assert connection is not None  # set by _publisher
+            for consumer, handlers in self._handlers.items():
+                channel = await connection.channel()
+                await channel.set_qos(prefetch_count=self._prefetch)
+                queue = await self._declare_consumer_topology(channel, consumer, handlers)
+                tag = await queue.consume(partial(self._on_message, consumer))
+                self._consumers.append((queue, tag))
+        except BaseException:
+            # Half a topology on a live connection would consume twice after the next try.
+            await self._disconnect()
+            raise
+
+    async def _keep_connecting(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self._reconnect_interval)
+            try:
+                await self._connect_and_consume()
+            except _BROKER_DOWN as exc:
+                logger.info("RabbitMQ still unreachable: {!r}", exc)
+                continue
+            logger.info("connected to RabbitMQ; consuming")
+            return
+
+    async def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        self._publish_channel = None
+        self._exchange = None
+        self._consumers.clear()
+        if connection is not None:
+            with contextlib.suppress(Exception):  # it may be half gone already
+                await connection.close()
 
     async def stop(self) -> None:
         """Stop taking deliveries, let the handlers in flight finish and ack, then close.
         Whatever is still unacked after `stop_timeout_seconds` goes back to its queue."""
         self._stopping = True
+        connector, self._connector = self._connector, None
+        if connector is not None:
+            connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connector
         for queue, tag in self._consumers:
             with contextlib.suppress(Exception):  # the channel may already be gone
                 await queue.cancel(tag)
