@@ -11,7 +11,9 @@ Topology (all durable, declared by `start`; the exchange also by the first `publ
   see it twice. One queue per attempt because RabbitMQ only expires messages at the head of a
   queue: in a single retry queue a long back-off would hold up every shorter one behind it.
 - queue `<queue>.dlq`: deliveries that failed `max_retries + 1` times, raised
-  PermanentEventError, could not be decoded or have no handler; headers say why.
+  PermanentEventError, could not be decoded or have no handler; headers say why. A handler
+  failing because the database is unavailable spends no retry: its delivery goes back to the
+  queue after `retry_delay_seconds`, for as long as the outage lasts.
 
 Publishing waits for the broker's confirm and fails fast (never hangs) while the broker is
 unreachable, so the outbox relay keeps the row. Consumers ack only after the handler returned,
@@ -49,6 +51,7 @@ from aio_pika.abc import (
 from loguru import logger
 from pydantic import ValidationError
 
+from billing_common.db import DatabaseUnavailable
 from billing_common.events import CloudEvent
 from billing_common.ports import EventHandler, PermanentEventError
 from billing_common.tracing import bind, current_trace_id
@@ -367,6 +370,11 @@ class RabbitMqEventBus:
             return
         try:
             await handler(event)
+        except DatabaseUnavailable as exc:
+            # Not the event's fault: it waits for the database without spending its retries,
+            # which a restart longer than their back-offs would exhaust into the DLQ.
+            await self._wait_for_database(queue, message, event, exc)
+            return
         except PermanentEventError as exc:
             await self._settle_failure(queue, message, event, exc, attempt, retry=False)
             return
@@ -375,6 +383,25 @@ class RabbitMqEventBus:
             await self._settle_failure(queue, message, event, exc, attempt, retry=retry)
             return
         await message.ack()
+
+    async def _wait_for_database(
+        self,
+        queue: str,
+        message: AbstractIncomingMessage,
+        event: CloudEvent,
+        exc: DatabaseUnavailable,
+    ) -> None:
+        logger.bind(trace_id=current_trace_id() or "-", consumer=queue).warning(
+            "event {} {} for {} waits for the database ({}); delivering it again in {:.2f}s",
+            event.type,
+            event.id,
+            queue,
+            exc,
+            self._retry_delay,
+        )
+        await asyncio.sleep(self._retry_delay)
+        with contextlib.suppress(Exception):  # a dead channel requeues it anyway
+            await message.nack(requeue=True)
 
     async def _settle_failure(
         self,
