@@ -134,6 +134,10 @@ def _report_outages(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "handle_error")
     def _on_error(context: ExceptionContext) -> BaseException | None:
         error = context.original_exception
+        if not isinstance(error, Exception):
+            # A cancelled task counts as a disconnect for SQLAlchemy (it drops the connection,
+            # rightly), but replacing the CancelledError would make the task uncancellable.
+            return None
         if not (context.is_disconnect or _signals_outage(error)):
             return None
         context.is_disconnect = True
@@ -158,7 +162,7 @@ def _signals_outage(error: BaseException) -> bool:
             current
         ):
             return True
-        current = current.__cause__ or current.__context__
+        current = current.__cause__  # the driver's error under SQLAlchemy's wrapper
     return False
 
 

@@ -9,6 +9,7 @@ server for real.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -141,5 +142,21 @@ async def test_a_connection_the_server_terminated_is_database_unavailable(
             with pytest.raises(DatabaseUnavailable):
                 await conn.execute(text("SELECT 1"))
         await ping(engine)  # and the next checkout connects afresh
+    finally:
+        await engine.dispose()
+
+
+async def test_a_query_cancelled_mid_flight_stays_cancelled(postgres_url: str) -> None:
+    # SQLAlchemy treats the cancel as a disconnect; it must still surface as a cancellation,
+    # or the relay and the consumers could not be stopped.
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.connect() as conn:
+            query = asyncio.create_task(conn.execute(text("SELECT pg_sleep(5)")))
+            await asyncio.sleep(0.5)
+            query.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await query
+        await ping(engine)
     finally:
         await engine.dispose()
