@@ -515,3 +515,28 @@ async def test_a_database_outage_spends_no_retry_and_dead_letters_nothing(
     assert calls == [event.id] * 6
     assert await (await bus.dead_letters("invoice")).peek() == []
     assert await queue_depth(amqp_url, "billing.events.invoice") == 0
+
+
+async def test_events_about_one_subject_are_handled_in_order_others_meanwhile(
+    make_bus, eventually
+) -> None:
+    # The relay publishes an invoice's events in order; handled concurrently, a slow first
+    # one would finish after the second (a `created` overwriting a `finalized`).
+    bus = make_bus(prefetch=8)
+    first, second = invoice_created("inv-30"), invoice_created("inv-30")
+    other = invoice_created("inv-31")
+    finished: list[str] = []
+
+    async def handler(event: CloudEvent) -> None:
+        if event.id == first.id:
+            await asyncio.sleep(0.5)
+        finished.append(event.id)
+
+    bus.subscribe("payment", INVOICE_CREATED, handler)
+    await bus.start()
+    for event in (first, second, other):
+        await bus.publish(event)
+
+    await eventually(lambda: len(finished) == 3)
+    # inv-31 did not wait for inv-30; inv-30's second event waited for its first.
+    assert finished == [other.id, first.id, second.id]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -146,6 +146,7 @@ class RabbitMqEventBus:
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._connect_lock = asyncio.Lock()
         self._connector: asyncio.Task[None] | None = None
+        self._subject_locks: dict[tuple[str, str], _SubjectLock] = {}
         self._started = False
         self._stopping = False
 
@@ -362,6 +363,34 @@ class RabbitMqEventBus:
             await self._settle_failure(queue, message, None, exc, attempt, retry=False)
             return
         bind(event.traceparent)
+        if not event.subject:
+            await self._dispatch(consumer, queue, message, event, attempt)
+            return
+        # Events about one subject (an invoice, a payment) are handled one after the other, in
+        # the order they arrived, as the relay published them: handled concurrently, a
+        # `created` that read no row yet could overwrite the `finalized` committed meanwhile.
+        # Deliveries arrive in order and nothing awaits before the (FIFO) lock is taken.
+        key = (consumer, event.subject)
+        lock = self._subject_locks.get(key)
+        if lock is None:
+            lock = self._subject_locks[key] = _SubjectLock()
+        lock.users += 1
+        try:
+            async with lock.lock:
+                await self._dispatch(consumer, queue, message, event, attempt)
+        finally:
+            lock.users -= 1
+            if lock.users == 0:
+                del self._subject_locks[key]
+
+    async def _dispatch(
+        self,
+        consumer: str,
+        queue: str,
+        message: AbstractIncomingMessage,
+        event: CloudEvent,
+        attempt: int,
+    ) -> None:
         handler = self._handlers.get(consumer, {}).get(event.type)
         if handler is None:
             # A binding left from an earlier version of the service: keep the event visible.
@@ -476,6 +505,12 @@ class RabbitMqEventBus:
             await asyncio.sleep(self._retry_delay)
             with contextlib.suppress(Exception):  # a dead channel requeues it anyway
                 await message.nack(requeue=True)
+
+
+@dataclass
+class _SubjectLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting; the lock is dropped when none is left
 
 
 @dataclass(frozen=True)
