@@ -155,5 +155,9 @@ class DirectPlatform:
                     await asyncio.sleep(0.2)
 
     def stop_all(self) -> None:
+        # Signal every service first, then wait: their graceful shutdowns overlap.
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for name in list(self.processes):
             self.stop(name)

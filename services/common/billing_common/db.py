@@ -17,7 +17,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, Numeric, String, event, text
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, ExceptionContext
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
@@ -72,6 +72,19 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class DatabaseUnavailable(ConnectionError):
+    """The database cannot be reached or is going away (a restart, a failover, the network):
+    nothing was committed unless the commit itself was cut, and the same request or event
+    succeeds once it is back. The API answers 503 with Retry-After; consumers retry."""
+
+
+# SQLSTATEs that say "not now" rather than "never": connection exceptions (class 08), the
+# server shutting down or starting up (57P01-03), no connection slot free (53300).
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# Connecting to a server that is down must fail fast, not after asyncpg's default minute.
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
@@ -91,9 +104,72 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         json_serializer=json.dumps,
+        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
     )
     _replace_closed_connections(engine)
+    _report_outages(engine)
     return engine
+
+
+def _report_outages(engine: AsyncEngine) -> None:
+    """Turn every sign that PostgreSQL is unreachable into `DatabaseUnavailable`, and mark it a
+    disconnect so SQLAlchemy drops the pool's connections (all are dead after a restart)
+    instead of handing them out one failure at a time.
+
+    SQLAlchemy only recognises a closed socket as a disconnect. A server shutting down first
+    answers "terminating connection due to administrator command" (57P01) or, to new
+    connections, "the database system is shutting down/starting up" (57P03); a refused
+    connect is a bare OSError, not even wrapped; and asyncpg reports a connection whose
+    server vanished mid-exchange as an InternalClientError. Each would be a 500."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _on_connect(
+        dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str, Any]
+    ) -> Any:
+        # SQLAlchemy passes only DBAPI errors from connect to `handle_error`.
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except OSError as exc:
+            raise DatabaseUnavailable(f"PostgreSQL is unavailable: {_describe(exc)}") from exc
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> BaseException | None:
+        error = context.original_exception
+        if not isinstance(error, Exception):
+            # A cancelled task counts as a disconnect for SQLAlchemy (it drops the connection,
+            # rightly), but replacing the CancelledError would make the task uncancellable.
+            return None
+        if not (context.is_disconnect or _signals_outage(error)):
+            return None
+        context.is_disconnect = True
+        return DatabaseUnavailable(f"PostgreSQL is unavailable: {_describe(error)}")
+
+
+def _signals_outage(error: BaseException) -> bool:
+    import asyncpg
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError | asyncpg.exceptions.InternalClientError):
+            return True  # OSError covers refused, reset, unreachable and timed-out connects
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and (
+            sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES
+        ):
+            return True
+        if isinstance(current, asyncpg.exceptions.InterfaceError) and "connection is closed" in str(
+            current
+        ):
+            return True
+        current = current.__cause__  # the driver's error under SQLAlchemy's wrapper
+    return False
+
+
+def _describe(error: BaseException) -> str:
+    cause = error.__cause__ or error
+    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
 
 
 def _replace_closed_connections(engine: AsyncEngine) -> None:

@@ -257,8 +257,15 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.session.rollback()
-        await self.session.close()
+        try:
+            await self.session.rollback()
+            await self.session.close()
+        except Exception:
+            if exc is None:
+                raise
+            # The database went away mid-transaction (it rolls back by itself): the error
+            # the work raised is the one the caller must see, not the failed cleanup's.
+            logger.warning("rollback after {!r} failed too", exc)
 
     def emit(self, event: CloudEvent, *, aggregate: str) -> None:
         self.session.add(

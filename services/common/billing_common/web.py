@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing_common import json_body, tracing
+from billing_common.database_problems import install_database_problem_handler
 from billing_common.logs import printable
 from billing_common.openapi import install_contract
 from billing_common.problems import PROBLEM_CONTENT_TYPE, RequestRefused, install_problem_handlers
@@ -237,6 +238,7 @@ def create_service_app(
     app.state.metrics = metrics
     app.state.service_name = service
     install_problem_handlers(app, domain_errors)
+    install_database_problem_handler(app)
     app.add_middleware(
         RequestContextMiddleware, service=service, metrics=metrics, max_body=max_body_bytes
     )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
 import time
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import pytest
@@ -23,7 +25,7 @@ from billing_common.adapters.rabbitmq_bus import (
     DeadLetter,
     RabbitMqEventBus,
 )
-from billing_common.db import create_engine, session_factory
+from billing_common.db import DatabaseUnavailable, create_engine, session_factory
 from billing_common.event_schemas import INVOICE_CREATED, InvoiceCreated
 from billing_common.events import CloudEvent, new_event
 from billing_common.outbox import OutboxMessage, OutboxRelay, SqlUnitOfWork
@@ -423,3 +425,118 @@ async def test_subscribing_after_start_is_refused(make_bus) -> None:
     await bus.start()
     with pytest.raises(RuntimeError):
         bus.subscribe("invoice", INVOICE_CREATED, Recorder())
+
+
+class _LateBroker:
+    """A port that refuses connections until `open()`, then forwards them to the broker:
+    RabbitMQ that is down when the service starts and comes up afterwards."""
+
+    def __init__(self, amqp_url: str) -> None:
+        parts = urlsplit(amqp_url)
+        self._target = (parts.hostname or "127.0.0.1", parts.port or 5672)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = urlunsplit(parts._replace(netloc=f"guest:guest@127.0.0.1:{self.port}"))
+        self._server: asyncio.Server | None = None
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_a_bus_started_while_the_broker_is_down_connects_and_consumes_later(
+    make_bus, amqp_url, eventually
+) -> None:
+    broker = _LateBroker(amqp_url)
+    bus = make_bus(amqp_url=broker.url, reconnect_interval_seconds=0.2)
+    handler = Recorder()
+    bus.subscribe("invoice", INVOICE_CREATED, handler)
+    try:
+        await bus.start()  # returns: the service serves without the broker
+        with pytest.raises(BrokerUnavailable):  # and its outbox keeps what it would publish
+            await bus.publish(invoice_created("inv-20"))
+
+        await broker.open()
+        delivered = invoice_created("inv-21")
+
+        async def published() -> bool:
+            try:
+                await bus.publish(delivered)
+            except BrokerUnavailable:
+                return False
+            return True
+
+        async with asyncio.timeout(15):
+            while not await published():
+                await asyncio.sleep(0.1)
+        await eventually(lambda: handler.ids() == [delivered.id])
+    finally:
+        await bus.stop()
+        await broker.close()
+
+
+async def test_a_database_outage_spends_no_retry_and_dead_letters_nothing(
+    make_bus, amqp_url, eventually
+) -> None:
+    # One retry allowed; the database is down for five deliveries, then back.
+    bus = make_bus(max_retries=1, retry_delay_seconds=0.05)
+    outage = {"left": 5}
+    calls: list[str] = []
+
+    async def handler(event: CloudEvent) -> None:
+        calls.append(event.id)
+        if outage["left"] > 0:
+            outage["left"] -= 1
+            raise DatabaseUnavailable("PostgreSQL is unavailable: connection refused")
+
+    bus.subscribe("invoice", INVOICE_CREATED, handler)
+    await bus.start()
+    event = invoice_created("inv-22")
+    await bus.publish(event)
+
+    await eventually(lambda: len(calls) == 6)
+    await asyncio.sleep(0.3)  # nothing more may follow the successful delivery
+    assert calls == [event.id] * 6
+    assert await (await bus.dead_letters("invoice")).peek() == []
+    assert await queue_depth(amqp_url, "billing.events.invoice") == 0
+
+
+async def test_events_about_one_subject_are_handled_in_order_others_meanwhile(
+    make_bus, eventually
+) -> None:
+    # The relay publishes an invoice's events in order; handled concurrently, a slow first
+    # one would finish after the second (a `created` overwriting a `finalized`).
+    bus = make_bus(prefetch=8)
+    first, second = invoice_created("inv-30"), invoice_created("inv-30")
+    other = invoice_created("inv-31")
+    finished: list[str] = []
+
+    async def handler(event: CloudEvent) -> None:
+        if event.id == first.id:
+            await asyncio.sleep(0.5)
+        finished.append(event.id)
+
+    bus.subscribe("payment", INVOICE_CREATED, handler)
+    await bus.start()
+    for event in (first, second, other):
+        await bus.publish(event)
+
+    await eventually(lambda: len(finished) == 3)
+    # inv-31 did not wait for inv-30; inv-30's second event waited for its first.
+    assert finished == [other.id, first.id, second.id]

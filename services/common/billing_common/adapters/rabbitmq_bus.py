@@ -11,11 +11,18 @@ Topology (all durable, declared by `start`; the exchange also by the first `publ
   see it twice. One queue per attempt because RabbitMQ only expires messages at the head of a
   queue: in a single retry queue a long back-off would hold up every shorter one behind it.
 - queue `<queue>.dlq`: deliveries that failed `max_retries + 1` times, raised
-  PermanentEventError, could not be decoded or have no handler; headers say why.
+  PermanentEventError, could not be decoded or have no handler; headers say why. A handler
+  failing because the database is unavailable spends no retry: its delivery goes back to the
+  queue after `retry_delay_seconds`, for as long as the outage lasts.
 
 Publishing waits for the broker's confirm and fails fast (never hangs) while the broker is
 unreachable, so the outbox relay keeps the row. Consumers ack only after the handler returned,
 i.e. after its transaction committed; a crash before the ack makes RabbitMQ deliver again.
+
+The broker being down is never a reason for a service not to run: `start` does not wait for
+it. A lost connection is restored by aio-pika's robust connection (channels, QoS, topology and
+consumers included); a broker that is unreachable when the service starts is connected to in
+the background, and the consumers start then.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -44,6 +51,7 @@ from aio_pika.abc import (
 from loguru import logger
 from pydantic import ValidationError
 
+from billing_common.db import DatabaseUnavailable
 from billing_common.events import CloudEvent
 from billing_common.ports import EventHandler, PermanentEventError
 from billing_common.tracing import bind, current_trace_id
@@ -76,6 +84,14 @@ _MAX_ERROR_CHARS = 1000
 
 class BrokerUnavailable(ConnectionError):
     """RabbitMQ did not accept the message (unreachable, reconnecting, or too slow)."""
+
+
+# What an unreachable or restarting broker raises (OSError covers refused, reset, timed out).
+_BROKER_DOWN = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    OSError,
+)
 
 
 def queue_name(exchange: str, consumer: str) -> str:
@@ -129,6 +145,8 @@ class RabbitMqEventBus:
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._connect_lock = asyncio.Lock()
+        self._connector: asyncio.Task[None] | None = None
+        self._subject_locks: dict[tuple[str, str], _SubjectLock] = {}
         self._started = False
         self._stopping = False
 
@@ -153,6 +171,8 @@ class RabbitMqEventBus:
             type=event.type,
             headers=headers,
         )
+        if self._connector is not None and not self._connector.done():
+            raise BrokerUnavailable(f"not connected to RabbitMQ yet; event {event.id} waits")
         try:
             async with asyncio.timeout(self._publish_timeout):
                 _, exchange = await self._publisher()
@@ -171,24 +191,68 @@ class RabbitMqEventBus:
             raise BrokerUnavailable(f"RabbitMQ refused event {event.id}: {exc!r}") from exc
 
     async def start(self) -> None:
+        """Connect and start consuming; if RabbitMQ cannot be reached now, keep connecting in
+        the background (every `reconnect_interval_seconds`) and return: the service serves
+        meanwhile and its outbox keeps the events."""
         if self._started:
             return
         self._stopping = False
-        await self._publisher()
-        connection = self._connection
-        assert connection is not None  # set by _publisher
-        for consumer, handlers in self._handlers.items():
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=self._prefetch)
-            queue = await self._declare_consumer_topology(channel, consumer, handlers)
-            tag = await queue.consume(partial(self._on_message, consumer))
-            self._consumers.append((queue, tag))
         self._started = True
+        try:
+            await self._connect_and_consume()
+        except _BROKER_DOWN as exc:
+            logger.warning(
+                "RabbitMQ is unreachable ({!r}); starting without it and connecting in the "
+                "background",
+                exc,
+            )
+            self._connector = asyncio.create_task(self._keep_connecting(), name="rabbitmq-connect")
+
+    async def _connect_and_consume(self) -> None:
+        try:
+            await self._publisher()
+            connection = self._connection
+            assert connection is not None  # set by _publisher
+            for consumer, handlers in self._handlers.items():
+                channel = await connection.channel()
+                await channel.set_qos(prefetch_count=self._prefetch)
+                queue = await self._declare_consumer_topology(channel, consumer, handlers)
+                tag = await queue.consume(partial(self._on_message, consumer))
+                self._consumers.append((queue, tag))
+        except BaseException:
+            # Half a topology on a live connection would consume twice after the next try.
+            await self._disconnect()
+            raise
+
+    async def _keep_connecting(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self._reconnect_interval)
+            try:
+                await self._connect_and_consume()
+            except _BROKER_DOWN as exc:
+                logger.info("RabbitMQ still unreachable: {!r}", exc)
+                continue
+            logger.info("connected to RabbitMQ; consuming")
+            return
+
+    async def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        self._publish_channel = None
+        self._exchange = None
+        self._consumers.clear()
+        if connection is not None:
+            with contextlib.suppress(Exception):  # it may be half gone already
+                await connection.close()
 
     async def stop(self) -> None:
         """Stop taking deliveries, let the handlers in flight finish and ack, then close.
         Whatever is still unacked after `stop_timeout_seconds` goes back to its queue."""
         self._stopping = True
+        connector, self._connector = self._connector, None
+        if connector is not None:
+            connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connector
         for queue, tag in self._consumers:
             with contextlib.suppress(Exception):  # the channel may already be gone
                 await queue.cancel(tag)
@@ -299,6 +363,34 @@ class RabbitMqEventBus:
             await self._settle_failure(queue, message, None, exc, attempt, retry=False)
             return
         bind(event.traceparent)
+        if not event.subject:
+            await self._dispatch(consumer, queue, message, event, attempt)
+            return
+        # Events about one subject (an invoice, a payment) are handled one after the other, in
+        # the order they arrived, as the relay published them: handled concurrently, a
+        # `created` that read no row yet could overwrite the `finalized` committed meanwhile.
+        # Deliveries arrive in order and nothing awaits before the (FIFO) lock is taken.
+        key = (consumer, event.subject)
+        lock = self._subject_locks.get(key)
+        if lock is None:
+            lock = self._subject_locks[key] = _SubjectLock()
+        lock.users += 1
+        try:
+            async with lock.lock:
+                await self._dispatch(consumer, queue, message, event, attempt)
+        finally:
+            lock.users -= 1
+            if lock.users == 0:
+                del self._subject_locks[key]
+
+    async def _dispatch(
+        self,
+        consumer: str,
+        queue: str,
+        message: AbstractIncomingMessage,
+        event: CloudEvent,
+        attempt: int,
+    ) -> None:
         handler = self._handlers.get(consumer, {}).get(event.type)
         if handler is None:
             # A binding left from an earlier version of the service: keep the event visible.
@@ -307,6 +399,11 @@ class RabbitMqEventBus:
             return
         try:
             await handler(event)
+        except DatabaseUnavailable as exc:
+            # Not the event's fault: it waits for the database without spending its retries,
+            # which a restart longer than their back-offs would exhaust into the DLQ.
+            await self._wait_for_database(queue, message, event, exc)
+            return
         except PermanentEventError as exc:
             await self._settle_failure(queue, message, event, exc, attempt, retry=False)
             return
@@ -315,6 +412,25 @@ class RabbitMqEventBus:
             await self._settle_failure(queue, message, event, exc, attempt, retry=retry)
             return
         await message.ack()
+
+    async def _wait_for_database(
+        self,
+        queue: str,
+        message: AbstractIncomingMessage,
+        event: CloudEvent,
+        exc: DatabaseUnavailable,
+    ) -> None:
+        logger.bind(trace_id=current_trace_id() or "-", consumer=queue).warning(
+            "event {} {} for {} waits for the database ({}); delivering it again in {:.2f}s",
+            event.type,
+            event.id,
+            queue,
+            exc,
+            self._retry_delay,
+        )
+        await asyncio.sleep(self._retry_delay)
+        with contextlib.suppress(Exception):  # a dead channel requeues it anyway
+            await message.nack(requeue=True)
 
     async def _settle_failure(
         self,
@@ -389,6 +505,12 @@ class RabbitMqEventBus:
             await asyncio.sleep(self._retry_delay)
             with contextlib.suppress(Exception):  # a dead channel requeues it anyway
                 await message.nack(requeue=True)
+
+
+@dataclass
+class _SubjectLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting; the lock is dropped when none is left
 
 
 @dataclass(frozen=True)
