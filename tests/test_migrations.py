@@ -5,11 +5,15 @@
 - Stairway: each revision upgrades, downgrades one step and upgrades again, and the whole
   chain goes back down to an empty database. Revisions are read from each service's scripts
   directory, so a new migration is covered without touching this file.
+- The migrated templates the service tests copy their databases from are at head, and each
+  copy is a database of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,12 +22,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData, inspect
+from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from billing_common.db import alembic_config, create_engine
+from billing_common.testing import (
+    MigratedTemplates,
+    ServiceMigrations,
+    admin_url,
+    drop_postgres_database,
+)
 from billing_launcher.registry import SERVICES, bootstrap_module
 
 # Modules whose tables every service database carries (outbox, inbox, kv_state).
@@ -142,3 +152,71 @@ async def test_each_migration_upgrades_downgrades_and_upgrades_again(
     assert await _current(engine, service) is None
     # Down to base leaves nothing but Alembic's own (empty) version table.
     assert await _tables(engine) <= {_version_table(service)}
+
+
+# -- the migrated templates the service tests copy (billing_common.testing) -------------------
+
+
+def _tax_migrations() -> ServiceMigrations:
+    return ServiceMigrations(bootstrap_module("tax").MIGRATIONS_DIR, _version_table("tax"))
+
+
+async def _head_and_rows(url: str) -> tuple[str | None, int]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            count = (await conn.execute(text("SELECT count(*) FROM kv_state"))).scalar_one()
+        return await _current(engine, "tax"), count
+    finally:
+        await engine.dispose()
+
+
+async def _write_a_row(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO kv_state (key, value, etag) VALUES ('k', 'v', 'e')")
+            )
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
+def test_each_migrated_copy_is_at_head_and_its_own(kind: str, tmp_path: Path) -> None:
+    templates = MigratedTemplates(tmp_path / "templates")
+    (tmp_path / "templates").mkdir()
+    head = revisions_base_to_head("tax")[-1]
+    copies: list[str] = []
+    try:
+        for n in range(2):
+            if kind == "sqlite":
+                copies.append(templates.sqlite_copy(_tax_migrations(), tmp_path / f"{n}.db"))
+            else:
+                copies.append(templates.postgres_copy(_tax_migrations())[1])
+        asyncio.run(_write_a_row(copies[0]))
+        assert asyncio.run(_head_and_rows(copies[0])) == (head, 1)
+        # The second copy, made from the same template, saw nothing of the first's write.
+        assert asyncio.run(_head_and_rows(copies[1])) == (head, 0)
+    finally:
+        if kind == "postgresql":
+            for url in copies:
+                drop_postgres_database(url.rsplit("/", 1)[1])
+        built = templates.postgres_templates
+        templates.drop()
+    if kind == "postgresql":
+        assert len(built) == 1
+        assert not asyncio.run(_postgres_databases_named(built[0]))
+
+
+async def _postgres_databases_named(name: str) -> list[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url())
+    try:
+        rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname = $1", name)
+        return [row["datname"] for row in rows]
+    finally:
+        await conn.close()
