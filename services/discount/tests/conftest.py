@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.auth import ALL_SCOPES
-from billing_common.db import create_engine, migrate, session_factory
+from billing_common.db import create_engine, session_factory
 from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
+from billing_common.testing import ServiceMigrations
 from discount_service.bootstrap import MIGRATIONS_DIR, create_app
 from discount_service.service_layer.unit_of_work import DiscountUnitOfWork
 
@@ -32,10 +33,15 @@ class Db:
         return DiscountUnitOfWork(self.sessions, None, tenant)
 
 
+@pytest.fixture(scope="session")
+def service_migrations() -> ServiceMigrations:
+    """What the kernel's `migrated_database_url` copies from its once-per-session template."""
+    return ServiceMigrations(MIGRATIONS_DIR, "alembic_version_discount")
+
+
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Db]:
-    engine = create_engine(database_url)
-    await migrate(engine, MIGRATIONS_DIR, "alembic_version_discount")
+async def db(migrated_database_url: str) -> AsyncIterator[Db]:
+    engine = create_engine(migrated_database_url)
     try:
         yield Db(engine, session_factory(engine))
     finally:
@@ -74,8 +80,10 @@ def discount_settings() -> Callable[..., ServiceSettings]:
 
 
 @pytest.fixture
-async def api(database_url: str, embedded_platform: EmbeddedPlatform) -> AsyncIterator[Api]:
-    app = create_app(_discount_settings(database_url), embedded_platform)
+async def api(
+    migrated_database_url: str, embedded_platform: EmbeddedPlatform
+) -> AsyncIterator[Api]:
+    app = create_app(_discount_settings(migrated_database_url), embedded_platform)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://discount") as client:

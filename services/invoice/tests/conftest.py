@@ -28,7 +28,8 @@ from billing_common.auth import ALL_SCOPES, AuthError, TokenService
 from billing_common.events import CloudEvent
 from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
-from invoice_service.bootstrap import create_app
+from billing_common.testing import ServiceMigrations
+from invoice_service.bootstrap import MIGRATIONS_DIR, create_app
 
 CENT = Decimal("0.01")
 
@@ -461,15 +462,21 @@ def _pdf_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INVOICE_PDF_WORKERS", "0")
 
 
+@pytest.fixture(scope="session")
+def service_migrations() -> ServiceMigrations:
+    """What the kernel's `migrated_database_url` copies from its once-per-session template."""
+    return ServiceMigrations(MIGRATIONS_DIR, "alembic_version_invoice")
+
+
 @pytest.fixture
-async def api(sqlite_url: str) -> AsyncIterator[InvoiceApi]:
+async def api(migrated_sqlite_url: str) -> AsyncIterator[InvoiceApi]:
     """The invoice service on SQLite with the test peers."""
-    async for value in _invoice_api(sqlite_url):
+    async for value in _invoice_api(migrated_sqlite_url):
         yield value
 
 
 @pytest.fixture
-async def api_any_db(database_url: str) -> AsyncIterator[InvoiceApi]:
+async def api_any_db(migrated_database_url: str) -> AsyncIterator[InvoiceApi]:
     """The invoice service on SQLite and on PostgreSQL, with the test peers."""
-    async for value in _invoice_api(database_url):
+    async for value in _invoice_api(migrated_database_url):
         yield value

@@ -13,9 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from billing_common.db import create_engine, migrate, session_factory
+from billing_common.db import create_engine, session_factory
 from billing_common.outbox import OutboxMessage
-from invoice_service.bootstrap import MIGRATIONS_DIR
 from invoice_service.domain.errors import ConcurrentModification, InvalidTransition
 from invoice_service.domain.model import (
     AppliedDiscount,
@@ -51,9 +50,8 @@ class NoPeers:
 
 
 @pytest.fixture
-async def uow(database_url: str) -> AsyncIterator[UnitOfWorkFactory]:
-    engine = create_engine(database_url, pool_size=25)
-    await migrate(engine, MIGRATIONS_DIR, "alembic_version_invoice")
+async def uow(migrated_database_url: str) -> AsyncIterator[UnitOfWorkFactory]:
+    engine = create_engine(migrated_database_url, pool_size=25)
     try:
         yield uow_factory(session_factory(engine), None)
     finally:

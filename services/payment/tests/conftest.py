@@ -32,8 +32,9 @@ from billing_common.events import CloudEvent, new_event
 from billing_common.outbox import OutboxMessage
 from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
+from billing_common.testing import ServiceMigrations
 from payment_service.adapters.sandbox import SandboxGateway
-from payment_service.bootstrap import create_app
+from payment_service.bootstrap import MIGRATIONS_DIR, create_app
 from payment_service.domain.gateway import PaymentGateway
 from payment_service.domain.signatures import sign
 
@@ -219,21 +220,27 @@ async def running_app(
         yield Harness(app=app, client=c, platform=platform, sandbox=sandbox)
 
 
+@pytest.fixture(scope="session")
+def service_migrations() -> ServiceMigrations:
+    """What the kernel's `migrated_database_url` copies from its once-per-session template."""
+    return ServiceMigrations(MIGRATIONS_DIR, "alembic_version_payment")
+
+
 @pytest.fixture
 async def harness(
-    database_url: str, embedded_platform: EmbeddedPlatform, tmp_path: Path
+    migrated_database_url: str, embedded_platform: EmbeddedPlatform, tmp_path: Path
 ) -> AsyncIterator[Harness]:
     """The app on SQLite and on PostgreSQL."""
-    async with running_app(database_url, embedded_platform, tmp_path) as h:
+    async with running_app(migrated_database_url, embedded_platform, tmp_path) as h:
         yield h
 
 
 @pytest.fixture
 async def sqlite_harness(
-    sqlite_url: str, embedded_platform: EmbeddedPlatform, tmp_path: Path
+    migrated_sqlite_url: str, embedded_platform: EmbeddedPlatform, tmp_path: Path
 ) -> AsyncIterator[Harness]:
     """The app on SQLite only, for API behaviour that does not depend on the database."""
-    async with running_app(sqlite_url, embedded_platform, tmp_path) as h:
+    async with running_app(migrated_sqlite_url, embedded_platform, tmp_path) as h:
         yield h
 
 

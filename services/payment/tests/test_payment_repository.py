@@ -8,10 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from billing_common.db import create_engine, migrate, session_factory
+from billing_common.db import create_engine, session_factory
 from billing_common.money import Money
 from payment_service.adapters.repository import IdempotencyRecord
-from payment_service.bootstrap import MIGRATIONS_DIR
 from payment_service.domain.model import (
     InvoiceState,
     PayableInvoice,
@@ -26,9 +25,8 @@ UowFactory = Callable[[], PaymentUnitOfWork]
 
 
 @pytest.fixture
-async def uow(database_url: str) -> AsyncIterator[UowFactory]:
-    engine = create_engine(database_url)
-    await migrate(engine, MIGRATIONS_DIR, version_table="alembic_version_payment")
+async def uow(migrated_database_url: str) -> AsyncIterator[UowFactory]:
+    engine = create_engine(migrated_database_url)
     sessions = session_factory(engine)
     try:
         yield lambda: PaymentUnitOfWork(sessions)

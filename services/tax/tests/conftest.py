@@ -8,7 +8,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.auth import ALL_SCOPES
-from billing_common.db import create_engine, migrate, session_factory
+from billing_common.db import create_engine, session_factory
 from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
+from billing_common.testing import ServiceMigrations
 from tax_service.adapters.unit_of_work import SqlTaxUnitOfWork, uow_factory
 from tax_service.bootstrap import MIGRATIONS_DIR, create_app
 from tax_service.domain.model import Jurisdiction, TaxRule
@@ -79,10 +79,15 @@ class Db:
         return Dependencies(uow=uow_factory(self.sessions, None), clock=lambda: now)
 
 
+@pytest.fixture(scope="session")
+def service_migrations() -> ServiceMigrations:
+    """What the kernel's `migrated_database_url` copies from its once-per-session template."""
+    return ServiceMigrations(MIGRATIONS_DIR, "alembic_version_tax")
+
+
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Db]:
-    engine = create_engine(database_url)
-    await migrate(engine, MIGRATIONS_DIR, "alembic_version_tax")
+async def db(migrated_database_url: str) -> AsyncIterator[Db]:
+    engine = create_engine(migrated_database_url)
     try:
         yield Db(engine, session_factory(engine))
     finally:
@@ -127,18 +132,20 @@ async def running_api(
 
 
 @pytest.fixture
-async def api(tmp_path: Path, embedded_platform: EmbeddedPlatform) -> AsyncIterator[Api]:
+async def api(migrated_sqlite_url: str, embedded_platform: EmbeddedPlatform) -> AsyncIterator[Api]:
     """The app on SQLite (fast); the repository tests cover PostgreSQL, and `api_any_db`
     runs the end-to-end checks on both."""
     async with running_api(
-        f"sqlite+aiosqlite:///{tmp_path / 'tax.db'}", embedded_platform, max_body_bytes=64_000
+        migrated_sqlite_url, embedded_platform, max_body_bytes=64_000
     ) as running:
         yield running
 
 
 @pytest.fixture
-async def api_any_db(database_url: str, embedded_platform: EmbeddedPlatform) -> AsyncIterator[Api]:
-    async with running_api(database_url, embedded_platform) as running:
+async def api_any_db(
+    migrated_database_url: str, embedded_platform: EmbeddedPlatform
+) -> AsyncIterator[Api]:
+    async with running_api(migrated_database_url, embedded_platform) as running:
         yield running
 
 
