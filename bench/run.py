@@ -39,6 +39,7 @@ from bench.infra import (
 from bench.loadgen import Load, Request, ensure_wrk, paced, wrk
 from bench.platform import Platform, start_floor, start_platform
 from bench.report import Figure, Report, percentile
+from billing_launcher import seed_flows
 
 OUT_DIR = Path(__file__).with_name("out")
 MB = 1024 * 1024
@@ -418,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         report = asyncio.run(go())
-    except BenchError as exc:
+    except (BenchError, seed_flows.FlowFailed) as exc:  # a setup step answered wrongly
         say(f"FAILED: {exc}")
         return 1
     except KeyboardInterrupt:

@@ -16,23 +16,11 @@ import httpx
 
 from bench.infra import BenchError, plain_url
 from bench.platform import Platform
+from billing_launcher import seed_flows
 
-# The seed's invoice flow (tests/flows.py): Germany, two categories, coupon WELCOME10, so an
-# invoice costs a discount quote, a tax calculation and a redemption.
-ORDER: dict[str, Any] = {
-    "customer": {
-        "id": "cust-bench",
-        "type": "regular",
-        "jurisdiction": {"country": "DE"},
-        "tax_status": "standard",
-    },
-    "currency": "EUR",
-    "lines": [
-        {"description": "Widget", "quantity": "2", "unit_price": "100.00", "category": "standard"},
-        {"description": "Guide", "quantity": "1", "unit_price": "20.00", "category": "books"},
-    ],
-    "coupon_codes": ["WELCOME10"],
-}
+# The seed's invoice flow (billing_launcher.seed_flows): Germany, two categories, coupon
+# WELCOME10, so an invoice costs a discount quote, a tax calculation and a redemption.
+ORDER: dict[str, Any] = seed_flows.seed_order("cust-bench")
 
 TAX_CALCULATION: dict[str, Any] = {
     "currency": "EUR",
@@ -56,24 +44,15 @@ def body(value: dict[str, Any]) -> bytes:
     return json.dumps(value).encode()
 
 
-def _expect(response: httpx.Response, *statuses: int) -> Any:
-    if response.status_code not in statuses:
-        raise BenchError(
-            f"{response.request.method} {response.request.url} answered "
-            f"{response.status_code}: {response.text[:500]}"
-        )
-    return response.json() if "json" in response.headers.get("content-type", "") else None
-
-
 async def check_requests(platform: Platform, headers: dict[str, str]) -> None:
     """Each benchmarked request once, checked, before any load: a 4xx would otherwise only
     show up as wrk's error count."""
     async with httpx.AsyncClient(timeout=30, headers=headers) as http:
-        _expect(
+        seed_flows.expect(
             await http.post(f"{platform.url('tax')}/v1/tax/calculations", json=TAX_CALCULATION),
             201,
         )
-        quote = _expect(
+        quote = seed_flows.expect(
             await http.post(f"{platform.url('discount')}/v1/discounts/quotes", json=DISCOUNT_QUOTE),
             200,
         )
@@ -84,32 +63,21 @@ async def check_requests(platform: Platform, headers: dict[str, str]) -> None:
 async def issued_invoices(platform: Platform, headers: dict[str, str], count: int) -> list[str]:
     """Create and finalize `count` invoices and wait until the payment service may take them."""
     ids: list[str] = []
-    async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+    async with (
+        httpx.AsyncClient(base_url=platform.url("invoice"), timeout=30) as invoice,
+        httpx.AsyncClient(base_url=platform.url("payment"), timeout=30) as payment,
+    ):
         for _ in range(count):
-            created = _expect(
-                await http.post(
-                    f"{platform.url('invoice')}/v1/invoices",
-                    json=ORDER,
-                    headers={"Idempotency-Key": f"bench-setup-{uuid.uuid4().hex}"},
-                ),
-                201,
+            created = await seed_flows.create_invoice(
+                invoice, headers, ORDER, seed_flows.key("bench-setup")
             )
-            _expect(
-                await http.post(f"{platform.url('invoice')}/v1/invoices/{created['id']}/finalize"),
-                200,
-            )
+            await seed_flows.finalize(invoice, headers, created["id"])
             ids.append(str(created["id"]))
         deadline = time.monotonic() + 60
         for invoice_id in ids:
-            while True:
-                answer = await http.get(
-                    f"{platform.url('payment')}/v1/payable-invoices/{invoice_id}"
-                )
-                if answer.status_code == 200 and answer.json().get("payable"):
-                    break
-                if time.monotonic() > deadline:
-                    raise BenchError(f"invoice {invoice_id} never became payable: {answer.text}")
-                await asyncio.sleep(0.05)
+            await seed_flows.wait_payable(
+                payment, headers, invoice_id, timeout=max(0.0, deadline - time.monotonic())
+            )
     return ids
 
 
@@ -132,15 +100,20 @@ async def settlement(
     samples: list[float] = []
     conn = await asyncpg.connect(plain_url(platform.database_urls["invoice"]))
     try:
-        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+        async with httpx.AsyncClient(
+            base_url=platform.url("payment"), timeout=30
+        ) as payment_client:
             for invoice_id in invoice_ids:
                 began = time.perf_counter()
-                answer = await http.post(
-                    f"{platform.url('payment')}/v1/payments",
-                    json={"invoice_id": invoice_id, "payment_method": "tok_visa"},
-                    headers={"Idempotency-Key": f"bench-pay-{uuid.uuid4().hex}"},
+                answer = await seed_flows.pay(
+                    payment_client,
+                    headers,
+                    invoice_id,
+                    None,
+                    "tok_visa",
+                    seed_flows.key("bench-pay"),
                 )
-                payment = _expect(answer, 201)
+                payment = seed_flows.expect(answer, 201)
                 if payment.get("status") != "succeeded":
                     raise BenchError(f"the payment did not succeed: {payment}")
                 succeeded = time.perf_counter()
@@ -201,9 +174,9 @@ async def broker_hop(amqp_url: str, count: int) -> list[float]:
 async def invoice_html(platform: Platform, headers: dict[str, str], invoice_id: str) -> str:
     async with httpx.AsyncClient(timeout=60, headers=headers) as http:
         answer = await http.get(f"{platform.url('invoice')}/v1/invoices/{invoice_id}/html")
-        _expect(answer, 200)
+        seed_flows.expect(answer, 200)
         pdf = await http.get(f"{platform.url('invoice')}/v1/invoices/{invoice_id}/pdf")
-        _expect(pdf, 200)  # renders once and fills the cache for the download benchmark
+        seed_flows.expect(pdf, 200)  # renders once and fills the cache for the download benchmark
         if not pdf.content.startswith(b"%PDF"):
             raise BenchError("the PDF endpoint did not answer a PDF")
         return answer.text

@@ -17,6 +17,7 @@ import compose
 import pytest
 
 from billing_common.settings import DEFAULT_PORTS, ServiceSettings
+from tests.service_image import DOCKERFILE, build_args, final_stage, image_env
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_BINARY = Path(compose.__file__).parent / "docker-compose"
@@ -93,14 +94,14 @@ def test_env_example_documents_every_variable_compose_reads() -> None:
     assert used <= documented, used - documented
 
 
-def test_the_four_services_are_built_from_the_charts_dockerfiles(model: dict[str, Any]) -> None:
+def test_the_four_services_are_built_from_the_charts_dockerfile(model: dict[str, Any]) -> None:
     services = model["services"]
+    assert (ROOT / DOCKERFILE).is_file()
     for name in APPS:
-        dockerfile = f"services/{name}/Dockerfile"
-        assert (ROOT / dockerfile).is_file()
         for service in (name, f"migrate-{name}"):
             build = services[service]["build"]
-            assert (Path(build["context"]), build["dockerfile"]) == (ROOT, dockerfile), service
+            assert (Path(build["context"]), build["dockerfile"]) == (ROOT, DOCKERFILE), service
+            assert build["args"] == build_args(name), service
         assert services[name]["image"] == services[f"migrate-{name}"]["image"]
 
 
@@ -108,9 +109,8 @@ def test_ports_match_what_each_service_and_its_image_serve(model: dict[str, Any]
     for name in APPS:
         port = DEFAULT_PORTS[name]
         service = model["services"][name]
-        dockerfile = (ROOT / f"services/{name}/Dockerfile").read_text()
-        assert re.search(rf"^EXPOSE {port}$", dockerfile, re.M), name
-        assert f"{name.upper()}_PORT={port}" in dockerfile, name  # the port the image serves
+        assert final_stage(name).last("EXPOSE").value == str(port), name
+        assert image_env(name)["PORT"] == str(port), name  # the port the image serves
         assert service["environment"]["PORT"] == str(port)
         assert [p["target"] for p in service["ports"]] == [port]
         assert service["ports"][0]["published"] == str(port)
@@ -120,15 +120,13 @@ def settings_in_container(
     name: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, workdir: Path
 ) -> ServiceSettings:
     """The settings `python -m billing_launcher serve <name>` builds from this environment
-    (plus the ENV lines of the service's Dockerfile), nothing of this machine's own."""
-    dockerfile = (ROOT / f"services/{name}/Dockerfile").read_text()
-    image_env = dict(re.findall(r"^\s+([A-Z_]+)=(\S+?)\s*\\?$", dockerfile, re.M))
+    (plus the ENV of the service's image), nothing of this machine's own."""
     monkeypatch.chdir(workdir)  # no .env of the developer's
     for key in list(os.environ):
         prefixed = any(key.startswith(f"{app.upper()}_") for app in APPS)
         if key in SETTING_NAMES or key in SECRET_NAMES or prefixed:
             monkeypatch.delenv(key)
-    for key, value in {**image_env, **env}.items():
+    for key, value in {**image_env(name), **env}.items():
         monkeypatch.setenv(key, value)
     return ServiceSettings.for_service(name)
 

@@ -30,6 +30,14 @@ from billing_common.events import CloudEvent
 from billing_common.settings import ServiceSettings
 from billing_common.tracing import bind
 from billing_launcher.registry import SERVICES, app_factory
+from billing_launcher.seed_flows import (
+    create_invoice,
+    finalize,
+    get_invoice,
+    pay,
+    wait_payable,
+    wait_status,
+)
 from charts.tests.chart_objects import rendered_objects
 from tests.daprd_standin import (
     DaprCluster,
@@ -38,7 +46,6 @@ from tests.daprd_standin import (
     component_policies,
     sidecar_servers,
 )
-from tests.flows import create_invoice, finalize, get_invoice, pay, wait_payable, wait_status
 
 ROOT = Path(__file__).resolve().parents[1]
 # Waits between delivery attempts are scaled down; the number of attempts is the policy's.

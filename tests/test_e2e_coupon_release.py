@@ -25,10 +25,10 @@ from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
 from billing_common.testing import create_postgres_database, drop_postgres_database
 from billing_launcher.registry import app_factory
+from billing_launcher.seed_flows import ORDER, key
 from invoice_service.adapters.pending import SqlAbandonedCreations
 from invoice_service.adapters.repository import SqlInvoiceRepository
 from invoice_service.service_layer import handlers
-from tests.flows import ORDER, key
 
 SERVICES = ("tax", "discount", "invoice")
 

@@ -9,8 +9,7 @@ from sqlmodel import select
 
 from billing_common.event_schemas import PAYMENT_RECEIVED
 from billing_common.outbox import OutboxMessage
-from tests.conftest import Platform
-from tests.flows import (
+from billing_launcher.seed_flows import (
     ORDER,
     create_invoice,
     finalize,
@@ -20,6 +19,7 @@ from tests.flows import (
     wait_payable,
     wait_status,
 )
+from tests.conftest import Platform
 
 
 async def test_invoice_creation_applies_discount_before_tax(platform: Platform) -> None:

@@ -16,8 +16,8 @@ from sqlmodel import select
 from billing_common.event_schemas import PAYMENT_REFUNDED
 from billing_common.events import CloudEvent
 from billing_common.outbox import OutboxMessage
+from billing_launcher.seed_flows import create_invoice, finalize, get_invoice, pay, wait_payable
 from tests.conftest import Platform
-from tests.flows import create_invoice, finalize, get_invoice, pay, wait_payable
 
 
 @asynccontextmanager

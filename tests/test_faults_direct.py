@@ -25,8 +25,7 @@ from billing_common.testing import (
     delete_rabbitmq_vhost,
     drop_postgres_database,
 )
-from tests.direct_platform import SERVICES, SIGNING_KEY, DirectPlatform, TcpProxy
-from tests.flows import (
+from billing_launcher.seed_flows import (
     ORDER,
     create_invoice,
     eventually,
@@ -37,6 +36,7 @@ from tests.flows import (
     wait_payable,
     wait_status,
 )
+from tests.direct_platform import SERVICES, SIGNING_KEY, DirectPlatform, TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
+from billing_launcher.seed_flows import key
 from tests.conftest import Platform
-from tests.flows import key
 
 _SCALARS: dict[str, Any] = {"string": "string", "integer": 0, "number": 0, "boolean": True}
 

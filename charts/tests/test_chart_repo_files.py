@@ -63,7 +63,9 @@ def test_skaffold_builds_five_images_and_deploys_the_chart() -> None:
     for service in SERVICES:
         artifact = artifacts[f"billing/{service}-service"]
         assert artifact["context"] == "."
-        assert artifact["docker"]["dockerfile"] == f"services/{service}/Dockerfile"
+        # One Dockerfile; tests/test_service_dockerfile.py checks the build arguments.
+        assert artifact["docker"]["dockerfile"] == "services/Dockerfile"
+        assert artifact["docker"]["buildArgs"]["SERVICE"] == service
     operator = artifacts["billing/operator"]
     assert (ROOT / operator["context"] / operator["docker"]["dockerfile"]).is_file()
 

@@ -6,7 +6,8 @@ Payment: a declined card -> a partial payment -> the rest -> the invoice reads `
 download the PDF. Every step prints what happened; any step that does not happen exits 1.
 
 Works against `make run` (embedded) and `make up` (direct). BILLING_URL_<SERVICE> overrides
-where a service answers (default http://127.0.0.1:<port>).
+where a service answers (default http://127.0.0.1:<port>). The steps are
+`billing_launcher.seed_flows`, the same the end-to-end tests and the benchmarks run.
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 import uuid
-from collections.abc import Callable
+from contextlib import AsyncExitStack
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -28,9 +27,22 @@ from billing_common.auth import ALL_SCOPES, TokenService
 from billing_common.runtime import signing_key
 from billing_common.settings import ServiceSettings
 from billing_launcher.registry import SERVICES, port_of
+from billing_launcher.seed_flows import (
+    FlowFailed,
+    expect,
+    finalize,
+    pay,
+    post_invoice,
+    seed_order,
+    wait_payable,
+    wait_status,
+)
+
+# How long the demo waits for an event to cross services before it calls the step failed.
+EVENT_TIMEOUT_SECONDS = 15.0
 
 
-class DemoFailed(Exception):
+class DemoFailed(FlowFailed):
     pass
 
 
@@ -47,28 +59,6 @@ def _show(text: str) -> None:
     sys.stdout.flush()
 
 
-def _expect(response: httpx.Response, *statuses: int) -> Any:
-    if response.status_code not in statuses:
-        raise DemoFailed(
-            f"{response.request.method} {response.request.url} answered "
-            f"{response.status_code}: {response.text[:500]}"
-        )
-    return response.json() if "json" in response.headers.get("content-type", "") else None
-
-
-async def _eventually(
-    what: str, probe: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 15.0
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise DemoFailed(f"timed out waiting until {what}; last seen: {value}")
-        await asyncio.sleep(0.2)
-
-
 async def _token() -> str:
     settings = ServiceSettings()
     key = await signing_key(
@@ -81,11 +71,18 @@ async def _token() -> str:
 async def run_demo() -> None:
     token = await _token()
     auth = {"authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(timeout=30, headers=auth) as http:
+    async with AsyncExitStack() as stack:
+        clients = {
+            name: await stack.enter_async_context(
+                httpx.AsyncClient(base_url=_url(name), timeout=30)
+            )
+            for name in SERVICES
+        }
+        inv, payment = clients["invoice"], clients["payment"]
         _step(1, "Every service is ready")
         for name in SERVICES:
             try:
-                _expect(await http.get(f"{_url(name)}/readyz"), 200)
+                expect(await clients[name].get("/readyz"), 200)
             except httpx.HTTPError as exc:
                 raise DemoFailed(
                     f"{name} does not answer at {_url(name)}: start `make run`"
@@ -96,37 +93,8 @@ async def run_demo() -> None:
             2, "Create an invoice: 2 x Widget 100.00 EUR + 1 book 20.00, coupon WELCOME10, Germany"
         )
         key = f"demo-{uuid.uuid4().hex[:12]}"
-        order = {
-            "customer": {
-                "id": "cust-demo-1",
-                "type": "regular",
-                "name": "Erika Mustermann",
-                "jurisdiction": {"country": "DE"},
-                "tax_status": "standard",
-            },
-            "currency": "EUR",
-            "lines": [
-                {
-                    "description": "Widget",
-                    "quantity": "2",
-                    "unit_price": "100.00",
-                    "category": "standard",
-                },
-                {
-                    "description": "Field guide (book)",
-                    "quantity": "1",
-                    "unit_price": "20.00",
-                    "category": "books",
-                },
-            ],
-            "coupon_codes": ["WELCOME10"],
-        }
-        invoice = _expect(
-            await http.post(
-                f"{_url('invoice')}/v1/invoices", json=order, headers={"Idempotency-Key": key}
-            ),
-            201,
-        )
+        order = seed_order("cust-demo-1", name="Erika Mustermann")
+        invoice = expect(await post_invoice(inv, auth, order, key), 201)
         invoice_id = invoice["id"]
         _show(f"invoice {invoice_id} status={invoice['status']}")
         _show(
@@ -141,38 +109,22 @@ async def run_demo() -> None:
         # Discount before tax: 10% off 220.00 = 22.00; tax on 198.00 split 180.00 @19%, 18.00 @7%.
         if Decimal(invoice["discount_total"]) <= 0 or Decimal(invoice["tax_total"]) <= 0:
             raise DemoFailed("expected both a discount and tax on the invoice")
-        replay = await http.post(
-            f"{_url('invoice')}/v1/invoices", json=order, headers={"Idempotency-Key": key}
-        )
-        if _expect(replay, 200, 201)["id"] != invoice_id:
+        replay = await post_invoice(inv, auth, order, key)
+        if expect(replay, 200, 201)["id"] != invoice_id:
             raise DemoFailed("the same Idempotency-Key created a second invoice")
         _show("same Idempotency-Key again -> the same invoice, nothing created twice")
 
         _step(3, "Finalize it: a gapless number is assigned")
-        invoice = _expect(
-            await http.post(f"{_url('invoice')}/v1/invoices/{invoice_id}/finalize"), 200
-        )
+        invoice = await finalize(inv, auth, invoice_id)
         _show(f"number {invoice['number']} status={invoice['status']} due {invoice['amount_due']}")
 
         _step(4, "The payment service hears billing.invoice.finalized.v1")
-        payable = await _eventually(
-            "the payment service knows the invoice is payable",
-            lambda: http.get(f"{_url('payment')}/v1/payable-invoices/{invoice_id}"),
-            lambda r: r.status_code == 200 and r.json().get("payable"),
-        )
-        _show(f"payable, outstanding {payable.json()['outstanding']}")
+        payable = await wait_payable(payment, auth, invoice_id, EVENT_TIMEOUT_SECONDS)
+        _show(f"payable, outstanding {payable['outstanding']}")
 
         _step(5, "Pay with a card that is declined (tok_declined)")
-        declined = _expect(
-            await http.post(
-                f"{_url('payment')}/v1/payments",
-                json={
-                    "invoice_id": invoice_id,
-                    "amount": "50.00",
-                    "payment_method": "tok_declined",
-                },
-                headers={"Idempotency-Key": f"{key}-declined"},
-            ),
+        declined = expect(
+            await pay(payment, auth, invoice_id, "50.00", "tok_declined", f"{key}-declined"),
             201,
             402,
         )
@@ -181,47 +133,26 @@ async def run_demo() -> None:
         _show(f"payment {declined['id']} failed: {declined['failure_code']}")
 
         _step(6, "Pay 50.00 (a partial payment) with tok_visa")
-        partial = _expect(
-            await http.post(
-                f"{_url('payment')}/v1/payments",
-                json={"invoice_id": invoice_id, "amount": "50.00", "payment_method": "tok_visa"},
-                headers={"Idempotency-Key": f"{key}-partial"},
-            ),
-            201,
+        partial = expect(
+            await pay(payment, auth, invoice_id, "50.00", "tok_visa", f"{key}-partial"), 201
         )
         _show(f"payment {partial['id']} {partial['status']}")
-        seen = await _eventually(
-            "the invoice reads partially_paid",
-            lambda: http.get(f"{_url('invoice')}/v1/invoices/{invoice_id}"),
-            lambda r: r.json().get("status") == "partially_paid",
-        )
-        _show(f"invoice status={seen.json()['status']} paid {seen.json()['amount_paid']}")
+        seen = await wait_status(inv, auth, invoice_id, "partially_paid", EVENT_TIMEOUT_SECONDS)
+        _show(f"invoice status={seen['status']} paid {seen['amount_paid']}")
 
         _step(7, "Pay the rest")
-        rest = _expect(
-            await http.post(
-                f"{_url('payment')}/v1/payments",
-                json={"invoice_id": invoice_id, "payment_method": "tok_visa"},
-                headers={"Idempotency-Key": f"{key}-rest"},
-            ),
-            201,
-        )
+        rest = expect(await pay(payment, auth, invoice_id, None, "tok_visa", f"{key}-rest"), 201)
         _show(f"payment {rest['id']} {rest['status']} {rest['amount']} {rest['currency']}")
 
         _step(8, "billing.payment.received.v1 settles the invoice")
-        paid = await _eventually(
-            "the invoice reads paid",
-            lambda: http.get(f"{_url('invoice')}/v1/invoices/{invoice_id}"),
-            lambda r: r.json().get("status") == "paid",
-        )
-        body = paid.json()
+        body = await wait_status(inv, auth, invoice_id, "paid", EVENT_TIMEOUT_SECONDS)
         _show(
             f"invoice {body['number']} status={body['status']} "
             f"paid {body['amount_paid']} of {body['total']}"
         )
 
         _step(9, "Download the PDF")
-        pdf = await http.get(f"{_url('invoice')}/v1/invoices/{invoice_id}/pdf")
+        pdf = await inv.get(f"/v1/invoices/{invoice_id}/pdf", headers=auth)
         if pdf.status_code != 200 or not pdf.content.startswith(b"%PDF"):
             raise DemoFailed(f"no PDF: {pdf.status_code} {pdf.text[:300]}")
         target = Path("var") / f"demo-{body['number']}.pdf"
@@ -234,7 +165,7 @@ async def run_demo() -> None:
 def main() -> int:
     try:
         asyncio.run(run_demo())
-    except DemoFailed as exc:
+    except FlowFailed as exc:  # DemoFailed, or a step of the seed's flows
         sys.stdout.write(f"\nDEMO FAILED: {exc}\n")
         return 1
     return 0
