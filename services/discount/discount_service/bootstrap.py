@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from billing_common.runtime import (
 from billing_common.settings import ServiceSettings
 from billing_common.web import create_service_app
 from discount_service import samples
+from discount_service.adapters.unit_of_work import uow_factory
 from discount_service.domain.errors import (
     ConcurrentUpdate,
     CouponNotApplicable,
@@ -39,8 +39,8 @@ from discount_service.domain.errors import (
     RedemptionNotFound,
 )
 from discount_service.entrypoints.api import router
-from discount_service.service_layer import services
-from discount_service.service_layer.unit_of_work import DiscountUnitOfWork
+from discount_service.service_layer.dependencies import Dependencies, utcnow
+from discount_service.service_layer.samples import ensure_samples
 
 SERVICE = "discount"
 
@@ -78,10 +78,6 @@ def _version() -> str:
         return "0.0.0"
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_app(
     settings: ServiceSettings | None = None, platform: EmbeddedPlatform | None = None
 ) -> FastAPI:
@@ -95,11 +91,14 @@ def create_app(
             settings, adapters, migrations_dir=MIGRATIONS_DIR, metrics=app.state.metrics, app=app
         )
         app.state.ctx = ctx
+        deps = Dependencies(uow=uow_factory(ctx.sessions, ctx.relay), clock=utcnow)
+        app.state.deps = deps  # read by entrypoints/deps.py
         try:
             await start_context(ctx)  # no subscriptions: this service only publishes
             if settings.should_load_samples:
-                added = await services.ensure_samples(
-                    lambda: DiscountUnitOfWork(ctx.sessions, ctx.relay, samples.SAMPLE_TENANT),
+                added = await ensure_samples(
+                    samples.SAMPLE_TENANT,
+                    deps,
                     coupons=samples.SAMPLE_COUPONS,
                     policies=samples.SAMPLE_POLICIES,
                     settings=samples.SAMPLE_STACKING,
@@ -131,7 +130,6 @@ def create_app(
             {"name": "history", "description": "every redemption with its lines"},
         ],
     )
-    app.state.clock = utcnow
     if platform is not None:
         platform.apps[SERVICE] = app
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 import pytest
@@ -17,8 +18,9 @@ from billing_common.db import create_engine, session_factory
 from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
 from billing_common.testing import ServiceMigrations
+from discount_service.adapters.unit_of_work import DiscountUnitOfWork, uow_factory
 from discount_service.bootstrap import MIGRATIONS_DIR, create_app
-from discount_service.service_layer.unit_of_work import DiscountUnitOfWork
+from discount_service.service_layer.dependencies import Dependencies
 
 
 @dataclass
@@ -26,11 +28,13 @@ class Db:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
 
-    def uow_factory(self, tenant: str = "acme") -> Callable[[], DiscountUnitOfWork]:
-        return lambda: DiscountUnitOfWork(self.sessions, None, tenant)
-
     def uow(self, tenant: str = "acme") -> DiscountUnitOfWork:
         return DiscountUnitOfWork(self.sessions, None, tenant)
+
+    def deps(self, now: datetime | None = None) -> Dependencies:
+        """The use cases' dependencies on this database; `now` fixes their clock."""
+        factory = uow_factory(self.sessions, None)
+        return Dependencies(uow=factory) if now is None else Dependencies(factory, lambda: now)
 
 
 @pytest.fixture(scope="session")

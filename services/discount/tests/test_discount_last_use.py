@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from billing_common.runtime import EmbeddedPlatform
-from discount_service.adapters.repository import CouponRepository
+from discount_service.adapters.coupons_repository import SqlCouponRepository
 from discount_service.bootstrap import create_app
 
 from .conftest import Api
@@ -83,9 +83,9 @@ async def test_the_use_taken_between_evaluation_and_counter_update(
     api = postgres_api
     await create_last(api)
     engine = api.app.state.ctx.engine
-    original = CouponRepository.try_count_redemption
+    original = SqlCouponRepository.try_count_redemption
 
-    async def another_redemption_commits_first(self: CouponRepository, coupon_id: str) -> bool:
+    async def another_redemption_commits_first(self: SqlCouponRepository, coupon_id: str) -> bool:
         # A concurrent redemption takes the last use and commits, after this one evaluated
         # the coupon as still available.
         async with engine.begin() as conn:
@@ -95,5 +95,7 @@ async def test_the_use_taken_between_evaluation_and_counter_update(
             )
         return await original(self, coupon_id)
 
-    monkeypatch.setattr(CouponRepository, "try_count_redemption", another_redemption_commits_first)
+    monkeypatch.setattr(
+        SqlCouponRepository, "try_count_redemption", another_redemption_commits_first
+    )
     assert_exhausted(await redeem(api, "c-1", "raced"))

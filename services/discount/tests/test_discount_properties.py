@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from billing_common.db import create_engine, migrate, session_factory
 from billing_common.money import Money, quantum
+from discount_service.adapters.unit_of_work import uow_factory
 from discount_service.bootstrap import MIGRATIONS_DIR
 from discount_service.domain.model import (
     AmountOff,
@@ -31,8 +32,10 @@ from discount_service.domain.model import (
     UserTypeRule,
 )
 from discount_service.domain.stacking import evaluate
-from discount_service.service_layer import services
-from discount_service.service_layer.unit_of_work import DiscountUnitOfWork
+from discount_service.service_layer import coupons as use_coupons
+from discount_service.service_layer import policies as use_policies
+from discount_service.service_layer import quotes, redemptions
+from discount_service.service_layer.dependencies import Dependencies
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CURRENCIES = ["EUR", "USD", "JPY", "KWD"]
@@ -196,22 +199,21 @@ async def _quote_then_redeem(url: str, scenario):
     sessions = session_factory(engine)
     tenant = f"t{uuid.uuid4().hex[:12]}"  # each example in its own tenant
 
-    def new_uow() -> DiscountUnitOfWork:
-        return DiscountUnitOfWork(sessions, None, tenant)
+    deps = Dependencies(uow_factory(sessions, None), clock=lambda: NOW)
 
     try:
         for coupon in coupons:
             # Ids are primary keys across tenants: fresh ones for every example.
-            await services.create_coupon(new_uow(), replace(coupon, id=str(uuid.uuid4())))
+            await use_coupons.create_coupon(tenant, replace(coupon, id=str(uuid.uuid4())), deps)
         for policy in policies:
-            await services.put_policy(new_uow, policy)
-        await services.put_stacking_settings(new_uow(), stacking)
-        quoted = await services.quote(new_uow(), request, NOW)
+            await use_policies.put_policy(tenant, policy, deps)
+        await use_policies.put_stacking_settings(tenant, stacking, deps)
+        quoted = await quotes.quote(tenant, request, deps)
         blocked = [r for r in quoted.rejected if r.reason.blocks_redemption]
         if blocked:
             return quoted, None
-        redeemed = await services.redeem(new_uow, request, idempotency_key="k", now=NOW)
-        stored = await services.get_redemption(new_uow(), redeemed.redemption.id)
+        redeemed = await redemptions.redeem(tenant, request, "k", deps)
+        stored = await redemptions.get_redemption(tenant, redeemed.redemption.id, deps)
         return quoted, stored.result
     finally:
         await engine.dispose()

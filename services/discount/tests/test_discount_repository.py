@@ -13,7 +13,6 @@ from sqlalchemy import text
 
 from billing_common.event_schemas import DISCOUNT_APPLIED
 from billing_common.money import Money
-from discount_service.adapters.repository import IdempotencyKeyTaken
 from discount_service.domain.errors import (
     CouponNotApplicable,
     CouponNotFound,
@@ -32,7 +31,9 @@ from discount_service.domain.model import (
     ThresholdTier,
     UserTypeRule,
 )
-from discount_service.service_layer import services
+from discount_service.service_layer import coupons, policies, redemptions
+from discount_service.service_layer.ports import CouponQuery, IdempotencyKeyTaken, RedemptionQuery
+from discount_service.service_layer.samples import ensure_samples
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -70,56 +71,56 @@ async def test_coupon_round_trip_keeps_every_field_exactly(db) -> None:
         exclusive=True,
         active=False,
     )
-    await services.create_coupon(db.uow(), coupon)
-    stored = await services.get_coupon(db.uow(), "save5eur")
+    await coupons.create_coupon("acme", coupon, db.deps())
+    stored = await coupons.get_coupon("acme", "save5eur", db.deps())
     assert stored == coupon
     assert stored.starts_at.tzinfo is not None
 
 
 async def test_coupon_codes_are_unique_per_tenant_case_insensitively(db) -> None:
-    await services.create_coupon(db.uow("acme"), make_coupon("WELCOME10"))
+    await coupons.create_coupon("acme", make_coupon("WELCOME10"), db.deps())
     with pytest.raises(DuplicateCouponCode):
-        await services.create_coupon(db.uow("acme"), make_coupon("welcome10", id="other-id"))
+        await coupons.create_coupon("acme", make_coupon("welcome10", id="other-id"), db.deps())
     # Another tenant may use the same code.
-    await services.create_coupon(db.uow("globex"), make_coupon("Welcome10", id="globex-id"))
-    assert (await services.get_coupon(db.uow("globex"), "WELCOME10")).id == "globex-id"
+    await coupons.create_coupon("globex", make_coupon("Welcome10", id="globex-id"), db.deps())
+    assert (await coupons.get_coupon("globex", "WELCOME10", db.deps())).id == "globex-id"
 
 
 async def test_coupons_are_tenant_scoped(db) -> None:
-    await services.create_coupon(db.uow("acme"), make_coupon("ACME1"))
+    await coupons.create_coupon("acme", make_coupon("ACME1"), db.deps())
     with pytest.raises(CouponNotFound):
-        await services.get_coupon(db.uow("globex"), "ACME1")
-    assert await services.list_coupons(db.uow("globex"), limit=10, after=None) == []
+        await coupons.get_coupon("globex", "ACME1", db.deps())
+    assert await coupons.list_coupons("globex", CouponQuery(10), db.deps()) == []
     with pytest.raises(CouponNotFound):
-        await services.delete_coupon(db.uow("globex"), "ACME1")
+        await coupons.delete_coupon("globex", "ACME1", db.deps())
 
 
 async def test_coupon_list_pages_by_code(db) -> None:
     for code in ["C", "a", "B", "d"]:
-        await services.create_coupon(db.uow(), make_coupon(code))
-    first = await services.list_coupons(db.uow(), limit=2, after=None)
-    second = await services.list_coupons(db.uow(), limit=2, after=first[-1].key)
+        await coupons.create_coupon("acme", make_coupon(code), db.deps())
+    first = await coupons.list_coupons("acme", CouponQuery(2), db.deps())
+    second = await coupons.list_coupons("acme", CouponQuery(2, after=first[-1].key), db.deps())
     assert [c.code for c in first + second] == ["a", "B", "C", "d"]
 
 
 async def test_replace_keeps_the_counter_and_delete_removes(db) -> None:
-    await services.create_coupon(db.uow(), make_coupon("LIMITED", max_redemptions=3))
+    await coupons.create_coupon("acme", make_coupon("LIMITED", max_redemptions=3), db.deps())
     async with db.uow() as uow:
         coupon = await uow.coupons.get("LIMITED")
         assert await uow.coupons.try_count_redemption(coupon.id)
         await uow.commit()
-    replaced = await services.replace_coupon(
-        db.uow(), make_coupon("LIMITED", name="Renamed", max_redemptions=5)
+    replaced = await coupons.replace_coupon(
+        "acme", make_coupon("LIMITED", name="Renamed", max_redemptions=5), db.deps()
     )
     assert replaced.name == "Renamed"
     assert replaced.redeemed_count == 1
-    await services.delete_coupon(db.uow(), "limited")
+    await coupons.delete_coupon("acme", "limited", db.deps())
     with pytest.raises(CouponNotFound):
-        await services.get_coupon(db.uow(), "LIMITED")
+        await coupons.get_coupon("acme", "LIMITED", db.deps())
 
 
 async def test_conditional_counter_stops_at_the_limit(db) -> None:
-    await services.create_coupon(db.uow(), make_coupon("TWO", max_redemptions=2))
+    await coupons.create_coupon("acme", make_coupon("TWO", max_redemptions=2), db.deps())
     results = []
     for _ in range(3):
         async with db.uow() as uow:
@@ -127,21 +128,21 @@ async def test_conditional_counter_stops_at_the_limit(db) -> None:
             results.append(await uow.coupons.try_count_redemption(coupon.id))
             await uow.commit()
     assert results == [True, True, False]
-    assert (await services.get_coupon(db.uow(), "TWO")).redeemed_count == 2
+    assert (await coupons.get_coupon("acme", "TWO", db.deps())).redeemed_count == 2
 
 
 async def test_unlimited_coupon_counts_without_limit(db) -> None:
-    await services.create_coupon(db.uow(), make_coupon("FREE"))
+    await coupons.create_coupon("acme", make_coupon("FREE"), db.deps())
     async with db.uow() as uow:
         coupon = await uow.coupons.get("FREE")
         assert all([await uow.coupons.try_count_redemption(coupon.id) for _ in range(5)])
         await uow.commit()
-    assert (await services.get_coupon(db.uow(), "FREE")).redeemed_count == 5
+    assert (await coupons.get_coupon("acme", "FREE", db.deps())).redeemed_count == 5
 
 
 async def test_per_customer_counter_is_created_and_limited(db) -> None:
-    await services.create_coupon(db.uow(), make_coupon("ONCE"))
-    coupon = await services.get_coupon(db.uow(), "ONCE")
+    await coupons.create_coupon("acme", make_coupon("ONCE"), db.deps())
+    coupon = await coupons.get_coupon("acme", "ONCE", db.deps())
     async with db.uow() as uow:
         assert await uow.coupons.try_count_customer_redemption(coupon.id, "c-1", 1)
         assert not await uow.coupons.try_count_customer_redemption(coupon.id, "c-1", 1)
@@ -162,9 +163,9 @@ async def test_policy_upsert_is_idempotent_and_replaces(db) -> None:
         rule=UserTypeRule("premium", PercentOff(Decimal("0.05"))),
         starts_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
-    assert await services.put_policy(db.uow_factory(), policy) is True
-    assert await services.put_policy(db.uow_factory(), policy) is False
-    assert await services.list_policies(db.uow()) == [policy]
+    assert await policies.put_policy("acme", policy, db.deps()) is True
+    assert await policies.put_policy("acme", policy, db.deps()) is False
+    assert await policies.list_policies("acme", db.deps()) == [policy]
     threshold = DiscountPolicy(
         key="premium-customers",
         name="Volume",
@@ -178,49 +179,48 @@ async def test_policy_upsert_is_idempotent_and_replaces(db) -> None:
         exclusive=True,
         priority=7,
     )
-    assert await services.put_policy(db.uow_factory(), threshold) is False
-    assert await services.get_policy(db.uow(), "premium-customers") == threshold
+    assert await policies.put_policy("acme", threshold, db.deps()) is False
+    assert await policies.get_policy("acme", "premium-customers", db.deps()) == threshold
     with pytest.raises(PolicyNotFound):
-        await services.get_policy(db.uow("globex"), "premium-customers")
-    await services.delete_policy(db.uow(), "premium-customers")
+        await policies.get_policy("globex", "premium-customers", db.deps())
+    await policies.delete_policy("acme", "premium-customers", db.deps())
     with pytest.raises(PolicyNotFound):
-        await services.delete_policy(db.uow(), "premium-customers")
+        await policies.delete_policy("acme", "premium-customers", db.deps())
 
 
 async def test_stacking_settings_default_and_round_trip(db) -> None:
-    assert await services.get_stacking_settings(db.uow()) == StackingSettings()
+    assert await policies.get_stacking_settings("acme", db.deps()) == StackingSettings()
     settings = StackingSettings(
         max_fraction=Decimal("0.5"),
         max_amounts=(Money.of("100.00", "EUR"), Money.of("12000", "JPY")),
     )
-    await services.put_stacking_settings(db.uow(), settings)
-    stored = await services.get_stacking_settings(db.uow())
+    await policies.put_stacking_settings("acme", settings, db.deps())
+    stored = await policies.get_stacking_settings("acme", db.deps())
     assert stored.max_fraction == Decimal("0.5")
     assert set(stored.max_amounts) == set(settings.max_amounts)
-    assert await services.get_stacking_settings(db.uow("globex")) == StackingSettings()
+    assert await policies.get_stacking_settings("globex", db.deps()) == StackingSettings()
 
 
 async def test_redemption_is_stored_with_lines_event_and_counters(db) -> None:
-    await services.create_coupon(db.uow(), make_coupon("WELCOME10", max_redemptions=5))
-    await services.put_policy(
-        db.uow_factory(),
+    await coupons.create_coupon("acme", make_coupon("WELCOME10", max_redemptions=5), db.deps())
+    await policies.put_policy(
+        "acme",
         DiscountPolicy(
             key="premium",
             name="Premium 5%",
             rule=UserTypeRule("premium", PercentOff(Decimal("0.05"))),
         ),
+        db.deps(),
     )
-    outcome = await services.redeem(
-        db.uow_factory(), make_request("welcome10"), idempotency_key="k-1", now=NOW
-    )
+    outcome = await redemptions.redeem("acme", make_request("welcome10"), "k-1", db.deps(NOW))
     assert not outcome.replayed
-    stored = await services.get_redemption(db.uow(), outcome.redemption.id)
+    stored = await redemptions.get_redemption("acme", outcome.redemption.id, db.deps())
     assert stored == outcome.redemption
     assert [(line.code, str(line.amount.amount)) for line in stored.result.applied] == [
         ("WELCOME10", "20.00"),
         (None, "9.00"),
     ]
-    assert (await services.get_coupon(db.uow(), "WELCOME10")).redeemed_count == 1
+    assert (await coupons.get_coupon("acme", "WELCOME10", db.deps())).redeemed_count == 1
     async with db.engine.connect() as conn:
         rows = (await conn.execute(text("SELECT event_type, aggregate, payload FROM outbox"))).all()
     assert [(r[0], r[1]) for r in rows] == [
@@ -233,32 +233,23 @@ async def test_redemption_is_stored_with_lines_event_and_counters(db) -> None:
 
 
 async def test_same_key_replays_and_a_different_request_conflicts(db) -> None:
-    await services.create_coupon(db.uow(), make_coupon("WELCOME10"))
-    first = await services.redeem(
-        db.uow_factory(), make_request("WELCOME10"), idempotency_key="k", now=NOW
-    )
-    again = await services.redeem(
-        db.uow_factory(), make_request("welcome10"), idempotency_key="k", now=NOW
-    )
+    await coupons.create_coupon("acme", make_coupon("WELCOME10"), db.deps())
+    first = await redemptions.redeem("acme", make_request("WELCOME10"), "k", db.deps(NOW))
+    again = await redemptions.redeem("acme", make_request("welcome10"), "k", db.deps(NOW))
     assert again.replayed
     assert again.redemption == first.redemption
     with pytest.raises(IdempotencyKeyReused):
-        await services.redeem(
-            db.uow_factory(),
-            make_request("WELCOME10", amount="201.00"),
-            idempotency_key="k",
-            now=NOW,
+        await redemptions.redeem(
+            "acme", make_request("WELCOME10", amount="201.00"), "k", db.deps(NOW)
         )
-    assert (await services.get_coupon(db.uow(), "WELCOME10")).redeemed_count == 1
+    assert (await coupons.get_coupon("acme", "WELCOME10", db.deps())).redeemed_count == 1
     # Keys are per tenant: another tenant's "k" is a new redemption.
-    other = await services.redeem(
-        db.uow_factory("globex"), make_request(), idempotency_key="k", now=NOW
-    )
+    other = await redemptions.redeem("globex", make_request(), "k", db.deps(NOW))
     assert not other.replayed
 
 
 async def test_idempotency_key_is_unique_in_the_database(db) -> None:
-    outcome = await services.redeem(db.uow_factory(), make_request(), idempotency_key="k", now=NOW)
+    outcome = await redemptions.redeem("acme", make_request(), "k", db.deps(NOW))
     duplicate = replace(outcome.redemption, id=str(uuid.uuid4()))
     async with db.uow() as uow:
         with pytest.raises(IdempotencyKeyTaken):
@@ -266,13 +257,13 @@ async def test_idempotency_key_is_unique_in_the_database(db) -> None:
 
 
 async def test_inapplicable_coupon_fails_the_redemption_and_writes_nothing(db) -> None:
-    await services.create_coupon(
-        db.uow(), make_coupon("OLD", ends_at=datetime(2026, 2, 1, tzinfo=UTC))
+    await coupons.create_coupon(
+        "acme", make_coupon("OLD", ends_at=datetime(2026, 2, 1, tzinfo=UTC)), db.deps()
     )
     with pytest.raises(CouponNotApplicable) as caught:
-        await services.redeem(db.uow_factory(), make_request("OLD"), idempotency_key="k", now=NOW)
+        await redemptions.redeem("acme", make_request("OLD"), "k", db.deps(NOW))
     assert caught.value.problem_extensions == {"code": "OLD", "reason": "expired"}
-    assert await services.list_redemptions(db.uow(), limit=10, before=None, customer_id=None) == []
+    assert await redemptions.list_redemptions("acme", RedemptionQuery(10), db.deps()) == []
     async with db.engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar() == 0
 
@@ -280,41 +271,40 @@ async def test_inapplicable_coupon_fails_the_redemption_and_writes_nothing(db) -
 async def test_history_is_newest_first_paginated_and_tenant_scoped(db) -> None:
     ids = []
     for i in range(5):
-        outcome = await services.redeem(
-            db.uow_factory(),
+        outcome = await redemptions.redeem(
+            "acme",
             make_request(customer=f"c-{i % 2}"),
-            idempotency_key=f"k-{i}",
-            now=NOW + timedelta(minutes=i),
+            f"k-{i}",
+            db.deps(NOW + timedelta(minutes=i)),
         )
         ids.append(outcome.redemption.id)
-    page1 = await services.list_redemptions(db.uow(), limit=2, before=None, customer_id=None)
+    page1 = await redemptions.list_redemptions("acme", RedemptionQuery(2), db.deps())
     last = page1[-1]
-    page2 = await services.list_redemptions(
-        db.uow(), limit=2, before=(last.created_at, last.id), customer_id=None
+    page2 = await redemptions.list_redemptions(
+        "acme", RedemptionQuery(2, before=(last.created_at, last.id)), db.deps()
     )
     last = page2[-1]
-    page3 = await services.list_redemptions(
-        db.uow(), limit=2, before=(last.created_at, last.id), customer_id=None
+    page3 = await redemptions.list_redemptions(
+        "acme", RedemptionQuery(2, before=(last.created_at, last.id)), db.deps()
     )
     assert [r.id for r in page1 + page2 + page3] == ids[::-1]
-    only_c1 = await services.list_redemptions(db.uow(), limit=10, before=None, customer_id="c-1")
-    assert [r.id for r in only_c1] == [ids[3], ids[1]]
-    assert (
-        await services.list_redemptions(db.uow("globex"), limit=10, before=None, customer_id=None)
-        == []
+    only_c1 = await redemptions.list_redemptions(
+        "acme", RedemptionQuery(10, customer_id="c-1"), db.deps()
     )
+    assert [r.id for r in only_c1] == [ids[3], ids[1]]
+    assert await redemptions.list_redemptions("globex", RedemptionQuery(10), db.deps()) == []
 
 
 async def test_samples_load_once(db) -> None:
     from discount_service import samples
 
-    factory = db.uow_factory(samples.SAMPLE_TENANT)
+    tenant = samples.SAMPLE_TENANT
     kwargs = {
         "coupons": samples.SAMPLE_COUPONS,
         "policies": samples.SAMPLE_POLICIES,
         "settings": samples.SAMPLE_STACKING,
     }
-    assert await services.ensure_samples(factory, **kwargs) == 9
-    assert await services.ensure_samples(factory, **kwargs) == 0
-    codes = [c.code for c in await services.list_coupons(factory(), limit=50, after=None)]
+    assert await ensure_samples(tenant, db.deps(), **kwargs) == 9
+    assert await ensure_samples(tenant, db.deps(), **kwargs) == 0
+    codes = [c.code for c in await coupons.list_coupons(tenant, CouponQuery(50), db.deps())]
     assert codes == ["LAUNCH3", "SAVE5EUR", "SUMMER2020", "VIP25", "WELCOME10"]

@@ -4,42 +4,35 @@ the tenant comes from the token, never from the request."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
-from billing_common.api_auth import requires
-from billing_common.auth import Principal
 from billing_common.problems import Problem
 from billing_common.web import StrictJsonRoute, model_response
-from discount_service.adapters.repository import decode_cursor, encode_cursor
+from discount_service.entrypoints.deps import Admin, Deps, Quoter, Reader, Redeemer
+from discount_service.entrypoints.redemption_schemas import (
+    DiscountOut,
+    DiscountRequestIn,
+    RedemptionOut,
+    RedemptionPage,
+    ReleaseIn,
+    ReleaseOut,
+)
 from discount_service.entrypoints.schemas import (
     CouponCreate,
     CouponDefinition,
     CouponOut,
     CouponPage,
-    DiscountOut,
-    DiscountRequestIn,
     PolicyDefinition,
     PolicyList,
     PolicyOut,
-    RedemptionOut,
-    RedemptionPage,
-    ReleaseIn,
-    ReleaseOut,
     StackingIO,
 )
-from discount_service.service_layer import services
-from discount_service.service_layer.unit_of_work import DiscountUnitOfWork
+from discount_service.service_layer import coupons, policies, quotes, redemptions
+from discount_service.service_layer.ports import CouponQuery, RedemptionQuery
 
 router = APIRouter(prefix="/v1/discounts", route_class=StrictJsonRoute)
-
-READ = requires("discount:read")
-ADMIN = requires("discount:admin")
-QUOTE = requires("discount:quote")
-REDEEM = requires("discount:redeem")
 
 # Printable ASCII without spaces at the ends: what the Idempotency-Key draft allows in practice.
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$")
@@ -48,24 +41,6 @@ CodePath = Annotated[str, Path(min_length=1, max_length=64)]
 KeyPath = Annotated[str, Path(min_length=1, max_length=253)]
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=512)]
-
-
-def _factory(request: Request, principal: Principal) -> services.UnitOfWorkFactory:
-    ctx = request.app.state.ctx
-
-    def new_uow() -> DiscountUnitOfWork:
-        return DiscountUnitOfWork(ctx.sessions, ctx.relay, principal.tenant)
-
-    return new_uow
-
-
-def _uow(request: Request, principal: Principal) -> DiscountUnitOfWork:
-    return _factory(request, principal)()
-
-
-def _now(request: Request) -> datetime:
-    clock: Callable[[], datetime] = request.app.state.clock
-    return clock()
 
 
 # --- coupons ----------------------------------------------------------------------------
@@ -79,30 +54,26 @@ def _now(request: Request) -> datetime:
     summary="Create a coupon (codes are case-insensitive, unique per tenant)",
     responses={409: {"description": "the code is taken (`/problems/duplicate-coupon-code`)"}},
 )
-async def create_coupon(
-    body: CouponCreate, request: Request, principal: Principal = Depends(ADMIN)
-) -> CouponOut:
+async def create_coupon(body: CouponCreate, principal: Admin, deps: Deps) -> CouponOut:
     coupon = body.to_domain(code=body.code.strip(), coupon_id=None)
-    return CouponOut.of(await services.create_coupon(_uow(request, principal), coupon))
+    return CouponOut.of(await coupons.create_coupon(principal.tenant, coupon, deps))
 
 
 @router.get("/coupons", response_model=CouponPage, tags=["coupons"], summary="List coupons")
 async def list_coupons(
-    request: Request,
-    principal: Principal = Depends(READ),
+    principal: Reader,
+    deps: Deps,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> CouponPage:
-    coupons = await services.list_coupons(_uow(request, principal), limit=limit, after=cursor)
-    next_cursor = coupons[-1].key if len(coupons) == limit else None
-    return CouponPage(items=[CouponOut.of(c) for c in coupons], next_cursor=next_cursor)
+    page = await coupons.list_coupons(principal.tenant, CouponQuery(limit, after=cursor), deps)
+    next_cursor = page[-1].key if len(page) == limit else None
+    return CouponPage(items=[CouponOut.of(c) for c in page], next_cursor=next_cursor)
 
 
 @router.get("/coupons/{code}", response_model=CouponOut, tags=["coupons"], summary="Get a coupon")
-async def get_coupon(
-    code: CodePath, request: Request, principal: Principal = Depends(READ)
-) -> CouponOut:
-    return CouponOut.of(await services.get_coupon(_uow(request, principal), code))
+async def get_coupon(code: CodePath, principal: Reader, deps: Deps) -> CouponOut:
+    return CouponOut.of(await coupons.get_coupon(principal.tenant, code, deps))
 
 
 @router.put(
@@ -114,17 +85,17 @@ async def get_coupon(
 async def replace_coupon(
     code: CodePath,
     body: CouponDefinition,
-    request: Request,
-    principal: Principal = Depends(ADMIN),
+    principal: Admin,
+    deps: Deps,
 ) -> CouponOut:
-    current = await services.get_coupon(_uow(request, principal), code)
+    current = await coupons.get_coupon(principal.tenant, code, deps)
     coupon = body.to_domain(
         code=current.code,
         coupon_id=current.id,
         default_start=current.starts_at,  # an omitted starts_at keeps the coupon's start
         redeemed_count=current.redeemed_count,
     )
-    return CouponOut.of(await services.replace_coupon(_uow(request, principal), coupon))
+    return CouponOut.of(await coupons.replace_coupon(principal.tenant, coupon, deps))
 
 
 @router.delete(
@@ -133,10 +104,8 @@ async def replace_coupon(
     tags=["coupons"],
     summary="Delete a coupon (redemption history keeps its code and name)",
 )
-async def delete_coupon(
-    code: CodePath, request: Request, principal: Principal = Depends(ADMIN)
-) -> Response:
-    await services.delete_coupon(_uow(request, principal), code)
+async def delete_coupon(code: CodePath, principal: Admin, deps: Deps) -> Response:
+    await coupons.delete_coupon(principal.tenant, code, deps)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -153,27 +122,25 @@ async def delete_coupon(
 async def put_policy(
     key: KeyPath,
     body: PolicyDefinition,
-    request: Request,
     response: Response,
-    principal: Principal = Depends(ADMIN),
+    principal: Admin,
+    deps: Deps,
 ) -> PolicyOut:
     policy = body.to_domain(key)
-    created = await services.put_policy(_factory(request, principal), policy)
+    created = await policies.put_policy(principal.tenant, policy, deps)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return PolicyOut.of(policy)
 
 
 @router.get("/policies", response_model=PolicyList, tags=["policies"], summary="List policies")
-async def list_policies(request: Request, principal: Principal = Depends(READ)) -> PolicyList:
-    policies = await services.list_policies(_uow(request, principal))
-    return PolicyList(items=[PolicyOut.of(p) for p in policies])
+async def list_policies(principal: Reader, deps: Deps) -> PolicyList:
+    items = await policies.list_policies(principal.tenant, deps)
+    return PolicyList(items=[PolicyOut.of(p) for p in items])
 
 
 @router.get("/policies/{key}", response_model=PolicyOut, tags=["policies"], summary="Get a policy")
-async def get_policy(
-    key: KeyPath, request: Request, principal: Principal = Depends(READ)
-) -> PolicyOut:
-    return PolicyOut.of(await services.get_policy(_uow(request, principal), key))
+async def get_policy(key: KeyPath, principal: Reader, deps: Deps) -> PolicyOut:
+    return PolicyOut.of(await policies.get_policy(principal.tenant, key, deps))
 
 
 @router.delete(
@@ -182,10 +149,8 @@ async def get_policy(
     tags=["policies"],
     summary="Delete a policy (404 if there is none: a reconciler may treat that as done)",
 )
-async def delete_policy(
-    key: KeyPath, request: Request, principal: Principal = Depends(ADMIN)
-) -> Response:
-    await services.delete_policy(_uow(request, principal), key)
+async def delete_policy(key: KeyPath, principal: Admin, deps: Deps) -> Response:
+    await policies.delete_policy(principal.tenant, key, deps)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -198,8 +163,8 @@ async def delete_policy(
     tags=["settings"],
     summary="The tenant's stacking cap",
 )
-async def get_stacking(request: Request, principal: Principal = Depends(READ)) -> StackingIO:
-    return StackingIO.of(await services.get_stacking_settings(_uow(request, principal)))
+async def get_stacking(principal: Reader, deps: Deps) -> StackingIO:
+    return StackingIO.of(await policies.get_stacking_settings(principal.tenant, deps))
 
 
 @router.put(
@@ -208,11 +173,9 @@ async def get_stacking(request: Request, principal: Principal = Depends(READ)) -
     tags=["settings"],
     summary="Set the tenant's stacking cap",
 )
-async def put_stacking(
-    body: StackingIO, request: Request, principal: Principal = Depends(ADMIN)
-) -> StackingIO:
-    settings = await services.put_stacking_settings(_uow(request, principal), body.to_domain())
-    return StackingIO.of(settings)
+async def put_stacking(body: StackingIO, principal: Admin, deps: Deps) -> StackingIO:
+    stored = await policies.put_stacking_settings(principal.tenant, body.to_domain(), deps)
+    return StackingIO.of(stored)
 
 
 # --- quotes and redemptions -------------------------------------------------------------
@@ -224,10 +187,8 @@ async def put_stacking(
     tags=["discounts"],
     summary="What discounts would apply (no side effect)",
 )
-async def create_quote(
-    body: DiscountRequestIn, request: Request, principal: Principal = Depends(QUOTE)
-) -> Response:
-    result = await services.quote(_uow(request, principal), body.to_domain(), _now(request))
+async def create_quote(body: DiscountRequestIn, principal: Quoter, deps: Deps) -> Response:
+    result = await quotes.quote(principal.tenant, body.to_domain(), deps)
     # The hot path: serialised once, not re-validated (the schema is `response_model`'s).
     return model_response(DiscountOut.of(result))
 
@@ -246,9 +207,9 @@ async def create_quote(
 )
 async def create_redemption(
     body: DiscountRequestIn,
-    request: Request,
     response: Response,
-    principal: Principal = Depends(REDEEM),
+    principal: Redeemer,
+    deps: Deps,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -272,12 +233,7 @@ async def create_redemption(
             "the Idempotency-Key must be 1-255 printable ASCII characters",
             problem_type="invalid-idempotency-key",
         )
-    outcome = await services.redeem(
-        _factory(request, principal),
-        body.to_domain(),
-        idempotency_key=idempotency_key,
-        now=_now(request),
-    )
+    outcome = await redemptions.redeem(principal.tenant, body.to_domain(), idempotency_key, deps)
     if outcome.replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
@@ -291,17 +247,17 @@ async def create_redemption(
     summary="Redemption history, newest first",
 )
 async def list_redemptions(
-    request: Request,
-    principal: Principal = Depends(READ),
+    principal: Reader,
+    deps: Deps,
     limit: Limit = 50,
     cursor: Cursor = None,
     customer_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> RedemptionPage:
-    before = decode_cursor(cursor) if cursor else None
-    items = await services.list_redemptions(
-        _uow(request, principal), limit=limit, before=before, customer_id=customer_id
-    )
-    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(items) == limit else None
+    before = redemptions.decode_cursor(cursor) if cursor else None
+    query = RedemptionQuery(limit, before=before, customer_id=customer_id)
+    items = await redemptions.list_redemptions(principal.tenant, query, deps)
+    last = items[-1] if len(items) == limit else None
+    next_cursor = redemptions.encode_cursor((last.created_at, last.id)) if last else None
     return RedemptionPage(
         items=[RedemptionOut.of_redemption(r) for r in items], next_cursor=next_cursor
     )
@@ -315,10 +271,10 @@ async def list_redemptions(
 )
 async def get_redemption(
     redemption_id: Annotated[str, Path(max_length=64)],
-    request: Request,
-    principal: Principal = Depends(READ),
+    principal: Reader,
+    deps: Deps,
 ) -> RedemptionOut:
-    redemption = await services.get_redemption(_uow(request, principal), redemption_id)
+    redemption = await redemptions.get_redemption(principal.tenant, redemption_id, deps)
     return RedemptionOut.of_redemption(redemption)
 
 
@@ -328,15 +284,11 @@ async def get_redemption(
     tags=["discounts"],
     summary="Give a redemption back: its coupon uses count no more (idempotent)",
 )
-async def release_redemption(
-    body: ReleaseIn, request: Request, principal: Principal = Depends(REDEEM)
-) -> ReleaseOut:
+async def release_redemption(body: ReleaseIn, principal: Redeemer, deps: Deps) -> ReleaseOut:
     """Compensation for a redemption whose purpose never came about (the invoice service
     calls it when the invoice it redeemed for could not be stored). The redemption is
     removed, its key may redeem again."""
-    released = await services.release(
-        _factory(request, principal), idempotency_key=body.idempotency_key
-    )
+    released = await redemptions.release(principal.tenant, body.idempotency_key, deps)
     return ReleaseOut(
         released=released is not None, redemption_id=released.id if released else None
     )

@@ -1,4 +1,6 @@
-"""Request and response schemas of the discount API, and their mapping to the domain.
+"""Request and response schemas of the discount API (coupons, policies, stacking settings,
+and the wire types all share), and their mapping to the domain. Quotes and redemptions:
+redemption_schemas.py.
 
 Amounts are decimal strings both ways: a JSON number is refused before it can pass through
 a float. Percent discounts are fractions (`"rate": "0.10"` is 10 %)."""
@@ -34,11 +36,8 @@ from discount_service.domain.model import (
     Benefit,
     Coupon,
     DiscountPolicy,
-    DiscountRequest,
-    DiscountResult,
     PercentOff,
     PolicyRule,
-    Redemption,
     StackingSettings,
     ThresholdRule,
     ThresholdTier,
@@ -92,11 +91,11 @@ PriorityInt = Annotated[StrictInt, Field(ge=-10_000, le=10_000)]
 LimitInt = Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
 
 
-class _In(BaseModel):
+class InputModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class MoneyIO(_In):
+class MoneyIO(InputModel):
     amount: DecimalString
     currency: Currency
 
@@ -108,12 +107,12 @@ class MoneyIO(_In):
         return cls(amount=money.amount, currency=money.currency)
 
 
-class PercentDiscount(_In):
+class PercentDiscount(InputModel):
     type: Literal["percent"]
     rate: PercentRate = Field(description="fraction: 0 < rate <= 1 (0.10 is 10 %)")
 
 
-class FixedDiscount(_In):
+class FixedDiscount(InputModel):
     type: Literal["fixed"]
     amount: DecimalString
     currency: Currency
@@ -139,7 +138,7 @@ def benefit_out(benefit: Benefit) -> PercentDiscount | FixedDiscount:
 # --- coupons ----------------------------------------------------------------------------
 
 
-class CouponDefinition(_In):
+class CouponDefinition(InputModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -272,12 +271,12 @@ class CouponPage(BaseModel):
 # --- policies ---------------------------------------------------------------------------
 
 
-class TierIO(_In):
+class TierIO(InputModel):
     minimum: DecimalString = Field(description="in the policy's currency; amount >= minimum")
     discount: DiscountIO
 
 
-class PolicyDefinition(_In):
+class PolicyDefinition(InputModel):
     """A user-type policy sets `customer_type` and `discount`; a threshold policy sets
     `currency` and `tiers` (only the highest tier the amount reaches applies)."""
 
@@ -395,7 +394,7 @@ class PolicyList(BaseModel):
 # --- stacking settings ------------------------------------------------------------------
 
 
-class StackingIO(_In):
+class StackingIO(InputModel):
     max_fraction: CapFraction = Field(
         description="cap on the total discount as a fraction of the amount, 0 < f <= 1",
         examples=["0.50"],
@@ -421,126 +420,3 @@ class StackingIO(_In):
             max_fraction=settings.max_fraction,
             max_amounts={cap.currency: cap.amount for cap in settings.max_amounts},
         )
-
-
-# --- quotes and redemptions -------------------------------------------------------------
-
-
-class CustomerIO(_In):
-    id: str = Field(min_length=1, max_length=128, examples=["c-1"])
-    type: str | None = Field(default=None, max_length=64, examples=["premium"])
-
-
-class DiscountRequestIn(_In):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "customer": {"id": "c-1", "type": "premium"},
-                    "currency": "EUR",
-                    "amount": "200.00",
-                    "coupon_codes": ["WELCOME10"],
-                    "reference": "inv_123",
-                }
-            ]
-        },
-    )
-
-    customer: CustomerIO
-    currency: Currency
-    amount: DecimalString = Field(description="the amount to discount, >= 0")
-    coupon_codes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list, max_length=20
-    )
-    reference: str | None = Field(default=None, max_length=128, examples=["inv_123"])
-
-    def to_domain(self) -> DiscountRequest:
-        return DiscountRequest(
-            customer_id=self.customer.id,
-            customer_type=self.customer.type,
-            amount=Money(self.amount, self.currency),
-            coupon_codes=tuple(self.coupon_codes),
-            reference=self.reference,
-        )
-
-
-class AppliedOut(BaseModel):
-    kind: Literal["coupon", "user_type", "threshold"]
-    code: str | None
-    name: str
-    amount: DecimalString
-
-
-class RejectedOut(BaseModel):
-    code: str
-    reason: str
-
-
-class DiscountOut(BaseModel):
-    currency: str
-    amount: DecimalString
-    total_discount: DecimalString
-    amount_after: DecimalString
-    applied: list[AppliedOut]
-    rejected: list[RejectedOut]
-
-    @staticmethod
-    def fields_of(result: DiscountResult) -> dict[str, Any]:
-        return {
-            "currency": result.currency,
-            "amount": result.amount.amount,
-            "total_discount": result.total_discount.amount,
-            "amount_after": result.amount_after.amount,
-            "applied": [
-                AppliedOut(
-                    kind=line.kind.value, code=line.code, name=line.name, amount=line.amount.amount
-                )
-                for line in result.applied
-            ],
-            "rejected": [
-                RejectedOut(code=item.code, reason=item.reason.value) for item in result.rejected
-            ],
-        }
-
-    @classmethod
-    def of(cls, result: DiscountResult) -> DiscountOut:
-        return cls(**cls.fields_of(result))
-
-
-class RedemptionOut(DiscountOut):
-    id: str
-    customer: CustomerIO
-    reference: str | None
-    idempotency_key: str
-    created_at: datetime
-
-    @classmethod
-    def of_redemption(cls, redemption: Redemption) -> RedemptionOut:
-        return cls(
-            id=redemption.id,
-            customer=CustomerIO(id=redemption.customer_id, type=redemption.customer_type),
-            reference=redemption.reference,
-            idempotency_key=redemption.idempotency_key,
-            created_at=redemption.created_at,
-            **cls.fields_of(redemption.result),
-        )
-
-
-class RedemptionPage(BaseModel):
-    items: list[RedemptionOut]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page")
-
-
-class ReleaseIn(_In):
-    idempotency_key: str = Field(
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$",
-        description="the Idempotency-Key the redemption was made with",
-    )
-
-
-class ReleaseOut(BaseModel):
-    released: bool = Field(description="false: no redemption under this key (already released)")
-    redemption_id: str | None

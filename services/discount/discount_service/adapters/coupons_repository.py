@@ -1,0 +1,258 @@
+"""The tenant-scoped SQL repository of coupons and their per-customer usage counters.
+Counters move only through atomic conditional UPDATEs, which are correct under real
+concurrency on PostgreSQL (row locks, re-checked WHERE) and on SQLite (one writer)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Row, Table, and_, delete, or_, update
+from sqlalchemy import select as core_select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing_common.money import Money
+from billing_common.outbox import utcnow
+from discount_service.adapters.orm import CouponRow, CouponUsageRow
+from discount_service.domain.errors import DuplicateCouponCode
+from discount_service.domain.model import AmountOff, Benefit, Coupon, PercentOff, normalize_code
+from discount_service.service_layer.ports import CouponQuery
+
+
+def _benefit_columns(benefit: Benefit) -> dict[str, Any]:
+    if isinstance(benefit, PercentOff):
+        return {"discount_type": "percent", "rate": benefit.rate, "amount": None, "currency": None}
+    return {
+        "discount_type": "fixed",
+        "rate": None,
+        "amount": benefit.amount.amount,
+        "currency": benefit.amount.currency,
+    }
+
+
+# Hot read paths (every quote and redemption) select with SQLAlchemy core: plain rows, no ORM
+# identity map or instance state, converted straight to the domain objects.
+_COUPONS: Table = CouponRow.__table__  # type: ignore[attr-defined]
+_USAGE: Table = CouponUsageRow.__table__  # type: ignore[attr-defined]
+
+
+def _coupon_from_row(row: CouponRow | Row[Any]) -> Coupon:
+    benefit: Benefit
+    if row.discount_type == "percent":
+        assert row.rate is not None
+        benefit = PercentOff(row.rate)
+    else:
+        assert row.amount is not None and row.currency is not None
+        benefit = AmountOff(Money(row.amount, row.currency))
+    minimum = (
+        Money(row.minimum_amount, row.minimum_currency)
+        if row.minimum_amount is not None and row.minimum_currency is not None
+        else None
+    )
+    return Coupon(
+        id=row.id,
+        code=row.code,
+        name=row.name,
+        benefit=benefit,
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        max_redemptions=row.max_redemptions,
+        max_redemptions_per_customer=row.max_redemptions_per_customer,
+        minimum=minimum,
+        active=row.active,
+        priority=row.priority,
+        exclusive=row.exclusive,
+        redeemed_count=row.redeemed_count,
+    )
+
+
+def _coupon_columns(coupon: Coupon) -> dict[str, Any]:
+    return {
+        "code": coupon.code,
+        "code_key": coupon.key,
+        "name": coupon.name,
+        **_benefit_columns(coupon.benefit),
+        "starts_at": coupon.starts_at,
+        "ends_at": coupon.ends_at,
+        "max_redemptions": coupon.max_redemptions,
+        "max_redemptions_per_customer": coupon.max_redemptions_per_customer,
+        "minimum_amount": coupon.minimum.amount if coupon.minimum else None,
+        "minimum_currency": coupon.minimum.currency if coupon.minimum else None,
+        "active": coupon.active,
+        "priority": coupon.priority,
+        "exclusive": coupon.exclusive,
+    }
+
+
+class SqlCouponRepository:
+    def __init__(self, session: AsyncSession, tenant: str) -> None:
+        self._session = session
+        self._tenant = tenant
+
+    async def _row(self, code: str) -> CouponRow | None:
+        result = await self._session.exec(
+            select(CouponRow).where(
+                CouponRow.tenant_id == self._tenant, CouponRow.code_key == normalize_code(code)
+            )
+        )
+        return result.first()
+
+    async def get(self, code: str) -> Coupon | None:
+        row = await self._row(code)
+        return _coupon_from_row(row) if row else None
+
+    async def add(self, coupon: Coupon) -> Coupon:
+        now = utcnow()
+        row = CouponRow(
+            id=coupon.id,
+            tenant_id=self._tenant,
+            redeemed_count=0,
+            created_at=now,
+            updated_at=now,
+            **_coupon_columns(coupon),
+        )
+        self._session.add(row)
+        try:
+            await self._session.flush()
+        except IntegrityError as exc:
+            raise DuplicateCouponCode(coupon.code) from exc
+        return _coupon_from_row(row)
+
+    async def replace(self, coupon: Coupon) -> Coupon | None:
+        """Store the new definition of an existing coupon; its counter is kept."""
+        row = await self._row(coupon.code)
+        if row is None:
+            return None
+        for name, value in _coupon_columns(coupon).items():
+            setattr(row, name, value)
+        row.updated_at = utcnow()
+        self._session.add(row)
+        await self._session.flush()
+        return _coupon_from_row(row)
+
+    async def delete(self, code: str) -> bool:
+        row = await self._row(code)
+        if row is None:
+            return False
+        await self._session.exec(
+            delete(CouponUsageRow).where(
+                col(CouponUsageRow.tenant_id) == self._tenant,
+                col(CouponUsageRow.coupon_id) == row.id,
+            )
+        )
+        await self._session.delete(row)
+        await self._session.flush()
+        return True
+
+    async def page(self, query: CouponQuery) -> list[Coupon]:
+        statement = select(CouponRow).where(CouponRow.tenant_id == self._tenant)
+        if query.after:
+            statement = statement.where(col(CouponRow.code_key) > normalize_code(query.after))
+        rows = await self._session.exec(
+            statement.order_by(col(CouponRow.code_key)).limit(query.limit)
+        )
+        return [_coupon_from_row(row) for row in rows.all()]
+
+    async def by_codes(self, codes: Iterable[str]) -> dict[str, Coupon]:
+        keys = sorted({normalize_code(code) for code in codes})
+        if not keys:
+            return {}
+        rows = await (await self._session.connection()).execute(
+            core_select(_COUPONS).where(
+                _COUPONS.c.tenant_id == self._tenant, _COUPONS.c.code_key.in_(keys)
+            )
+        )
+        return {row.code_key: _coupon_from_row(row) for row in rows}
+
+    async def customer_usage(self, coupon_ids: Iterable[str], customer_id: str) -> dict[str, int]:
+        ids = sorted(set(coupon_ids))
+        if not ids:
+            return {}
+        rows = await (await self._session.connection()).execute(
+            core_select(_USAGE.c.coupon_id, _USAGE.c.redeemed_count).where(
+                _USAGE.c.tenant_id == self._tenant,
+                _USAGE.c.customer_id == customer_id,
+                _USAGE.c.coupon_id.in_(ids),
+            )
+        )
+        return {row.coupon_id: row.redeemed_count for row in rows}
+
+    async def try_count_redemption(self, coupon_id: str) -> bool:
+        """redeemed_count += 1 unless that would pass max_redemptions, atomically.
+
+        On PostgreSQL a concurrent transaction waits on the row lock and re-evaluates the
+        WHERE clause against the committed count, so the last redemption goes to one only."""
+        result = await self._session.exec(
+            update(CouponRow)
+            .where(
+                col(CouponRow.tenant_id) == self._tenant,
+                col(CouponRow.id) == coupon_id,
+                or_(
+                    col(CouponRow.max_redemptions).is_(None),
+                    col(CouponRow.redeemed_count) < col(CouponRow.max_redemptions),
+                ),
+            )
+            .values(redeemed_count=col(CouponRow.redeemed_count) + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount == 1)
+
+    async def try_count_customer_redemption(
+        self, coupon_id: str, customer_id: str, limit: int | None
+    ) -> bool:
+        """The per-customer counter row's += 1 below `limit` (None: no limit), atomically.
+        The row is created first if missing; a concurrent creator wins quietly."""
+        values = {
+            "tenant_id": self._tenant,
+            "coupon_id": coupon_id,
+            "customer_id": customer_id,
+            "redeemed_count": 0,
+        }
+        dialect = self._session.bind.dialect.name if self._session.bind else "sqlite"
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        await self._session.exec(
+            insert(CouponUsageRow)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "coupon_id", "customer_id"])
+        )
+        condition = and_(
+            col(CouponUsageRow.tenant_id) == self._tenant,
+            col(CouponUsageRow.coupon_id) == coupon_id,
+            col(CouponUsageRow.customer_id) == customer_id,
+        )
+        if limit is not None:
+            condition = and_(condition, col(CouponUsageRow.redeemed_count) < limit)
+        result = await self._session.exec(
+            update(CouponUsageRow)
+            .where(condition)
+            .values(redeemed_count=col(CouponUsageRow.redeemed_count) + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount == 1)
+
+    async def uncount_redemption(self, coupon_id: str, customer_id: str) -> None:
+        """Give a counted use back (overall and for the customer), never below zero."""
+        await self._session.exec(
+            update(CouponRow)
+            .where(
+                col(CouponRow.tenant_id) == self._tenant,
+                col(CouponRow.id) == coupon_id,
+                col(CouponRow.redeemed_count) > 0,
+            )
+            .values(redeemed_count=col(CouponRow.redeemed_count) - 1)
+            .execution_options(synchronize_session=False)
+        )
+        await self._session.exec(
+            update(CouponUsageRow)
+            .where(
+                col(CouponUsageRow.tenant_id) == self._tenant,
+                col(CouponUsageRow.coupon_id) == coupon_id,
+                col(CouponUsageRow.customer_id) == customer_id,
+                col(CouponUsageRow.redeemed_count) > 0,
+            )
+            .values(redeemed_count=col(CouponUsageRow.redeemed_count) - 1)
+            .execution_options(synchronize_session=False)
+        )

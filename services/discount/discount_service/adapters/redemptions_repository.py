@@ -1,0 +1,167 @@
+"""The tenant-scoped SQL repository of redemptions and their applied lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import and_, delete, or_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing_common.money import Money
+from discount_service.adapters.orm import RedemptionLineRow, RedemptionRow
+from discount_service.domain.model import (
+    AppliedDiscount,
+    DiscountKind,
+    DiscountResult,
+    Redemption,
+    Rejection,
+    RejectReason,
+)
+from discount_service.service_layer.ports import IdempotencyKeyTaken, RedemptionQuery
+
+
+class SqlRedemptionRepository:
+    def __init__(self, session: AsyncSession, tenant: str) -> None:
+        self._session = session
+        self._tenant = tenant
+
+    async def add(self, redemption: Redemption) -> None:
+        """Insert the redemption with its lines and flush, so the (tenant, key) unique
+        constraint claims the idempotency key before any counter moves."""
+        result = redemption.result
+        self._session.add(
+            RedemptionRow(
+                id=redemption.id,
+                tenant_id=self._tenant,
+                idempotency_key=redemption.idempotency_key,
+                request_hash=redemption.request_hash,
+                customer_id=redemption.customer_id,
+                customer_type=redemption.customer_type,
+                reference=redemption.reference,
+                currency=result.currency,
+                amount=result.amount.amount,
+                total_discount=result.total_discount.amount,
+                amount_after=result.amount_after.amount,
+                rejected=json.dumps(
+                    [{"code": r.code, "reason": r.reason.value} for r in result.rejected]
+                ),
+                created_at=redemption.created_at,
+            )
+        )
+        try:
+            await self._session.flush()
+        except IntegrityError as exc:
+            raise IdempotencyKeyTaken(redemption.idempotency_key) from exc
+        for position, line in enumerate(result.applied):
+            self._session.add(
+                RedemptionLineRow(
+                    redemption_id=redemption.id,
+                    tenant_id=self._tenant,
+                    position=position,
+                    kind=line.kind.value,
+                    code=line.code,
+                    name=line.name,
+                    amount=line.amount.amount,
+                )
+            )
+        await self._session.flush()
+
+    async def remove(self, redemption_id: str) -> None:
+        """Delete the redemption and its lines (a released redemption never happened; its
+        idempotency key is free again)."""
+        await self._session.exec(
+            delete(RedemptionLineRow).where(
+                col(RedemptionLineRow.tenant_id) == self._tenant,
+                col(RedemptionLineRow.redemption_id) == redemption_id,
+            )
+        )
+        await self._session.exec(
+            delete(RedemptionRow).where(
+                col(RedemptionRow.tenant_id) == self._tenant,
+                col(RedemptionRow.id) == redemption_id,
+            )
+        )
+
+    async def by_key(self, idempotency_key: str, *, for_update: bool = False) -> Redemption | None:
+        query = select(RedemptionRow).where(
+            RedemptionRow.tenant_id == self._tenant,
+            RedemptionRow.idempotency_key == idempotency_key,
+        )
+        if for_update:
+            query = query.with_for_update()
+        rows = await self._session.exec(query)
+        row = rows.first()
+        return (await self._load([row]))[0] if row else None
+
+    async def get(self, redemption_id: str) -> Redemption | None:
+        rows = await self._session.exec(
+            select(RedemptionRow).where(
+                RedemptionRow.tenant_id == self._tenant, RedemptionRow.id == redemption_id
+            )
+        )
+        row = rows.first()
+        return (await self._load([row]))[0] if row else None
+
+    async def page(self, query: RedemptionQuery) -> list[Redemption]:
+        """Newest first; `query.before` is the (created_at, id) of the last item already seen."""
+        statement = select(RedemptionRow).where(RedemptionRow.tenant_id == self._tenant)
+        if query.customer_id is not None:
+            statement = statement.where(RedemptionRow.customer_id == query.customer_id)
+        if query.before is not None:
+            moment, last_id = query.before
+            statement = statement.where(
+                or_(
+                    col(RedemptionRow.created_at) < moment,
+                    and_(col(RedemptionRow.created_at) == moment, col(RedemptionRow.id) < last_id),
+                )
+            )
+        statement = statement.order_by(
+            col(RedemptionRow.created_at).desc(), col(RedemptionRow.id).desc()
+        ).limit(query.limit)
+        rows = (await self._session.exec(statement)).all()
+        return await self._load(rows)
+
+    async def _load(self, rows: Sequence[RedemptionRow]) -> list[Redemption]:
+        if not rows:
+            return []
+        lines_by_id: dict[str, list[RedemptionLineRow]] = {row.id: [] for row in rows}
+        lines = await self._session.exec(
+            select(RedemptionLineRow)
+            .where(
+                RedemptionLineRow.tenant_id == self._tenant,
+                col(RedemptionLineRow.redemption_id).in_(list(lines_by_id)),
+            )
+            .order_by(col(RedemptionLineRow.redemption_id), col(RedemptionLineRow.position))
+        )
+        for line in lines.all():
+            lines_by_id[line.redemption_id].append(line)
+        return [_redemption_from_rows(row, lines_by_id[row.id]) for row in rows]
+
+
+def _redemption_from_rows(row: RedemptionRow, lines: Sequence[RedemptionLineRow]) -> Redemption:
+    result = DiscountResult(
+        amount=Money(row.amount, row.currency),
+        applied=tuple(
+            AppliedDiscount(
+                DiscountKind(line.kind), line.code, line.name, Money(line.amount, row.currency)
+            )
+            for line in lines
+        ),
+        rejected=tuple(
+            Rejection(item["code"], RejectReason(item["reason"]))
+            for item in json.loads(row.rejected)
+        ),
+    )
+    return Redemption(
+        id=row.id,
+        idempotency_key=row.idempotency_key,
+        request_hash=row.request_hash,
+        customer_id=row.customer_id,
+        customer_type=row.customer_type,
+        reference=row.reference,
+        result=result,
+        created_at=row.created_at,
+    )

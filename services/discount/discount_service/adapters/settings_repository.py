@@ -1,0 +1,63 @@
+"""The tenant-scoped SQL repository of the stacking settings (one row per tenant)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from sqlalchemy import Table
+from sqlalchemy import select as core_select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing_common.money import Money, format_amount
+from billing_common.outbox import utcnow
+from discount_service.adapters.orm import StackingSettingsRow
+from discount_service.domain.model import StackingSettings
+
+# Read on every quote: selected with SQLAlchemy core, plain rows.
+_SETTINGS: Table = StackingSettingsRow.__table__  # type: ignore[attr-defined]
+
+
+class SqlStackingSettingsRepository:
+    def __init__(self, session: AsyncSession, tenant: str) -> None:
+        self._session = session
+        self._tenant = tenant
+
+    async def get(self) -> StackingSettings:
+        row = (
+            await (await self._session.connection()).execute(
+                core_select(_SETTINGS.c.max_fraction, _SETTINGS.c.max_amounts).where(
+                    _SETTINGS.c.tenant_id == self._tenant
+                )
+            )
+        ).first()
+        if row is None:
+            return StackingSettings()
+        caps = json.loads(row.max_amounts)
+        return StackingSettings(
+            max_fraction=row.max_fraction,
+            max_amounts=tuple(Money(Decimal(v), c) for c, v in sorted(caps.items())),
+        )
+
+    async def put(self, settings: StackingSettings) -> None:
+        row = await self._session.get(StackingSettingsRow, self._tenant)
+        caps = json.dumps(
+            {cap.currency: format_amount(cap.amount) for cap in settings.max_amounts},
+            sort_keys=True,
+        )
+        if row is None:
+            row = StackingSettingsRow(
+                tenant_id=self._tenant,
+                max_fraction=settings.max_fraction,
+                max_amounts=caps,
+                updated_at=utcnow(),
+            )
+        else:
+            row.max_fraction = settings.max_fraction
+            row.max_amounts = caps
+            row.updated_at = utcnow()
+        self._session.add(row)
+        await self._session.flush()
+
+    async def exists(self) -> bool:
+        return await self._session.get(StackingSettingsRow, self._tenant) is not None

@@ -1,0 +1,53 @@
+"""The discount service's SQL unit of work: one transaction, tenant-scoped repositories, and
+the outbox (events emitted inside it are committed atomically with the change)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing_common.outbox import OutboxRelay, SqlUnitOfWork
+from discount_service.adapters.coupons_repository import SqlCouponRepository
+from discount_service.adapters.policies_repository import SqlPolicyRepository
+from discount_service.adapters.redemptions_repository import SqlRedemptionRepository
+from discount_service.adapters.settings_repository import SqlStackingSettingsRepository
+from discount_service.service_layer.ports import (
+    CouponRepository,
+    PolicyRepository,
+    RedemptionRepository,
+    StackingSettingsRepository,
+    UnitOfWorkFactory,
+)
+
+
+class DiscountUnitOfWork(SqlUnitOfWork):
+    coupons: CouponRepository
+    policies: PolicyRepository
+    settings: StackingSettingsRepository
+    redemptions: RedemptionRepository
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        relay: OutboxRelay | None,
+        tenant: str,
+    ) -> None:
+        super().__init__(sessions, relay)
+        self.tenant = tenant
+
+    def _open(self) -> None:
+        self.coupons = SqlCouponRepository(self.session, self.tenant)
+        self.policies = SqlPolicyRepository(self.session, self.tenant)
+        self.settings = SqlStackingSettingsRepository(self.session, self.tenant)
+        self.redemptions = SqlRedemptionRepository(self.session, self.tenant)
+
+
+def uow_factory(
+    sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay | None
+) -> UnitOfWorkFactory:
+    """Units of work on `sessions` for any tenant; with `relay`, woken after each commit."""
+
+    def build(tenant: str) -> DiscountUnitOfWork:
+        return DiscountUnitOfWork(sessions, relay, tenant)
+
+    return build

@@ -1,0 +1,20 @@
+"""What every discount use case is given: built once by bootstrap.py, passed as `deps`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from discount_service.service_layer.ports import UnitOfWorkFactory
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    uow: UnitOfWorkFactory
+    # When "now" is for quotes and redemptions (coupon windows, the redemption's time).
+    clock: Callable[[], datetime] = field(default=utcnow)

@@ -1,0 +1,38 @@
+"""What discounts apply to a request: the quote (read only), and the evaluation that a
+redemption repeats inside its own transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from discount_service.domain.model import Coupon, DiscountRequest, DiscountResult
+from discount_service.domain.stacking import evaluate
+from discount_service.service_layer.dependencies import Dependencies
+from discount_service.service_layer.ports import UnitOfWork
+
+
+async def evaluate_in(
+    uow: UnitOfWork, request: DiscountRequest, now: datetime
+) -> tuple[DiscountResult, dict[str, Coupon]]:
+    """Evaluate `request` at `now` against what `uow` reads; also the coupons it found,
+    by normalised code."""
+    coupons = await uow.coupons.by_codes(request.coupon_codes)
+    usage = await uow.coupons.customer_usage(
+        (coupon.id for coupon in coupons.values()), request.customer_id
+    )
+    result = evaluate(
+        request,
+        coupons=coupons,
+        customer_usage=usage,
+        policies=await uow.policies.active(),
+        settings=await uow.settings.get(),
+        now=now,
+    )
+    return result, coupons
+
+
+async def quote(tenant: str, request: DiscountRequest, deps: Dependencies) -> DiscountResult:
+    """What would apply to `request` now. Reads only; nothing is counted or recorded."""
+    async with deps.uow(tenant) as uow:
+        result, _ = await evaluate_in(uow, request, deps.clock())
+        return result
