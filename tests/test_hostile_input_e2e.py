@@ -407,7 +407,7 @@ async def test_deeply_nested_json_is_400(hostile: Hostile, service: str) -> None
 
 async def test_deeply_nested_webhook_is_400(hostile: Hostile) -> None:
     deep = b"[" * 30_000 + b"]" * 30_000
-    secret = hostile.apps["payment"].state.webhook_secrets["sandbox"]
+    secret = hostile.apps["payment"].state.deps.webhooks.secrets["sandbox"]
     response = await hostile.clients["payment"].post(
         "/v1/webhooks/sandbox",
         content=deep,
@@ -435,7 +435,7 @@ async def test_webhook_with_a_duplicate_key_is_400_and_settles_nothing(hostile: 
     )
     text = json.dumps(event)
     raw = text.replace('"type": ', '"type": "payment.failed", "type": ', 1).encode()
-    secret = hostile.apps["payment"].state.webhook_secrets["sandbox"]
+    secret = hostile.apps["payment"].state.deps.webhooks.secrets["sandbox"]
     response = await hostile.clients["payment"].post(
         "/v1/webhooks/sandbox",
         content=raw,

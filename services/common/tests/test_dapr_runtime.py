@@ -655,17 +655,19 @@ async def test_delivered_events_take_effect_once(payment: PaymentHarness) -> Non
 async def test_bad_events_are_refused_and_failures_retried(
     fake_dapr: FakeDapr, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from payment_service.service_layer.services import PaymentService
+    from payment_service.entrypoints import consumers
+    from payment_service.service_layer import invoice_events
+    from payment_service.service_layer.dependencies import Dependencies
 
-    original = PaymentService.on_invoice_created
+    original = invoice_events.on_invoice_created
     failures = [RuntimeError("database restarting")]
 
-    async def flaky(self: PaymentService, event: CloudEvent) -> None:
+    async def flaky(event: CloudEvent, deps: Dependencies) -> None:
         if failures:
             raise failures.pop()
-        await original(self, event)
+        await original(event, deps)
 
-    monkeypatch.setattr(PaymentService, "on_invoice_created", flaky)
+    monkeypatch.setitem(consumers.SUBSCRIPTIONS, INVOICE_CREATED, flaky)
     async with running_payment(fake_dapr, tmp_path) as h:
         invoice_id = f"inv-{uuid.uuid4().hex[:8]}"
         event = invoice_created(invoice_id)

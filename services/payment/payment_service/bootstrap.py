@@ -9,13 +9,6 @@ from pathlib import Path
 from fastapi import FastAPI
 from loguru import logger
 
-from billing_common.event_schemas import (
-    INVOICE_CREATED,
-    INVOICE_FINALIZED,
-    INVOICE_PAYMENT_REJECTED,
-    INVOICE_STATUS_CHANGED,
-    INVOICE_VOIDED,
-)
 from billing_common.health import readiness_checks
 from billing_common.ports import SecretStore
 from billing_common.runtime import (
@@ -28,15 +21,17 @@ from billing_common.runtime import (
 from billing_common.settings import ServiceSettings
 from billing_common.web import create_service_app
 from payment_service.adapters.invoice_directory import InvokerInvoiceDirectory
-from payment_service.adapters.sandbox import SANDBOX, SandboxGateway
+from payment_service.adapters.sandbox import SANDBOX, SandboxGateway, SandboxWebhookBuilder
 from payment_service.adapters.stripe_gateway import STRIPE, StripeGateway
+from payment_service.adapters.unit_of_work import uow_factory
 from payment_service.config import PaymentOptions
 from payment_service.domain import errors
 from payment_service.domain.gateway import PaymentGateway
 from payment_service.entrypoints.api import router, sandbox_router, webhook_router
+from payment_service.entrypoints.consumers import subscribe_all
+from payment_service.service_layer.dependencies import Dependencies
 from payment_service.service_layer.gateways import GatewayRegistry
-from payment_service.service_layer.services import PaymentService
-from payment_service.service_layer.unit_of_work import ConcurrentWrite, PaymentUnitOfWork
+from payment_service.service_layer.ports import ConcurrentWrite, WebhookSettings
 
 SERVICE = "payment"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -122,20 +117,18 @@ def create_app(
         registry = GatewayRegistry(
             gateways if gateways is not None else await _gateways(ctx.secrets, options)
         )
-        service = PaymentService(
-            lambda: PaymentUnitOfWork(ctx.sessions, ctx.relay),
-            registry,
+        deps = Dependencies(
+            uow=uow_factory(ctx.sessions, ctx.relay),
+            gateways=registry,
             invoices=InvokerInvoiceDirectory(ctx.invoker, ctx.tokens),
+            webhooks=WebhookSettings(
+                secrets=await _webhook_secrets(settings, ctx.secrets),
+                tolerance_seconds=options.webhook_tolerance_seconds,
+            ),
+            sandbox=SandboxWebhookBuilder(),
         )
-        app.state.gateways = registry
-        app.state.payments = service
-        app.state.webhook_secrets = await _webhook_secrets(settings, ctx.secrets)
-        app.state.webhook_tolerance_seconds = options.webhook_tolerance_seconds
-        ctx.subscribe(INVOICE_CREATED, service.on_invoice_created)
-        ctx.subscribe(INVOICE_FINALIZED, service.on_invoice_finalized)
-        ctx.subscribe(INVOICE_VOIDED, service.on_invoice_voided)
-        ctx.subscribe(INVOICE_STATUS_CHANGED, service.on_invoice_status_changed)
-        ctx.subscribe(INVOICE_PAYMENT_REJECTED, service.on_invoice_payment_rejected)
+        app.state.deps = deps
+        subscribe_all(ctx, deps)
         await start_context(ctx)
         try:
             yield

@@ -17,9 +17,9 @@ from billing_common.db import (
     migrate,
     session_factory,
 )
+from payment_service.adapters.unit_of_work import SqlPaymentUnitOfWork
 from payment_service.bootstrap import MIGRATIONS_DIR
 from payment_service.domain.model import InvoiceState
-from payment_service.service_layer.unit_of_work import PaymentUnitOfWork
 
 VERSION_TABLE = "alembic_version_payment"
 
@@ -61,7 +61,7 @@ async def test_open_invoices_become_issued(database_url: str) -> None:
                 )
             )
         await migrate(engine, MIGRATIONS_DIR, VERSION_TABLE)
-        async with PaymentUnitOfWork(session_factory(engine), None) as uow:
+        async with SqlPaymentUnitOfWork(session_factory(engine), None) as uow:
             invoice = await uow.payments("acme").get_invoice("inv-old")
         assert invoice is not None
         assert invoice.state is InvoiceState.ISSUED and invoice.version is None

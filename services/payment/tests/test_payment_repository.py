@@ -10,7 +10,7 @@ import pytest
 
 from billing_common.db import create_engine, session_factory
 from billing_common.money import Money
-from payment_service.adapters.repository import IdempotencyRecord
+from payment_service.adapters.unit_of_work import SqlPaymentUnitOfWork
 from payment_service.domain.model import (
     InvoiceState,
     PayableInvoice,
@@ -18,10 +18,10 @@ from payment_service.domain.model import (
     PaymentStatus,
     RefundStatus,
 )
-from payment_service.service_layer.unit_of_work import ConcurrentWrite, PaymentUnitOfWork
+from payment_service.service_layer.ports import ConcurrentWrite, IdempotencyRecord
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-UowFactory = Callable[[], PaymentUnitOfWork]
+UowFactory = Callable[[], SqlPaymentUnitOfWork]
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ async def uow(migrated_database_url: str) -> AsyncIterator[UowFactory]:
     engine = create_engine(migrated_database_url)
     sessions = session_factory(engine)
     try:
-        yield lambda: PaymentUnitOfWork(sessions)
+        yield lambda: SqlPaymentUnitOfWork(sessions)
     finally:
         await engine.dispose()
 

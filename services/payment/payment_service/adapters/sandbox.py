@@ -179,3 +179,22 @@ def sandbox_webhook_event(
         "created": created,
         "data": data,
     }
+
+
+class SandboxWebhookBuilder:
+    """The sandbox's settlement webhooks, for the sandbox confirm endpoint (the
+    service_layer.ports.SandboxWebhooks port)."""
+
+    name = SANDBOX
+
+    def settlement_event(
+        self,
+        *,
+        reference: str,
+        outcome: Literal["succeeded", "failed"],
+        created: int,
+        failure_code: str | None = None,
+    ) -> dict[str, Any]:
+        return sandbox_webhook_event(
+            reference=reference, outcome=outcome, created=created, failure_code=failure_code
+        )

@@ -7,17 +7,15 @@ import time
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from billing_common import json_body
-from billing_common.api_auth import requires
-from billing_common.auth import Principal
 from billing_common.problems import Problem
 from billing_common.web import StrictJsonRoute
-from payment_service.adapters.sandbox import SANDBOX, sandbox_webhook_event
 from payment_service.domain.errors import MalformedWebhook, UnknownGateway
 from payment_service.domain.model import PaymentStatus
 from payment_service.domain.signatures import sign, verify
+from payment_service.entrypoints.deps import Deps, Reader, Refunder, Writer
 from payment_service.entrypoints.schemas import (
     PayableInvoiceOut,
     PaymentOut,
@@ -32,8 +30,8 @@ from payment_service.entrypoints.schemas import (
     payment_out,
     refund_out,
 )
-from payment_service.service_layer.gateways import GatewayRegistry
-from payment_service.service_layer.services import PayCommand, PaymentService
+from payment_service.service_layer import payments, queries, refunds, webhooks
+from payment_service.service_layer.payments import PayCommand
 
 router = APIRouter(tags=["payments"], route_class=StrictJsonRoute)
 webhook_router = APIRouter(tags=["webhooks"], route_class=StrictJsonRoute)
@@ -43,12 +41,6 @@ _IDEMPOTENCY_KEY_MAX = 255
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
 
-def payment_service(request: Request) -> PaymentService:
-    service: PaymentService = request.app.state.payments
-    return service
-
-
-Service = Annotated[PaymentService, Depends(payment_service)]
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
@@ -104,12 +96,12 @@ def _replayed(response: Response, created: bool) -> None:
 async def create_payment(
     body: PayRequest,
     response: Response,
-    service: Service,
+    deps: Deps,
+    principal: Writer,
     idempotency_key: IdempotencyKeyHeader = None,
-    principal: Principal = Depends(requires("payment:write")),
 ) -> PaymentOut:
     key = _idempotency_key(idempotency_key)
-    result = await service.pay(
+    result = await payments.pay(
         principal.tenant,
         key,
         PayCommand(
@@ -119,6 +111,7 @@ async def create_payment(
             amount=body.amount,
             currency=body.currency,
         ),
+        deps,
     )
     _replayed(response, result.created)
     return payment_out(result.payment)
@@ -126,15 +119,15 @@ async def create_payment(
 
 @router.get("/v1/payments", response_model=PaymentPage, summary="List payments, newest first")
 async def list_payments(
-    service: Service,
+    deps: Deps,
+    principal: Reader,
     invoice_id: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
     status: PaymentStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    principal: Principal = Depends(requires("payment:read")),
 ) -> PaymentPage:
-    items, total = await service.list_payments(
-        principal.tenant, invoice_id=invoice_id, status=status, limit=limit, offset=offset
+    items, total = await queries.list_payments(
+        principal.tenant, deps, invoice_id=invoice_id, status=status, limit=limit, offset=offset
     )
     return PaymentPage(
         items=[payment_out(p) for p in items], total=total, limit=limit, offset=offset
@@ -147,11 +140,11 @@ async def list_payments(
     summary="One payment with its status history and refunds",
 )
 async def get_payment(
-    service: Service,
+    deps: Deps,
+    principal: Reader,
     payment_id: Annotated[str, Path(max_length=64)],
-    principal: Principal = Depends(requires("payment:read")),
 ) -> PaymentOut:
-    return payment_out(await service.get_payment(principal.tenant, payment_id))
+    return payment_out(await queries.get_payment(principal.tenant, payment_id, deps))
 
 
 @router.post(
@@ -170,15 +163,15 @@ async def get_payment(
 )
 async def create_refund(
     response: Response,
-    service: Service,
+    deps: Deps,
+    principal: Refunder,
     payment_id: Annotated[str, Path(max_length=64)],
     body: RefundRequest | None = None,
     idempotency_key: IdempotencyKeyHeader = None,
-    principal: Principal = Depends(requires("payment:refund")),
 ) -> RefundResponse:
     key = _idempotency_key(idempotency_key)
     amount = body.amount if body is not None else None
-    outcome = await service.refund(principal.tenant, payment_id, key, amount)
+    outcome = await refunds.refund(principal.tenant, payment_id, key, amount, deps)
     _replayed(response, outcome.created)
     return RefundResponse(refund=refund_out(outcome.refund), payment=payment_out(outcome.payment))
 
@@ -189,11 +182,11 @@ async def create_refund(
     summary="What the payment service knows about an invoice",
 )
 async def get_payable_invoice(
-    service: Service,
+    deps: Deps,
+    principal: Reader,
     invoice_id: Annotated[str, Path(max_length=64)],
-    principal: Principal = Depends(requires("payment:read")),
 ) -> PayableInvoiceOut:
-    return payable_invoice_out(await service.payable_invoice(principal.tenant, invoice_id))
+    return payable_invoice_out(await queries.payable_invoice(principal.tenant, invoice_id, deps))
 
 
 @webhook_router.post(
@@ -202,14 +195,13 @@ async def get_payable_invoice(
     summary="Signed gateway webhooks (Billing-Signature; Stripe-Signature for stripe)",
 )
 async def receive_webhook(
-    request: Request, service: Service, gateway: Annotated[str, Path(max_length=32)]
+    request: Request, deps: Deps, gateway: Annotated[str, Path(max_length=32)]
 ) -> WebhookAck:
-    registry: GatewayRegistry = request.app.state.gateways
     try:
-        adapter = registry.get(gateway)
+        adapter = deps.gateways.get(gateway)
     except UnknownGateway as exc:
         raise Problem(404, "Unknown gateway", str(exc), problem_type="unknown-gateway") from exc
-    secret: str | None = request.app.state.webhook_secrets.get(gateway)
+    secret = deps.webhooks.secrets.get(gateway)
     if not secret:
         raise Problem(
             503,
@@ -227,7 +219,7 @@ async def receive_webhook(
         raw,
         [secret],
         now=int(time.time()),
-        tolerance_seconds=request.app.state.webhook_tolerance_seconds,
+        tolerance_seconds=deps.webhooks.tolerance_seconds,
     )
     try:
         event = json_body.loads(raw)
@@ -235,7 +227,7 @@ async def receive_webhook(
         raise MalformedWebhook("the webhook body is not valid JSON") from exc
     if not isinstance(event, dict):
         raise MalformedWebhook("the webhook body must be a JSON object")
-    outcome = await service.handle_webhook(gateway, adapter.parse_webhook(event))
+    outcome = await webhooks.handle_webhook(gateway, adapter.parse_webhook(event), deps)
     return WebhookAck(
         duplicate=outcome.duplicate, effect=outcome.effect, payment_id=outcome.payment_id
     )
@@ -248,13 +240,23 @@ async def receive_webhook(
 )
 async def confirm_sandbox_payment(
     request: Request,
-    service: Service,
+    deps: Deps,
+    principal: Writer,
     gateway_reference: Annotated[str, Path(max_length=255)],
     body: SandboxConfirmRequest | None = None,
-    principal: Principal = Depends(requires("payment:write")),
 ) -> SandboxConfirmOut:
     body = body or SandboxConfirmRequest()
-    payment = await service.payment_by_reference(principal.tenant, SANDBOX, gateway_reference)
+    sandbox = deps.sandbox
+    if sandbox is None:
+        raise Problem(
+            503,
+            "Sandbox not configured",
+            "this service has no sandbox gateway to confirm payments with",
+            problem_type="sandbox-not-configured",
+        )
+    payment = await queries.payment_by_reference(
+        principal.tenant, sandbox.name, gateway_reference, deps
+    )
     if payment.status is not PaymentStatus.PENDING:
         raise Problem(
             409,
@@ -262,7 +264,7 @@ async def confirm_sandbox_payment(
             f"payment {payment.id} is {payment.status}; only pending payments can be confirmed",
             problem_type="payment-not-pending",
         )
-    secret: str | None = request.app.state.webhook_secrets.get(SANDBOX)
+    secret = deps.webhooks.secrets.get(sandbox.name)
     if not secret:
         raise Problem(
             503,
@@ -272,7 +274,7 @@ async def confirm_sandbox_payment(
         )
     now = int(time.time())
     raw = json.dumps(
-        sandbox_webhook_event(
+        sandbox.settlement_event(
             reference=gateway_reference,
             outcome=body.outcome,
             created=now,
@@ -283,7 +285,7 @@ async def confirm_sandbox_payment(
     transport = httpx.ASGITransport(app=request.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://payment.sandbox") as client:
         answer = await client.post(
-            f"/v1/webhooks/{SANDBOX}",
+            f"/v1/webhooks/{sandbox.name}",
             content=raw,
             headers={
                 "Content-Type": "application/json",
@@ -297,7 +299,7 @@ async def confirm_sandbox_payment(
             f"the webhook endpoint answered {answer.status_code}: {answer.text[:300]}",
             problem_type="sandbox-webhook-rejected",
         )
-    settled = await service.get_payment(principal.tenant, payment.id)
+    settled = await queries.get_payment(principal.tenant, payment.id, deps)
     return SandboxConfirmOut(
         webhook=WebhookAck.model_validate(answer.json()), payment=payment_out(settled)
     )

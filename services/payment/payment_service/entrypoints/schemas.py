@@ -21,7 +21,7 @@ from payment_service.domain.model import (
 )
 from payment_service.domain.model import Payment as PaymentModel
 from payment_service.domain.model import Refund as RefundModel
-from payment_service.service_layer.services import InvoiceView
+from payment_service.service_layer.queries import InvoiceView
 
 # [0-9], not \d: \d also matches "١٠٠" and "１００", which Decimal() reads as 100.
 _AMOUNT = re.compile(AMOUNT_PATTERN)

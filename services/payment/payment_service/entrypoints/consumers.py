@@ -1,0 +1,40 @@
+"""Event subscriptions of the payment service (registered before the context starts)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from billing_common.event_schemas import (
+    INVOICE_CREATED,
+    INVOICE_FINALIZED,
+    INVOICE_PAYMENT_REJECTED,
+    INVOICE_STATUS_CHANGED,
+    INVOICE_VOIDED,
+)
+from billing_common.events import CloudEvent
+from billing_common.runtime import ServiceContext
+from payment_service.service_layer import invoice_events
+from payment_service.service_layer.dependencies import Dependencies
+
+Handler = Callable[[CloudEvent, Dependencies], Awaitable[None]]
+
+SUBSCRIPTIONS: dict[str, Handler] = {
+    INVOICE_CREATED: invoice_events.on_invoice_created,
+    INVOICE_FINALIZED: invoice_events.on_invoice_finalized,
+    INVOICE_VOIDED: invoice_events.on_invoice_voided,
+    INVOICE_STATUS_CHANGED: invoice_events.on_invoice_status_changed,
+    INVOICE_PAYMENT_REJECTED: invoice_events.on_invoice_payment_rejected,
+}
+
+
+def subscribe_all(ctx: ServiceContext, deps: Dependencies) -> None:
+    for event_type, handler in SUBSCRIPTIONS.items():
+        ctx.subscribe(event_type, _bound(handler, deps))
+
+
+def _bound(handler: Handler, deps: Dependencies) -> Callable[[CloudEvent], Awaitable[None]]:
+    async def handle(event: CloudEvent) -> None:
+        await handler(event, deps)
+
+    handle.__name__ = handler.__name__
+    return handle

@@ -1,0 +1,23 @@
+"""FastAPI dependencies of the payment routes: the use cases' Dependencies (built once by
+bootstrap.py) and the principals each route requires."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from billing_common.api_auth import requires
+from billing_common.auth import Principal
+from payment_service.service_layer.dependencies import Dependencies
+
+
+def _dependencies(request: Request) -> Dependencies:
+    deps: Dependencies = request.app.state.deps
+    return deps
+
+
+Deps = Annotated[Dependencies, Depends(_dependencies)]
+Reader = Annotated[Principal, Depends(requires("payment:read"))]
+Writer = Annotated[Principal, Depends(requires("payment:write"))]
+Refunder = Annotated[Principal, Depends(requires("payment:refund"))]

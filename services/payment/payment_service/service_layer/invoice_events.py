@@ -1,0 +1,197 @@
+"""What this service learns from the invoice service's events: the invoices it may take
+payments for, and the payments an invoice refused (refunded at once). Each event is
+claimed in the inbox in the same transaction as its effect, so a redelivery does nothing."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from loguru import logger
+from pydantic import BaseModel, ValidationError
+
+from billing_common.event_schemas import (
+    InvoiceCreated,
+    InvoiceFinalized,
+    InvoicePaymentRejected,
+    InvoiceStatusChanged,
+    InvoiceVoided,
+)
+from billing_common.events import CloudEvent
+from billing_common.money import MoneyError
+from billing_common.ports import PermanentEventError
+from payment_service.domain.errors import AmountExceedsRefundable
+from payment_service.domain.model import CAPTURED, InvoiceState, PayableInvoice, RefundStatus
+from payment_service.service_layer import refunds
+from payment_service.service_layer.dependencies import Dependencies
+
+CONSUMER = "payment"
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+def auto_refund_key(payment_id: str) -> str:
+    """The Idempotency-Key of the refund this service makes by itself for a payment the
+    invoice refused: one per payment, so redelivered events refund it once."""
+    return f"auto-refund:{payment_id}"
+
+
+class AutoRefundIncomplete(Exception):
+    """The automatic refund's gateway outcome is not known yet: the event is delivered again
+    and the refund retried under the same key."""
+
+
+async def on_invoice_created(event: CloudEvent, deps: Dependencies) -> None:
+    tenant, data = _parse(event, InvoiceCreated)
+    async with deps.uow() as uow:
+        if not await uow.claim_event(CONSUMER, event):
+            return
+        repo = uow.payments(tenant)
+        now = deps.clock()
+        invoice = await repo.get_invoice(data.invoice_id, for_update=True)
+        try:
+            if invoice is None:
+                invoice = PayableInvoice.created(
+                    invoice_id=data.invoice_id,
+                    customer_id=data.customer_id,
+                    currency=data.currency,
+                    total=data.total,
+                    amount_due=data.amount_due,
+                    now=now,
+                )
+            else:
+                invoice.on_created(
+                    customer_id=data.customer_id,
+                    currency=data.currency,
+                    total=data.total,
+                    amount_due=data.amount_due,
+                    now=now,
+                )
+        except MoneyError as exc:
+            raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
+        await repo.save_invoice(invoice)
+        await uow.commit()
+
+
+async def on_invoice_finalized(event: CloudEvent, deps: Dependencies) -> None:
+    tenant, data = _parse(event, InvoiceFinalized)
+    async with deps.uow() as uow:
+        if not await uow.claim_event(CONSUMER, event):
+            return
+        repo = uow.payments(tenant)
+        now = deps.clock()
+        invoice = await repo.get_invoice(data.invoice_id, for_update=True)
+        try:
+            if invoice is None:  # the created event was missed or is still on its way
+                invoice = PayableInvoice.created(
+                    invoice_id=data.invoice_id,
+                    customer_id=data.customer_id,
+                    currency=data.currency,
+                    total=data.total,
+                    amount_due=data.amount_due,
+                    now=now,
+                )
+            invoice.finalize(
+                number=data.number,
+                customer_id=data.customer_id,
+                currency=data.currency,
+                total=data.total,
+                amount_due=data.amount_due,
+                now=now,
+                version=data.version,
+            )
+        except MoneyError as exc:
+            raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
+        await repo.save_invoice(invoice)
+        await uow.commit()
+
+
+async def on_invoice_voided(event: CloudEvent, deps: Dependencies) -> None:
+    tenant, data = _parse(event, InvoiceVoided)
+    async with deps.uow() as uow:
+        if not await uow.claim_event(CONSUMER, event):
+            return
+        repo = uow.payments(tenant)
+        now = deps.clock()
+        invoice = await repo.get_invoice(data.invoice_id, for_update=True)
+        if invoice is None:
+            invoice = PayableInvoice.void_tombstone(
+                invoice_id=data.invoice_id, number=data.number, now=now
+            )
+        else:
+            invoice.number = invoice.number or data.number
+            invoice.void(now, data.version)
+        await repo.save_invoice(invoice)
+        await uow.commit()
+
+
+async def on_invoice_status_changed(event: CloudEvent, deps: Dependencies) -> None:
+    """Every status change of the invoice (paid, re-opened by a refund, uncollectible,
+    void...): a charge is refused at once when the invoice stops being payable."""
+    tenant, data = _parse(event, InvoiceStatusChanged)
+    try:
+        status = InvoiceState(data.status)
+    except ValueError as exc:
+        raise PermanentEventError(f"{event.type} {event.id}: unknown status") from exc
+    async with deps.uow() as uow:
+        if not await uow.claim_event(CONSUMER, event):
+            return
+        repo = uow.payments(tenant)
+        now = deps.clock()
+        invoice = await repo.get_invoice(data.invoice_id, for_update=True)
+        try:
+            if invoice is None:  # the earlier events are missed or still on their way
+                invoice = PayableInvoice.created(
+                    invoice_id=data.invoice_id,
+                    customer_id=data.customer_id,
+                    currency=data.currency,
+                    total=data.total,
+                    amount_due=data.total,  # payable for the total less our payments
+                    now=now,
+                )
+        except MoneyError as exc:
+            raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
+        invoice.number = invoice.number or data.number
+        invoice.observe(status, data.version, now)
+        await repo.save_invoice(invoice)
+        await uow.commit()
+
+
+async def on_invoice_payment_rejected(event: CloudEvent, deps: Dependencies) -> None:
+    """The invoice refused a payment this service captured (it had become void or
+    uncollectible before the payment reached it): give the money back, in full.
+
+    Idempotent through the refund's own Idempotency-Key (one per payment), which is
+    committed with the pending refund before the gateway is called; an unknown gateway
+    outcome raises, so the event comes again and the refund is retried with that key."""
+    tenant, data = _parse(event, InvoicePaymentRejected)
+    async with deps.uow() as uow:
+        payment = await uow.payments(tenant).get(data.payment_id)
+    if payment is None:
+        raise PermanentEventError(f"{event.type} {event.id}: no payment {data.payment_id}")
+    if payment.status not in CAPTURED:
+        return  # nothing was taken
+    try:
+        outcome = await refunds.refund(tenant, payment.id, auto_refund_key(payment.id), None, deps)
+    except AmountExceedsRefundable:
+        logger.info("payment {} was refunded already", payment.id)
+        return
+    made = outcome.refund
+    logger.warning(
+        "payment {} refused by invoice {} ({}): refund {} {}",
+        payment.id,
+        data.invoice_id,
+        data.reason,
+        made.id,
+        made.status,
+    )
+    if made.status is RefundStatus.PENDING and made.gateway_reference is None:
+        raise AutoRefundIncomplete(f"refund {made.id} of payment {payment.id} is pending")
+
+
+def _parse(event: CloudEvent, schema: type[SchemaT]) -> tuple[str, SchemaT]:
+    """The event's tenant and validated data; an event that can never apply is permanent."""
+    if not event.tenant:
+        raise PermanentEventError(f"{event.type} {event.id} has no tenant")
+    try:
+        return event.tenant, event.data_as(schema)
+    except ValidationError as exc:
+        raise PermanentEventError(f"{event.type} {event.id} does not match its schema") from exc
