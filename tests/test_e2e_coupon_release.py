@@ -25,8 +25,8 @@ from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
 from billing_common.testing import create_postgres_database, drop_postgres_database
 from billing_launcher.registry import app_factory
-from invoice_service.adapters.pending import SqlAbandonedCreations
-from invoice_service.adapters.repository import SqlInvoiceRepository
+from invoice_service.adapters.invoices_repository import SqlInvoiceRepository
+from invoice_service.adapters.pending_creations_repository import SqlAbandonedCreations
 from invoice_service.service_layer import creation
 from tests.flows import ORDER, key
 

@@ -34,7 +34,7 @@ from invoice_service import __version__
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
-from invoice_service.adapters.pending import SqlAbandonedCreations
+from invoice_service.adapters.pending_creations_repository import SqlAbandonedCreations
 from invoice_service.adapters.unit_of_work import uow_factory
 from invoice_service.domain.errors import (
     ConcurrentModification,

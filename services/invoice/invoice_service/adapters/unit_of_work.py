@@ -7,12 +7,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.outbox import OutboxRelay, SqlUnitOfWork
-from invoice_service.adapters.pending import SqlPendingCreations
-from invoice_service.adapters.repository import (
-    SqlInvoiceRepository,
-    SqlNumberSeries,
-    SqlReceivedEventLog,
-)
+from invoice_service.adapters.invoices_repository import SqlInvoiceRepository
+from invoice_service.adapters.number_series_repository import SqlNumberSeries
+from invoice_service.adapters.pending_creations_repository import SqlPendingCreations
+from invoice_service.adapters.received_events_repository import SqlReceivedEventLog
 from invoice_service.service_layer.ports import (
     InvoiceRepository,
     NumberSeries,
