@@ -26,9 +26,9 @@ from billing_common.settings import ServiceSettings
 from billing_common.testing import create_postgres_database, drop_postgres_database
 from billing_launcher.registry import app_factory
 from billing_launcher.seed_flows import ORDER, key
-from invoice_service.adapters.pending import SqlAbandonedCreations
-from invoice_service.adapters.repository import SqlInvoiceRepository
-from invoice_service.service_layer import handlers
+from invoice_service.adapters.invoices_repository import SqlInvoiceRepository
+from invoice_service.adapters.pending_creations_repository import SqlAbandonedCreations
+from invoice_service.service_layer import creation
 
 SERVICES = ("tax", "discount", "invoice")
 
@@ -124,7 +124,7 @@ async def pending_creations(trio: Trio) -> int:
 
 
 async def tax_calculations_for(trio: Trio, idempotency_key: str) -> list[Any]:
-    invoice_id = handlers.invoice_id_for("demo", idempotency_key)
+    invoice_id = creation.invoice_id_for("demo", idempotency_key)
     r = await trio.clients["tax"].get(
         "/v1/tax/calculations", params={"reference": invoice_id}, headers=trio.headers()
     )
@@ -182,7 +182,7 @@ async def test_a_creation_abandoned_by_a_dead_process_is_released_by_the_sweeper
         async def died(*args: Any) -> None:  # the process is gone before it can compensate
             return None
 
-        patch.setattr(handlers, "_give_back_safely", died)
+        patch.setattr(creation, "_give_back_safely", died)
         idempotency_key = key()
         failed = await create(trio, idempotency_key)
         assert failed.status_code >= 500
@@ -193,9 +193,9 @@ async def test_a_creation_abandoned_by_a_dead_process_is_released_by_the_sweeper
     deps = trio.apps["invoice"].state.deps
     abandoned = SqlAbandonedCreations(trio.apps["invoice"].state.ctx.sessions)
     # Not old enough yet: a creation still in progress keeps its redemption.
-    assert await handlers.release_abandoned(deps, abandoned, older_than=timedelta(minutes=10)) == 0
+    assert await creation.release_abandoned(deps, abandoned, older_than=timedelta(minutes=10)) == 0
     assert await uses_spent(trio) == 1
-    assert await handlers.release_abandoned(deps, abandoned, older_than=timedelta(0)) == 1
+    assert await creation.release_abandoned(deps, abandoned, older_than=timedelta(0)) == 1
     assert await uses_spent(trio) == 0
     assert await pending_creations(trio) == 0
     assert await tax_calculations_for(trio, idempotency_key) == []

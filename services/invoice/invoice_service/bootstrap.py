@@ -34,7 +34,8 @@ from invoice_service import __version__
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
-from invoice_service.adapters.pending import SqlAbandonedCreations
+from invoice_service.adapters.pending_creations_repository import SqlAbandonedCreations
+from invoice_service.adapters.unit_of_work import uow_factory
 from invoice_service.domain.errors import (
     ConcurrentModification,
     CouponNotApplicable,
@@ -51,11 +52,11 @@ from invoice_service.domain.errors import (
 )
 from invoice_service.entrypoints.api import router
 from invoice_service.entrypoints.consumers import subscribe_all
+from invoice_service.service_layer.creation import release_abandoned
+from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
-from invoice_service.service_layer.handlers import Dependencies, release_abandoned
 from invoice_service.service_layer.ports import PdfRenderer
 from invoice_service.service_layer.queries import InvalidCursor
-from invoice_service.service_layer.unit_of_work import uow_factory
 
 SERVICE = "invoice"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"

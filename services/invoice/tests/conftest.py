@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -165,7 +165,9 @@ class Peers:
             return _problem(422, "validation", "invalid request", errors=str(exc.errors()))
 
         @app.delete("/v1/tax/calculations")
-        async def discard(reference: str, authorization: str | None = Header(default=None)) -> Any:
+        async def discard(
+            reference: str, authorization: Annotated[str | None, Header()] = None
+        ) -> Any:
             if self.tax_down:
                 return _problem(503, "unavailable", "tax is down")
             if (denied := self._authorize(authorization, "tax:calculate")) is not None:
@@ -175,7 +177,7 @@ class Peers:
 
         @app.post("/v1/tax/calculations")
         async def calculate(
-            body: _TaxRequest, authorization: str | None = Header(default=None)
+            body: _TaxRequest, authorization: Annotated[str | None, Header()] = None
         ) -> JSONResponse:
             if self.tax_down:
                 return _problem(503, "unavailable", "tax is down")
@@ -300,7 +302,7 @@ class Peers:
 
         @app.post("/v1/discounts/quotes")
         async def quote(
-            body: _DiscountRequest, authorization: str | None = Header(default=None)
+            body: _DiscountRequest, authorization: Annotated[str | None, Header()] = None
         ) -> JSONResponse:
             if self.discount_down:
                 return _problem(503, "unavailable", "discount is down")
@@ -311,7 +313,7 @@ class Peers:
 
         @app.post("/v1/discounts/redemptions/releases")
         async def release(
-            body: dict[str, str], authorization: str | None = Header(default=None)
+            body: dict[str, str], authorization: Annotated[str | None, Header()] = None
         ) -> Any:
             if self.discount_down:
                 return _problem(503, "unavailable", "discount is down")
@@ -323,8 +325,8 @@ class Peers:
         @app.post("/v1/discounts/redemptions")
         async def redeem(
             body: _DiscountRequest,
-            authorization: str | None = Header(default=None),
-            idempotency_key: str | None = Header(default=None),
+            authorization: Annotated[str | None, Header()] = None,
+            idempotency_key: Annotated[str | None, Header()] = None,
         ) -> JSONResponse:
             if self.discount_down:
                 return _problem(503, "unavailable", "discount is down")

@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from billing_common.db import create_engine, session_factory
 from billing_common.outbox import OutboxMessage
+from invoice_service.adapters.unit_of_work import uow_factory
 from invoice_service.domain.errors import ConcurrentModification, InvalidTransition
 from invoice_service.domain.model import (
     AppliedDiscount,
@@ -27,10 +28,9 @@ from invoice_service.domain.model import (
     TaxComponent,
     TaxStatus,
 )
-from invoice_service.service_layer import handlers, queries
-from invoice_service.service_layer.handlers import Dependencies
-from invoice_service.service_layer.ports import InvoiceQuery, ReceivedEvent
-from invoice_service.service_layer.unit_of_work import UnitOfWorkFactory, uow_factory
+from invoice_service.service_layer import queries, status_changes
+from invoice_service.service_layer.dependencies import Dependencies
+from invoice_service.service_layer.ports import InvoiceQuery, ReceivedEvent, UnitOfWorkFactory
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 D = Decimal
@@ -245,7 +245,7 @@ async def test_list_filters_and_cursor_pagination(uow: UnitOfWorkFactory) -> Non
     # Two invoices created in the same instant: the id breaks the tie.
     await add(uow, make_invoice("inv-7a", created_at=T0 + timedelta(hours=3)))
     for n in (1, 2):
-        await handlers.finalize_invoice("acme", f"inv-{n}", "user:x", deps(uow))
+        await status_changes.finalize_invoice("acme", f"inv-{n}", "user:x", deps(uow))
 
     seen: list[str] = []
     cursor = None
@@ -253,7 +253,7 @@ async def test_list_filters_and_cursor_pagination(uow: UnitOfWorkFactory) -> Non
         page = await queries.list_invoices(
             "acme",
             InvoiceQuery(limit=3, after=queries.decode_cursor(cursor) if cursor else None),
-            uow,
+            deps(uow),
         )
         seen += [s.id for s in page.items]
         cursor = page.next_cursor
@@ -262,7 +262,7 @@ async def test_list_filters_and_cursor_pagination(uow: UnitOfWorkFactory) -> Non
     assert seen == ["inv-6", "inv-5", "inv-4", "inv-7a", "inv-3", "inv-2", "inv-1", "inv-0"]
 
     async def ids(**filters: Any) -> list[str]:
-        page = await queries.list_invoices("acme", InvoiceQuery(**filters), uow)
+        page = await queries.list_invoices("acme", InvoiceQuery(**filters), deps(uow))
         return [s.id for s in page.items]
 
     assert await ids(status=InvoiceStatus.ISSUED) == ["inv-2", "inv-1"]
@@ -274,7 +274,7 @@ async def test_list_filters_and_cursor_pagination(uow: UnitOfWorkFactory) -> Non
     ]
     assert await ids(issued_from=T0, issued_to=T0 + timedelta(days=1)) == ["inv-2", "inv-1"]
     assert await ids(issued_from=T0 + timedelta(days=1)) == []
-    summary = (await queries.list_invoices("acme", InvoiceQuery(limit=1), uow)).items[0]
+    summary = (await queries.list_invoices("acme", InvoiceQuery(limit=1), deps(uow))).items[0]
     assert (summary.total, summary.amount_due, summary.currency) == (D("32.30"), D("32.30"), "EUR")
 
 
@@ -325,10 +325,10 @@ async def test_sequences_per_tenant_and_series_and_rollback_leaves_no_gap(
 async def test_refused_finalization_takes_no_number(uow: UnitOfWorkFactory) -> None:
     await add(uow, make_invoice("inv-1"))
     await add(uow, make_invoice("inv-2"))
-    first = await handlers.finalize_invoice("acme", "inv-1", "user:x", deps(uow))
+    first = await status_changes.finalize_invoice("acme", "inv-1", "user:x", deps(uow))
     with pytest.raises(InvalidTransition):
-        await handlers.finalize_invoice("acme", "inv-1", "user:x", deps(uow))
-    second = await handlers.finalize_invoice("acme", "inv-2", "user:x", deps(uow))
+        await status_changes.finalize_invoice("acme", "inv-1", "user:x", deps(uow))
+    second = await status_changes.finalize_invoice("acme", "inv-2", "user:x", deps(uow))
     assert (first.number, second.number) == ("INV-000001", "INV-000002")
 
 
@@ -341,10 +341,10 @@ async def test_concurrent_finalizations_get_consecutive_numbers(uow: UnitOfWorkF
 
     results = await asyncio.gather(
         *(
-            handlers.finalize_invoice("acme", f"inv-{n:02d}", "user:x", deps(uow))
+            status_changes.finalize_invoice("acme", f"inv-{n:02d}", "user:x", deps(uow))
             for n in range(count)
         ),
-        handlers.finalize_invoice("acme", "crn-1", "user:x", deps(uow)),
+        status_changes.finalize_invoice("acme", "crn-1", "user:x", deps(uow)),
     )
     sequences = sorted(r.sequence for r in results[:count] if r.sequence is not None)
     assert sequences == list(range(1, count + 1))

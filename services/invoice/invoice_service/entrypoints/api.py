@@ -6,15 +6,14 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 from pydantic import BeforeValidator
 
-from billing_common.api_auth import requires
-from billing_common.auth import Principal
 from billing_common.problems import Problem
 from billing_common.web import StrictJsonRoute
 from billing_common.wire import Timestamp
 from invoice_service.domain.model import InvoiceStatus
+from invoice_service.entrypoints.deps import Deps, Documents, Reader, Writer
 from invoice_service.entrypoints.schemas import (
     InvoiceCreate,
     InvoiceOut,
@@ -22,9 +21,8 @@ from invoice_service.entrypoints.schemas import (
     InvoiceSummaryOut,
     ReasonIn,
 )
-from invoice_service.service_layer import documents, handlers, queries
-from invoice_service.service_layer.documents import Document, DocumentServices
-from invoice_service.service_layer.handlers import Dependencies
+from invoice_service.service_layer import creation, documents, queries, status_changes
+from invoice_service.service_layer.documents import Document
 from invoice_service.service_layer.ports import InvoiceQuery
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"], route_class=StrictJsonRoute)
@@ -34,8 +32,6 @@ router = APIRouter(prefix="/v1/invoices", tags=["invoices"], route_class=StrictJ
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?$")
 
 InvoiceId = Annotated[str, Path(min_length=1, max_length=64, description="invoice id")]
-Writer = Annotated[Principal, Depends(requires("invoice:write"))]
-Reader = Annotated[Principal, Depends(requires("invoice:read"))]
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token"},
@@ -61,16 +57,6 @@ def _iso_date_time(value: object) -> object:
 DateTimeFilter = Annotated[Timestamp | None, BeforeValidator(_iso_date_time)]
 
 
-def _deps(request: Request) -> Dependencies:
-    deps: Dependencies = request.app.state.deps
-    return deps
-
-
-def _documents(request: Request) -> DocumentServices:
-    services: DocumentServices = request.app.state.documents
-    return services
-
-
 def _utc(value: datetime | None) -> datetime | None:
     """Query datetimes without an offset are taken as UTC."""
     if value is None:
@@ -94,9 +80,9 @@ def _utc(value: datetime | None) -> datetime | None:
 )
 async def create_invoice(
     body: InvoiceCreate,
-    request: Request,
     response: Response,
     principal: Writer,
+    deps: Deps,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -123,7 +109,7 @@ async def create_invoice(
     command = body.to_command(
         tenant=principal.tenant, actor=principal.subject, idempotency_key=idempotency_key
     )
-    result = await handlers.create_invoice(command, _deps(request))
+    result = await creation.create_invoice(command, deps)
     if not result.created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
@@ -138,8 +124,8 @@ async def create_invoice(
     responses={422: {"description": "invalid filter or cursor"}, **_PROBLEMS},
 )
 async def list_invoices(
-    request: Request,
     principal: Reader,
+    deps: Deps,
     status_filter: Annotated[InvoiceStatus | None, Query(alias="status")] = None,
     customer_id: Annotated[str | None, Query(max_length=128)] = None,
     created_from: Annotated[DateTimeFilter, Query(description="inclusive")] = None,
@@ -159,7 +145,7 @@ async def list_invoices(
         limit=limit,
         after=queries.decode_cursor(cursor) if cursor else None,
     )
-    page = await queries.list_invoices(principal.tenant, query, _deps(request).uow)
+    page = await queries.list_invoices(principal.tenant, query, deps)
     return InvoicePageOut(
         items=[InvoiceSummaryOut.of(item) for item in page.items], next_cursor=page.next_cursor
     )
@@ -171,8 +157,8 @@ async def list_invoices(
     summary="One invoice with lines, taxes, discounts, payments and history",
     responses=_PROBLEMS,
 )
-async def get_invoice(invoice_id: InvoiceId, request: Request, principal: Reader) -> InvoiceOut:
-    details = await queries.get_invoice(principal.tenant, invoice_id, _deps(request).uow)
+async def get_invoice(invoice_id: InvoiceId, principal: Reader, deps: Deps) -> InvoiceOut:
+    details = await queries.get_invoice(principal.tenant, invoice_id, deps)
     return InvoiceOut.of_details(details)
 
 
@@ -182,11 +168,9 @@ async def get_invoice(invoice_id: InvoiceId, request: Request, principal: Reader
     summary="Issue a draft: assigns the next number of its series",
     responses=_CHANGE_PROBLEMS,
 )
-async def finalize_invoice(
-    invoice_id: InvoiceId, request: Request, principal: Writer
-) -> InvoiceOut:
-    invoice = await handlers.finalize_invoice(
-        principal.tenant, invoice_id, principal.subject, _deps(request)
+async def finalize_invoice(invoice_id: InvoiceId, principal: Writer, deps: Deps) -> InvoiceOut:
+    invoice = await status_changes.finalize_invoice(
+        principal.tenant, invoice_id, principal.subject, deps
     )
     return InvoiceOut.of(invoice)
 
@@ -198,14 +182,10 @@ async def finalize_invoice(
     responses=_CHANGE_PROBLEMS,
 )
 async def void_invoice(
-    invoice_id: InvoiceId, request: Request, principal: Writer, body: ReasonIn | None = None
+    invoice_id: InvoiceId, principal: Writer, deps: Deps, body: ReasonIn | None = None
 ) -> InvoiceOut:
-    invoice = await handlers.void_invoice(
-        principal.tenant,
-        invoice_id,
-        body.reason if body else None,
-        principal.subject,
-        _deps(request),
+    invoice = await status_changes.void_invoice(
+        principal.tenant, invoice_id, body.reason if body else None, principal.subject, deps
     )
     return InvoiceOut.of(invoice)
 
@@ -217,14 +197,10 @@ async def void_invoice(
     responses=_CHANGE_PROBLEMS,
 )
 async def mark_uncollectible(
-    invoice_id: InvoiceId, request: Request, principal: Writer, body: ReasonIn | None = None
+    invoice_id: InvoiceId, principal: Writer, deps: Deps, body: ReasonIn | None = None
 ) -> InvoiceOut:
-    invoice = await handlers.mark_uncollectible(
-        principal.tenant,
-        invoice_id,
-        body.reason if body else None,
-        principal.subject,
-        _deps(request),
+    invoice = await status_changes.mark_uncollectible(
+        principal.tenant, invoice_id, body.reason if body else None, principal.subject, deps
     )
     return InvoiceOut.of(invoice)
 
@@ -253,17 +229,13 @@ def _filename(document: Document, extension: str) -> str:
 )
 async def invoice_html(
     invoice_id: InvoiceId,
-    request: Request,
     principal: Reader,
+    deps: Deps,
+    services: Documents,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    services = _documents(request)
     document = await documents.invoice_html(
-        principal.tenant,
-        invoice_id,
-        uow=_deps(request).uow,
-        html=services.html,
-        if_none_match=if_none_match,
+        principal.tenant, invoice_id, deps, services, if_none_match=if_none_match
     )
     return _document_response(document, "text/html; charset=utf-8", _filename(document, "html"))
 
@@ -284,20 +256,12 @@ async def invoice_html(
 )
 async def invoice_pdf(
     invoice_id: InvoiceId,
-    request: Request,
     principal: Reader,
+    deps: Deps,
+    services: Documents,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    services = _documents(request)
     document = await documents.invoice_pdf(
-        principal.tenant,
-        invoice_id,
-        uow=_deps(request).uow,
-        html=services.html,
-        renderer=services.renderer,
-        cache=services.cache,
-        memory=services.memory,
-        slots=services.slots,
-        if_none_match=if_none_match,
+        principal.tenant, invoice_id, deps, services, if_none_match=if_none_match
     )
     return _document_response(document, "application/pdf", _filename(document, "pdf"))

@@ -13,17 +13,17 @@ from billing_common.event_schemas import (
 )
 from billing_common.events import CloudEvent
 from billing_common.runtime import ServiceContext
-from invoice_service.service_layer import handlers
-from invoice_service.service_layer.handlers import Dependencies
+from invoice_service.service_layer import payments, peer_events
+from invoice_service.service_layer.dependencies import Dependencies
 
 Handler = Callable[[CloudEvent, Dependencies], Awaitable[None]]
 
 SUBSCRIPTIONS: dict[str, Handler] = {
-    PAYMENT_RECEIVED: handlers.on_payment_received,
-    PAYMENT_FAILED: handlers.on_payment_failed,
-    PAYMENT_REFUNDED: handlers.on_payment_refunded,
-    TAX_CALCULATED: handlers.on_peer_event,
-    DISCOUNT_APPLIED: handlers.on_peer_event,
+    PAYMENT_RECEIVED: payments.on_payment_received,
+    PAYMENT_FAILED: payments.on_payment_failed,
+    PAYMENT_REFUNDED: payments.on_payment_refunded,
+    TAX_CALCULATED: peer_events.on_peer_event,
+    DISCOUNT_APPLIED: peer_events.on_peer_event,
 }
 
 

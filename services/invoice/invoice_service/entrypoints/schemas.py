@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from billing_common.money import check_currency
-from invoice_service.adapters.wire import DecimalString, QuantityValue
 from invoice_service.domain.errors import InvalidInvoice
 from invoice_service.domain.model import (
     Customer,
@@ -23,9 +22,10 @@ from invoice_service.domain.model import (
 )
 from invoice_service.domain.numbering import DEFAULT_SERIES, check_series
 from invoice_service.domain.pricing import LineDraft
-from invoice_service.service_layer.handlers import CreateInvoice
+from invoice_service.service_layer.creation import CreateInvoice
 from invoice_service.service_layer.ports import ReceivedEvent
 from invoice_service.service_layer.queries import InvoiceDetails
+from invoice_service.service_layer.wire import DecimalString, QuantityValue
 
 Currency = Annotated[
     str, Field(min_length=3, max_length=3, examples=["EUR"]), AfterValidator(check_currency)

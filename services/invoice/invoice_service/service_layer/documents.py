@@ -27,8 +27,13 @@ from loguru import logger
 from billing_common.ports import KeyValueStore
 from invoice_service.domain.errors import InvoiceNotFound, PdfRenderBusy
 from invoice_service.domain.model import Invoice
-from invoice_service.service_layer.ports import DocumentStamp, InvoiceHtml, PdfRenderer
-from invoice_service.service_layer.unit_of_work import UnitOfWorkFactory
+from invoice_service.service_layer.dependencies import Dependencies
+from invoice_service.service_layer.ports import (
+    DocumentStamp,
+    InvoiceHtml,
+    PdfRenderer,
+    UnitOfWorkFactory,
+)
 
 PDF_CACHE_TTL_SECONDS = 7 * 24 * 3600
 
@@ -151,12 +156,13 @@ async def _stamp(tenant: str, invoice_id: str, uow: UnitOfWorkFactory) -> Docume
 async def invoice_html(
     tenant: str,
     invoice_id: str,
+    deps: Dependencies,
+    documents: DocumentServices,
     *,
-    uow: UnitOfWorkFactory,
-    html: InvoiceHtml,
     if_none_match: str | None = None,
 ) -> Document:
-    invoice = await _load(tenant, invoice_id, uow)
+    html = documents.html
+    invoice = await _load(tenant, invoice_id, deps.uow)
     stamp = DocumentStamp.of(invoice)
     etag = document_etag(stamp, html.version, "html")
     if etag_matches(if_none_match, etag):
@@ -167,27 +173,24 @@ async def invoice_html(
 async def invoice_pdf(
     tenant: str,
     invoice_id: str,
+    deps: Dependencies,
+    documents: DocumentServices,
     *,
-    uow: UnitOfWorkFactory,
-    html: InvoiceHtml,
-    renderer: PdfRenderer,
-    cache: KeyValueStore,
-    memory: PdfMemoryCache | None = None,
-    slots: TenantRenderSlots | None = None,
     if_none_match: str | None = None,
 ) -> Document:
+    uow, html, renderer = deps.uow, documents.html, documents.renderer
+    cache, memory, slots = documents.cache, documents.memory, documents.slots
     stamp = await _stamp(tenant, invoice_id, uow)
     etag = document_etag(stamp, html.version, "pdf")
     if etag_matches(if_none_match, etag):
         return Document(etag, None, stamp)
     key = pdf_cache_key(stamp)
-    if memory is not None and (pdf := memory.get(key, etag)) is not None:
+    if (pdf := memory.get(key, etag)) is not None:
         return Document(etag, pdf, stamp)
     cached = await cache.get(key)
     if cached is not None and isinstance(cached.value, dict) and cached.value.get("etag") == etag:
         pdf = base64.b64decode(cached.value["pdf"])
-        if memory is not None:
-            memory.put(key, etag, pdf)
+        memory.put(key, etag, pdf)
         return Document(etag, pdf, stamp)
 
     invoice = await _load(tenant, invoice_id, uow)
@@ -200,13 +203,9 @@ async def invoice_pdf(
 
     # Rendering blocks (in this process or waiting for a worker process): a worker thread
     # keeps the event loop serving.
-    if slots is None:
+    async with slots.hold(tenant):
         pdf = await asyncio.to_thread(render)
-    else:
-        async with slots.hold(tenant):
-            pdf = await asyncio.to_thread(render)
-    if memory is not None:
-        memory.put(key, etag, pdf)
+    memory.put(key, etag, pdf)
     try:
         # One entry per invoice, overwritten by each new version: the cache stays bounded.
         await cache.set(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
+from billing_common.events import CloudEvent
 from invoice_service.domain.model import (
     Customer,
     Invoice,
@@ -86,7 +88,7 @@ class PendingCreation:
 
 
 class PendingCreations(Protocol):
-    """Tenant-scoped record of creations in progress (see handlers.create_invoice)."""
+    """Tenant-scoped record of creations in progress (see creation.create_invoice)."""
 
     async def get(self, invoice_id: str, *, for_update: bool = False) -> PendingCreation | None: ...
 
@@ -196,3 +198,35 @@ class ReceivedEventLog(Protocol):
     async def add(self, event: ReceivedEvent) -> None: ...
 
     async def for_reference(self, reference: str) -> list[ReceivedEvent]: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction of one tenant: its repositories, the outbox (events emitted inside
+    commit atomically with the change) and the inbox (events claimed once per consumer).
+    Leaving it without `commit` rolls back."""
+
+    invoices: InvoiceRepository
+    numbers: NumberSeries
+    received: ReceivedEventLog
+    pending: PendingCreations
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def emit(self, event: CloudEvent, *, aggregate: str) -> None: ...
+
+    async def claim_event(self, consumer: str, event: CloudEvent) -> bool:
+        """False if `consumer` processed `event` before (then do nothing)."""
+        ...
+
+    async def commit(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[str], UnitOfWork]
+"""Builds a unit of work for one tenant."""

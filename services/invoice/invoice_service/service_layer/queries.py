@@ -11,8 +11,8 @@ from datetime import datetime
 from billing_common.wire import parse_aware_timestamp
 from invoice_service.domain.errors import InvoiceError, InvoiceNotFound
 from invoice_service.domain.model import Invoice, InvoiceSummary
+from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.ports import InvoiceQuery, ReceivedEvent
-from invoice_service.service_layer.unit_of_work import UnitOfWorkFactory
 
 MAX_PAGE_SIZE = 100
 
@@ -55,8 +55,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return created_at, invoice_id
 
 
-async def get_invoice(tenant: str, invoice_id: str, uow: UnitOfWorkFactory) -> InvoiceDetails:
-    async with uow(tenant) as unit:
+async def get_invoice(tenant: str, invoice_id: str, deps: Dependencies) -> InvoiceDetails:
+    async with deps.uow(tenant) as unit:
         invoice = await unit.invoices.get(invoice_id)
         if invoice is None:
             raise InvoiceNotFound(invoice_id)
@@ -64,12 +64,12 @@ async def get_invoice(tenant: str, invoice_id: str, uow: UnitOfWorkFactory) -> I
     return InvoiceDetails(invoice, received)
 
 
-async def list_invoices(tenant: str, query: InvoiceQuery, uow: UnitOfWorkFactory) -> InvoicePage:
+async def list_invoices(tenant: str, query: InvoiceQuery, deps: Dependencies) -> InvoicePage:
     if not 1 <= query.limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
     # One row more than asked tells whether another page exists.
     probe = replace(query, limit=query.limit + 1)
-    async with uow(tenant) as unit:
+    async with deps.uow(tenant) as unit:
         rows = await unit.invoices.list(probe)
     items = rows[: query.limit]
     more = len(rows) > query.limit

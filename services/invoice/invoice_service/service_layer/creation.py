@@ -1,44 +1,29 @@
-"""Use cases: create, finalize, void, mark uncollectible, and the payment and peer events.
+"""Creating an invoice: discount first, then tax on the discounted lines, then one write.
 
 Peers are called outside any transaction (no database connection is held while waiting on
 the network); the invoice, its history and its outbox events are written in one transaction
-at the end, so a failure anywhere before leaves nothing behind.
+at the end, so a failure anywhere before leaves nothing behind. A creation that redeemed a
+discount is recorded as pending until its invoice is stored; one that never stores it is
+given back (at once, or later by the sweeper: release_abandoned).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TypeVar
 
 from loguru import logger
-from pydantic import BaseModel, ValidationError
 
-from billing_common.event_schemas import (
-    DISCOUNT_APPLIED,
-    PAYMENT_RECEIVED,
-    TAX_CALCULATED,
-    DiscountApplied,
-    PaymentFailed,
-    PaymentReceived,
-    PaymentRefunded,
-    TaxCalculated,
-)
-from billing_common.events import CloudEvent
 from billing_common.outbox import is_unique_violation
-from billing_common.ports import PermanentEventError
 from invoice_service.domain.errors import (
     CouponNotApplicable,
     CreationAbandoned,
     IdempotencyConflict,
-    InvoiceError,
-    InvoiceNotFound,
 )
-from invoice_service.domain.model import Customer, Invoice, InvoiceStatus, PriceMode
-from invoice_service.domain.numbering import DEFAULT_SERIES, format_number
+from invoice_service.domain.model import Customer, Invoice, PriceMode
+from invoice_service.domain.numbering import DEFAULT_SERIES
 from invoice_service.domain.pricing import (
     DiscountResult,
     LineDraft,
@@ -49,35 +34,16 @@ from invoice_service.domain.pricing import (
     line_id,
 )
 from invoice_service.service_layer import events
+from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.ports import (
     AbandonedCreations,
-    DiscountPort,
     PendingCreation,
-    ReceivedEvent,
     TaxLineRequest,
-    TaxPort,
 )
-from invoice_service.service_layer.unit_of_work import InvoiceUnitOfWork, UnitOfWorkFactory
 
-CONSUMER = "invoice"
 # Invoice ids derive from (tenant, Idempotency-Key): a retried request sends the peers the
 # very same reference, so the discount service recognises its redemption as a replay.
 INVOICE_ID_NAMESPACE = uuid.UUID("6f1c3f56-8a7e-4c51-9a53-1c1e2b0e7a10")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Dependencies:
-    uow: UnitOfWorkFactory
-    tax: TaxPort
-    discounts: DiscountPort
-    clock: Callable[[], datetime] = field(default=utcnow)
-
-
-# ---- create -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,211 +306,3 @@ async def _tax_after_discount(
         lines=requests,
     )
     return shares, tax
-
-
-# ---- status changes ---------------------------------------------------------------------
-
-
-async def _locked(uow: InvoiceUnitOfWork, invoice_id: str) -> Invoice:
-    invoice = await uow.invoices.get(invoice_id, for_update=True)
-    if invoice is None:
-        raise InvoiceNotFound(invoice_id)
-    return invoice
-
-
-async def finalize_invoice(tenant: str, invoice_id: str, actor: str, deps: Dependencies) -> Invoice:
-    async with deps.uow(tenant) as uow:
-        invoice = await _locked(uow, invoice_id)
-        # Refuse before drawing a number; the number and the status change commit together.
-        invoice.check_can_finalize()
-        sequence = await uow.numbers.next_sequence(invoice.series)
-        invoice.finalize(
-            number=format_number(invoice.series, sequence),
-            sequence=sequence,
-            at=deps.clock(),
-            actor=actor,
-        )
-        await uow.invoices.save(invoice)
-        uow.emit(events.finalized(invoice), aggregate=events.aggregate(invoice))
-        if invoice.status is InvoiceStatus.PAID:
-            uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
-        _status_changed(uow, invoice, InvoiceStatus.DRAFT, "finalized")
-        await uow.commit()
-    return invoice
-
-
-async def void_invoice(
-    tenant: str, invoice_id: str, reason: str | None, actor: str, deps: Dependencies
-) -> Invoice:
-    async with deps.uow(tenant) as uow:
-        invoice = await _locked(uow, invoice_id)
-        previous = invoice.status
-        invoice.void(at=deps.clock(), reason=reason, actor=actor)
-        await uow.invoices.save(invoice)
-        uow.emit(events.voided(invoice, reason), aggregate=events.aggregate(invoice))
-        _status_changed(uow, invoice, previous, reason)
-        await uow.commit()
-    return invoice
-
-
-async def mark_uncollectible(
-    tenant: str, invoice_id: str, reason: str | None, actor: str, deps: Dependencies
-) -> Invoice:
-    async with deps.uow(tenant) as uow:
-        invoice = await _locked(uow, invoice_id)
-        previous = invoice.status
-        invoice.mark_uncollectible(at=deps.clock(), reason=reason, actor=actor)
-        await uow.invoices.save(invoice)
-        _status_changed(uow, invoice, previous, reason)
-        await uow.commit()
-    return invoice
-
-
-# ---- consumed events --------------------------------------------------------------------
-
-SchemaT = TypeVar("SchemaT", bound=BaseModel)
-
-
-def _tenant_of(event: CloudEvent) -> str:
-    if not event.tenant:
-        raise PermanentEventError(f"event {event.id} has no tenant")
-    return event.tenant
-
-
-def _data(event: CloudEvent, schema: type[SchemaT]) -> SchemaT:
-    try:
-        return event.data_as(schema)
-    except ValidationError as exc:
-        raise PermanentEventError(f"event {event.id} does not match {schema.__name__}") from exc
-
-
-def _event_time(event: CloudEvent) -> datetime:
-    return event.time if event.time.tzinfo else event.time.replace(tzinfo=UTC)
-
-
-async def _apply(
-    event: CloudEvent,
-    invoice_id: str,
-    deps: Dependencies,
-    change: Callable[[Invoice], bool],
-) -> None:
-    """Apply `change` to the invoice once per event id (inbox claim in the same transaction);
-    publish invoice.paid if `change` returns True. Events that can never apply are
-    dead-lettered (PermanentEventError), never retried forever."""
-    async with deps.uow(_tenant_of(event)) as uow:
-        if not await uow.claim_event(CONSUMER, event):
-            return
-        invoice = await uow.invoices.get(invoice_id, for_update=True)
-        if invoice is None:
-            raise PermanentEventError(f"{event.type} {event.id}: no invoice {invoice_id!r}")
-        previous = invoice.status
-        try:
-            became_paid = change(invoice)
-        except InvoiceError as exc:
-            raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
-        await uow.invoices.save(invoice)
-        if became_paid:
-            uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
-        _status_changed(uow, invoice, previous, event.type)
-        if event.type == PAYMENT_RECEIVED:
-            rejected = invoice.rejected_payment(_payment_id(event), event.id)
-            if rejected is not None:
-                uow.emit(
-                    events.payment_rejected(invoice, rejected),
-                    aggregate=events.aggregate(invoice),
-                )
-        await uow.commit()
-
-
-def _payment_id(event: CloudEvent) -> str:
-    return _data(event, PaymentReceived).payment_id
-
-
-def _status_changed(
-    uow: InvoiceUnitOfWork, invoice: Invoice, previous: InvoiceStatus, reason: str | None
-) -> None:
-    """Tell consumers about a status change (none if the status stayed the same)."""
-    if invoice.status is not previous:
-        uow.emit(
-            events.status_changed(invoice, previous, reason), aggregate=events.aggregate(invoice)
-        )
-
-
-async def on_payment_received(event: CloudEvent, deps: Dependencies) -> None:
-    data = _data(event, PaymentReceived)
-
-    def change(invoice: Invoice) -> bool:
-        return invoice.apply_payment(
-            payment_id=data.payment_id,
-            amount=data.amount,
-            currency=data.currency,
-            at=_event_time(event),
-            event_id=event.id,
-        )
-
-    await _apply(event, data.invoice_id, deps, change)
-
-
-async def on_payment_failed(event: CloudEvent, deps: Dependencies) -> None:
-    data = _data(event, PaymentFailed)
-
-    def change(invoice: Invoice) -> bool:
-        invoice.record_payment_failure(
-            payment_id=data.payment_id,
-            amount=data.amount,
-            currency=data.currency,
-            failure_code=data.failure_code,
-            failure_message=data.failure_message,
-            at=_event_time(event),
-            event_id=event.id,
-        )
-        return False
-
-    await _apply(event, data.invoice_id, deps, change)
-
-
-async def on_payment_refunded(event: CloudEvent, deps: Dependencies) -> None:
-    data = _data(event, PaymentRefunded)
-
-    def change(invoice: Invoice) -> bool:
-        invoice.apply_refund(
-            payment_id=data.payment_id,
-            refund_id=data.refund_id,
-            amount=data.amount,
-            currency=data.currency,
-            at=_event_time(event),
-            event_id=event.id,
-        )
-        return False
-
-    await _apply(event, data.invoice_id, deps, change)
-
-
-async def on_peer_event(event: CloudEvent, deps: Dependencies) -> None:
-    """Keep tax.calculated / discount.applied events in the received-events history, by
-    their reference (the invoice id when the calculation was made for an invoice)."""
-    reference = _peer_data(event).reference
-    async with deps.uow(_tenant_of(event)) as uow:
-        if not await uow.claim_event(CONSUMER, event):
-            return
-        await uow.received.add(
-            ReceivedEvent(
-                event_id=event.id,
-                event_type=event.type,
-                source=event.source,
-                reference=reference,
-                subject=event.subject,
-                occurred_at=_event_time(event),
-                received_at=deps.clock(),
-                data=event.data,
-            )
-        )
-        await uow.commit()
-
-
-def _peer_data(event: CloudEvent) -> TaxCalculated | DiscountApplied:
-    if event.type == TAX_CALCULATED:
-        return _data(event, TaxCalculated)
-    if event.type == DISCOUNT_APPLIED:
-        return _data(event, DiscountApplied)
-    raise PermanentEventError(f"the invoice service does not keep {event.type} events")

@@ -1,4 +1,7 @@
-"""Decimal amounts on the wire: decimal strings in, decimal strings out, never a float."""
+"""Decimal amounts on the wire: decimal strings in, decimal strings out, never a float.
+
+Both outer rings speak it: the API schemas (entrypoints) and the peer clients (adapters).
+It sits below them so that neither imports the other."""
 
 from __future__ import annotations
 

@@ -1,29 +1,28 @@
-"""The invoice service's unit of work: one transaction, one tenant, its repositories, and
-the outbox (events emitted inside commit atomically with the change)."""
+"""The SQL unit of work: one transaction, one tenant, the SQL repositories, and the kernel's
+outbox and inbox (billing_common.outbox.SqlUnitOfWork)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.outbox import OutboxRelay, SqlUnitOfWork
-from invoice_service.adapters.pending import SqlPendingCreations
-from invoice_service.adapters.repository import (
-    SqlInvoiceRepository,
-    SqlNumberSeries,
-    SqlReceivedEventLog,
-)
+from invoice_service.adapters.invoices_repository import SqlInvoiceRepository
+from invoice_service.adapters.number_series_repository import SqlNumberSeries
+from invoice_service.adapters.pending_creations_repository import SqlPendingCreations
+from invoice_service.adapters.received_events_repository import SqlReceivedEventLog
 from invoice_service.service_layer.ports import (
     InvoiceRepository,
     NumberSeries,
     PendingCreations,
     ReceivedEventLog,
+    UnitOfWorkFactory,
 )
 
 
-class InvoiceUnitOfWork(SqlUnitOfWork):
+class SqlInvoiceUnitOfWork(SqlUnitOfWork):
+    """Implements service_layer.ports.UnitOfWork."""
+
     invoices: InvoiceRepository
     numbers: NumberSeries
     received: ReceivedEventLog
@@ -45,14 +44,10 @@ class InvoiceUnitOfWork(SqlUnitOfWork):
         self.pending = SqlPendingCreations(self.session, self.tenant)
 
 
-UnitOfWorkFactory = Callable[[str], InvoiceUnitOfWork]
-"""Builds a unit of work for one tenant."""
-
-
 def uow_factory(
     sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay | None
 ) -> UnitOfWorkFactory:
-    def build(tenant: str) -> InvoiceUnitOfWork:
-        return InvoiceUnitOfWork(sessions, relay, tenant)
+    def build(tenant: str) -> SqlInvoiceUnitOfWork:
+        return SqlInvoiceUnitOfWork(sessions, relay, tenant)
 
     return build

@@ -1,16 +1,14 @@
-"""SQL repositories of the invoice service. Each is built for one tenant and every query
-filters by it: a caller can never read or change another tenant's rows."""
+"""The invoice repository in SQL: an invoice with its lines, taxes, discounts, payments and
+history. Built for one tenant; every query filters by it: a caller can never read or change
+another tenant's rows."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any, TypeVar
 
 from sqlalchemy import Table, and_, or_, update
 from sqlalchemy import select as core_select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -18,11 +16,9 @@ from invoice_service.adapters.orm import (
     InvoiceDiscountRow,
     InvoiceLineRow,
     InvoiceLineTaxRow,
-    InvoiceNumberSeriesRow,
     InvoicePaymentRow,
     InvoiceRow,
     InvoiceStatusHistoryRow,
-    ReceivedEventRow,
 )
 from invoice_service.domain.errors import ConcurrentModification
 from invoice_service.domain.model import (
@@ -43,7 +39,6 @@ from invoice_service.domain.model import (
 from invoice_service.service_layer.ports import (
     DocumentStamp,
     InvoiceQuery,
-    ReceivedEvent,
     StoredIdempotency,
 )
 
@@ -420,78 +415,3 @@ class SqlInvoiceRepository:
                     at=payment.at,
                 )
             )
-
-
-class SqlNumberSeries:
-    """Gapless numbers: one counter row per (tenant, series), taken with a single atomic
-    upsert (`INSERT … ON CONFLICT DO UPDATE SET last_number = last_number + 1 RETURNING`) in
-    the finalizing transaction. On PostgreSQL the upsert row-locks the counter until commit,
-    so concurrent finalizations queue and get consecutive numbers; a rollback undoes the
-    increment, so a failed finalization leaves no gap."""
-
-    def __init__(self, session: AsyncSession, tenant: str) -> None:
-        self._session = session
-        self._tenant = tenant
-
-    async def next_sequence(self, series: str) -> int:
-        dialect = self._session.bind.dialect.name  # type: ignore[union-attr]
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        table = InvoiceNumberSeriesRow.__table__  # type: ignore[attr-defined]
-        statement = (
-            insert(table)
-            .values(tenant_id=self._tenant, series=series, last_number=1)
-            .on_conflict_do_update(
-                index_elements=[table.c.tenant_id, table.c.series],
-                set_={"last_number": table.c.last_number + 1},
-            )
-            .returning(table.c.last_number)
-        )
-        result = await self._session.exec(statement)
-        return int(result.scalar_one())
-
-
-class SqlReceivedEventLog:
-    def __init__(self, session: AsyncSession, tenant: str) -> None:
-        self._session = session
-        self._tenant = tenant
-
-    async def add(self, event: ReceivedEvent) -> None:
-        self._session.add(
-            ReceivedEventRow(
-                event_id=event.event_id,
-                tenant_id=self._tenant,
-                event_type=event.event_type,
-                reference=event.reference,
-                subject=event.subject,
-                source=event.source,
-                occurred_at=event.occurred_at,
-                received_at=event.received_at,
-                data=json.dumps(event.data, sort_keys=True),
-            )
-        )
-        await self._session.flush()
-
-    async def for_reference(self, reference: str) -> list[ReceivedEvent]:
-        rows = (
-            await self._session.exec(
-                select(ReceivedEventRow)
-                .where(
-                    ReceivedEventRow.tenant_id == self._tenant,
-                    ReceivedEventRow.reference == reference,
-                )
-                .order_by(col(ReceivedEventRow.received_at), col(ReceivedEventRow.event_id))
-            )
-        ).all()
-        return [
-            ReceivedEvent(
-                event_id=row.event_id,
-                event_type=row.event_type,
-                source=row.source,
-                reference=row.reference,
-                subject=row.subject,
-                occurred_at=row.occurred_at,
-                received_at=row.received_at,
-                data=json.loads(row.data),
-            )
-            for row in rows
-        ]

@@ -1,0 +1,108 @@
+"""Payment events applied to invoices: received, failed, refunded (once per event id)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from billing_common.event_schemas import (
+    PAYMENT_RECEIVED,
+    PaymentFailed,
+    PaymentReceived,
+    PaymentRefunded,
+)
+from billing_common.events import CloudEvent
+from billing_common.ports import PermanentEventError
+from invoice_service.domain.errors import InvoiceError
+from invoice_service.domain.model import Invoice
+from invoice_service.service_layer import events
+from invoice_service.service_layer.dependencies import Dependencies
+from invoice_service.service_layer.inbox import CONSUMER, event_data, event_time, tenant_of
+from invoice_service.service_layer.status_changes import record_status_change
+
+
+async def _apply(
+    event: CloudEvent,
+    invoice_id: str,
+    deps: Dependencies,
+    change: Callable[[Invoice], bool],
+) -> None:
+    """Apply `change` to the invoice once per event id (inbox claim in the same transaction);
+    publish invoice.paid if `change` returns True. Events that can never apply are
+    dead-lettered (PermanentEventError), never retried forever."""
+    async with deps.uow(tenant_of(event)) as uow:
+        if not await uow.claim_event(CONSUMER, event):
+            return
+        invoice = await uow.invoices.get(invoice_id, for_update=True)
+        if invoice is None:
+            raise PermanentEventError(f"{event.type} {event.id}: no invoice {invoice_id!r}")
+        previous = invoice.status
+        try:
+            became_paid = change(invoice)
+        except InvoiceError as exc:
+            raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
+        await uow.invoices.save(invoice)
+        if became_paid:
+            uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
+        record_status_change(uow, invoice, previous, event.type)
+        if event.type == PAYMENT_RECEIVED:
+            rejected = invoice.rejected_payment(_payment_id(event), event.id)
+            if rejected is not None:
+                uow.emit(
+                    events.payment_rejected(invoice, rejected),
+                    aggregate=events.aggregate(invoice),
+                )
+        await uow.commit()
+
+
+def _payment_id(event: CloudEvent) -> str:
+    return event_data(event, PaymentReceived).payment_id
+
+
+async def on_payment_received(event: CloudEvent, deps: Dependencies) -> None:
+    data = event_data(event, PaymentReceived)
+
+    def change(invoice: Invoice) -> bool:
+        return invoice.apply_payment(
+            payment_id=data.payment_id,
+            amount=data.amount,
+            currency=data.currency,
+            at=event_time(event),
+            event_id=event.id,
+        )
+
+    await _apply(event, data.invoice_id, deps, change)
+
+
+async def on_payment_failed(event: CloudEvent, deps: Dependencies) -> None:
+    data = event_data(event, PaymentFailed)
+
+    def change(invoice: Invoice) -> bool:
+        invoice.record_payment_failure(
+            payment_id=data.payment_id,
+            amount=data.amount,
+            currency=data.currency,
+            failure_code=data.failure_code,
+            failure_message=data.failure_message,
+            at=event_time(event),
+            event_id=event.id,
+        )
+        return False
+
+    await _apply(event, data.invoice_id, deps, change)
+
+
+async def on_payment_refunded(event: CloudEvent, deps: Dependencies) -> None:
+    data = event_data(event, PaymentRefunded)
+
+    def change(invoice: Invoice) -> bool:
+        invoice.apply_refund(
+            payment_id=data.payment_id,
+            refund_id=data.refund_id,
+            amount=data.amount,
+            currency=data.currency,
+            at=event_time(event),
+            event_id=event.id,
+        )
+        return False
+
+    await _apply(event, data.invoice_id, deps, change)
