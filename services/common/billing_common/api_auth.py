@@ -1,8 +1,10 @@
-"""FastAPI side of auth: `Depends(requires("tax:calculate"))` gives the caller's Principal."""
+"""FastAPI side of auth: `Annotated[Principal, Depends(requires("tax:calculate"))]` gives the
+caller's Principal."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -13,7 +15,8 @@ _bearer = HTTPBearer(auto_error=False, description="JWT from `make token`")
 
 
 async def current_principal(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthError("send a bearer token: Authorization: Bearer <jwt>")
@@ -22,7 +25,7 @@ async def current_principal(
 
 
 def requires(scope: str) -> Callable[..., Awaitable[Principal]]:
-    async def dependency(principal: Principal = Depends(current_principal)) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         principal.require(scope)
         return principal
 

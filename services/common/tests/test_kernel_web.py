@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Annotated
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ router = APIRouter(route_class=StrictJsonRoute)
 
 @router.post("/things")
 async def create_thing(
-    body: Body, who: Principal = Depends(requires("tax:admin"))
+    body: Body, who: Annotated[Principal, Depends(requires("tax:admin"))]
 ) -> dict[str, str]:
     money = Money.of(body.amount, body.currency)
     if money.is_negative:
@@ -40,7 +41,7 @@ async def create_thing(
 
 
 @router.get("/peer")
-async def call_peer(who: Principal = Depends(requires("tax:read"))) -> None:
+async def call_peer(who: Annotated[Principal, Depends(requires("tax:read"))]) -> None:
     raise PeerUnavailable("tax", "connection refused")
 
 
