@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing_common.db import DatabaseUnavailable, create_engine, ping
-from billing_common.web import create_service_app
+from billing_common.web import StrictJsonRoute, create_service_app
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def _closed_port_url() -> str:
 
 
 def _app(engine: AsyncEngine, database_url: str | None = None) -> FastAPI:
-    router = APIRouter()
+    router = APIRouter(route_class=StrictJsonRoute)
 
     @router.get("/count")
     async def count() -> dict[str, int]:
