@@ -30,8 +30,8 @@ import pytest
 import pytest_asyncio
 
 from billing_common.auth import ALL_SCOPES, TokenService
+from billing_launcher.seed_flows import ORDER, eventually, key
 from tests.direct_platform import SERVICES, SIGNING_KEY, DirectPlatform
-from tests.flows import ORDER, eventually, key
 from tests.private_servers import PrivatePostgres, PrivateRabbitMq
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
