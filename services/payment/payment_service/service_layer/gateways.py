@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
+
+from loguru import logger
 
 from payment_service.domain.errors import UnknownGateway
-from payment_service.domain.gateway import PaymentGateway
+from payment_service.domain.gateway import GatewayUnavailable, PaymentGateway
+
+Result = TypeVar("Result")
+
+
+async def outcome_of(
+    gateway: PaymentGateway, call: Awaitable[Result]
+) -> Result | GatewayUnavailable:
+    """What a gateway call came to: its result, or GatewayUnavailable when the outcome is
+    unknown. An adapter that raises something else has a bug, and still leaves the outcome
+    unknown: the charge or refund may have happened, so it is never taken as a failure."""
+    try:
+        return await call
+    except GatewayUnavailable as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - see above
+        logger.opt(exception=exc).error("gateway {} raised unexpectedly", gateway.name)
+        return GatewayUnavailable("gateway_error", f"{type(exc).__name__}: {exc}")
 
 
 class GatewayRegistry:

@@ -39,6 +39,7 @@ from payment_service.domain.model import (
     plan_payment,
 )
 from payment_service.service_layer.dependencies import Dependencies
+from payment_service.service_layer.gateways import outcome_of
 from payment_service.service_layer.idempotency import (
     gateway_idempotency_key,
     normalised,
@@ -189,9 +190,9 @@ async def _resume_payment(tenant: str, payment_id: str, deps: Dependencies) -> P
 async def _charge(
     tenant: str, payment: Payment, gateway: PaymentGateway, deps: Dependencies
 ) -> Payment:
-    result: ChargeResult | GatewayUnavailable
-    try:
-        result = await gateway.charge(
+    result = await outcome_of(
+        gateway,
+        gateway.charge(
             amount=payment.amount,
             token=payment.payment_method,
             idempotency_key=gateway_idempotency_key("payment", payment.id),
@@ -200,12 +201,8 @@ async def _charge(
                 "payment_id": payment.id,
                 "invoice_id": payment.invoice_id,
             },
-        )
-    except GatewayUnavailable as exc:
-        result = exc
-    except Exception as exc:  # noqa: BLE001 - an adapter bug still leaves the outcome unknown
-        logger.opt(exception=exc).error("gateway {} raised unexpectedly", gateway.name)
-        result = GatewayUnavailable("gateway_error", f"{type(exc).__name__}: {exc}")
+        ),
+    )
     return await _apply_charge(tenant, payment.id, gateway.name, result, deps)
 
 

@@ -21,10 +21,10 @@ from payment_service.domain.gateway import (
     ChargeStatus,
     GatewayUnavailable,
     PaymentGateway,
-    RefundResult,
 )
 from payment_service.domain.model import Payment, Refund
 from payment_service.service_layer.dependencies import Dependencies
+from payment_service.service_layer.gateways import outcome_of
 from payment_service.service_layer.idempotency import (
     gateway_idempotency_key,
     normalised,
@@ -127,9 +127,9 @@ async def _refund_call(
     deps: Dependencies,
 ) -> Payment:
     assert payment.gateway_reference is not None
-    result: RefundResult | GatewayUnavailable
-    try:
-        result = await gateway.refund(
+    result = await outcome_of(
+        gateway,
+        gateway.refund(
             charge_reference=payment.gateway_reference,
             amount=pending.amount,
             idempotency_key=gateway_idempotency_key("refund", pending.id),
@@ -139,12 +139,8 @@ async def _refund_call(
                 "refund_id": pending.id,
                 "invoice_id": payment.invoice_id,
             },
-        )
-    except GatewayUnavailable as exc:
-        result = exc
-    except Exception as exc:  # noqa: BLE001 - an adapter bug still leaves the outcome unknown
-        logger.opt(exception=exc).error("gateway {} raised unexpectedly", gateway.name)
-        result = GatewayUnavailable("gateway_error", f"{type(exc).__name__}: {exc}")
+        ),
+    )
 
     async with deps.uow() as uow:
         repo = uow.payments(tenant)
