@@ -216,12 +216,15 @@ def install_problem_handlers(app: FastAPI, domain_errors: dict[type[Exception], 
         async def handler(request: Request, exc: Exception) -> JSONResponse:
             name = type(exc).__name__
             title = re.sub(r"(?<!^)(?=[A-Z])", " ", name).removesuffix(" Error").capitalize()
+            # A domain error may say when a retry can succeed (e.g. a busy renderer).
+            retry_after = getattr(exc, "retry_after_seconds", None)
             return problem_response(
                 request,
                 status,
                 title,
                 str(exc),
                 problem_type=_slug(name),
+                headers=None if retry_after is None else {"Retry-After": str(retry_after)},
                 extensions=getattr(exc, "problem_extensions", None),
             )
 

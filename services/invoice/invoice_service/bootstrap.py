@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -110,22 +109,6 @@ class PdfSettings(BaseSettings):
         return ProcessPoolRenderer(
             stylesheet, workers=self.workers, timeout_seconds=self.timeout_seconds
         )
-
-
-async def _on_pdf_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """A 503 that says when to come back: rendering is busy or timed out, or the renderer
-    is missing on this host."""
-    assert isinstance(exc, PdfUnavailable | PdfRenderTimeout | PdfRenderBusy)
-    slug = re.sub(r"(?<!^)(?=[A-Z])", "-", type(exc).__name__).lower()
-    return problem_response(
-        request,
-        503,
-        "PDF not available now",
-        str(exc),
-        problem_type=slug,
-        headers={"Retry-After": "2" if isinstance(exc, PdfRenderBusy) else "10"},
-        **exc.problem_extensions,
-    )
 
 
 class CreationSettings(BaseSettings):
@@ -236,8 +219,6 @@ def create_app(
         openapi_tags=[{"name": "invoices", "description": "create, read, change, render"}],
     )
     app.add_exception_handler(PeerRejected, _on_peer_rejected)
-    for pdf_error in (PdfUnavailable, PdfRenderTimeout, PdfRenderBusy):
-        app.add_exception_handler(pdf_error, _on_pdf_unavailable)
     if platform is not None:
         platform.apps[SERVICE] = app
     return app

@@ -97,11 +97,17 @@ class PdfUnavailable(InvoiceError):
     """PDF rendering is not possible on this machine (WeasyPrint's system libraries are
     missing): 503."""
 
+    retry_after_seconds = 10  # answered as Retry-After
+
 
 class PdfRenderTimeout(InvoiceError):
     """The PDF took longer than the render timeout; the render was stopped. Retrying later
     may succeed when the renderers are less busy."""
 
+    retry_after_seconds = 10
+
 
 class PdfRenderBusy(InvoiceError):
     """This tenant already has as many PDF renders running as it may have at once."""
+
+    retry_after_seconds = 2
