@@ -18,10 +18,12 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, Numeric, String, event, text
 from sqlalchemy.engine import Connection, Dialect, ExceptionContext
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing_common.uniqueness import unique_violation_from
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
@@ -98,6 +100,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         # in-process is what keeps concurrent requests correct (no lock-upgrade deadlocks).
         engine = create_async_engine(url, pool_size=1, max_overflow=0, connect_args={"timeout": 30})
         _sqlite_pragmas(engine)
+        _report_unique_violations(engine)
         return engine
     engine = create_async_engine(
         url,
@@ -108,7 +111,21 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
     _replace_closed_connections(engine)
     _report_outages(engine)
+    _report_unique_violations(engine)
     return engine
+
+
+def _report_unique_violations(engine: AsyncEngine) -> None:
+    """Raise `UniqueViolation` for a write that breaks a unique constraint, from a flush, a
+    commit or a Core statement alike: the kernel's one "already taken" signal, the same on
+    SQLite and PostgreSQL, so that no use case (or repository) catches a SQLAlchemy type.
+    Other integrity errors (not null, foreign key, check) stay `IntegrityError`: they are bugs."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> BaseException | None:
+        if not isinstance(context.sqlalchemy_exception, IntegrityError):
+            return None
+        return unique_violation_from(context.original_exception)
 
 
 def _report_outages(engine: AsyncEngine) -> None:

@@ -10,20 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
 from typing import Self
 
 from loguru import logger
 from sqlalchemy import DateTime, Table, Text, func, text, update
 from sqlalchemy import select as core_select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import Column, Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.events import CloudEvent
 from billing_common.ports import EventBus
+from billing_common.uniqueness import UniqueViolation
 
 
 def utcnow() -> datetime:
@@ -229,9 +231,11 @@ class OutboxRelay:
 
 
 class SqlUnitOfWork:
-    """One database transaction. Events emitted inside it land in the outbox atomically with
-    the change; the relay is woken after commit. Services subclass it to add repositories
-    (built in `_open`)."""
+    """One database transaction: the kernel's unit-of-work base. Events emitted inside it land
+    in the outbox atomically with the change, consumers claim events in the inbox in the same
+    transaction as their effect, and the relay is woken after commit. A flush or commit that
+    breaks a unique constraint raises `billing_common.uniqueness.UniqueViolation` (rolled
+    back). A service subclass only builds its repositories on `self.session` in `_open`."""
 
     session: AsyncSession
 
@@ -241,6 +245,13 @@ class SqlUnitOfWork:
         self._sessions = sessions
         self._relay = relay
         self._emitted = False
+
+    @classmethod
+    def factory(
+        cls, sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay | None
+    ) -> Callable[[], Self]:
+        """Units of work on `sessions`; with `relay`, it is woken after each commit."""
+        return partial(cls, sessions, relay)
 
     async def __aenter__(self) -> Self:
         self.session = self._sessions()
@@ -283,8 +294,8 @@ class SqlUnitOfWork:
         """Record `event` as processed by `consumer` in this transaction.
 
         Returns False if it was processed before: the caller then does nothing. If two
-        deliveries race, the primary key makes the second commit fail, and its redelivery
-        finds the record."""
+        deliveries race, the primary key makes the second commit raise UniqueViolation, and
+        its redelivery finds the record."""
         seen = await self.session.get(InboxRecord, (consumer, event.id))
         if seen is not None:
             return False
@@ -296,7 +307,14 @@ class SqlUnitOfWork:
         return True
 
     async def commit(self) -> None:
-        await self.session.commit()
+        try:
+            await self.session.commit()
+        except UniqueViolation:
+            # Lost a race on a unique key: the unit of work is usable again (a caller that
+            # answers with the winner's row reads it in a fresh transaction).
+            await self.session.rollback()
+            self._emitted = False
+            raise
         if self._emitted and self._relay is not None:
             self._relay.notify()
         self._emitted = False
@@ -305,5 +323,21 @@ class SqlUnitOfWork:
         await self.session.rollback()
 
 
-def is_unique_violation(exc: BaseException) -> bool:
-    return isinstance(exc, IntegrityError)
+class TenantUnitOfWork(SqlUnitOfWork):
+    """A unit of work for one tenant: its repositories are built for `self.tenant`."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        relay: OutboxRelay | None,
+        tenant: str,
+    ) -> None:
+        super().__init__(sessions, relay)
+        self.tenant = tenant
+
+    @classmethod
+    def per_tenant(
+        cls, sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay | None
+    ) -> Callable[[str], Self]:
+        """Units of work on `sessions` for any tenant; with `relay`, woken after each commit."""
+        return partial(cls, sessions, relay)

@@ -18,6 +18,7 @@ from billing_common.logs import printable
 from billing_common.money import MoneyError
 from billing_common.ports import PeerUnavailable
 from billing_common.tracing import current_trace_id
+from billing_common.uniqueness import UniqueViolation
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 # The members RFC 9457 defines; an extension never replaces one of them.
@@ -230,6 +231,7 @@ def install_problem_handlers(app: FastAPI, domain_errors: dict[type[Exception], 
 
         return handler
 
-    statuses: dict[type[Exception], int] = {MoneyError: 422, **domain_errors}
+    # A unique violation no use case answered is still a lost race, not a server fault.
+    statuses: dict[type[Exception], int] = {MoneyError: 422, UniqueViolation: 409, **domain_errors}
     for exc_class, status in statuses.items():
         app.add_exception_handler(exc_class, domain_handler(status))

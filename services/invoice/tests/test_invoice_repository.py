@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from billing_common.db import create_engine, session_factory
 from billing_common.outbox import OutboxMessage
+from billing_common.uniqueness import UniqueViolation
 from invoice_service.adapters.unit_of_work import uow_factory
 from invoice_service.domain.errors import ConcurrentModification, InvalidTransition
 from invoice_service.domain.model import (
@@ -226,7 +226,7 @@ async def test_tenants_never_see_each_other(uow: UnitOfWorkFactory) -> None:
 
 async def test_idempotency_key_is_unique_per_tenant(uow: UnitOfWorkFactory) -> None:
     await add(uow, make_invoice("inv-1"), key="k")
-    with pytest.raises(IntegrityError):
+    with pytest.raises(UniqueViolation):
         await add(uow, make_invoice("inv-2"), key="k")
     async with uow("acme") as unit:
         assert await unit.invoices.get("inv-2") is None

@@ -5,8 +5,9 @@ They keep the guarantees the use cases rely on from the SQL unit of work: nothin
 of work wrote is visible before `commit`, leaving without `commit` discards it, a loaded
 payment is a copy (changing it changes nothing until `save`), and a commit that would take
 a unique key someone else committed first (Idempotency-Key, webhook event, inbox record)
-raises ConcurrentWrite and stores nothing. `InMemoryDatabase.before_commit` lets a test run
-a rival request at the exact moment a commit happens, which is how the lost race is staged.
+raises the kernel's UniqueViolation and stores nothing. `InMemoryDatabase.before_commit` lets
+a test run a rival request at the exact moment a commit happens, which is how the lost race
+is staged.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from types import TracebackType
 from typing import Self
 
 from billing_common.events import CloudEvent
+from billing_common.uniqueness import UniqueViolation
 from payment_service.domain.model import PayableInvoice, Payment, PaymentStatus
 from payment_service.service_layer.ports import (
-    ConcurrentWrite,
     IdempotencyRecord,
     PaymentLocation,
 )
@@ -265,7 +266,7 @@ class FakeUnitOfWork:
             or changes.inbox & self._db.inbox
         )
         if taken:
-            raise ConcurrentWrite(f"unique key taken: {sorted(taken)[0]}")
+            raise UniqueViolation(constraint=str(sorted(taken)[0]))
         self._db.invoices.update(changes.invoices)
         self._db.payments.update(changes.payments)
         self._db.idempotency.update(changes.idempotency)

@@ -10,6 +10,7 @@ import pytest
 
 from billing_common.db import create_engine, session_factory
 from billing_common.money import Money
+from billing_common.uniqueness import UniqueViolation
 from payment_service.adapters.unit_of_work import SqlPaymentUnitOfWork
 from payment_service.domain.model import (
     InvoiceState,
@@ -18,7 +19,7 @@ from payment_service.domain.model import (
     PaymentStatus,
     RefundStatus,
 )
-from payment_service.service_layer.ports import ConcurrentWrite, IdempotencyRecord
+from payment_service.service_layer.ports import IdempotencyRecord
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 UowFactory = Callable[[], SqlPaymentUnitOfWork]
@@ -135,7 +136,7 @@ async def test_idempotency_key_is_unique_per_tenant(uow: UowFactory) -> None:
         await u.commit()
     async with uow() as u:
         u.payments("acme").add_idempotency_record(record)
-        with pytest.raises(ConcurrentWrite):
+        with pytest.raises(UniqueViolation):
             await u.commit()
     async with uow() as u:
         found = await u.payments("acme").idempotency_record("same-key")
@@ -212,7 +213,7 @@ async def test_webhook_lookups_and_event_ids(uow: UowFactory) -> None:
             received_at=NOW,
             location=None,
         )
-        with pytest.raises(ConcurrentWrite):
+        with pytest.raises(UniqueViolation):
             await u.commit()
 
 
@@ -223,5 +224,5 @@ async def test_one_gateway_reference_names_one_payment(uow: UowFactory) -> None:
     async with uow() as u:
         await u.payments("acme").add(first)
         await u.payments("globex").add(second)
-        with pytest.raises(ConcurrentWrite):
+        with pytest.raises(UniqueViolation):
             await u.commit()

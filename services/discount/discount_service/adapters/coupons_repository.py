@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy import Row, Table, and_, delete, or_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.money import Money
 from billing_common.outbox import utcnow
+from billing_common.uniqueness import UniqueViolation
 from discount_service.adapters.orm import CouponRow, CouponUsageRow
 from discount_service.domain.errors import DuplicateCouponCode
 from discount_service.domain.model import AmountOff, Benefit, Coupon, PercentOff, normalize_code
@@ -117,7 +117,7 @@ class SqlCouponRepository:
         self._session.add(row)
         try:
             await self._session.flush()
-        except IntegrityError as exc:
+        except UniqueViolation as exc:
             raise DuplicateCouponCode(coupon.code) from exc
         return _coupon_from_row(row)
 

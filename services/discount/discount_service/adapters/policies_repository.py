@@ -9,12 +9,12 @@ from typing import Any
 
 from sqlalchemy import Row, Table
 from sqlalchemy import select as core_select
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.money import Money, format_amount
 from billing_common.outbox import utcnow
+from billing_common.uniqueness import UniqueViolation
 from discount_service.adapters.orm import PolicyRow
 from discount_service.domain.model import (
     AmountOff,
@@ -161,7 +161,7 @@ class SqlPolicyRepository:
         self._session.add(row)
         try:
             await self._session.flush()
-        except IntegrityError as exc:
+        except UniqueViolation as exc:
             raise PolicyKeyTaken(policy.key) from exc
         return created
 

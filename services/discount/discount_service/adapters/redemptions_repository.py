@@ -6,11 +6,11 @@ import json
 from collections.abc import Sequence
 
 from sqlalchemy import and_, delete, or_
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.money import Money
+from billing_common.uniqueness import UniqueViolation
 from discount_service.adapters.orm import RedemptionLineRow, RedemptionRow
 from discount_service.domain.model import (
     AppliedDiscount,
@@ -53,7 +53,7 @@ class SqlRedemptionRepository:
         )
         try:
             await self._session.flush()
-        except IntegrityError as exc:
+        except UniqueViolation as exc:
             raise IdempotencyKeyTaken(redemption.idempotency_key) from exc
         for position, line in enumerate(result.applied):
             self._session.add(

@@ -1,12 +1,12 @@
-"""The discount service's SQL unit of work: one transaction, tenant-scoped repositories, and
-the outbox (events emitted inside it are committed atomically with the change)."""
+"""The discount service's SQL unit of work: the kernel's (one transaction, outbox, inbox,
+UniqueViolation) building this service's tenant-scoped repositories."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.outbox import OutboxRelay, SqlUnitOfWork
+from billing_common.outbox import OutboxRelay, TenantUnitOfWork
 from discount_service.adapters.coupons_repository import SqlCouponRepository
 from discount_service.adapters.policies_repository import SqlPolicyRepository
 from discount_service.adapters.redemptions_repository import SqlRedemptionRepository
@@ -20,20 +20,11 @@ from discount_service.service_layer.ports import (
 )
 
 
-class DiscountUnitOfWork(SqlUnitOfWork):
+class DiscountUnitOfWork(TenantUnitOfWork):
     coupons: CouponRepository
     policies: PolicyRepository
     settings: StackingSettingsRepository
     redemptions: RedemptionRepository
-
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        relay: OutboxRelay | None,
-        tenant: str,
-    ) -> None:
-        super().__init__(sessions, relay)
-        self.tenant = tenant
 
     def _open(self) -> None:
         self.coupons = SqlCouponRepository(self.session, self.tenant)
@@ -45,9 +36,4 @@ class DiscountUnitOfWork(SqlUnitOfWork):
 def uow_factory(
     sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay | None
 ) -> UnitOfWorkFactory:
-    """Units of work on `sessions` for any tenant; with `relay`, woken after each commit."""
-
-    def build(tenant: str) -> DiscountUnitOfWork:
-        return DiscountUnitOfWork(sessions, relay, tenant)
-
-    return build
+    return DiscountUnitOfWork.per_tenant(sessions, relay)

@@ -1,12 +1,12 @@
-"""The SQL unit of work: one transaction, one tenant, the SQL repositories, and the kernel's
-outbox and inbox (billing_common.outbox.SqlUnitOfWork)."""
+"""The invoice service's SQL unit of work: the kernel's (one transaction, outbox, inbox,
+UniqueViolation) building this service's tenant-scoped repositories."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.outbox import OutboxRelay, SqlUnitOfWork
+from billing_common.outbox import OutboxRelay, TenantUnitOfWork
 from invoice_service.adapters.invoices_repository import SqlInvoiceRepository
 from invoice_service.adapters.number_series_repository import SqlNumberSeries
 from invoice_service.adapters.pending_creations_repository import SqlPendingCreations
@@ -20,22 +20,13 @@ from invoice_service.service_layer.ports import (
 )
 
 
-class SqlInvoiceUnitOfWork(SqlUnitOfWork):
+class SqlInvoiceUnitOfWork(TenantUnitOfWork):
     """Implements service_layer.ports.UnitOfWork."""
 
     invoices: InvoiceRepository
     numbers: NumberSeries
     received: ReceivedEventLog
     pending: PendingCreations
-
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        relay: OutboxRelay | None,
-        tenant: str,
-    ) -> None:
-        super().__init__(sessions, relay)
-        self.tenant = tenant
 
     def _open(self) -> None:
         self.invoices = SqlInvoiceRepository(self.session, self.tenant)
@@ -47,7 +38,4 @@ class SqlInvoiceUnitOfWork(SqlUnitOfWork):
 def uow_factory(
     sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay | None
 ) -> UnitOfWorkFactory:
-    def build(tenant: str) -> SqlInvoiceUnitOfWork:
-        return SqlInvoiceUnitOfWork(sessions, relay, tenant)
-
-    return build
+    return SqlInvoiceUnitOfWork.per_tenant(sessions, relay)

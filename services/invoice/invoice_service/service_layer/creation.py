@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from loguru import logger
 
-from billing_common.outbox import is_unique_violation
+from billing_common.uniqueness import UniqueViolation
 from invoice_service.domain.errors import (
     CouponNotApplicable,
     CreationAbandoned,
@@ -157,10 +157,8 @@ async def _store(
                 raise CreationAbandoned(cmd.idempotency_key)
             uow.emit(events.created(invoice), aggregate=events.aggregate(invoice))
             await uow.commit()
-    except Exception as exc:
+    except UniqueViolation:
         # A concurrent request with the same key won the insert: answer as its replay.
-        if not is_unique_violation(exc):
-            raise
         async with deps.uow(cmd.tenant) as uow:
             stored = await uow.invoices.find_by_idempotency_key(cmd.idempotency_key)
         if stored is None:

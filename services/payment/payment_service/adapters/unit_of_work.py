@@ -1,17 +1,16 @@
-"""The payment service's SQL unit of work: one transaction, its repositories, outbox and inbox."""
+"""The payment service's SQL unit of work: the kernel's (one transaction, outbox, inbox,
+UniqueViolation) building this service's repositories; payments are per tenant."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.outbox import OutboxRelay, SqlUnitOfWork
 from payment_service.adapters.payments_repository import SqlPaymentRepository
 from payment_service.adapters.webhooks_repository import SqlWebhookRepository
-from payment_service.service_layer.ports import ConcurrentWrite
 
 
 class SqlPaymentUnitOfWork(SqlUnitOfWork):
@@ -28,18 +27,8 @@ class SqlPaymentUnitOfWork(SqlUnitOfWork):
             repository = self._repositories[tenant] = SqlPaymentRepository(self.session, tenant)
         return repository
 
-    async def commit(self) -> None:
-        try:
-            await super().commit()
-        except IntegrityError as exc:
-            await self.session.rollback()
-            raise ConcurrentWrite(str(exc.orig)) from exc
-
 
 def uow_factory(
     sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay | None
 ) -> Callable[[], SqlPaymentUnitOfWork]:
-    def build() -> SqlPaymentUnitOfWork:
-        return SqlPaymentUnitOfWork(sessions, relay)
-
-    return build
+    return SqlPaymentUnitOfWork.factory(sessions, relay)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
+from billing_common.consumers import EventUseCase, subscribe_use_cases
 from billing_common.event_schemas import (
     INVOICE_CREATED,
     INVOICE_FINALIZED,
@@ -11,14 +10,11 @@ from billing_common.event_schemas import (
     INVOICE_STATUS_CHANGED,
     INVOICE_VOIDED,
 )
-from billing_common.events import CloudEvent
 from billing_common.runtime import ServiceContext
 from payment_service.service_layer import invoice_events
 from payment_service.service_layer.dependencies import Dependencies
 
-Handler = Callable[[CloudEvent, Dependencies], Awaitable[None]]
-
-SUBSCRIPTIONS: dict[str, Handler] = {
+SUBSCRIPTIONS: dict[str, EventUseCase[Dependencies]] = {
     INVOICE_CREATED: invoice_events.on_invoice_created,
     INVOICE_FINALIZED: invoice_events.on_invoice_finalized,
     INVOICE_VOIDED: invoice_events.on_invoice_voided,
@@ -28,13 +24,4 @@ SUBSCRIPTIONS: dict[str, Handler] = {
 
 
 def subscribe_all(ctx: ServiceContext, deps: Dependencies) -> None:
-    for event_type, handler in SUBSCRIPTIONS.items():
-        ctx.subscribe(event_type, _bound(handler, deps))
-
-
-def _bound(handler: Handler, deps: Dependencies) -> Callable[[CloudEvent], Awaitable[None]]:
-    async def handle(event: CloudEvent) -> None:
-        await handler(event, deps)
-
-    handle.__name__ = handler.__name__
-    return handle
+    subscribe_use_cases(ctx, SUBSCRIPTIONS, deps)

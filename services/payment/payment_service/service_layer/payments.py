@@ -23,6 +23,7 @@ from billing_common.event_schemas import (
 )
 from billing_common.events import new_event
 from billing_common.ports import PeerUnavailable
+from billing_common.uniqueness import UniqueViolation
 from payment_service.domain.errors import InvalidStatusTransition, PaymentNotFound
 from payment_service.domain.gateway import (
     ChargeResult,
@@ -126,7 +127,7 @@ async def pay(
             try:
                 await uow.commit()
                 created = payment
-            except ConcurrentWrite:
+            except UniqueViolation:
                 logger.info("payment key {} lost a race; replaying", idempotency_key)
     if created is not None:
         return PaymentResult(await _charge(tenant, created, gateway, deps), created=True)
@@ -168,7 +169,7 @@ async def _learn_if_unseen(tenant: str, invoice_id: str, deps: Dependencies) -> 
         await repo.save_invoice(invoice)
         try:
             await uow.commit()
-        except ConcurrentWrite:
+        except UniqueViolation:
             # The finalized event created the row meanwhile: it says the same.
             logger.info("invoice {} was recorded concurrently", invoice_id)
 

@@ -17,8 +17,8 @@ from payment_service.domain.model import InvoiceSnapshot, PayableInvoice, Paymen
 
 
 class ConcurrentWrite(Exception):
-    """The commit lost a race on a unique key (idempotency key, webhook event id, inbox):
-    someone else did the same thing first. The transaction was rolled back."""
+    """A request lost a race on a unique key (the commit raised the kernel's
+    UniqueViolation) and the winner's result cannot be found either: send it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,7 @@ class PaymentRepository(Protocol):
     async def idempotency_record(self, key: str) -> IdempotencyRecord | None: ...
 
     def add_idempotency_record(self, record: IdempotencyRecord) -> None:
-        """Stored at commit; a second record for the key makes the commit ConcurrentWrite."""
+        """Stored at commit; a second record for the key makes the commit raise UniqueViolation."""
 
 
 class WebhookRepository(Protocol):
@@ -99,7 +99,7 @@ class WebhookRepository(Protocol):
         received_at: datetime,
         location: PaymentLocation | None,
     ) -> None:
-        """Stored at commit; the event recorded twice makes the commit ConcurrentWrite."""
+        """Stored at commit; the event recorded twice makes the commit raise UniqueViolation."""
 
     async def payment_by_reference(
         self, gateway: str, reference: str
@@ -143,7 +143,8 @@ class PaymentUnitOfWork(Protocol):
         """Record the event as processed by `consumer`; False if it was processed before."""
 
     async def commit(self) -> None:
-        """Raise ConcurrentWrite when a unique key was taken meanwhile (rolled back then)."""
+        """Raise billing_common.uniqueness.UniqueViolation when a unique key was taken
+        meanwhile (rolled back then)."""
 
 
 UnitOfWorkFactory = Callable[[], PaymentUnitOfWork]

@@ -12,6 +12,7 @@ from loguru import logger
 from billing_common.event_schemas import PAYMENT_REFUNDED, PaymentRefunded
 from billing_common.events import new_event
 from billing_common.money import Money
+from billing_common.uniqueness import UniqueViolation
 from payment_service.domain.errors import (
     InvalidStatusTransition,
     PaymentNotFound,
@@ -86,7 +87,7 @@ async def refund(
             try:
                 await uow.commit()
                 created = (payment, requested, gateway)
-            except ConcurrentWrite:
+            except UniqueViolation:
                 logger.info("refund key {} lost a race; replaying", idempotency_key)
     if created is not None:
         stored, requested, gateway = created

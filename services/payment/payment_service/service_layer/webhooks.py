@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from billing_common.uniqueness import UniqueViolation
 from payment_service.domain.errors import PaymentNotFound
 from payment_service.domain.gateway import WebhookKind, WebhookNotification
 from payment_service.domain.model import Payment
 from payment_service.service_layer.dependencies import Dependencies
 from payment_service.service_layer.payments import settle
 from payment_service.service_layer.ports import (
-    ConcurrentWrite,
     PaymentLocation,
     PaymentUnitOfWork,
 )
@@ -59,7 +59,7 @@ async def handle_webhook(
         )
         try:
             await uow.commit()
-        except ConcurrentWrite:
+        except UniqueViolation:
             return WebhookOutcome(duplicate=True, effect="none")
     return WebhookOutcome(
         duplicate=False, effect=effect, payment_id=payment.id if payment else None

@@ -11,10 +11,10 @@ from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing_common.uniqueness import UniqueViolation
 from tax_service.adapters.orm import TaxRuleRow, TaxRulesVersionRow
 from tax_service.adapters.rule_cache import RuleCache
 from tax_service.domain.errors import DuplicateRuleKey
@@ -168,7 +168,7 @@ class SqlRuleRepository:
     async def _flush(self, key: str | None) -> None:
         try:
             await self._session.flush()
-        except IntegrityError as exc:
+        except UniqueViolation as exc:
             # The only unique constraint besides the primary key (a fresh uuid) is the key.
             raise DuplicateRuleKey(key or "") from exc
 

@@ -1,12 +1,14 @@
-"""The tax service's SQL unit of work: one transaction, tenant-scoped repositories, and the
-outbox (events emitted inside it are committed atomically with the change)."""
+"""The tax service's SQL unit of work: the kernel's (one transaction, outbox, inbox,
+UniqueViolation) building this service's tenant-scoped repositories."""
 
 from __future__ import annotations
+
+from functools import partial
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.outbox import OutboxRelay, SqlUnitOfWork
+from billing_common.outbox import OutboxRelay, TenantUnitOfWork
 from tax_service.adapters.calculations_repository import SqlCalculationRepository
 from tax_service.adapters.rule_cache import RuleCache
 from tax_service.adapters.rules_repository import SqlRuleRepository
@@ -17,7 +19,7 @@ from tax_service.service_layer.ports import (
 )
 
 
-class SqlTaxUnitOfWork(SqlUnitOfWork):
+class SqlTaxUnitOfWork(TenantUnitOfWork):
     rules: RuleRepository
     calculations: CalculationRepository
 
@@ -28,9 +30,8 @@ class SqlTaxUnitOfWork(SqlUnitOfWork):
         tenant: str,
         rule_cache: RuleCache | None = None,
     ) -> None:
-        super().__init__(sessions, relay)
-        self.tenant = tenant
-        self._rule_cache = rule_cache
+        super().__init__(sessions, relay, tenant)
+        self._rule_cache = rule_cache  # this process's, shared by its units of work
 
     def _open(self) -> None:
         self.rules = SqlRuleRepository(self.session, self.tenant, self._rule_cache)
@@ -42,9 +43,5 @@ def uow_factory(
     relay: OutboxRelay | None,
     rule_cache: RuleCache | None = None,
 ) -> UnitOfWorkFactory:
-    """Units of work per tenant, sharing this process's rule cache (None: no cache)."""
-
-    def build(tenant: str) -> SqlTaxUnitOfWork:
-        return SqlTaxUnitOfWork(sessions, relay, tenant, rule_cache)
-
-    return build
+    """Units of work per tenant, sharing `rule_cache` (None: no cache)."""
+    return partial(SqlTaxUnitOfWork, sessions, relay, rule_cache=rule_cache)

@@ -1,0 +1,199 @@
+"""The kernel's unit of work: lifecycle, outbox, inbox, and the one unique-violation signal
+(`UniqueViolation`, never a SQLAlchemy type), on SQLite and PostgreSQL."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Column, MetaData, String, Table, UniqueConstraint, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
+
+from billing_common.db import create_engine, session_factory
+from billing_common.event_schemas import INVOICE_CREATED, InvoiceCreated
+from billing_common.events import CloudEvent, new_event
+from billing_common.outbox import (
+    InboxRecord,
+    OutboxMessage,
+    SqlUnitOfWork,
+    TenantUnitOfWork,
+    utcnow,
+)
+from billing_common.uniqueness import UniqueViolation, unique_violation_from
+
+metadata = MetaData()
+things = Table(
+    "things",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(32), nullable=False),
+    Column("code", String(32), nullable=False),
+    UniqueConstraint("tenant_id", "code", name="uq_things_code"),
+)
+
+
+class ThingRepository:
+    """A repository as the services write them: tenant-scoped, on the unit of work's session."""
+
+    def __init__(self, uow: SqlUnitOfWork, tenant: str) -> None:
+        self._session = uow.session
+        self._tenant = tenant
+
+    async def add(self, thing_id: str, code: str) -> None:
+        await self._session.execute(
+            insert(things).values(id=thing_id, tenant_id=self._tenant, code=code)
+        )
+
+    async def count(self) -> int:
+        result = await self._session.execute(
+            select(func.count()).select_from(things).where(things.c.tenant_id == self._tenant)
+        )
+        return int(result.scalar_one())
+
+
+class ThingUnitOfWork(TenantUnitOfWork):
+    things: ThingRepository
+
+    def _open(self) -> None:
+        self.things = ThingRepository(self, self.tenant)
+
+
+def _event(invoice_id: str) -> CloudEvent:
+    return new_event(
+        source="/billing/test",
+        event_type=INVOICE_CREATED,
+        subject=invoice_id,
+        tenant="acme",
+        data=InvoiceCreated(
+            invoice_id=invoice_id,
+            customer_id="c",
+            currency="EUR",
+            total=Decimal("1.00"),
+            amount_due=Decimal("1.00"),
+            status="draft",
+        ),
+    )
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+        await conn.run_sync(
+            SQLModel.metadata.create_all,
+            tables=[OutboxMessage.__table__, InboxRecord.__table__],  # type: ignore[list-item]
+        )
+    yield engine
+    await engine.dispose()
+
+
+def _is_postgres(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+async def test_per_tenant_builds_repositories_for_the_tenant(engine: AsyncEngine) -> None:
+    uow = ThingUnitOfWork.per_tenant(session_factory(engine), None)
+    async with uow("acme") as unit:
+        assert unit.tenant == "acme"
+        await unit.things.add("t1", "A")
+        await unit.things.add("t2", "B")
+        await unit.commit()
+    async with uow("acme") as unit:
+        await unit.things.add("t3", "C")  # not committed: gone when the unit of work ends
+    async with uow("acme") as unit:
+        assert await unit.things.count() == 2
+    async with uow("globex") as unit:
+        assert await unit.things.count() == 0
+
+
+async def test_a_duplicate_from_a_statement_is_a_unique_violation_naming_the_constraint(
+    engine: AsyncEngine,
+) -> None:
+    uow = ThingUnitOfWork.per_tenant(session_factory(engine), None)
+    async with uow("acme") as unit:
+        await unit.things.add("t1", "SAME")
+        await unit.commit()
+    async with uow("acme") as unit:
+        with pytest.raises(UniqueViolation) as caught:
+            await unit.things.add("t2", "SAME")
+    violation = caught.value
+    assert not isinstance(violation, IntegrityError)
+    assert violation.__cause__ is not None  # the driver's error, for the logs
+    assert (violation.table, violation.columns) == ("things", ("tenant_id", "code"))
+    assert violation.constraint == ("uq_things_code" if _is_postgres(engine) else None)
+
+
+async def test_a_duplicate_at_commit_rolls_back_with_its_events(engine: AsyncEngine) -> None:
+    sessions = session_factory(engine)
+    record = {"consumer": "c", "event_id": "e1", "event_type": "t"}
+    async with SqlUnitOfWork(sessions) as unit:
+        unit.session.add(InboxRecord(**record, processed_at=utcnow()))
+        await unit.commit()
+    async with SqlUnitOfWork(sessions) as unit:
+        unit.emit(_event("inv-1"), aggregate="invoice:inv-1")
+        unit.session.add(InboxRecord(**record, processed_at=utcnow()))
+        with pytest.raises(UniqueViolation) as caught:
+            await unit.commit()
+        # Rolled back, and usable again: a caller can read the winner in the same block.
+        outbox = await unit.session.execute(select(func.count()).select_from(OutboxMessage))
+        assert outbox.scalar_one() == 0  # the event went with the change
+    assert caught.value.table == "inbox"
+    assert set(caught.value.columns) == {"consumer", "event_id"}
+
+
+async def test_a_duplicate_at_flush_is_a_unique_violation(engine: AsyncEngine) -> None:
+    sessions = session_factory(engine)
+    record = {"consumer": "c", "event_id": "e1", "event_type": "t"}
+    async with SqlUnitOfWork(sessions) as unit:
+        unit.session.add(InboxRecord(**record, processed_at=utcnow()))
+        await unit.commit()
+    async with SqlUnitOfWork(sessions) as unit:
+        unit.session.add(InboxRecord(**record, processed_at=utcnow()))
+        with pytest.raises(UniqueViolation):
+            await unit.session.flush()
+
+
+async def test_other_integrity_errors_are_not_unique_violations(engine: AsyncEngine) -> None:
+    async with ThingUnitOfWork(session_factory(engine), None, "acme") as unit:
+        with pytest.raises(IntegrityError) as caught:
+            await unit.session.execute(insert(things).values(id="t1", tenant_id="acme"))
+    assert unique_violation_from(caught.value) is None
+
+
+async def test_two_deliveries_racing_to_claim_an_event_one_loses_with_unique_violation(
+    engine: AsyncEngine,
+) -> None:
+    sessions = session_factory(engine)
+    event = _event("inv-1")
+    both_claimed = asyncio.Barrier(2)
+    outcomes: list[str] = []
+
+    async def deliver() -> None:
+        async with SqlUnitOfWork(sessions) as unit:
+            assert await unit.claim_event("payment", event)
+            await both_claimed.wait()  # each saw no record: a real race
+            try:
+                await unit.commit()
+                outcomes.append("won")
+            except UniqueViolation:
+                outcomes.append("lost")
+
+    if not _is_postgres(engine):
+        # SQLite has one connection per engine: the second delivery only reads after the
+        # first committed, so it never races; it sees the record instead.
+        async with SqlUnitOfWork(sessions) as unit:
+            assert await unit.claim_event("payment", event)
+            await unit.commit()
+        async with SqlUnitOfWork(sessions) as unit:
+            assert not await unit.claim_event("payment", event)
+        return
+    await asyncio.gather(deliver(), deliver())
+    assert sorted(outcomes) == ["lost", "won"]
+
+
+def test_errors_that_report_no_unique_violation_translate_to_none() -> None:
+    assert unique_violation_from(ValueError("UNIQUE constraint failed: x.y")) is None
+    assert unique_violation_from(RuntimeError("boom")) is None
