@@ -3,17 +3,17 @@
 
 import asyncio
 from collections.abc import AsyncIterator
-from decimal import Decimal
 
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, UniqueConstraint, func, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.db import create_engine, session_factory
-from billing_common.event_schemas import INVOICE_CREATED, InvoiceCreated
-from billing_common.events import CloudEvent, new_event
+from billing_common.event_schemas import INVOICE_CREATED
+from billing_common.events import CloudEvent
 from billing_common.outbox import (
     InboxRecord,
     OutboxMessage,
@@ -60,21 +60,16 @@ class ThingUnitOfWork(TenantUnitOfWork):
         self.things = ThingRepository(self, self.tenant)
 
 
-def _event(invoice_id: str) -> CloudEvent:
-    return new_event(
-        source="/billing/test",
-        event_type=INVOICE_CREATED,
-        subject=invoice_id,
-        tenant="acme",
-        data=InvoiceCreated(
-            invoice_id=invoice_id,
-            customer_id="c",
-            currency="EUR",
-            total=Decimal("1.00"),
-            amount_due=Decimal("1.00"),
-            status="draft",
-        ),
-    )
+def _inbox_record() -> InboxRecord:
+    return InboxRecord(consumer="c", event_id="e1", event_type="t", processed_at=utcnow())
+
+
+async def _with_inbox_record(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    sessions = session_factory(engine)
+    async with SqlUnitOfWork(sessions) as unit:
+        unit.session.add(_inbox_record())
+        await unit.commit()
+    return sessions
 
 
 @pytest.fixture
@@ -127,14 +122,11 @@ async def test_a_duplicate_from_a_statement_is_a_unique_violation_naming_the_con
 
 
 async def test_a_duplicate_at_commit_rolls_back_with_its_events(engine: AsyncEngine) -> None:
-    sessions = session_factory(engine)
-    record = {"consumer": "c", "event_id": "e1", "event_type": "t"}
+    sessions = await _with_inbox_record(engine)
+    event = CloudEvent(source="/billing/test", type=INVOICE_CREATED, subject="i")
     async with SqlUnitOfWork(sessions) as unit:
-        unit.session.add(InboxRecord(**record, processed_at=utcnow()))
-        await unit.commit()
-    async with SqlUnitOfWork(sessions) as unit:
-        unit.emit(_event("inv-1"), aggregate="invoice:inv-1")
-        unit.session.add(InboxRecord(**record, processed_at=utcnow()))
+        unit.emit(event, aggregate="invoice:i")
+        unit.session.add(_inbox_record())
         with pytest.raises(UniqueViolation) as caught:
             await unit.commit()
         # Rolled back, and usable again: a caller can read the winner in the same block.
@@ -145,13 +137,8 @@ async def test_a_duplicate_at_commit_rolls_back_with_its_events(engine: AsyncEng
 
 
 async def test_a_duplicate_at_flush_is_a_unique_violation(engine: AsyncEngine) -> None:
-    sessions = session_factory(engine)
-    record = {"consumer": "c", "event_id": "e1", "event_type": "t"}
-    async with SqlUnitOfWork(sessions) as unit:
-        unit.session.add(InboxRecord(**record, processed_at=utcnow()))
-        await unit.commit()
-    async with SqlUnitOfWork(sessions) as unit:
-        unit.session.add(InboxRecord(**record, processed_at=utcnow()))
+    async with SqlUnitOfWork(await _with_inbox_record(engine)) as unit:
+        unit.session.add(_inbox_record())
         with pytest.raises(UniqueViolation):
             await unit.session.flush()
 
@@ -167,7 +154,7 @@ async def test_two_deliveries_racing_to_claim_an_event_one_loses_with_unique_vio
     engine: AsyncEngine,
 ) -> None:
     sessions = session_factory(engine)
-    event = _event("inv-1")
+    event = CloudEvent(id="e1", source="/billing/test", type=INVOICE_CREATED)
     both_claimed = asyncio.Barrier(2)
     outcomes: list[str] = []
 
