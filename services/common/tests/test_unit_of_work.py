@@ -5,10 +5,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, UniqueConstraint, func, insert, select
+from sqlalchemy import Column, MetaData, String, Table, UniqueConstraint, func, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.db import create_engine, session_factory
@@ -42,15 +42,15 @@ class ThingRepository:
         self._tenant = tenant
 
     async def add(self, thing_id: str, code: str) -> None:
-        await self._session.execute(
+        await self._session.exec(
             insert(things).values(id=thing_id, tenant_id=self._tenant, code=code)
         )
 
     async def count(self) -> int:
-        result = await self._session.execute(
+        result = await self._session.exec(
             select(func.count()).select_from(things).where(things.c.tenant_id == self._tenant)
         )
-        return int(result.scalar_one())
+        return int(result.one())
 
 
 class ThingUnitOfWork(TenantUnitOfWork):
@@ -130,8 +130,8 @@ async def test_a_duplicate_at_commit_rolls_back_with_its_events(engine: AsyncEng
         with pytest.raises(UniqueViolation) as caught:
             await unit.commit()
         # Rolled back, and usable again: a caller can read the winner in the same block.
-        outbox = await unit.session.execute(select(func.count()).select_from(OutboxMessage))
-        assert outbox.scalar_one() == 0  # the event went with the change
+        outbox = await unit.session.exec(select(func.count()).select_from(OutboxMessage))
+        assert outbox.one() == 0  # the event went with the change
     assert caught.value.table == "inbox"
     assert set(caught.value.columns) == {"consumer", "event_id"}
 
@@ -146,7 +146,7 @@ async def test_a_duplicate_at_flush_is_a_unique_violation(engine: AsyncEngine) -
 async def test_other_integrity_errors_are_not_unique_violations(engine: AsyncEngine) -> None:
     async with ThingUnitOfWork(session_factory(engine), None, "acme") as unit:
         with pytest.raises(IntegrityError) as caught:
-            await unit.session.execute(insert(things).values(id="t1", tenant_id="acme"))
+            await unit.session.exec(insert(things).values(id="t1", tenant_id="acme"))
     assert unique_violation_from(caught.value) is None
 
 
