@@ -56,7 +56,7 @@ include-name = [
   "GET /v1/discounts/coupons",
   "GET /v1/invoices",
 ]
-# invoices answer a foreign cursor with 422, tax and discount with 400
+# a foreign cursor is 400 (`invalid-cursor`), in every service
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "422"]
 
 [[operations]]

@@ -1,7 +1,8 @@
 """CloudEvents 1.0 envelope and the registry of billing event types.
 
 Every event type has exactly one data schema (see `event_schemas`). Producers build envelopes
-with `new_event`; consumers get the envelope back with its data validated against the schema.
+with `new_event`; consumers read the data with `CloudEvent.parse(schema)`, validated against
+the schema registered for the event's type.
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from billing_common.tracing import current_traceparent
 
 SPEC_VERSION = "1.0"
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+class PermanentEventError(Exception):
+    """Raised by a handler for an event that can never succeed (bad schema, unknown
+    reference). The bus dead-letters it at once instead of retrying."""
 
 
 class CloudEvent(BaseModel):
@@ -54,6 +60,22 @@ class CloudEvent(BaseModel):
 
     def data_as(self, schema: builtins.type[SchemaT]) -> SchemaT:
         return schema.model_validate(self.data)
+
+    def parse(self, schema: builtins.type[SchemaT]) -> SchemaT:
+        """The event's data as `schema`, which must be the schema registered for its type
+        (a consumer reading an event as another type's data is a bug: TypeError). Data that
+        does not match the schema can never be applied, however often it is redelivered:
+        PermanentEventError, which the bus dead-letters."""
+        registered = schema_for(self.type)
+        if registered is not schema:
+            raise TypeError(f"{self.type} carries {registered.__name__}, not {schema.__name__}")
+        try:
+            return schema.model_validate(self.data)
+        except ValidationError as exc:
+            raise PermanentEventError(
+                f"{self.type} {self.id} does not match {schema.__name__}: "
+                f"{exc.error_count()} error(s)"
+            ) from exc
 
 
 _SCHEMAS: dict[str, type[BaseModel]] = {}

@@ -11,16 +11,15 @@ only a route knows (a 404 for its resource, a 409 for its conflicts) the route d
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
-from fastapi import FastAPI
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
-from pydantic_core import core_schema
+from fastapi import FastAPI, Header
 
-from billing_common.money import format_amount, to_decimal
+from billing_common.idempotency import (
+    IDEMPOTENCY_KEY,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    idempotency_key_pattern,
+)
 from billing_common.problems import PROBLEM_CONTENT_TYPE
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -53,7 +52,6 @@ _BODY = {
 _NOT_FOUND = "no such resource for this tenant"
 _VALIDATION = "the request does not match the schema, or breaks a business rule "
 _UNAVAILABLE = "a database or peer service is unavailable; retry later (`Retry-After`)"
-IDEMPOTENCY_KEY = "Idempotency-Key"
 
 
 def problem(description: str) -> dict[str, Any]:
@@ -138,52 +136,18 @@ def _require(parameter: dict[str, Any]) -> None:
     parameter["schema"] = schema
 
 
-# --- decimal strings --------------------------------------------------------------------
-# The pattern a client reads in the schema is the one the service checks: a decimal string
-# outside it is refused (422) before any arithmetic, and one inside it is well formed. ASCII
-# digits only, no sign, no exponent, no spaces.
-
-AMOUNT_PATTERN = r"^[0-9]{1,13}(\.[0-9]{1,12})?$"
-
-
-def fraction_pattern(places: int, *, zero: bool) -> str:
-    """A fraction 0..1 (or 0 < f <= 1 without `zero`) with at most `places` decimals."""
-    # Up to the last non-zero digit at most `places` decimals, then only (a few) zeros.
-    nonzero = rf"0\.[0-9]{{0,{places - 1}}}[1-9]0{{0,{places}}}"
-    one = rf"1(\.0{{1,{places}}})?"
-    if zero:
-        return rf"^(0(\.[0-9]{{1,{places}}})?|{one})$"
-    return rf"^({nonzero}|{one})$"
-
-
-@dataclass(frozen=True, slots=True)
-class DecimalText:
-    """`Annotated[Decimal, DecimalText(pattern, example)]`: a Decimal read from (and written
-    as) a JSON string matching `pattern`, which the schema publishes."""
-
-    pattern: str
-    example: str
-
-    def parse(self, value: Any) -> Decimal:
-        if isinstance(value, Decimal):
-            return to_decimal(value)
-        if not isinstance(value, str):
-            raise ValueError('amounts and rates are decimal strings such as "12.50", never numbers')
-        if not re.fullmatch(self.pattern, value):
-            raise ValueError(f"{value!r} does not match {self.pattern}")
-        return to_decimal(value)
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            self.parse,
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                format_amount, return_schema=core_schema.str_schema()
-            ),
-        )
-
-    def __get_pydantic_json_schema__(
-        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
-    ) -> dict[str, Any]:
-        return {"type": "string", "pattern": self.pattern, "examples": [self.example]}
+def idempotency_key_header(
+    description: str, *, max_length: int = MAX_IDEMPOTENCY_KEY_LENGTH
+) -> Any:
+    """The Idempotency-Key header parameter, `Annotated[str | None, idempotency_key_header(...)]`,
+    publishing the kernel's rule. Optional to FastAPI so that the route answers a missing key
+    with its own 400 problem (billing_common.idempotency.check_idempotency_key) after the body
+    is validated; `complete` declares it required."""
+    return Header(
+        alias=IDEMPOTENCY_KEY,
+        description=description,
+        json_schema_extra={
+            "pattern": idempotency_key_pattern(max_length),
+            "maxLength": max_length,
+        },
+    )

@@ -11,15 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from billing_common.events import CloudEvent
+from billing_common.events import PermanentEventError as PermanentEventError
 
 EventHandler = Callable[[CloudEvent], Awaitable[None]]
 """Handles one event. Returning means done (ack); raising means redeliver later.
 Handlers must be idempotent: delivery is at least once."""
-
-
-class PermanentEventError(Exception):
-    """Raised by a handler for an event that can never succeed (bad schema, unknown
-    reference). The bus dead-letters it at once instead of retrying."""
 
 
 @runtime_checkable

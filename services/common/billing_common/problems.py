@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from billing_common.auth import AuthError, ScopeError
+from billing_common.errors import DomainError, slug, title_of
 from billing_common.logs import printable
 from billing_common.money import MoneyError
 from billing_common.ports import PeerUnavailable
@@ -23,10 +23,6 @@ from billing_common.uniqueness import UniqueViolation
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 # The members RFC 9457 defines; an extension never replaces one of them.
 RFC_9457_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower().removesuffix("-error")
 
 
 class Problem(Exception):
@@ -46,7 +42,7 @@ class Problem(Exception):
         self.status = status
         self.title = title
         self.detail = detail
-        self.problem_type = problem_type or _slug(title.replace(" ", ""))
+        self.problem_type = problem_type or slug(title.replace(" ", ""))
         self.extensions = extensions
 
 
@@ -110,9 +106,13 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-def install_problem_handlers(app: FastAPI, domain_errors: dict[type[Exception], int]) -> None:
-    """Map framework errors and the service's own domain exceptions to problem responses.
-    `domain_errors` maps an exception class to its HTTP status; its class name names the type."""
+def install_problem_handlers(
+    app: FastAPI, domain_errors: Mapping[type[Exception], int] | None = None
+) -> None:
+    """Map framework errors and domain exceptions to problem responses. Every DomainError
+    (billing_common.errors) answers with its own status, type and title; `domain_errors`
+    maps other exception classes (or overrides a DomainError's status) to an HTTP status,
+    the class name naming the type."""
 
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Problem)
@@ -213,25 +213,37 @@ def install_problem_handlers(app: FastAPI, domain_errors: dict[type[Exception], 
     app.add_exception_handler(PeerUnavailable, on_peer)
     app.add_exception_handler(Exception, on_unhandled)
 
-    def domain_handler(status: int) -> Any:
+    def domain_handler(status: int | None) -> Any:
+        """A DomainError says its own status, type and title; another exception class of the
+        map (or a class listed with another status) answers with the map's status under a
+        type named after the class."""
+
         async def handler(request: Request, exc: Exception) -> JSONResponse:
             name = type(exc).__name__
-            title = re.sub(r"(?<!^)(?=[A-Z])", " ", name).removesuffix(" Error").capitalize()
+            if isinstance(exc, DomainError):
+                answer, title, problem_type = exc.status, exc.problem_title(), exc.type_slug()
+            else:
+                answer, title, problem_type = 422, title_of(name), slug(name)
             # A domain error may say when a retry can succeed (e.g. a busy renderer).
             retry_after = getattr(exc, "retry_after_seconds", None)
             return problem_response(
                 request,
-                status,
+                status or answer,
                 title,
                 str(exc),
-                problem_type=_slug(name),
+                problem_type=problem_type,
                 headers=None if retry_after is None else {"Retry-After": str(retry_after)},
                 extensions=getattr(exc, "problem_extensions", None),
             )
 
         return handler
 
+    app.add_exception_handler(DomainError, domain_handler(None))
     # A unique violation no use case answered is still a lost race, not a server fault.
-    statuses: dict[type[Exception], int] = {MoneyError: 422, UniqueViolation: 409, **domain_errors}
+    statuses: dict[type[Exception], int] = {
+        MoneyError: 422,
+        UniqueViolation: 409,
+        **(domain_errors or {}),
+    }
     for exc_class, status in statuses.items():
         app.add_exception_handler(exc_class, domain_handler(status))

@@ -457,11 +457,32 @@ async def test_huge_body_is_413(api) -> None:
     problem(response, 413, "payload-too-large")
 
 
-async def test_bad_cursor_is_400(api) -> None:
-    response = await api.client.get(
-        "/v1/discounts/redemptions?cursor=not-a-cursor", headers=api.headers()
-    )
+@pytest.mark.parametrize("path", ["/v1/discounts/redemptions", "/v1/discounts/coupons"])
+async def test_bad_cursor_is_400(api, path: str) -> None:
+    response = await api.client.get(f"{path}?cursor=not-a-cursor", headers=api.headers())
     problem(response, 400, "invalid-cursor")
+
+
+async def test_coupons_page_by_their_opaque_cursor(api) -> None:
+    codes = ["A1", "B2", "C3"]
+    for code in codes:
+        created = await api.client.post(
+            "/v1/discounts/coupons", json={**WELCOME, "code": code}, headers=api.headers()
+        )
+        assert created.status_code == 201, created.text
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (
+            await api.client.get("/v1/discounts/coupons", params=params, headers=api.headers())
+        ).json()
+        seen += [item["code"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert cursor not in codes  # opaque, as every cursor
+    assert seen == codes
 
 
 async def test_history_pages_newest_first(api) -> None:

@@ -55,7 +55,6 @@ from invoice_service.service_layer.creation import release_abandoned
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
 from invoice_service.service_layer.ports import PdfRenderer
-from invoice_service.service_layer.queries import InvalidCursor
 
 SERVICE = "invoice"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -67,7 +66,6 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     ConcurrentModification: 409,
     CreationAbandoned: 409,
     InvalidInvoice: 422,
-    InvalidCursor: 422,
     CouponNotApplicable: 422,
     PeerRejected: 422,
     PeerContractViolation: 502,

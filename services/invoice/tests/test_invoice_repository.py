@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
+from billing_common.cursors import decode_timestamp_and_id
 from billing_common.db import create_engine, session_factory
 from billing_common.outbox import OutboxMessage
 from billing_common.uniqueness import UniqueViolation
@@ -252,7 +253,7 @@ async def test_list_filters_and_cursor_pagination(uow: UnitOfWorkFactory) -> Non
     while True:
         page = await queries.list_invoices(
             "acme",
-            InvoiceQuery(limit=3, after=queries.decode_cursor(cursor) if cursor else None),
+            InvoiceQuery(limit=3, after=decode_timestamp_and_id(cursor) if cursor else None),
             deps(uow),
         )
         seen += [s.id for s in page.items]

@@ -5,7 +5,10 @@ the race of two requests with one key, each staged exactly rather than hoped for
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,6 +17,7 @@ import pytest
 
 from billing_common.event_schemas import INVOICE_FINALIZED, InvoiceFinalized
 from billing_common.events import new_event
+from billing_common.idempotency import request_fingerprint
 from billing_common.money import Money
 from payment_service.adapters.sandbox import SandboxGateway
 from payment_service.domain.errors import IdempotencyKeyReused
@@ -151,6 +155,29 @@ async def test_the_same_amount_written_otherwise_is_a_replay(setup: Setup) -> No
     first = await setup.pay("key-1", amount="40.0")
     again = await setup.pay("key-1", amount="40.00")
     assert not again.created and again.payment.id == first.payment.id
+
+
+async def test_a_key_stored_before_the_kernel_fingerprint_still_replays(setup: Setup) -> None:
+    """Records written before payment used billing_common.idempotency hold the fingerprint
+    of JSON with spaces: a request retried across the upgrade is a replay, not a 409."""
+    await setup.open_invoice()
+    first = await setup.pay("key-1", amount="40.00")
+    (slot, record), *_ = setup.db.idempotency.items()
+    canonical = {
+        "operation": "payment",
+        "invoice_id": "inv-1",
+        "payment_method": "tok_visa",
+        "gateway": "sandbox",
+        "amount": "40",
+        "currency": None,
+    }
+    earlier = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+    assert record.request_hash == request_fingerprint(canonical) != earlier
+    setup.db.idempotency[slot] = replace(record, request_hash=earlier)
+    again = await setup.pay("key-1", amount="40.0")
+    assert not again.created and again.payment.id == first.payment.id
+    with pytest.raises(IdempotencyKeyReused):
+        await setup.pay("key-1", amount="40.01")
 
 
 async def test_a_replayed_unknown_outcome_retries_with_the_same_gateway_key(

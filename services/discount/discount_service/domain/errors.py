@@ -1,20 +1,14 @@
-"""Domain exceptions. The composition root maps each class to an HTTP status; the class name
-becomes the problem type (`CouponNotApplicable` -> `/problems/coupon-not-applicable`), and
-`problem_extensions` adds machine-readable members to the problem document."""
+"""Domain exceptions. Each says its HTTP status; the class name becomes the problem type
+(`CouponNotApplicable` -> `/problems/coupon-not-applicable`), and keyword arguments add
+machine-readable members to the problem document (billing_common.errors)."""
 
 from __future__ import annotations
 
-from typing import Any
+from billing_common.errors import DomainError
 
 
-class DiscountError(Exception):
-    """Base of every discount-domain error."""
-
-    problem_extensions: dict[str, Any]
-
-    def __init__(self, message: str, **extensions: Any) -> None:
-        super().__init__(message)
-        self.problem_extensions = extensions
+class DiscountError(DomainError):
+    """Base of every discount-domain error (422 unless it says otherwise)."""
 
 
 class InvalidDiscount(DiscountError):
@@ -37,26 +31,30 @@ class InvalidAmount(DiscountError):
     """An amount to discount that is negative or finer than the currency's minor unit (422)."""
 
 
-class InvalidCursor(DiscountError):
-    """A page cursor this service did not hand out (400)."""
-
-
 class CouponNotFound(DiscountError):
+    status = 404
+
     def __init__(self, code: str) -> None:
         super().__init__(f"no coupon with code {code!r}", code=code)
 
 
 class PolicyNotFound(DiscountError):
+    status = 404
+
     def __init__(self, key: str) -> None:
         super().__init__(f"no discount policy with key {key!r}", key=key)
 
 
 class RedemptionNotFound(DiscountError):
+    status = 404
+
     def __init__(self, redemption_id: str) -> None:
         super().__init__(f"no redemption with id {redemption_id!r}", id=redemption_id)
 
 
 class DuplicateCouponCode(DiscountError):
+    status = 409
+
     def __init__(self, code: str) -> None:
         super().__init__(
             f"a coupon with code {code!r} already exists (codes are case-insensitive)", code=code
@@ -74,6 +72,8 @@ class CouponNotApplicable(DiscountError):
 class IdempotencyKeyReused(DiscountError):
     """The Idempotency-Key was used before with a different request (409)."""
 
+    status = 409
+
     def __init__(self, key: str) -> None:
         super().__init__(
             "this Idempotency-Key was already used with a different request; "
@@ -84,3 +84,5 @@ class IdempotencyKeyReused(DiscountError):
 
 class ConcurrentUpdate(DiscountError):
     """Two writers raced on the same record and this one lost; retrying is safe (409)."""
+
+    status = 409

@@ -10,8 +10,6 @@ Conventions:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +17,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Final
 
+from billing_common.idempotency import request_fingerprint
 from billing_common.money import Money, check_currency, format_amount, quantum
 from discount_service.domain.errors import (
     InvalidAmount,
@@ -429,8 +428,7 @@ class DiscountRequest:
             "coupon_codes": list(self.coupon_keys),
             "reference": self.reference,
         }
-        encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(encoded).hexdigest()
+        return request_fingerprint(canonical)
 
 
 @dataclass(frozen=True, slots=True)

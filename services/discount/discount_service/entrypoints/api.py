@@ -3,12 +3,13 @@ the tenant comes from the token, never from the request."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
-from billing_common.problems import Problem
+from billing_common.cursors import decode_key, decode_timestamp_and_id, encode_cursor
+from billing_common.idempotency import check_idempotency_key
+from billing_common.openapi import idempotency_key_header
 from billing_common.web import StrictJsonRoute, model_response
 from discount_service.entrypoints.deps import Admin, Deps, Quoter, Reader, Redeemer
 from discount_service.entrypoints.redemption_schemas import (
@@ -33,9 +34,6 @@ from discount_service.service_layer import coupons, policies, quotes, redemption
 from discount_service.service_layer.ports import CouponQuery, RedemptionQuery
 
 router = APIRouter(prefix="/v1/discounts", route_class=StrictJsonRoute)
-
-# Printable ASCII without spaces at the ends: what the Idempotency-Key draft allows in practice.
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$")
 
 CodePath = Annotated[str, Path(min_length=1, max_length=64)]
 KeyPath = Annotated[str, Path(min_length=1, max_length=253)]
@@ -66,8 +64,9 @@ async def list_coupons(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> CouponPage:
-    page = await coupons.list_coupons(principal.tenant, CouponQuery(limit, after=cursor), deps)
-    next_cursor = page[-1].key if len(page) == limit else None
+    after = decode_key(cursor) if cursor else None
+    page = await coupons.list_coupons(principal.tenant, CouponQuery(limit, after=after), deps)
+    next_cursor = encode_cursor(page[-1].key) if len(page) == limit else None
     return CouponPage(items=[CouponOut.of(c) for c in page], next_cursor=next_cursor)
 
 
@@ -211,28 +210,12 @@ async def create_redemption(
     principal: Redeemer,
     deps: Deps,
     idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Required: a redemption is applied once per key",
-            json_schema_extra={"pattern": _IDEMPOTENCY_KEY.pattern, "maxLength": 255},
-        ),
+        str | None, idempotency_key_header("Required: a redemption is applied once per key")
     ] = None,
 ) -> RedemptionOut:
-    if idempotency_key is None:
-        raise Problem(
-            400,
-            "Idempotency key required",
-            "send an Idempotency-Key header: a redemption is applied once per key",
-            problem_type="idempotency-key-required",
-        )
-    if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise Problem(
-            400,
-            "Invalid idempotency key",
-            "the Idempotency-Key must be 1-255 printable ASCII characters",
-            problem_type="invalid-idempotency-key",
-        )
+    idempotency_key = check_idempotency_key(
+        idempotency_key, why="a redemption is applied once per key"
+    )
     outcome = await redemptions.redeem(principal.tenant, body.to_domain(), idempotency_key, deps)
     if outcome.replayed:
         response.status_code = status.HTTP_200_OK
@@ -253,11 +236,11 @@ async def list_redemptions(
     cursor: Cursor = None,
     customer_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> RedemptionPage:
-    before = redemptions.decode_cursor(cursor) if cursor else None
+    before = decode_timestamp_and_id(cursor) if cursor else None
     query = RedemptionQuery(limit, before=before, customer_id=customer_id)
     items = await redemptions.list_redemptions(principal.tenant, query, deps)
     last = items[-1] if len(items) == limit else None
-    next_cursor = redemptions.encode_cursor((last.created_at, last.id)) if last else None
+    next_cursor = encode_cursor(last.created_at, last.id) if last else None
     return RedemptionPage(
         items=[RedemptionOut.of_redemption(r) for r in items], next_cursor=next_cursor
     )

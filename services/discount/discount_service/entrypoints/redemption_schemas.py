@@ -9,8 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing_common.money import Money
+from billing_common.wire import Currency, DecimalString
 from discount_service.domain.model import DiscountRequest, DiscountResult, Redemption
-from discount_service.entrypoints.schemas import Currency, DecimalString, InputModel
+from discount_service.entrypoints.schemas import InputModel
 
 
 class CustomerIO(InputModel):

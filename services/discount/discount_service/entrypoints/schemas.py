@@ -1,35 +1,27 @@
 """Request and response schemas of the discount API (coupons, policies, stacking settings,
-and the wire types all share), and their mapping to the domain. Quotes and redemptions:
-redemption_schemas.py.
+and the models all share), and their mapping to the domain. Quotes and redemptions:
+redemption_schemas.py; decimal, currency and date-time types: billing_common.wire.
 
 Amounts are decimal strings both ways: a JSON number is refused before it can pass through
 a float. Percent discounts are fractions (`"rate": "0.10"` is 10 %)."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    PlainValidator,
-    StrictBool,
-    StrictInt,
-    WithJsonSchema,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+
+from billing_common.money import Money
+from billing_common.wire import (
+    Currency,
+    DateTimeText,
+    DecimalString,
+    DecimalText,
+    fraction_pattern,
 )
-
-from billing_common.money import Money, check_currency, format_amount, to_decimal
-from billing_common.openapi import AMOUNT_PATTERN, DecimalText, fraction_pattern
-from billing_common.wire import AwareTimestamp
 from discount_service.domain.model import (
     MAX_RATE_DECIMALS,
     AmountOff,
@@ -44,49 +36,11 @@ from discount_service.domain.model import (
     UserTypeRule,
 )
 
-_DECIMAL_TEXT = re.compile(AMOUNT_PATTERN)
-
-
-def _parse_decimal(value: Any) -> Decimal:
-    if isinstance(value, Decimal):
-        return to_decimal(value)
-    if not isinstance(value, str):
-        raise ValueError('amounts are decimal strings such as "12.50", never JSON numbers')
-    text = value
-    if not _DECIMAL_TEXT.fullmatch(text):
-        raise ValueError(f"{value!r} is not a decimal number")
-    return to_decimal(text)
-
-
-DecimalString = Annotated[
-    Decimal,
-    PlainValidator(_parse_decimal),
-    PlainSerializer(format_amount, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["200.00"]}),
-]
 # Fractions 0 < f <= 1: a percent discount's rate ("0.10" is 10 %) and the stacking cap.
 PercentRate = Annotated[
     Decimal, DecimalText(fraction_pattern(MAX_RATE_DECIMALS, zero=False), "0.10")
 ]
 CapFraction = Annotated[Decimal, DecimalText(fraction_pattern(12, zero=False), "0.50")]
-Currency = Annotated[
-    str,
-    Field(min_length=3, max_length=3, examples=["EUR"]),
-    AfterValidator(check_currency),
-]
-_ISO_DATE_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
-
-
-def _date_time_text(value: Any) -> Any:
-    # The schema says an RFC 3339 string; pydantic alone would also read 0.5 as seconds.
-    if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str) or not _ISO_DATE_TIME.match(value):
-        raise ValueError("a date-time string with an offset, such as 2026-01-01T00:00:00Z")
-    return value
-
-
-DateTimeText = Annotated[AwareTimestamp, BeforeValidator(_date_time_text)]
 PriorityInt = Annotated[StrictInt, Field(ge=-10_000, le=10_000)]
 LimitInt = Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
 

@@ -1,13 +1,10 @@
 """Redemptions: applying a request's discounts exactly once per idempotency key, giving a
-redemption back (compensation), and the redemption history with its cursor."""
+redemption back (compensation), and the redemption history."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from billing_common.event_schemas import (
     DISCOUNT_APPLIED,
@@ -17,12 +14,10 @@ from billing_common.event_schemas import (
     DiscountReleased,
 )
 from billing_common.events import new_event
-from billing_common.wire import parse_aware_timestamp
 from discount_service.domain.errors import (
     ConcurrentUpdate,
     CouponNotApplicable,
     IdempotencyKeyReused,
-    InvalidCursor,
     RedemptionNotFound,
 )
 from discount_service.domain.model import (
@@ -34,7 +29,6 @@ from discount_service.domain.model import (
 from discount_service.service_layer.dependencies import Dependencies
 from discount_service.service_layer.ports import (
     IdempotencyKeyTaken,
-    RedemptionPosition,
     RedemptionQuery,
 )
 from discount_service.service_layer.quotes import evaluate_in
@@ -192,20 +186,3 @@ async def list_redemptions(
 ) -> list[Redemption]:
     async with deps.uow(tenant) as uow:
         return await uow.redemptions.page(query)
-
-
-def encode_cursor(position: RedemptionPosition) -> str:
-    """Opaque to clients: base64url of the last item's created_at and id."""
-    created_at, redemption_id = position
-    raw = f"{created_at.astimezone(UTC).isoformat()}|{redemption_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> RedemptionPosition:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, redemption_id = raw.split("|", 1)
-        when: datetime = parse_aware_timestamp(moment)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidCursor("the cursor is not one this service handed out") from exc
-    return when, redemption_id

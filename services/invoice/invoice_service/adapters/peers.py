@@ -16,11 +16,11 @@ from billing_common.auth import TokenService
 from billing_common.money import format_amount
 from billing_common.ports import InvocationResponse, ServiceInvoker
 from billing_common.service_tokens import ServiceTokenCache
+from billing_common.wire import DecimalString
 from invoice_service.domain.errors import PeerContractViolation, PeerRejected
 from invoice_service.domain.model import AppliedDiscount, Customer, PriceMode, TaxComponent
 from invoice_service.domain.pricing import DiscountResult, TaxLineResult, TaxResult
 from invoice_service.service_layer.ports import TaxLineRequest
-from invoice_service.service_layer.wire import DecimalString
 
 SERVICE_SUBJECT = "svc:invoice"
 SERVICE_TOKEN_TTL_SECONDS = 300

@@ -1,28 +1,29 @@
-"""Domain exceptions. The composition root maps each class to an HTTP status; the class name
-becomes the problem type (InvalidTransition -> /problems/invalid-transition)."""
+"""Domain exceptions. Each says its HTTP status; the class name becomes the problem type
+(InvalidTransition -> /problems/invalid-transition), keyword arguments extension members
+(billing_common.errors)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from billing_common.errors import DomainError
 
-class InvoiceError(Exception):
+
+class InvoiceError(DomainError):
     """Base class of every invoice rule violation."""
-
-    problem_extensions: dict[str, Any]
-
-    def __init__(self, message: str, **extensions: Any) -> None:
-        super().__init__(message)
-        self.problem_extensions = extensions
 
 
 class InvoiceNotFound(InvoiceError):
+    status = 404
+
     def __init__(self, invoice_id: str) -> None:
         super().__init__(f"no invoice {invoice_id!r}", invoice_id=invoice_id)
 
 
 class InvalidTransition(InvoiceError):
     """The requested status change is not allowed from the invoice's current status."""
+
+    status = 409
 
     def __init__(self, current: str, target: str, why: str | None = None) -> None:
         message = f"an invoice in status {current!r} cannot become {target!r}"
@@ -34,9 +35,13 @@ class InvalidTransition(InvoiceError):
 class InvalidInvoice(InvoiceError):
     """The invoice request breaks a domain rule that a schema cannot express."""
 
+    status = 422
+
 
 class IdempotencyConflict(InvoiceError):
     """The Idempotency-Key was used before with a different request body."""
+
+    status = 409
 
     def __init__(self, key: str) -> None:
         super().__init__(
@@ -48,6 +53,8 @@ class IdempotencyConflict(InvoiceError):
 class ConcurrentModification(InvoiceError):
     """Another transaction changed the invoice between read and write; retry the request."""
 
+    status = 409
+
     def __init__(self, invoice_id: str) -> None:
         super().__init__(
             f"invoice {invoice_id!r} was changed concurrently; retry", invoice_id=invoice_id
@@ -57,6 +64,8 @@ class ConcurrentModification(InvoiceError):
 class CreationAbandoned(InvoiceError):
     """An earlier attempt with this Idempotency-Key was abandoned and its discount given back
     while this one ran: nothing was stored; send the request again (409)."""
+
+    status = 409
 
     def __init__(self, key: str) -> None:
         super().__init__(
@@ -69,6 +78,8 @@ class CreationAbandoned(InvoiceError):
 class PeerRejected(InvoiceError):
     """A peer service refused the request for a reason the client can act on (unknown
     jurisdiction, coupon not applicable): passed on as 422 with the peer's detail."""
+
+    status = 422
 
     def __init__(
         self, peer: str, peer_status: int, problem_type: str | None, detail: str, **extra: Any
@@ -84,6 +95,8 @@ class PeerRejected(InvoiceError):
 class CouponNotApplicable(InvoiceError):
     """A coupon the client asked for cannot apply; the invoice is not created without it."""
 
+    status = 422
+
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(f"coupon {code!r} cannot be applied: {reason}", code=code, reason=reason)
 
@@ -92,11 +105,14 @@ class PeerContractViolation(InvoiceError):
     """A peer answered something the contract does not allow (bad shape, totals that do not
     add up). Our side cannot proceed safely: 502."""
 
+    status = 502
+
 
 class PdfUnavailable(InvoiceError):
     """PDF rendering is not possible on this machine (WeasyPrint's system libraries are
     missing): 503."""
 
+    status = 503
     retry_after_seconds = 10  # answered as Retry-After
 
 
@@ -104,10 +120,12 @@ class PdfRenderTimeout(InvoiceError):
     """The PDF took longer than the render timeout; the render was stopped. Retrying later
     may succeed when the renderers are less busy."""
 
+    status = 503
     retry_after_seconds = 10
 
 
 class PdfRenderBusy(InvoiceError):
     """This tenant already has as many PDF renders running as it may have at once."""
 
+    status = 503
     retry_after_seconds = 2

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
-from pydantic import BeforeValidator
 
-from billing_common.problems import Problem
+from billing_common.cursors import decode_timestamp_and_id
+from billing_common.idempotency import check_idempotency_key
+from billing_common.openapi import idempotency_key_header
 from billing_common.web import StrictJsonRoute
-from billing_common.wire import Timestamp
+from billing_common.wire import DateTimeFilter
 from invoice_service.domain.model import InvoiceStatus
 from invoice_service.entrypoints.deps import Deps, Documents, Reader, Writer
 from invoice_service.entrypoints.schemas import (
@@ -27,9 +27,9 @@ from invoice_service.service_layer.ports import InvoiceQuery
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"], route_class=StrictJsonRoute)
 
-# Printable ASCII, no spaces at the ends. 128 characters at most: the key is reused inside
-# the discount redemption's key ("invoice:<tenant>:<key>"), which allows 255.
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?$")
+# The kernel's rule, 128 characters at most: the key is reused inside the discount
+# redemption's key ("invoice:<tenant>:<key>"), which allows 255.
+IDEMPOTENCY_KEY_MAX = 128
 
 InvoiceId = Annotated[str, Path(min_length=1, max_length=64, description="invoice id")]
 
@@ -42,19 +42,6 @@ _CHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
     **_PROBLEMS,
     409: {"description": "invalid status transition"},
 }
-
-
-_ISO_DATE_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
-
-
-def _iso_date_time(value: object) -> object:
-    # The schema says an ISO 8601 date-time; pydantic alone would also read "0.5" as seconds.
-    if isinstance(value, str) and not _ISO_DATE_TIME.match(value):
-        raise ValueError("an ISO 8601 date-time such as 2026-11-24T10:00:00Z")
-    return value
-
-
-DateTimeFilter = Annotated[Timestamp | None, BeforeValidator(_iso_date_time)]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -85,27 +72,14 @@ async def create_invoice(
     deps: Deps,
     idempotency_key: Annotated[
         str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Required: an invoice is created once per key",
-            json_schema_extra={"pattern": _IDEMPOTENCY_KEY.pattern, "maxLength": 128},
+        idempotency_key_header(
+            "Required: an invoice is created once per key", max_length=IDEMPOTENCY_KEY_MAX
         ),
     ] = None,
 ) -> InvoiceOut:
-    if idempotency_key is None:
-        raise Problem(
-            400,
-            "Idempotency key required",
-            "send an Idempotency-Key header: an invoice is created once per key",
-            problem_type="idempotency-key-required",
-        )
-    if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise Problem(
-            400,
-            "Invalid idempotency key",
-            "the Idempotency-Key must be 1-128 printable ASCII characters",
-            problem_type="invalid-idempotency-key",
-        )
+    idempotency_key = check_idempotency_key(
+        idempotency_key, max_length=IDEMPOTENCY_KEY_MAX, why="an invoice is created once per key"
+    )
     command = body.to_command(
         tenant=principal.tenant, actor=principal.subject, idempotency_key=idempotency_key
     )
@@ -121,17 +95,17 @@ async def create_invoice(
     "",
     response_model=InvoicePageOut,
     summary="List invoices, newest first, with filters and cursor pagination",
-    responses={422: {"description": "invalid filter or cursor"}, **_PROBLEMS},
+    responses={422: {"description": "invalid filter"}, **_PROBLEMS},
 )
 async def list_invoices(
     principal: Reader,
     deps: Deps,
     status_filter: Annotated[InvoiceStatus | None, Query(alias="status")] = None,
     customer_id: Annotated[str | None, Query(max_length=128)] = None,
-    created_from: Annotated[DateTimeFilter, Query(description="inclusive")] = None,
-    created_to: Annotated[DateTimeFilter, Query(description="exclusive")] = None,
-    issued_from: Annotated[DateTimeFilter, Query(description="inclusive")] = None,
-    issued_to: Annotated[DateTimeFilter, Query(description="exclusive")] = None,
+    created_from: Annotated[DateTimeFilter | None, Query(description="inclusive")] = None,
+    created_to: Annotated[DateTimeFilter | None, Query(description="exclusive")] = None,
+    issued_from: Annotated[DateTimeFilter | None, Query(description="inclusive")] = None,
+    issued_to: Annotated[DateTimeFilter | None, Query(description="exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> InvoicePageOut:
@@ -143,7 +117,7 @@ async def list_invoices(
         issued_from=_utc(issued_from),
         issued_to=_utc(issued_to),
         limit=limit,
-        after=queries.decode_cursor(cursor) if cursor else None,
+        after=decode_timestamp_and_id(cursor) if cursor else None,
     )
     page = await queries.list_invoices(principal.tenant, query, deps)
     return InvoicePageOut(

@@ -3,14 +3,13 @@ refused for amounts (quantities may be JSON integers)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from billing_common.money import check_currency
+from billing_common.idempotency import request_fingerprint
+from billing_common.wire import Currency, DecimalString, Quantity
 from invoice_service.domain.errors import InvalidInvoice
 from invoice_service.domain.model import (
     Customer,
@@ -25,11 +24,6 @@ from invoice_service.domain.pricing import LineDraft
 from invoice_service.service_layer.creation import CreateInvoice
 from invoice_service.service_layer.ports import ReceivedEvent
 from invoice_service.service_layer.queries import InvoiceDetails
-from invoice_service.service_layer.wire import DecimalString, QuantityValue
-
-Currency = Annotated[
-    str, Field(min_length=3, max_length=3, examples=["EUR"]), AfterValidator(check_currency)
-]
 
 
 class _In(BaseModel):
@@ -59,7 +53,7 @@ class CustomerIn(_In):
 
 class LineIn(_In):
     description: str = Field(min_length=1, max_length=500, examples=["Widget"])
-    quantity: QuantityValue = Field(description="positive; decimal string or integer")
+    quantity: Quantity = Field(description="positive; decimal string or integer")
     unit_price: DecimalString = Field(description="decimal string, >= 0")
     category: str = Field(default="standard", min_length=1, max_length=64)
 
@@ -123,8 +117,7 @@ class InvoiceCreate(_In):
 
     def fingerprint(self) -> str:
         """Hash of the normalised body: the same request under the same key is a replay."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return request_fingerprint(self.model_dump(mode="json"))
 
     def to_command(self, *, tenant: str, actor: str, idempotency_key: str) -> CreateInvoice:
         c = self.customer

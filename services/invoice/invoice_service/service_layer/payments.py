@@ -16,7 +16,7 @@ from invoice_service.domain.errors import InvoiceError
 from invoice_service.domain.model import Invoice
 from invoice_service.service_layer import events
 from invoice_service.service_layer.dependencies import Dependencies
-from invoice_service.service_layer.inbox import CONSUMER, event_data, event_time, tenant_of
+from invoice_service.service_layer.inbox import CONSUMER, event_time, tenant_of
 from invoice_service.service_layer.status_changes import record_status_change
 
 
@@ -55,11 +55,11 @@ async def _apply(
 
 
 def _payment_id(event: CloudEvent) -> str:
-    return event_data(event, PaymentReceived).payment_id
+    return event.parse(PaymentReceived).payment_id
 
 
 async def on_payment_received(event: CloudEvent, deps: Dependencies) -> None:
-    data = event_data(event, PaymentReceived)
+    data = event.parse(PaymentReceived)
 
     def change(invoice: Invoice) -> bool:
         return invoice.apply_payment(
@@ -74,7 +74,7 @@ async def on_payment_received(event: CloudEvent, deps: Dependencies) -> None:
 
 
 async def on_payment_failed(event: CloudEvent, deps: Dependencies) -> None:
-    data = event_data(event, PaymentFailed)
+    data = event.parse(PaymentFailed)
 
     def change(invoice: Invoice) -> bool:
         invoice.record_payment_failure(
@@ -92,7 +92,7 @@ async def on_payment_failed(event: CloudEvent, deps: Dependencies) -> None:
 
 
 async def on_payment_refunded(event: CloudEvent, deps: Dependencies) -> None:
-    data = event_data(event, PaymentRefunded)
+    data = event.parse(PaymentRefunded)
 
     def change(invoice: Invoice) -> bool:
         invoice.apply_refund(

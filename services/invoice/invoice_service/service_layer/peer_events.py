@@ -11,7 +11,7 @@ from billing_common.event_schemas import (
 from billing_common.events import CloudEvent
 from billing_common.ports import PermanentEventError
 from invoice_service.service_layer.dependencies import Dependencies
-from invoice_service.service_layer.inbox import CONSUMER, event_data, event_time, tenant_of
+from invoice_service.service_layer.inbox import CONSUMER, event_time, tenant_of
 from invoice_service.service_layer.ports import ReceivedEvent
 
 
@@ -39,7 +39,7 @@ async def on_peer_event(event: CloudEvent, deps: Dependencies) -> None:
 
 def _peer_data(event: CloudEvent) -> TaxCalculated | DiscountApplied:
     if event.type == TAX_CALCULATED:
-        return event_data(event, TaxCalculated)
+        return event.parse(TaxCalculated)
     if event.type == DISCOUNT_APPLIED:
-        return event_data(event, DiscountApplied)
+        return event.parse(DiscountApplied)
     raise PermanentEventError(f"the invoice service does not keep {event.type} events")

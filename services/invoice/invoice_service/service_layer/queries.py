@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass, replace
-from datetime import datetime
 
-from billing_common.wire import parse_aware_timestamp
-from invoice_service.domain.errors import InvoiceError, InvoiceNotFound
+from billing_common.cursors import encode_cursor
+from invoice_service.domain.errors import InvoiceNotFound
 from invoice_service.domain.model import Invoice, InvoiceSummary
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.ports import InvoiceQuery, ReceivedEvent
 
 MAX_PAGE_SIZE = 100
-
-
-class InvalidCursor(InvoiceError):
-    """The pagination cursor was not issued by this service (or was altered)."""
-
-    def __init__(self) -> None:
-        super().__init__("the cursor is not valid: pass next_cursor from a previous page as is")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,25 +23,6 @@ class InvoiceDetails:
 class InvoicePage:
     items: list[InvoiceSummary]
     next_cursor: str | None
-
-
-def encode_cursor(created_at: datetime, invoice_id: str) -> str:
-    raw = json.dumps({"c": created_at.isoformat(), "i": invoice_id}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Opaque to clients: base64url JSON of the last row's (created_at, id)."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        created_at = parse_aware_timestamp(payload["c"])
-        invoice_id = payload["i"]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise InvalidCursor from exc
-    if not isinstance(invoice_id, str):
-        raise InvalidCursor
-    return created_at, invoice_id
 
 
 async def get_invoice(tenant: str, invoice_id: str, deps: Dependencies) -> InvoiceDetails:
@@ -73,5 +43,6 @@ async def list_invoices(tenant: str, query: InvoiceQuery, deps: Dependencies) ->
         rows = await unit.invoices.list(probe)
     items = rows[: query.limit]
     more = len(rows) > query.limit
+    # Opaque to clients (billing_common.cursors): the last row's (created_at, id).
     next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more and items else None
     return InvoicePage(items, next_cursor)

@@ -7,9 +7,11 @@ import time
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from billing_common import json_body
+from billing_common.idempotency import check_idempotency_key
+from billing_common.openapi import idempotency_key_header
 from billing_common.problems import Problem
 from billing_common.web import StrictJsonRoute
 from payment_service.domain.errors import MalformedWebhook, UnknownGateway
@@ -37,41 +39,22 @@ router = APIRouter(tags=["payments"], route_class=StrictJsonRoute)
 webhook_router = APIRouter(tags=["webhooks"], route_class=StrictJsonRoute)
 sandbox_router = APIRouter(tags=["sandbox"], route_class=StrictJsonRoute)
 
-_IDEMPOTENCY_KEY_MAX = 255
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
 
 IdempotencyKeyHeader = Annotated[
     str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Required. The same key with the same body returns the first result; "
-        "with a different body it is a 409.",
-        # 1-255 printable ASCII characters, not only spaces (what `_idempotency_key` checks).
-        json_schema_extra={
-            "pattern": r"^[\x20-\x7e]{0,254}[\x21-\x7e][\x20-\x7e]{0,254}$",
-            "maxLength": _IDEMPOTENCY_KEY_MAX,
-        },
+    idempotency_key_header(
+        "Required. The same key with the same body returns the first result; "
+        "with a different body it is a 409."
     ),
 ]
 
 
 def _idempotency_key(value: str | None) -> str:
-    if value is None or not value.strip():
-        raise Problem(
-            400,
-            "Idempotency key required",
-            "send an Idempotency-Key header (e.g. a UUID) so the request can be retried safely",
-            problem_type="idempotency-key-required",
-        )
-    if len(value) > _IDEMPOTENCY_KEY_MAX or not value.isascii() or not value.isprintable():
-        raise Problem(
-            400,
-            "Invalid idempotency key",
-            f"the Idempotency-Key must be 1 to {_IDEMPOTENCY_KEY_MAX} printable ASCII characters",
-            problem_type="invalid-idempotency-key",
-        )
-    return value
+    return check_idempotency_key(
+        value, why="a fresh one (a UUID, say) per request lets it be retried safely"
+    )
 
 
 def _replayed(response: Response, created: bool) -> None:

@@ -3,15 +3,14 @@ refused on input (it may already have been through a float) and never produced o
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field
 
-from billing_common.money import Money, format_amount, to_decimal
-from billing_common.openapi import AMOUNT_PATTERN
+from billing_common.money import Money, format_amount
+from billing_common.wire import DecimalString
 from payment_service.domain.model import (
     ACCEPTS_PAYMENTS,
     PaymentStatus,
@@ -22,24 +21,6 @@ from payment_service.domain.model import (
 from payment_service.domain.model import Payment as PaymentModel
 from payment_service.domain.model import Refund as RefundModel
 from payment_service.service_layer.queries import InvoiceView
-
-# [0-9], not \d: \d also matches "١٠٠" and "１００", which Decimal() reads as 100.
-_AMOUNT = re.compile(AMOUNT_PATTERN)
-
-
-def _decimal_string(value: object) -> Decimal:
-    if not isinstance(value, str):
-        raise ValueError('amounts are decimal strings such as "10.00", never JSON numbers')
-    if not _AMOUNT.fullmatch(value):
-        raise ValueError('not a non-negative decimal amount such as "10.00"')
-    return to_decimal(value)
-
-
-DecimalString = Annotated[
-    Decimal,
-    BeforeValidator(_decimal_string),
-    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["25.00"]}),
-]
 
 
 class PayRequest(BaseModel):

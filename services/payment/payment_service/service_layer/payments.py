@@ -42,6 +42,7 @@ from payment_service.domain.model import (
 from payment_service.service_layer.dependencies import Dependencies
 from payment_service.service_layer.gateways import outcome_of
 from payment_service.service_layer.idempotency import (
+    RequestHash,
     gateway_idempotency_key,
     normalised,
     replayed,
@@ -64,7 +65,7 @@ class PayCommand:
     amount: Decimal | None = None
     currency: str | None = None
 
-    def fingerprint(self) -> str:
+    def fingerprint(self) -> RequestHash:
         return request_hash(
             "payment",
             {
@@ -122,7 +123,7 @@ async def pay(
             payment.begin_attempt(now)  # the first attempt belongs to this request
             await repo.add(payment)
             repo.add_idempotency_record(
-                IdempotencyRecord(idempotency_key, "payment", fingerprint, payment.id, now)
+                IdempotencyRecord(idempotency_key, "payment", fingerprint.value, payment.id, now)
             )
             try:
                 await uow.commit()

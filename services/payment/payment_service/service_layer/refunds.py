@@ -82,7 +82,7 @@ async def refund(
             requested.begin_attempt(now)
             await repo.save(payment)
             repo.add_idempotency_record(
-                IdempotencyRecord(idempotency_key, "refund", fingerprint, requested.id, now)
+                IdempotencyRecord(idempotency_key, "refund", fingerprint.value, requested.id, now)
             )
             try:
                 await uow.commit()

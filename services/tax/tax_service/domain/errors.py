@@ -1,21 +1,16 @@
-"""Domain exceptions of the tax service. The composition root maps each class to an HTTP
-status; the class name becomes the problem type (`UnknownCategory` ->
-`/problems/unknown-category`), and `problem_extensions` become extra problem members."""
+"""Domain exceptions of the tax service. Each says its HTTP status; the class name becomes
+the problem type (`UnknownCategory` -> `/problems/unknown-category`), and keyword arguments
+become extra problem members (billing_common.errors)."""
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+
+from billing_common.errors import DomainError
 
 
-class TaxError(Exception):
-    """Base of every tax domain error."""
-
-    problem_extensions: dict[str, Any]
-
-    def __init__(self, message: str, **extensions: Any) -> None:
-        super().__init__(message)
-        self.problem_extensions = extensions
+class TaxError(DomainError):
+    """Base of every tax domain error (422 unless it says otherwise)."""
 
 
 class InvalidRule(TaxError):
@@ -63,20 +58,21 @@ class UnknownCategory(TaxError):
 
 
 class RuleNotFound(TaxError):
+    status = 404
+
     def __init__(self, reference: str) -> None:
         super().__init__(f"no tax rule {reference}")
 
 
 class DuplicateRuleKey(TaxError):
+    status = 409
+
     def __init__(self, key: str) -> None:
         super().__init__(f"a tax rule with key {key!r} already exists", key=key)
 
 
 class CalculationNotFound(TaxError):
+    status = 404
+
     def __init__(self, calculation_id: str) -> None:
         super().__init__(f"no tax calculation {calculation_id}")
-
-
-class InvalidCursor(TaxError):
-    def __init__(self) -> None:
-        super().__init__("the cursor is not one this service returned")

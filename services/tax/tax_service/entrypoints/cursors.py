@@ -1,30 +1,17 @@
 """The opaque cursor of the calculation history's pages: a calculation's position
-(created_at, id), base64url-encoded JSON. A cursor that does not decode is InvalidCursor (400)."""
+(created_at, id) in the kernel's cursor (billing_common.cursors). A cursor that does not
+decode is InvalidCursor (400)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-
-from billing_common.wire import parse_aware_timestamp
-from tax_service.domain.errors import InvalidCursor
+from billing_common import cursors
 from tax_service.domain.model import TaxCalculation
 from tax_service.service_layer.ports import CalculationPosition
 
 
 def encode_cursor(calculation: TaxCalculation) -> str:
-    raw = json.dumps([calculation.created_at.isoformat(), calculation.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode_cursor(calculation.created_at, calculation.id)
 
 
 def decode_cursor(cursor: str) -> CalculationPosition:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, calculation_id = json.loads(raw)
-        when = parse_aware_timestamp(created)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise InvalidCursor from exc
-    if not isinstance(calculation_id, str):
-        raise InvalidCursor
-    return when, calculation_id
+    return cursors.decode_timestamp_and_id(cursor)

@@ -19,7 +19,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     PlainValidator,
     StrictBool,
     StrictInt,
@@ -27,8 +26,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from billing_common.money import Money, MoneyError, format_amount, to_decimal
-from billing_common.openapi import AMOUNT_PATTERN, DecimalText, fraction_pattern
+from billing_common.money import Money
+from billing_common.wire import DecimalOut, DecimalString, DecimalText, Quantity, fraction_pattern
 from tax_service.domain.model import (
     MAX_RATE_PLACES,
     AppliedTax,
@@ -43,64 +42,8 @@ from tax_service.domain.model import (
     TaxStatus,
 )
 
-_DECIMAL_TEXT = re.compile(AMOUNT_PATTERN)
-
-
-def _decimal_from_text(value: str) -> Decimal:
-    text = value
-    if not _DECIMAL_TEXT.fullmatch(text):
-        raise ValueError(f'{value!r} is not a decimal number such as "12.50"')
-    try:
-        return to_decimal(text)
-    except MoneyError as exc:
-        raise ValueError(str(exc)) from exc
-
-
-def _parse_decimal(value: Any) -> Decimal:
-    if isinstance(value, Decimal):
-        return to_decimal(value)
-    if not isinstance(value, str):
-        raise ValueError(
-            'amounts and rates are decimal strings such as "12.50", never JSON numbers'
-        )
-    return _decimal_from_text(value)
-
-
-def _parse_quantity(value: Any) -> Decimal:
-    # bool is an int subclass; true is not a quantity.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return Decimal(value)
-    if isinstance(value, Decimal):
-        return to_decimal(value)
-    if not isinstance(value, str):
-        raise ValueError('quantity is a decimal string such as "1.5" (or a JSON integer)')
-    return _decimal_from_text(value)
-
-
-DecimalString = Annotated[
-    Decimal,
-    PlainValidator(_parse_decimal),
-    PlainSerializer(format_amount, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["100.00"]}),
-]
 # A fraction 0..1 ("0.19" is 19 %), at most MAX_RATE_PLACES decimals: the domain's bounds.
 Rate = Annotated[Decimal, DecimalText(fraction_pattern(MAX_RATE_PLACES, zero=True), "0.19")]
-Quantity = Annotated[
-    Decimal,
-    PlainValidator(_parse_quantity),
-    PlainSerializer(format_amount, return_type=str),
-    WithJsonSchema(
-        {
-            "anyOf": [{"type": "string", "pattern": AMOUNT_PATTERN}, {"type": "integer"}],
-            "examples": ["2"],
-        }
-    ),
-]
-DecimalOut = Annotated[
-    Decimal,
-    PlainSerializer(format_amount, return_type=str),
-    WithJsonSchema({"type": "string", "format": "decimal"}),
-]
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
