@@ -57,69 +57,70 @@ def select_adapters(
     settings: ServiceSettings, platform: EmbeddedPlatform | None = None
 ) -> Adapters:
     secrets = EnvSecretStore(settings.secrets_file)
-    if settings.runtime == "embedded":
-        platform = platform or EmbeddedPlatform()
-        return Adapters(
-            bus=platform.bus,
-            invoker=AsgiServiceInvoker(
-                platform.apps, timeout_seconds=settings.invoke_timeout_seconds
-            ),
-            secrets=secrets,
-            state_store=lambda engine: SqlKeyValueStore(engine),
-            owns_bus=False,
-        )
-    if settings.runtime == "direct":
-        from billing_common.adapters.http_invoker import HttpServiceInvoker
-        from billing_common.adapters.rabbitmq_bus import RabbitMqEventBus
-
-        return Adapters(
-            bus=RabbitMqEventBus(
-                settings.amqp_url,
-                exchange=settings.amqp_exchange,
-                prefetch=settings.amqp_prefetch,
-                max_retries=settings.amqp_max_retries,
-                retry_delay_seconds=settings.amqp_retry_delay_seconds,
-            ),
-            invoker=HttpServiceInvoker(
-                settings.peer_urls,
-                timeout_seconds=settings.invoke_timeout_seconds,
-                retries=settings.invoke_retries,
-                breaker_failure_threshold=settings.breaker_failure_threshold,
-                breaker_reset_seconds=settings.breaker_reset_seconds,
-            ),
-            secrets=secrets,
-            state_store=lambda engine: SqlKeyValueStore(engine),
-            owns_bus=True,
-        )
-    if settings.runtime == "dapr":
-        from billing_common.adapters.dapr_bus import DaprEventBus
-        from billing_common.adapters.dapr_invoker import DaprServiceInvoker
-        from billing_common.adapters.dapr_secrets import DaprSecretStore
-        from billing_common.adapters.dapr_sidecar import DaprSidecar
-        from billing_common.adapters.dapr_state import DaprStateStore
-
-        if not os.environ.get("APP_API_TOKEN"):
-            # daprd sends this token on every call to the app; without it the subscription
-            # routes take events from any caller that reaches the app's port.
-            logger.warning(
-                "APP_API_TOKEN is not set: the event routes accept callers other than the "
-                "Dapr sidecar (set dapr.io/app-token-secret)"
+    match settings.runtime:
+        case "embedded":
+            platform = platform or EmbeddedPlatform()
+            return Adapters(
+                bus=platform.bus,
+                invoker=AsgiServiceInvoker(
+                    platform.apps, timeout_seconds=settings.invoke_timeout_seconds
+                ),
+                secrets=secrets,
+                state_store=lambda engine: SqlKeyValueStore(engine),
+                owns_bus=False,
             )
-        # One sidecar connection for the bus, the state store and the secret store; the bus
-        # (owned: start/stop run with the service) closes it at shutdown.
-        sidecar = DaprSidecar()
-        bus = DaprEventBus(
-            sidecar, pubsub_name=settings.dapr_pubsub_name, app_id=settings.service_name
-        )
-        dapr_state = DaprStateStore(sidecar, settings.dapr_state_store)
-        return Adapters(
-            bus=bus,
-            invoker=DaprServiceInvoker(timeout_seconds=settings.invoke_timeout_seconds),
-            secrets=DaprSecretStore(sidecar, settings.dapr_secret_store),
-            state_store=lambda engine: dapr_state,
-            owns_bus=True,
-            install_routes=bus.install,
-        )
+        case "direct":
+            from billing_common.adapters.http_invoker import HttpServiceInvoker
+            from billing_common.adapters.rabbitmq_bus import RabbitMqEventBus
+
+            return Adapters(
+                bus=RabbitMqEventBus(
+                    settings.amqp_url,
+                    exchange=settings.amqp_exchange,
+                    prefetch=settings.amqp_prefetch,
+                    max_retries=settings.amqp_max_retries,
+                    retry_delay_seconds=settings.amqp_retry_delay_seconds,
+                ),
+                invoker=HttpServiceInvoker(
+                    settings.peer_urls,
+                    timeout_seconds=settings.invoke_timeout_seconds,
+                    retries=settings.invoke_retries,
+                    breaker_failure_threshold=settings.breaker_failure_threshold,
+                    breaker_reset_seconds=settings.breaker_reset_seconds,
+                ),
+                secrets=secrets,
+                state_store=lambda engine: SqlKeyValueStore(engine),
+                owns_bus=True,
+            )
+        case "dapr":
+            from billing_common.adapters.dapr_bus import DaprEventBus
+            from billing_common.adapters.dapr_invoker import DaprServiceInvoker
+            from billing_common.adapters.dapr_secrets import DaprSecretStore
+            from billing_common.adapters.dapr_sidecar import DaprSidecar
+            from billing_common.adapters.dapr_state import DaprStateStore
+
+            if not os.environ.get("APP_API_TOKEN"):
+                # daprd sends this token on every call to the app; without it the subscription
+                # routes take events from any caller that reaches the app's port.
+                logger.warning(
+                    "APP_API_TOKEN is not set: the event routes accept callers other than the "
+                    "Dapr sidecar (set dapr.io/app-token-secret)"
+                )
+            # One sidecar connection for the bus, the state store and the secret store; the bus
+            # (owned: start/stop run with the service) closes it at shutdown.
+            sidecar = DaprSidecar()
+            bus = DaprEventBus(
+                sidecar, pubsub_name=settings.dapr_pubsub_name, app_id=settings.service_name
+            )
+            dapr_state = DaprStateStore(sidecar, settings.dapr_state_store)
+            return Adapters(
+                bus=bus,
+                invoker=DaprServiceInvoker(timeout_seconds=settings.invoke_timeout_seconds),
+                secrets=DaprSecretStore(sidecar, settings.dapr_secret_store),
+                state_store=lambda engine: dapr_state,
+                owns_bus=True,
+                install_routes=bus.install,
+            )
     raise NotImplementedError(f"runtime {settings.runtime!r} is not available in this build")
 
 
@@ -178,7 +179,7 @@ async def signing_key(settings: ServiceSettings, secrets: SecretStore) -> str:
     key = await secrets.get_secret("jwt-signing-key")
     if key:
         return str(key)
-    if settings.runtime == "embedded":
+    if settings.development.development_secrets:
         logger.warning("no jwt-signing-key secret set: using the development key")
         return str(settings.jwt_dev_signing_key)
     raise RuntimeError("the jwt-signing-key secret is required outside the embedded runtime")
@@ -197,10 +198,7 @@ async def open_context(
     if app is not None and adapters.install_routes is not None:
         adapters.install_routes(app)
     engine = create_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
-    migrate_now = settings.migrate_on_start
-    if migrate_now is None:
-        migrate_now = settings.runtime == "embedded"
-    if migrate_now:
+    if settings.development.migrate_on_start:
         await migrate(
             engine, migrations_dir, version_table=f"alembic_version_{settings.service_name}"
         )

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billing_common.development import DevelopmentPolicy
+
 Runtime = Literal["embedded", "direct", "dapr"]
 
 DEFAULT_PORTS = {"tax": 8001, "discount": 8002, "invoice": 8003, "payment": 8004}
@@ -49,13 +51,13 @@ class ServiceSettings(BaseSettings):
     dapr_secret_store: str = "secretstore"
     jwt_issuer: str = "billing-platform"
     jwt_audience: str = "billing-api"
-    # Development-only fallback; any runtime other than embedded must get the key from the
+    # Development-only fallback (see DevelopmentPolicy); deployments must get the key from the
     # secret store (env JWT_SIGNING_KEY, the secrets file, or Dapr's secret store).
     jwt_dev_signing_key: str = "dev-only-signing-key-change-me-0123456789abcdef"
     # Local JSON secrets (embedded/direct). `make up` writes a random signing key here.
     secrets_file: Path | None = Path("var/secrets.json")
-    # None: migrate at start-up only in the embedded runtime; elsewhere `make migrate` (or a
-    # Helm hook) does it once, so replicas do not race on schema changes.
+    # None: DevelopmentPolicy decides (migrate at start-up only in the embedded runtime;
+    # elsewhere `make migrate` or a Helm hook does it once, so replicas do not race).
     migrate_on_start: bool | None = None
     log_json: bool = False
     log_level: str = "INFO"
@@ -68,8 +70,8 @@ class ServiceSettings(BaseSettings):
     graceful_shutdown_seconds: float = 10.0
     shutdown_flush_seconds: float = 3.0
     max_body_bytes: int = 1_048_576
-    # None: load the documented sample rules/coupons for tenant "demo" only in the embedded
-    # runtime; `make up` sets it true; production leaves it off.
+    # None: DevelopmentPolicy decides (the documented sample rules/coupons for tenant "demo"
+    # only in the embedded runtime); `make up` sets it true; production leaves it off.
     load_sample_data: bool | None = None
 
     @classmethod
@@ -84,10 +86,9 @@ class ServiceSettings(BaseSettings):
         return cls(service_name=name, **values)
 
     @property
-    def should_load_samples(self) -> bool:
-        if self.load_sample_data is None:
-            return self.runtime == "embedded"
-        return self.load_sample_data
+    def development(self) -> DevelopmentPolicy:
+        """What this process may do only because it runs on a developer's machine."""
+        return DevelopmentPolicy.of(self)
 
     @property
     def resolved_database_url(self) -> str:

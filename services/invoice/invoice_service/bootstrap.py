@@ -6,11 +6,7 @@ uvicorn invoice_service.bootstrap:create_app --factory --port 8003
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -18,18 +14,10 @@ from loguru import logger
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from billing_common.health import readiness_checks
+from billing_common.lifecycle import ServiceSpec, Wiring, build_app, migrations_beside
 from billing_common.problems import problem_response
-from billing_common.runtime import (
-    EmbeddedPlatform,
-    close_context,
-    open_context,
-    select_adapters,
-    start_context,
-)
+from billing_common.runtime import EmbeddedPlatform, ServiceContext
 from billing_common.settings import ServiceSettings
-from billing_common.web import create_service_app
-from invoice_service import __version__
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
@@ -57,7 +45,7 @@ from invoice_service.service_layer.documents import DocumentServices, TenantRend
 from invoice_service.service_layer.ports import PdfRenderer
 
 SERVICE = "invoice"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = migrations_beside(__file__)
 
 DOMAIN_ERRORS: dict[type[Exception], int] = {
     InvoiceNotFound: 404,
@@ -120,9 +108,9 @@ class CreationSettings(BaseSettings):
     sweep_seconds: float = 60.0
 
 
-async def _sweep_abandoned_creations(
-    deps: Dependencies, abandoned: SqlAbandonedCreations, options: CreationSettings
-) -> None:
+async def _sweep_abandoned_creations(ctx: ServiceContext, deps: Dependencies) -> None:
+    abandoned = SqlAbandonedCreations(ctx.sessions)
+    options = CreationSettings()
     while True:
         await asyncio.sleep(options.sweep_seconds)
         try:
@@ -152,71 +140,49 @@ async def _on_peer_rejected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def create_app(
-    settings: ServiceSettings | None = None, platform: EmbeddedPlatform | None = None
-) -> FastAPI:
-    settings = settings or ServiceSettings.for_service(SERVICE)
-    adapters = select_adapters(settings, platform)
+def service_spec() -> ServiceSpec[Dependencies]:
     seller = SellerSettings().to_seller()
     pdf_settings = PdfSettings()
-    log = logger.bind(service=SERVICE)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = await open_context(
-            settings, adapters, migrations_dir=MIGRATIONS_DIR, metrics=app.state.metrics, app=app
-        )
-        app.state.ctx = ctx
-        deps = Dependencies(
-            uow=uow_factory(ctx.sessions, ctx.relay),
-            tax=InvokerTaxClient(ctx.invoker, ctx.tokens),
-            discounts=InvokerDiscountClient(ctx.invoker, ctx.tokens),
-        )
-        app.state.deps = deps
+    async def wire(wiring: Wiring) -> Dependencies:
+        ctx = wiring.ctx
         html = JinjaInvoiceHtml(seller)
         renderer = pdf_settings.renderer(html.stylesheet)
-        app.state.documents = DocumentServices(
+        if isinstance(renderer, ProcessPoolRenderer):
+            wiring.on_close(lambda: asyncio.to_thread(renderer.close))
+        wiring.state.documents = DocumentServices(  # read by entrypoints/deps.py
             html=html,
             renderer=renderer,
             cache=ctx.state,
             slots=TenantRenderSlots(pdf_settings.per_tenant, pdf_settings.timeout_seconds),
         )
-        subscribe_all(ctx, deps)  # before start_context: the bus binds queues at start
-        await start_context(ctx)
-        sweeper = asyncio.create_task(
-            _sweep_abandoned_creations(
-                deps, SqlAbandonedCreations(ctx.sessions), CreationSettings()
-            ),
-            name="invoice-abandoned-creations",
+        return Dependencies(
+            uow=uow_factory(ctx.sessions, ctx.relay),
+            tax=InvokerTaxClient(ctx.invoker, ctx.tokens),
+            discounts=InvokerDiscountClient(ctx.invoker, ctx.tokens),
         )
-        log.info("invoice service started ({} runtime)", settings.runtime)
-        try:
-            yield
-        finally:
-            if isinstance(renderer, ProcessPoolRenderer):
-                await asyncio.to_thread(renderer.close)
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-            await close_context(ctx)
 
-    app = create_service_app(
-        service=SERVICE,
+    return ServiceSpec(
+        name=SERVICE,
         title="Invoice service",
         description=(
             "Invoices priced by the discount and tax services (discount before tax), a "
             "checked status machine with history, gapless numbers per series, payments "
             "applied from events, and PDF documents."
         ),
-        version=__version__,
+        package="invoice-service",
         routers=[router],
-        lifespan=lifespan,
         domain_errors=DOMAIN_ERRORS,
-        readiness_checks=readiness_checks,
-        max_body_bytes=settings.max_body_bytes,
+        migrations_dir=MIGRATIONS_DIR,
+        wire=wire,
+        subscribe=subscribe_all,
+        background=[_sweep_abandoned_creations],
         openapi_tags=[{"name": "invoices", "description": "create, read, change, render"}],
+        exception_handlers={PeerRejected: _on_peer_rejected},
     )
-    app.add_exception_handler(PeerRejected, _on_peer_rejected)
-    if platform is not None:
-        platform.apps[SERVICE] = app
-    return app
+
+
+def create_app(
+    settings: ServiceSettings | None = None, platform: EmbeddedPlatform | None = None
+) -> FastAPI:
+    return build_app(service_spec(), settings, platform)

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Mapping
 
 from fastapi import FastAPI
 from loguru import logger
 
-from billing_common.health import readiness_checks
+from billing_common.lifecycle import ServiceSpec, Wiring, build_app, migrations_beside
 from billing_common.ports import SecretStore
-from billing_common.runtime import (
-    EmbeddedPlatform,
-    close_context,
-    open_context,
-    select_adapters,
-    start_context,
-)
+from billing_common.runtime import EmbeddedPlatform
 from billing_common.settings import ServiceSettings
-from billing_common.web import create_service_app
 from payment_service.adapters.invoice_directory import InvokerInvoiceDirectory
 from payment_service.adapters.sandbox import SANDBOX, SandboxGateway, SandboxWebhookBuilder
 from payment_service.adapters.stripe_gateway import STRIPE, StripeGateway
@@ -34,9 +25,9 @@ from payment_service.service_layer.gateways import GatewayRegistry
 from payment_service.service_layer.ports import ConcurrentWrite, WebhookSettings
 
 SERVICE = "payment"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-# Development only: the embedded runtime signs and accepts sandbox webhooks with this when no
-# webhook-secret-sandbox is configured. Every other runtime must configure the secret.
+MIGRATIONS_DIR = migrations_beside(__file__)
+# Development only (DevelopmentPolicy.development_secrets): sandbox webhooks are signed and
+# accepted with this when no webhook-secret-sandbox is configured; deployments configure it.
 DEV_SANDBOX_WEBHOOK_SECRET = "whsec_dev_sandbox_only_not_for_production"
 
 DOMAIN_ERRORS: dict[type[Exception], int] = {
@@ -82,7 +73,7 @@ async def _webhook_secrets(settings: ServiceSettings, secrets: SecretStore) -> d
         if secret:
             found[gateway] = secret
     if SANDBOX not in found:
-        if settings.runtime == "embedded":
+        if settings.development.development_secrets:
             logger.bind(service=SERVICE).warning(
                 "no webhook-secret-sandbox secret: using the development secret"
             )
@@ -94,6 +85,48 @@ async def _webhook_secrets(settings: ServiceSettings, secrets: SecretStore) -> d
     return found
 
 
+def service_spec(
+    gateways: Mapping[str, PaymentGateway] | None = None, options: PaymentOptions | None = None
+) -> ServiceSpec[Dependencies]:
+    """`gateways` replaces the ones configured from secrets (tests inject a counting sandbox
+    or a Stripe adapter pointed at recorded responses); the caller then owns them."""
+    options = options or PaymentOptions()
+
+    async def wire(wiring: Wiring) -> Dependencies:
+        ctx = wiring.ctx
+        if gateways is None:
+            registry = GatewayRegistry(await _gateways(ctx.secrets, options))
+            wiring.on_close(registry.close)
+        else:
+            registry = GatewayRegistry(gateways)
+        return Dependencies(
+            uow=uow_factory(ctx.sessions, ctx.relay),
+            gateways=registry,
+            invoices=InvokerInvoiceDirectory(ctx.invoker, ctx.tokens),
+            webhooks=WebhookSettings(
+                secrets=await _webhook_secrets(ctx.settings, ctx.secrets),
+                tolerance_seconds=options.webhook_tolerance_seconds,
+            ),
+            sandbox=SandboxWebhookBuilder(),
+        )
+
+    return ServiceSpec(
+        name=SERVICE,
+        title="Payment service",
+        description=(
+            "Idempotent payments and refunds of finalized invoices through a gateway port "
+            "(deterministic sandbox by default, Stripe PaymentIntents), with signed webhooks. "
+            "Learns about invoices from billing.invoice.* events."
+        ),
+        package="payment-service",
+        routers=[router, webhook_router, sandbox_router],
+        domain_errors=DOMAIN_ERRORS,
+        migrations_dir=MIGRATIONS_DIR,
+        wire=wire,
+        subscribe=subscribe_all,
+    )
+
+
 def create_app(
     settings: ServiceSettings | None = None,
     platform: EmbeddedPlatform | None = None,
@@ -101,57 +134,4 @@ def create_app(
     gateways: Mapping[str, PaymentGateway] | None = None,
     options: PaymentOptions | None = None,
 ) -> FastAPI:
-    """`gateways` replaces the ones configured from secrets (tests inject a counting sandbox
-    or a Stripe adapter pointed at recorded responses)."""
-    settings = settings or ServiceSettings.for_service(SERVICE)
-    options = options or PaymentOptions()
-    adapters = select_adapters(settings, platform)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = await open_context(
-            settings, adapters, migrations_dir=MIGRATIONS_DIR, metrics=app.state.metrics, app=app
-        )
-        app.state.ctx = ctx
-        owned = gateways is None
-        registry = GatewayRegistry(
-            gateways if gateways is not None else await _gateways(ctx.secrets, options)
-        )
-        deps = Dependencies(
-            uow=uow_factory(ctx.sessions, ctx.relay),
-            gateways=registry,
-            invoices=InvokerInvoiceDirectory(ctx.invoker, ctx.tokens),
-            webhooks=WebhookSettings(
-                secrets=await _webhook_secrets(settings, ctx.secrets),
-                tolerance_seconds=options.webhook_tolerance_seconds,
-            ),
-            sandbox=SandboxWebhookBuilder(),
-        )
-        app.state.deps = deps
-        subscribe_all(ctx, deps)
-        await start_context(ctx)
-        try:
-            yield
-        finally:
-            if owned:
-                await registry.close()
-            await close_context(ctx)
-
-    app = create_service_app(
-        service=SERVICE,
-        title="Payment service",
-        description=(
-            "Idempotent payments and refunds of finalized invoices through a gateway port "
-            "(deterministic sandbox by default, Stripe PaymentIntents), with signed webhooks. "
-            "Learns about invoices from billing.invoice.* events."
-        ),
-        version="0.1.0",
-        routers=[router, webhook_router, sandbox_router],
-        lifespan=lifespan,
-        domain_errors=DOMAIN_ERRORS,
-        readiness_checks=readiness_checks,
-        max_body_bytes=settings.max_body_bytes,
-    )
-    if platform is not None:
-        platform.apps[SERVICE] = app
-    return app
+    return build_app(service_spec(gateways, options), settings, platform)

@@ -1,27 +1,14 @@
-"""The composition root of the tax service: adapters for the runtime, the lifecycle, the HTTP
-app. `uvicorn tax_service.bootstrap:create_app --factory` serves it."""
+"""The composition root of the tax service: its error map, routers and wiring; the kernel
+(billing_common.lifecycle) runs it. `uvicorn tax_service.bootstrap:create_app --factory`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
-
 from fastapi import FastAPI
-from loguru import logger
 
-from billing_common.health import readiness_checks
-from billing_common.runtime import (
-    EmbeddedPlatform,
-    close_context,
-    open_context,
-    select_adapters,
-    start_context,
-)
+from billing_common.clock import utcnow
+from billing_common.lifecycle import ServiceSpec, Wiring, build_app, migrations_beside
+from billing_common.runtime import EmbeddedPlatform, ServiceContext
 from billing_common.settings import ServiceSettings
-from billing_common.web import create_service_app
 from tax_service import samples
 from tax_service.adapters.rule_cache import RuleCache
 from tax_service.adapters.unit_of_work import uow_factory
@@ -41,7 +28,7 @@ from tax_service.service_layer import rules
 from tax_service.service_layer.dependencies import Dependencies
 
 SERVICE = "tax"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = migrations_beside(__file__)
 
 DOMAIN_ERRORS: dict[type[Exception], int] = {
     InvalidRule: 422,
@@ -56,55 +43,27 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
 }
 
 
-def _version() -> str:
-    try:
-        return version("tax-service")
-    except PackageNotFoundError:
-        return "0.0.0"
+async def _load_samples(ctx: ServiceContext, deps: Dependencies) -> int:
+    return await rules.ensure_samples(
+        samples.SAMPLE_TENANT,
+        samples.SAMPLE_RULES,
+        deps,
+        state=ctx.state,
+        marker=samples.SAMPLE_MARKER,
+    )
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def create_app(
-    settings: ServiceSettings | None = None, platform: EmbeddedPlatform | None = None
-) -> FastAPI:
-    settings = settings or ServiceSettings.for_service(SERVICE)
-    adapters = select_adapters(settings, platform)
-    log = logger.bind(service=SERVICE)
-    # This process's copy of each tenant's rules, checked against the database's rules
-    # version in every calculation's transaction (see RuleCache).
+def service_spec() -> ServiceSpec[Dependencies]:
+    # This app's copy of each tenant's rules, checked against the database's rules version in
+    # every calculation's transaction (see RuleCache); one per app, kept across restarts.
     rule_cache = RuleCache()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = await open_context(
-            settings, adapters, migrations_dir=MIGRATIONS_DIR, metrics=app.state.metrics, app=app
-        )
-        app.state.ctx = ctx
-        deps = Dependencies(uow=uow_factory(ctx.sessions, ctx.relay, rule_cache), clock=utcnow)
-        app.state.deps = deps  # read by entrypoints.deps, and nowhere else
-        try:
-            await start_context(ctx)  # no subscriptions: this service only publishes
-            if settings.should_load_samples:
-                added = await rules.ensure_samples(
-                    samples.SAMPLE_TENANT,
-                    samples.SAMPLE_RULES,
-                    deps,
-                    state=ctx.state,
-                    marker=samples.SAMPLE_MARKER,
-                )
-                if added:
-                    log.info(
-                        "loaded {} sample tax rules for tenant {}", added, samples.SAMPLE_TENANT
-                    )
-            yield
-        finally:
-            await close_context(ctx)
+    async def wire(wiring: Wiring) -> Dependencies:
+        ctx = wiring.ctx
+        return Dependencies(uow=uow_factory(ctx.sessions, ctx.relay, rule_cache), clock=utcnow)
 
-    app = create_service_app(
-        service=SERVICE,
+    return ServiceSpec(
+        name=SERVICE,
         title="Tax service",
         description=(
             "Tax rules by jurisdiction (country, region) and product category with validity "
@@ -112,17 +71,20 @@ def create_app(
             "taxes per line, exempt customers, zero-rated categories and B2B reverse charge; "
             "every calculation kept in the history."
         ),
-        version=_version(),
+        package="tax-service",
         routers=[router],
-        lifespan=lifespan,
         domain_errors=DOMAIN_ERRORS,
-        readiness_checks=readiness_checks,
-        max_body_bytes=settings.max_body_bytes,
+        migrations_dir=MIGRATIONS_DIR,
+        wire=wire,
+        load_samples=_load_samples,  # no subscriptions: this service only publishes
         openapi_tags=[
             {"name": "calculations", "description": "tax calculations and their history"},
             {"name": "rules", "description": "tax rules (admin scope to change)"},
         ],
     )
-    if platform is not None:
-        platform.apps[SERVICE] = app
-    return app
+
+
+def create_app(
+    settings: ServiceSettings | None = None, platform: EmbeddedPlatform | None = None
+) -> FastAPI:
+    return build_app(service_spec(), settings, platform)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from billing_common.clock import utcnow
 from payment_service.service_layer.gateways import GatewayRegistry
 from payment_service.service_layer.ports import (
     InvoiceDirectory,
@@ -14,10 +15,6 @@ from payment_service.service_layer.ports import (
     UnitOfWorkFactory,
     WebhookSettings,
 )
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_uuid() -> str:
