@@ -25,13 +25,17 @@ from billing_common.web import create_service_app
 from tax_service import samples
 from tax_service.adapters.rule_cache import RuleCache
 from tax_service.adapters.unit_of_work import uow_factory
+from tax_service.config import TaxOptions
 from tax_service.domain.errors import (
     CalculationNotFound,
     DuplicateRuleKey,
+    ExemptionNotConfirmed,
     InvalidCalculationRequest,
     InvalidCursor,
     InvalidJurisdiction,
     InvalidRule,
+    InvalidVatId,
+    ReverseChargeNotConfirmed,
     RuleNotFound,
     TaxIdRequired,
     UnknownCategory,
@@ -51,6 +55,9 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     TaxIdRequired: 422,
     UnknownJurisdiction: 422,
     UnknownCategory: 422,
+    InvalidVatId: 422,
+    ReverseChargeNotConfirmed: 422,
+    ExemptionNotConfirmed: 422,
     InvalidCursor: 400,
     RuleNotFound: 404,
     CalculationNotFound: 404,
@@ -70,9 +77,12 @@ def utcnow() -> datetime:
 
 
 def create_app(
-    settings: ServiceSettings | None = None, platform: EmbeddedPlatform | None = None
+    settings: ServiceSettings | None = None,
+    platform: EmbeddedPlatform | None = None,
+    options: TaxOptions | None = None,
 ) -> FastAPI:
     settings = settings or ServiceSettings.for_service(SERVICE)
+    options = options or TaxOptions()
     adapters = select_adapters(settings, platform)
     log = logger.bind(service=SERVICE)
     # This process's copy of each tenant's rules, checked against the database's rules
@@ -85,7 +95,10 @@ def create_app(
             settings, adapters, migrations_dir=MIGRATIONS_DIR, metrics=app.state.metrics, app=app
         )
         app.state.ctx = ctx
-        deps = Dependencies(uow=uow_factory(ctx.sessions, ctx.relay, rule_cache), clock=utcnow)
+        vat_ids = options.vat_id_checker(settings.runtime, utcnow)
+        deps = Dependencies(
+            uow=uow_factory(ctx.sessions, ctx.relay, rule_cache), clock=utcnow, vat_ids=vat_ids
+        )
         app.state.deps = deps  # read by entrypoints.deps, and nowhere else
         try:
             await start_context(ctx)  # no subscriptions: this service only publishes
@@ -103,6 +116,8 @@ def create_app(
                     )
             yield
         finally:
+            if vat_ids is not None:
+                await vat_ids.close()
             await close_context(ctx)
 
     app = create_service_app(
@@ -111,8 +126,9 @@ def create_app(
         description=(
             "Tax rules by jurisdiction (country, region) and product category with validity "
             "dates; calculations with exclusive or inclusive prices, several and compound "
-            "taxes per line, exempt customers, zero-rated categories and B2B reverse charge; "
-            "every calculation kept in the history."
+            "taxes per line, exempt customers, zero-rated categories, and the VAT treatment "
+            "(reverse charge, intra-community supply, export, out of scope) decided from the "
+            "seller and the customer; every calculation kept in the history."
         ),
         version=_version(),
         routers=[router],

@@ -74,8 +74,7 @@ EXPORT: Final = LineVat(
 SERVICES_OUTSIDE_EU: Final = LineVat(
     VatCategory.OUT_OF_SCOPE,
     Treatment.OUT_OF_SCOPE,
-    "Not subject to EU VAT: services to a business outside the EU — Article 44 of "
-    f"{_DIRECTIVE}",
+    f"Not subject to EU VAT: services to a business outside the EU — Article 44 of {_DIRECTIVE}",
     "VATEX-EU-O",
 )
 
@@ -285,18 +284,21 @@ def decide(request: CalculationRequest, check: VatIdCheck | None = None) -> VatD
     facts = Facts.of(request)
     customer = request.customer
     vat_id_to_confirm(request)  # the offline check, whoever calls
-    if facts.status is TaxStatus.EXEMPT and request.seller is not None:
-        # A request that describes its seller is decided by the engine, so an exemption
-        # needs its evidence; one without a seller keeps the behaviour it always had.
-        if customer.exemption_certificate is None:
-            raise ExemptionNotConfirmed(
-                [
-                    {
-                        "field": "customer.exemption_certificate",
-                        "detail": "the reference of the customer's exemption certificate",
-                    }
-                ]
-            )
+    # A request that describes its seller is decided by the engine, so an exemption needs
+    # its evidence; one without a seller keeps the behaviour it always had.
+    if (
+        facts.status is TaxStatus.EXEMPT
+        and request.seller is not None
+        and customer.exemption_certificate is None
+    ):
+        raise ExemptionNotConfirmed(
+            [
+                {
+                    "field": "customer.exemption_certificate",
+                    "detail": "the reference of the customer's exemption certificate",
+                }
+            ]
+        )
     if facts.status is TaxStatus.REVERSE_CHARGE:
         missing = reverse_charge_missing(facts)
         if missing:
