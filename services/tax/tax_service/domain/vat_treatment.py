@@ -28,6 +28,7 @@ from typing import Final
 
 from stdnum.eu import vat as eu_vat
 from stdnum.exceptions import ValidationError
+from stdnum.util import clean
 
 from tax_service.domain.errors import (
     ExemptionNotConfirmed,
@@ -239,10 +240,7 @@ def normalize_vat_id(vat_id: str, country: str, *, field: str) -> str:
     """The VAT id in its compact form with the country prefix ("DE136695976"), checked for
     format and checksum by python-stdnum; raises InvalidVatId with stdnum's reason."""
     prefix = vat_prefix(country)
-    try:
-        text = eu_vat.compact(vat_id)
-    except ValidationError as exc:
-        raise InvalidVatId(vat_id, str(exc), field=field) from exc
+    text = clean(vat_id, " -./,").upper().strip()
     if not text[:2].isalpha():
         text = prefix + text
     if text[:2] != prefix:
