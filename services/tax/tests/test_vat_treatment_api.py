@@ -4,9 +4,18 @@ breakdown, and the evidence kept in the history (SQLite, and PostgreSQL where st
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import update
+from sqlmodel import col
+
+from tax_service.adapters.orm import TaxCalculationRow
+from tax_service.domain.model import Treatment, VatCategory
+from tax_service.service_layer import calculations
+
+from .conftest import rule
 from .test_tax_api import CALCS, RULES, assert_problem, calc_body, rule_body
 
 DE_SELLER = {"country": "DE", "vat_id": "DE136695976"}
@@ -65,7 +74,9 @@ def assert_breakdown_adds_up(body: dict[str, Any]) -> None:
 async def test_a_us_customer_with_tax_id_1_gets_no_reverse_charge(api: Any) -> None:
     """Issue 12's defect: the bare claim was a 201 with 0 % tax. Now it is refused, saying
     what is missing, and nothing is stored."""
-    await seed(api)
+    us_ca = rule_body(jurisdiction={"country": "US", "region": "CA"}, rate="0.0725")
+    created = await api.client.post(RULES, json=us_ca, headers=api.headers("tax:admin"))
+    assert created.status_code == 201, created.text
     response = await post(
         api,
         jurisdiction={"country": "US", "region": "CA"},
@@ -224,3 +235,35 @@ async def test_rules_carry_their_supply_kind(api: Any) -> None:
     assert default.json()["supply"] == "services"
     wrong = await api.client.post(RULES, json=rule_body(supply="both"), headers=headers)
     assert_problem(wrong, 422, "validation")
+
+
+async def test_calculations_stored_before_the_vat_decision_read_back(db: Any) -> None:
+    """Rows of migration 0002's shape (no treatment, parties or evidence; lines without
+    `vat`) read back with their categories derived from `exemption`."""
+    from .test_tax_repository import NOW, calc_request, stamped
+
+    async with db.uow() as uow:
+        await uow.rules.add(stamped(rule(rule_id="std")))
+        await uow.rules.add(stamped(rule(category="food", rate="0", rule_id="food")))
+        await uow.commit()
+    calc = await calculations.calculate("acme", calc_request(), db.deps(NOW))
+    async with db.sessions() as session, session.begin():
+        row = await session.get(TaxCalculationRow, calc.id)
+        assert row is not None
+        legacy_lines = json.loads(row.lines)
+        for item in legacy_lines:
+            del item["vat"]
+        await (await session.connection()).execute(
+            update(TaxCalculationRow)
+            .where(col(TaxCalculationRow.id) == calc.id)
+            .values(treatment=None, parties=None, evidence=None, lines=json.dumps(legacy_lines))
+        )
+    async with db.uow() as uow:
+        stored = await uow.calculations.get(calc.id)
+    assert stored is not None
+    assert [r.vat.category for r in stored.lines] == [VatCategory.STANDARD, VatCategory.ZERO_RATED]
+    assert (stored.treatment, stored.evidence, stored.request.seller) == (
+        Treatment.DOMESTIC,
+        None,
+        None,
+    )
