@@ -70,15 +70,14 @@ def calculate(
     the VAT treatment vat_treatment decides (`vat_id_check`: the VIES answer, if asked)."""
     by_category = applicable_rules(request, rules)
     decision = vat_treatment.decide(request, vat_id_check)
+    # Once per category, not per line: the relief depends on the category's supply kind only.
+    reliefs = {
+        category: decision.for_supply(supply_of(found)) for category, found in by_category.items()
+    }
     with localcontext() as ctx:
         ctx.prec = _PRECISION
         return tuple(
-            _line(
-                line,
-                by_category[line.category],
-                request.price_mode,
-                decision.for_supply(supply_of(by_category[line.category])),
-            )
+            _line(line, by_category[line.category], request.price_mode, reliefs[line.category])
             for line in request.lines
         )
 

@@ -223,10 +223,13 @@ class VatDecision:
                 return None
 
 
+TAXED: Final = LineVat(VatCategory.STANDARD, Treatment.DOMESTIC)
+ZERO_RATED: Final = LineVat(VatCategory.ZERO_RATED, Treatment.DOMESTIC)
+
+
 def taxed(*, all_zero_rated: bool) -> LineVat:
     """A line taxed by its rules: Z when every rule is zero-rated, else S."""
-    category = VatCategory.ZERO_RATED if all_zero_rated else VatCategory.STANDARD
-    return LineVat(category, Treatment.DOMESTIC)
+    return ZERO_RATED if all_zero_rated else TAXED
 
 
 # --- VAT ids ------------------------------------------------------------------------------
