@@ -406,3 +406,11 @@ def test_taxed_lines_are_s_or_z_by_their_rules() -> None:
         (VatCategory.STANDARD, "19.00"),
         (VatCategory.ZERO_RATED, "0.00"),
     ]
+
+
+def test_sample_goods_categories_are_goods() -> None:
+    from tax_service.samples import SAMPLE_RULES
+
+    goods = {(str(r.jurisdiction), r.category) for r in SAMPLE_RULES if r.supply is Supply.GOODS}
+    assert {category for _, category in goods} == {"food", "books", "export"}
+    assert ("FR", "export") in goods and ("DE", "standard") not in goods
