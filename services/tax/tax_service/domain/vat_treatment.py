@@ -4,16 +4,16 @@ the category's supply kind (goods or services), never taken on the caller's word
 
 The decision table (services/tax/README.md, "VAT treatment"), first matching row wins:
 
-| # | customer tax_status | seller / customer                                  | goods | services |
-|---|---------------------|----------------------------------------------------|-------|----------|
-| 1 | exempt              | any (certificate needed when a seller is given)     | E     | E        |
-| 2 | reverse_charge      | EU seller, business in another EU state, valid id  | K     | AE       |
-|   |                     | anything else: refused, `missing` says why          |       |          |
-| 3 | standard            | EU seller, business in another EU state, valid id  | K     | AE       |
-| 4 | standard            | EU seller, business outside the EU                 | G     | O        |
-| 5 | standard            | EU seller, consumer outside the EU                 | G     | S / Z    |
-| 6 | standard            | non-EU seller, customer outside the jurisdiction's country | O | O |
-| 7 | standard            | otherwise (domestic, B2C within the EU, no VAT id) | S / Z | S / Z    |
+| # | tax_status     | seller / customer                                     | goods | services |
+|---|----------------|-------------------------------------------------------|-------|----------|
+| 1 | exempt         | any (certificate needed when a seller is given)       | E     | E        |
+| 2 | reverse_charge | EU seller, business in another EU state, valid VAT id | K     | AE       |
+|   |                | anything else: refused, `missing` says why            |       |          |
+| 3 | standard       | EU seller, business in another EU state, valid VAT id | K     | AE       |
+| 4 | standard       | EU seller, business outside the EU                    | G     | O        |
+| 5 | standard       | EU seller, consumer outside the EU                    | G     | S / Z    |
+| 6 | standard       | non-EU seller, customer outside the jurisdiction      | O     | O        |
+| 7 | standard       | otherwise (domestic, B2C in the EU, no VAT id)        | S / Z | S / Z    |
 
 S / Z: taxed by the jurisdiction's rules (Z when every rule of the line is zero-rated).
 An absent seller is in the jurisdiction; an absent customer country is the jurisdiction's.
