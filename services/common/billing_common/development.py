@@ -27,11 +27,15 @@ class DevelopmentPolicy:
     - `load_samples`: load the documented sample rules and coupons for tenant "demo" on start,
       so a fresh checkout answers at once. Invented rules must never reach real tenants' data;
       `LOAD_SAMPLE_DATA` decides where set (`make up` sets it).
+    - `sandbox_registers`: answer checks against outside registers (tax's VIES VAT id check)
+      from a deterministic sandbox when none is configured. A deployment must not record a
+      made-up register answer as evidence, so it falls back to the format check alone.
     """
 
     development_secrets: bool
     migrate_on_start: bool
     load_samples: bool
+    sandbox_registers: bool
 
     @classmethod
     def of(cls, settings: ServiceSettings) -> DevelopmentPolicy:
@@ -44,4 +48,5 @@ class DevelopmentPolicy:
             load_samples=(
                 developing if settings.load_sample_data is None else settings.load_sample_data
             ),
+            sandbox_registers=developing,
         )

@@ -247,18 +247,18 @@ async def test_a_failing_background_task_does_not_stop_the_shutdown(
 @pytest.mark.parametrize(
     ("runtime", "overrides", "expected"),
     [
-        ("embedded", {}, DevelopmentPolicy(True, True, True)),
-        ("direct", {}, DevelopmentPolicy(False, False, False)),
-        ("dapr", {}, DevelopmentPolicy(False, False, False)),
+        ("embedded", {}, DevelopmentPolicy(True, True, True, True)),
+        ("direct", {}, DevelopmentPolicy(False, False, False, False)),
+        ("dapr", {}, DevelopmentPolicy(False, False, False, False)),
         (
             "embedded",
             {"migrate_on_start": False, "load_sample_data": False},
-            DevelopmentPolicy(True, False, False),
+            DevelopmentPolicy(True, False, False, True),
         ),
         (
             "direct",
             {"migrate_on_start": True, "load_sample_data": True},
-            DevelopmentPolicy(False, True, True),
+            DevelopmentPolicy(False, True, True, False),
         ),
     ],
 )

@@ -12,12 +12,16 @@ from billing_common.settings import ServiceSettings
 from tax_service import samples
 from tax_service.adapters.rule_cache import RuleCache
 from tax_service.adapters.unit_of_work import uow_factory
+from tax_service.config import TaxOptions
 from tax_service.domain.errors import (
     CalculationNotFound,
     DuplicateRuleKey,
+    ExemptionNotConfirmed,
     InvalidCalculationRequest,
     InvalidJurisdiction,
     InvalidRule,
+    InvalidVatId,
+    ReverseChargeNotConfirmed,
     RuleNotFound,
     TaxIdRequired,
     UnknownCategory,
@@ -37,6 +41,9 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     TaxIdRequired: 422,
     UnknownJurisdiction: 422,
     UnknownCategory: 422,
+    InvalidVatId: 422,
+    ReverseChargeNotConfirmed: 422,
+    ExemptionNotConfirmed: 422,
     RuleNotFound: 404,
     CalculationNotFound: 404,
     DuplicateRuleKey: 409,
@@ -53,14 +60,20 @@ async def _load_samples(ctx: ServiceContext, deps: Dependencies) -> int:
     )
 
 
-def service_spec() -> ServiceSpec[Dependencies]:
+def service_spec(options: TaxOptions | None = None) -> ServiceSpec[Dependencies]:
+    options = options or TaxOptions()
     # This app's copy of each tenant's rules, checked against the database's rules version in
     # every calculation's transaction (see RuleCache); one per app, kept across restarts.
     rule_cache = RuleCache()
 
     async def wire(wiring: Wiring) -> Dependencies:
         ctx = wiring.ctx
-        return Dependencies(uow=uow_factory(ctx.sessions, ctx.relay, rule_cache), clock=utcnow)
+        vat_ids = options.vat_id_checker(ctx.settings.development.sandbox_registers, utcnow)
+        if vat_ids is not None:
+            wiring.on_close(vat_ids.close)
+        return Dependencies(
+            uow=uow_factory(ctx.sessions, ctx.relay, rule_cache), clock=utcnow, vat_ids=vat_ids
+        )
 
     return ServiceSpec(
         name=SERVICE,
@@ -68,8 +81,9 @@ def service_spec() -> ServiceSpec[Dependencies]:
         description=(
             "Tax rules by jurisdiction (country, region) and product category with validity "
             "dates; calculations with exclusive or inclusive prices, several and compound "
-            "taxes per line, exempt customers, zero-rated categories and B2B reverse charge; "
-            "every calculation kept in the history."
+            "taxes per line, exempt customers, zero-rated categories, and the VAT treatment "
+            "(reverse charge, intra-community supply, export, out of scope) decided from the "
+            "seller and the customer; every calculation kept in the history."
         ),
         package="tax-service",
         routers=[router],
@@ -85,6 +99,8 @@ def service_spec() -> ServiceSpec[Dependencies]:
 
 
 def create_app(
-    settings: ServiceSettings | None = None, platform: EmbeddedPlatform | None = None
+    settings: ServiceSettings | None = None,
+    platform: EmbeddedPlatform | None = None,
+    options: TaxOptions | None = None,
 ) -> FastAPI:
-    return build_app(service_spec(), settings, platform)
+    return build_app(service_spec(options), settings, platform)

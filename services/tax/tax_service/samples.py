@@ -15,7 +15,7 @@ from decimal import Decimal
 from importlib.resources import files
 from typing import Any
 
-from tax_service.domain.model import Jurisdiction, TaxRule
+from tax_service.domain.model import Jurisdiction, Supply, TaxRule
 
 SAMPLE_TENANT = "demo"
 # Bump the version when the set changes: rules missing by key are then added once more.
@@ -34,6 +34,7 @@ _FIELDS = {
     "zero_rated",
     "compound",
     "priority",
+    "supply",
 }
 
 
@@ -65,6 +66,7 @@ def _rule(entry: dict[str, Any]) -> TaxRule:
         zero_rated=bool(entry.get("zero_rated", False)),
         compound=bool(entry.get("compound", False)),
         priority=int(entry.get("priority", 0)),
+        supply=Supply(str(entry.get("supply", Supply.SERVICES.value))),
     )
 
 

@@ -339,7 +339,18 @@ async def test_calculation_defaults_and_exemptions(api: Any) -> None:
     ]
     assert body["lines"][1]["taxes"][0]["name"] == "DE books (illustrative 0)"
 
-    reverse = calc_body(customer={"id": "b2b", "tax_status": "reverse_charge", "tax_id": "FR123"})
+    # A claim is confirmed by the parties' data: a DE seller, a business in FR with a VAT id
+    # that passes the checks. (The bare claim that was once enough is refused: see
+    # test_vat_treatment_api.py.)
+    reverse = calc_body(
+        seller={"country": "DE", "vat_id": "DE136695976"},
+        customer={
+            "id": "b2b",
+            "tax_status": "reverse_charge",
+            "tax_id": "FR40303265045",
+            "country": "FR",
+        },
+    )
     response = await api.client.post(CALCS, json=reverse, headers=headers)
     assert response.json()["total_tax"] == "0.00"
     assert response.json()["lines"][0]["exemption"] == "reverse_charge"

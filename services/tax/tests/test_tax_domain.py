@@ -287,7 +287,10 @@ def test_exempt_customer_pays_no_tax(make_rule: Any, mode: PriceMode) -> None:
 
 
 def test_reverse_charge_charges_nothing_and_says_so(make_rule: Any) -> None:
-    customer = Customer("b2b", TaxStatus.REVERSE_CHARGE, "FR12345678901")
+    # The claim holds: a seller in DE (the jurisdiction), a business in FR with a valid id.
+    customer = Customer(
+        "b2b", TaxStatus.REVERSE_CHARGE, "FR40303265045", location=Jurisdiction("FR")
+    )
     [result] = calculate(request(customer=customer), [make_rule()])
     assert amounts(result) == ("200.00", "0.00", "200.00")
     assert result.exemption is Exemption.REVERSE_CHARGE

@@ -88,7 +88,10 @@ def make_request(
     return CalculationRequest(
         currency=case.currency,
         jurisdiction=Jurisdiction("DE", "BY"),
-        customer=Customer("c", status, "DE123" if status is TaxStatus.REVERSE_CHARGE else None),
+        # A reverse charge holds only for a business elsewhere in the EU with a valid VAT id.
+        customer=Customer("c", status, "FR40303265045", location=Jurisdiction("FR"))
+        if status is TaxStatus.REVERSE_CHARGE
+        else Customer("c", status),
         price_mode=mode,
         date=DAY,
         lines=case.lines,

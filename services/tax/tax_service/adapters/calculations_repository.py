@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,13 +19,20 @@ from tax_service.domain.model import (
     AppliedTax,
     CalculationRequest,
     Customer,
+    CustomerKind,
     Exemption,
     Jurisdiction,
     LineInput,
     LineResult,
+    LineVat,
     PriceMode,
+    Seller,
     TaxCalculation,
     TaxStatus,
+    Treatment,
+    VatCategory,
+    VatIdCheck,
+    overall_treatment,
 )
 from tax_service.service_layer.ports import CalculationPosition, CalculationQuery
 
@@ -47,6 +55,12 @@ def _lines_to_json(calculation: TaxCalculation) -> str:
             "tax": _amount(result.tax),
             "gross": _amount(result.gross),
             "exemption": result.exemption.value if result.exemption else None,
+            "vat": {
+                "category": result.vat.category.value,
+                "treatment": result.vat.treatment.value,
+                "reason": result.vat.reason,
+                "reason_code": result.vat.reason_code,
+            },
             "taxes": [
                 {
                     "rule_id": tax.rule_id,
@@ -64,6 +78,85 @@ def _lines_to_json(calculation: TaxCalculation) -> str:
     return json.dumps(lines, separators=(",", ":"))
 
 
+# Lines stored before the VAT decision existed (migration 0003) carry only `exemption`.
+_LEGACY_VAT = {
+    None: LineVat(VatCategory.STANDARD, Treatment.DOMESTIC),
+    Exemption.ZERO_RATED: LineVat(VatCategory.ZERO_RATED, Treatment.DOMESTIC),
+    Exemption.EXEMPT_CUSTOMER: LineVat(VatCategory.EXEMPT, Treatment.EXEMPT, "Exempt customer"),
+    Exemption.REVERSE_CHARGE: LineVat(
+        VatCategory.REVERSE_CHARGE,
+        Treatment.INTRA_EU_REVERSE_CHARGE,
+        "Reverse charge (declared by the caller; made before the engine confirmed claims)",
+    ),
+}
+
+
+def _vat_from_json(item: dict[str, Any], exemption: Exemption | None) -> LineVat:
+    vat = item.get("vat")
+    if vat is None:
+        return _LEGACY_VAT[exemption]
+    return LineVat(
+        VatCategory(vat["category"]), Treatment(vat["treatment"]), vat["reason"], vat["reason_code"]
+    )
+
+
+def _location_json(location: Jurisdiction | None) -> dict[str, str | None] | None:
+    return None if location is None else {"country": location.country, "region": location.region}
+
+
+def _location(raw: dict[str, Any] | None) -> Jurisdiction | None:
+    return None if raw is None else Jurisdiction(raw["country"], raw["region"])
+
+
+def _parties_to_json(request: CalculationRequest) -> str:
+    """The seller and the customer's location, kind and certificate, as the caller gave them
+    (None where absent: the defaults are re-derived on read, as on the request)."""
+    customer, seller = request.customer, request.seller
+    return json.dumps(
+        {
+            "seller": None
+            if seller is None
+            else {"location": _location_json(seller.location), "vat_id": seller.vat_id},
+            "customer": {
+                "location": _location_json(customer.location),
+                "kind": customer.kind.value if customer.kind else None,
+                "exemption_certificate": customer.exemption_certificate,
+            },
+        },
+        separators=(",", ":"),
+    )
+
+
+def _evidence_to_json(check: VatIdCheck | None) -> str | None:
+    if check is None:
+        return None
+    return json.dumps(
+        {
+            "vat_id": check.vat_id,
+            "valid": check.valid,
+            "source": check.source,
+            "checked_at": check.checked_at.isoformat(),
+            "request_id": check.request_id,
+            "detail": check.detail,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _evidence_from_json(raw: str | None) -> VatIdCheck | None:
+    if raw is None:
+        return None
+    item = json.loads(raw)
+    return VatIdCheck(
+        vat_id=item["vat_id"],
+        valid=item["valid"],
+        source=item["source"],
+        checked_at=datetime.fromisoformat(item["checked_at"]),
+        request_id=item["request_id"],
+        detail=item["detail"],
+    )
+
+
 def _lines_from_json(
     raw: str, currency: str
 ) -> tuple[tuple[LineInput, ...], tuple[LineResult, ...]]:
@@ -78,13 +171,15 @@ def _lines_from_json(
             description=item["description"],
         )
         inputs.append(line)
+        exemption = Exemption(item["exemption"]) if item["exemption"] else None
         results.append(
             LineResult(
                 line=line,
                 net=Money.of(item["net"], currency),
                 tax=Money.of(item["tax"], currency),
                 gross=Money.of(item["gross"], currency),
-                exemption=Exemption(item["exemption"]) if item["exemption"] else None,
+                exemption=exemption,
+                vat=_vat_from_json(item, exemption),
                 taxes=tuple(
                     AppliedTax(
                         rule_id=tax["rule_id"],
@@ -103,16 +198,27 @@ def _lines_from_json(
 
 def _calculation_from_row(row: TaxCalculationRow) -> TaxCalculation:
     inputs, results = _lines_from_json(row.lines, row.currency)
+    parties: dict[str, Any] = json.loads(row.parties) if row.parties else {}
+    seller = parties.get("seller")
+    customer = parties.get("customer") or {}
     request = CalculationRequest(
         currency=row.currency,
         jurisdiction=Jurisdiction(row.country, row.region),
         customer=Customer(
-            id=row.customer_id, tax_status=TaxStatus(row.tax_status), tax_id=row.tax_id
+            id=row.customer_id,
+            tax_status=TaxStatus(row.tax_status),
+            tax_id=row.tax_id,
+            location=_location(customer.get("location")),
+            kind=CustomerKind(customer["kind"]) if customer.get("kind") else None,
+            exemption_certificate=customer.get("exemption_certificate"),
         ),
         price_mode=PriceMode(row.price_mode),
         date=row.calculation_date,
         lines=inputs,
         reference=row.reference,
+        seller=None
+        if seller is None
+        else Seller(Jurisdiction(**seller["location"]), seller["vat_id"]),
     )
     return TaxCalculation(
         id=row.id,
@@ -122,6 +228,8 @@ def _calculation_from_row(row: TaxCalculationRow) -> TaxCalculation:
         total_tax=Money.of(row.total_tax, row.currency),
         total_gross=Money.of(row.total_gross, row.currency),
         created_at=row.created_at,
+        treatment=Treatment(row.treatment) if row.treatment else overall_treatment(results),
+        evidence=_evidence_from_json(row.evidence),
     )
 
 
@@ -153,6 +261,9 @@ class SqlCalculationRepository:
                 total_gross=calculation.total_gross.amount,
                 line_count=len(calculation.lines),
                 lines=_lines_to_json(calculation),
+                treatment=calculation.treatment.value,
+                parties=_parties_to_json(request),
+                evidence=_evidence_to_json(calculation.evidence),
             )
         )
 

@@ -45,6 +45,7 @@ class TaxRuleRow(SQLModel, table=True):
     zero_rated: bool = False
     compound: bool = False
     priority: int = 0
+    supply: str = Field(default="services", max_length=16)
     # NULL valid_from: valid from always; valid_to is exclusive, NULL: no end.
     valid_from: date | None = Field(default=None, sa_column=Column(Date(), nullable=True))
     valid_to: date | None = Field(default=None, sa_column=Column(Date(), nullable=True))
@@ -81,6 +82,11 @@ class TaxCalculationRow(SQLModel, table=True):
     total_gross: Decimal = _decimal()
     line_count: int
     lines: str = Field(sa_column=Column(Text, nullable=False))
+    # The VAT decision (migration 0003): NULL on calculations made before it, read back as
+    # a domestic supply by parties in the jurisdiction.
+    treatment: str | None = Field(default=None, max_length=32)
+    parties: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    evidence: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class TaxRulesVersionRow(SQLModel, table=True):

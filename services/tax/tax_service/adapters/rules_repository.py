@@ -18,7 +18,7 @@ from billing_common.uniqueness import UniqueViolation
 from tax_service.adapters.orm import TaxRuleRow, TaxRulesVersionRow
 from tax_service.adapters.rule_cache import RuleCache
 from tax_service.domain.errors import DuplicateRuleKey
-from tax_service.domain.model import Jurisdiction, TaxRule
+from tax_service.domain.model import Jurisdiction, Supply, TaxRule
 from tax_service.service_layer.ports import RuleQuery
 
 _RULES: Table = TaxRuleRow.__table__  # type: ignore[attr-defined]
@@ -38,6 +38,7 @@ def _rule_from_row(row: TaxRuleRow) -> TaxRule:
         zero_rated=row.zero_rated,
         compound=row.compound,
         priority=row.priority,
+        supply=Supply(row.supply),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -56,6 +57,7 @@ def _rule_from_mapping(row: RowMapping) -> TaxRule:
         zero_rated=row["zero_rated"],
         compound=row["compound"],
         priority=row["priority"],
+        supply=Supply(row["supply"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -81,6 +83,7 @@ def _write_rule(row: TaxRuleRow, rule: TaxRule) -> None:
     row.zero_rated = rule.zero_rated
     row.compound = rule.compound
     row.priority = rule.priority
+    row.supply = rule.supply.value
     row.valid_from = rule.valid_from
     row.valid_to = rule.valid_to
     if rule.updated_at is not None:

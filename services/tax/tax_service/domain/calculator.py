@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, localcontext
 
 from billing_common.money import Money, quantum
+from tax_service.domain import vat_treatment
 from tax_service.domain.errors import UnknownCategory, UnknownJurisdiction
 from tax_service.domain.model import (
     AppliedTax,
@@ -23,19 +24,16 @@ from tax_service.domain.model import (
     Exemption,
     LineInput,
     LineResult,
+    LineVat,
     PriceMode,
+    Supply,
     TaxRule,
-    TaxStatus,
+    VatIdCheck,
 )
 
 # Inputs have bounded digits (see model), so every product below is exact at this precision
 # and a division is off by far less than could move a rounding at the minor unit.
 _PRECISION = 50
-
-_CUSTOMER_EXEMPTIONS = {
-    TaxStatus.EXEMPT: Exemption.EXEMPT_CUSTOMER,
-    TaxStatus.REVERSE_CHARGE: Exemption.REVERSE_CHARGE,
-}
 
 
 def applicable_rules(
@@ -58,14 +56,28 @@ def applicable_rules(
     }
 
 
-def calculate(request: CalculationRequest, rules: Iterable[TaxRule]) -> tuple[LineResult, ...]:
-    """Tax every line of `request` with `rules` (any superset of the relevant ones)."""
+def supply_of(rules: Sequence[TaxRule]) -> Supply:
+    """A category is goods when any of its applicable rules says so (they should agree)."""
+    return Supply.GOODS if any(rule.supply is Supply.GOODS for rule in rules) else Supply.SERVICES
+
+
+def calculate(
+    request: CalculationRequest,
+    rules: Iterable[TaxRule],
+    vat_id_check: VatIdCheck | None = None,
+) -> tuple[LineResult, ...]:
+    """Tax every line of `request` with `rules` (any superset of the relevant ones), with
+    the VAT treatment vat_treatment decides (`vat_id_check`: the VIES answer, if asked)."""
     by_category = applicable_rules(request, rules)
-    exemption = _CUSTOMER_EXEMPTIONS.get(request.customer.tax_status)
+    decision = vat_treatment.decide(request, vat_id_check)
+    # Once per category, not per line: the relief depends on the category's supply kind only.
+    reliefs = {
+        category: decision.for_supply(supply_of(found)) for category, found in by_category.items()
+    }
     with localcontext() as ctx:
         ctx.prec = _PRECISION
         return tuple(
-            _line(line, by_category[line.category], request.price_mode, exemption)
+            _line(line, by_category[line.category], request.price_mode, reliefs[line.category])
             for line in request.lines
         )
 
@@ -74,20 +86,21 @@ def _line(
     line: LineInput,
     rules: Sequence[TaxRule],
     mode: PriceMode,
-    customer_exemption: Exemption | None,
+    relief: LineVat | None,
 ) -> LineResult:
     currency = line.unit_price.currency
     amount = (line.unit_price * line.quantity).rounded(ROUND_HALF_UP)
-    if customer_exemption is not None:
-        # The customer, not the goods, is out of scope: nothing is charged and no rule is
-        # named, whichever price mode (an inclusive price then simply is the net).
+    if relief is not None:
+        # Exempt, reverse-charged, exported or out of scope: nothing is charged and no rule
+        # is named, whichever price mode (an inclusive price then simply is the net).
         return LineResult(
             line=line,
             net=amount,
             tax=Money.zero(currency).rounded(),
             gross=amount,
-            exemption=customer_exemption,
+            exemption=vat_treatment.EXEMPTION_OF[relief.category],
             taxes=(),
+            vat=relief,
         )
     if mode is PriceMode.EXCLUSIVE:
         amounts = exclusive_taxes(amount, rules)
@@ -114,6 +127,7 @@ def _line(
         gross=net + tax_total,
         exemption=Exemption.ZERO_RATED if zero_rated else None,
         taxes=taxes,
+        vat=vat_treatment.taxed(all_zero_rated=zero_rated),
     )
 
 

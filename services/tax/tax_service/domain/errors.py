@@ -76,3 +76,28 @@ class CalculationNotFound(TaxError):
 
     def __init__(self, calculation_id: str) -> None:
         super().__init__(f"no tax calculation {calculation_id}")
+
+
+class InvalidVatId(TaxError):
+    """A VAT id that fails python-stdnum's format/checksum check for its country, or that
+    the VAT register (VIES) does not know."""
+
+    def __init__(self, vat_id: str, reason: str, *, field: str) -> None:
+        super().__init__(f"{field} {vat_id!r} is not a valid VAT id: {reason}", field=field)
+
+
+class ReverseChargeNotConfirmed(TaxError):
+    """A reverse-charge claim the parties' data do not support: `missing` says what would
+    make it one (each item: the field, and what it must be)."""
+
+    def __init__(self, missing: list[dict[str, str]]) -> None:
+        details = "; ".join(f"{item['field']}: {item['detail']}" for item in missing)
+        super().__init__(f"reverse charge cannot be confirmed: {details}", missing=missing)
+
+
+class ExemptionNotConfirmed(TaxError):
+    """An exempt customer without the reference of its exemption certificate."""
+
+    def __init__(self, missing: list[dict[str, str]]) -> None:
+        details = "; ".join(f"{item['field']}: {item['detail']}" for item in missing)
+        super().__init__(f"the exemption cannot be confirmed: {details}", missing=missing)

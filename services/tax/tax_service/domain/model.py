@@ -60,6 +60,45 @@ class Exemption(StrEnum):
     EXEMPT_CUSTOMER = "exempt_customer"
     ZERO_RATED = "zero_rated"
     REVERSE_CHARGE = "reverse_charge"
+    INTRA_EU_SUPPLY = "intra_eu_supply"
+    EXPORT = "export"
+    OUT_OF_SCOPE = "out_of_scope"
+
+
+class Supply(StrEnum):
+    """What a rule's category sells: it decides between reverse charge (services) and an
+    intra-community supply (goods), and whether a sale abroad is an export."""
+
+    GOODS = "goods"
+    SERVICES = "services"
+
+
+class CustomerKind(StrEnum):
+    BUSINESS = "business"
+    CONSUMER = "consumer"
+
+
+class VatCategory(StrEnum):
+    """EN 16931 VAT category codes (UNCL5305 subset, BT-118 / BT-151)."""
+
+    STANDARD = "S"
+    ZERO_RATED = "Z"
+    EXEMPT = "E"
+    REVERSE_CHARGE = "AE"
+    INTRA_COMMUNITY = "K"
+    EXPORT = "G"
+    OUT_OF_SCOPE = "O"
+
+
+class Treatment(StrEnum):
+    """How the engine treats a supply (see vat_treatment's decision table)."""
+
+    DOMESTIC = "domestic"
+    INTRA_EU_REVERSE_CHARGE = "intra_eu_reverse_charge"
+    INTRA_EU_SUPPLY_OF_GOODS = "intra_eu_supply_of_goods"
+    EXPORT = "export"
+    OUT_OF_SCOPE = "out_of_scope"
+    EXEMPT = "exempt"
 
 
 def _places(value: Decimal) -> int:
@@ -137,7 +176,7 @@ class TaxRule:
     charged on the net plus the taxes ordered before it. Validity is half-open: from
     `valid_from` (inclusive; None: always) up to `valid_to`, the first day the rule no longer
     applies (None: no end), so a rate change is `valid_to` of the old rule == `valid_from` of
-    the new one."""
+    the new one. `supply` says whether the category is goods or services (default)."""
 
     id: str
     jurisdiction: Jurisdiction
@@ -150,6 +189,7 @@ class TaxRule:
     compound: bool = False
     priority: int = 0
     key: str | None = None
+    supply: Supply = Supply.SERVICES
     created_at: datetime | None = field(default=None, compare=False)
     updated_at: datetime | None = field(default=None, compare=False)
 
@@ -214,6 +254,7 @@ class TaxRule:
             and self.zero_rated == other.zero_rated
             and self.compound == other.compound
             and self.priority == other.priority
+            and self.supply == other.supply
         )
 
     def order_key(self) -> tuple[int, int, str, str]:
@@ -234,14 +275,27 @@ def _canonical(value: Decimal) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class Customer:
+    """The buyer. `location` None: in the calculation's jurisdiction. `kind` None: a
+    business when it has a tax id, else a consumer (see `resolved_kind`)."""
+
     id: str | None = None
     tax_status: TaxStatus = TaxStatus.STANDARD
     tax_id: str | None = None
+    location: Jurisdiction | None = None
+    kind: CustomerKind | None = None
+    exemption_certificate: str | None = None
 
     def __post_init__(self) -> None:
         tax_id = self.tax_id.strip() if self.tax_id is not None else None
         object.__setattr__(self, "tax_id", tax_id or None)
-        for name, value in (("customer.id", self.id), ("customer.tax_id", self.tax_id)):
+        certificate = self.exemption_certificate
+        certificate = certificate.strip() if certificate is not None else None
+        object.__setattr__(self, "exemption_certificate", certificate or None)
+        for name, value in (
+            ("customer.id", self.id),
+            ("customer.tax_id", self.tax_id),
+            ("customer.exemption_certificate", self.exemption_certificate),
+        ):
             if value is not None and len(value) > MAX_CUSTOMER_FIELD_LENGTH:
                 raise InvalidCalculationRequest(
                     f"{name} is longer than {MAX_CUSTOMER_FIELD_LENGTH} characters", field=name
@@ -251,6 +305,29 @@ class Customer:
                 "reverse charge needs the customer's tax id (customer.tax_id)",
                 field="customer.tax_id",
             )
+
+    @property
+    def resolved_kind(self) -> CustomerKind:
+        if self.kind is not None:
+            return self.kind
+        return CustomerKind.BUSINESS if self.tax_id is not None else CustomerKind.CONSUMER
+
+
+@dataclass(frozen=True, slots=True)
+class Seller:
+    """Who supplies: where it is established, and its VAT id (with the country prefix)."""
+
+    location: Jurisdiction
+    vat_id: str | None = None
+
+    def __post_init__(self) -> None:
+        vat_id = self.vat_id.strip() if self.vat_id is not None else None
+        if vat_id is not None and len(vat_id) > MAX_CUSTOMER_FIELD_LENGTH:
+            raise InvalidCalculationRequest(
+                f"seller.vat_id is longer than {MAX_CUSTOMER_FIELD_LENGTH} characters",
+                field="seller.vat_id",
+            )
+        object.__setattr__(self, "vat_id", vat_id or None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +384,8 @@ class CalculationRequest:
     date: date
     lines: tuple[LineInput, ...]
     reference: str | None = None
+    seller: Seller | None = None
+    """None: the seller is in `jurisdiction` (a domestic supply, as before sellers existed)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "currency", check_currency(self.currency))
@@ -338,6 +417,15 @@ class CalculationRequest:
     def categories(self) -> frozenset[str]:
         return frozenset(line.category for line in self.lines)
 
+    @property
+    def seller_location(self) -> Jurisdiction:
+        return self.seller.location if self.seller is not None else self.jurisdiction
+
+    @property
+    def customer_location(self) -> Jurisdiction:
+        location = self.customer.location
+        return location if location is not None else self.jurisdiction
+
 
 @dataclass(frozen=True, slots=True)
 class AppliedTax:
@@ -353,6 +441,17 @@ class AppliedTax:
 
 
 @dataclass(frozen=True, slots=True)
+class LineVat:
+    """A line's EN 16931 classification: category (BT-151), exemption reason text and VATEX
+    code (BT-120/BT-121; None for S and Z), and the treatment that led to it."""
+
+    category: VatCategory
+    treatment: Treatment
+    reason: str | None = None
+    reason_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LineResult:
     line: LineInput
     net: Money
@@ -360,6 +459,72 @@ class LineResult:
     gross: Money
     exemption: Exemption | None
     taxes: tuple[AppliedTax, ...]
+    vat: LineVat
+
+
+@dataclass(frozen=True, slots=True)
+class VatIdCheck:
+    """The evidence for a VAT id the decision relied on: who confirmed it, when, and VIES's
+    consultation number when there is one. `valid` False: the register does not know it."""
+
+    vat_id: str
+    valid: bool
+    source: str  # "vies" | "sandbox" | "format-only"
+    checked_at: datetime
+    request_id: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakdownEntry:
+    """One VAT category and rate of a calculation (EN 16931 BG-23)."""
+
+    category: VatCategory
+    rate: Decimal
+    taxable: Money
+    tax: Money
+    reason: str | None
+    reason_code: str | None
+
+
+def _line_rate(result: LineResult) -> Decimal:
+    # A line's nominal rate: its rules' rates added up (CA-QC: GST 5 % + QST 9.975 %); a
+    # relieved line is charged nothing, whatever its rules say.
+    if result.vat.category not in (VatCategory.STANDARD, VatCategory.ZERO_RATED):
+        return Decimal(0)
+    return _canonical(sum((tax.rate for tax in result.taxes), Decimal(0)))
+
+
+def breakdown(lines: tuple[LineResult, ...], currency: str) -> tuple[BreakdownEntry, ...]:
+    """Lines grouped by category, rate and reason, in order of first appearance: each line
+    is in exactly one group, so the groups add up to the totals exactly."""
+    zero = Money.zero(currency).rounded()
+    groups: dict[tuple[VatCategory, Decimal, str | None, str | None], tuple[Money, Money]] = {}
+    for result in lines:
+        key = (result.vat.category, _line_rate(result), result.vat.reason, result.vat.reason_code)
+        taxable, tax = groups.get(key, (zero, zero))
+        groups[key] = (taxable + result.net, tax + result.tax)
+    return tuple(
+        BreakdownEntry(category, rate, taxable, tax, reason, code)
+        for (category, rate, reason, code), (taxable, tax) in groups.items()
+    )
+
+
+def overall_treatment(lines: tuple[LineResult, ...]) -> Treatment:
+    """The calculation's treatment: its lines' when they agree; for a mix (goods and
+    services on one invoice) the first of _TREATMENT_PRECEDENCE that occurs."""
+    found = {result.vat.treatment for result in lines}
+    return next(t for t in _TREATMENT_PRECEDENCE if t in found)
+
+
+_TREATMENT_PRECEDENCE: Final = (
+    Treatment.EXEMPT,
+    Treatment.INTRA_EU_REVERSE_CHARGE,
+    Treatment.INTRA_EU_SUPPLY_OF_GOODS,
+    Treatment.EXPORT,
+    Treatment.OUT_OF_SCOPE,
+    Treatment.DOMESTIC,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +538,12 @@ class TaxCalculation:
     total_tax: Money
     total_gross: Money
     created_at: datetime
+    treatment: Treatment = Treatment.DOMESTIC
+    evidence: VatIdCheck | None = None
+
+    @property
+    def breakdown(self) -> tuple[BreakdownEntry, ...]:
+        return breakdown(self.lines, self.request.currency)
 
     @classmethod
     def of(
@@ -382,6 +553,7 @@ class TaxCalculation:
         request: CalculationRequest,
         lines: tuple[LineResult, ...],
         created_at: datetime,
+        evidence: VatIdCheck | None = None,
     ) -> TaxCalculation:
         zero = Money.zero(request.currency)
         total_net = sum((line.net for line in lines), zero)
@@ -396,4 +568,6 @@ class TaxCalculation:
             total_tax=total_tax,
             total_gross=total_gross,
             created_at=created_at,
+            treatment=overall_treatment(lines),
+            evidence=evidence,
         )

@@ -32,14 +32,23 @@ from tax_service.domain.model import (
     MAX_RATE_PLACES,
     AppliedTax,
     CalculationRequest,
-    Customer,
     Jurisdiction,
     LineInput,
     LineResult,
     PriceMode,
+    Supply,
     TaxCalculation,
     TaxRule,
-    TaxStatus,
+)
+from tax_service.entrypoints.vat_schemas import (
+    BreakdownOut,
+    CustomerIO,
+    EvidenceOut,
+    PartiesOut,
+    SellerIO,
+    TreatmentName,
+    VatCategoryCode,
+    VatIdCheckOut,
 )
 
 # A fraction 0..1 ("0.19" is 19 %), at most MAX_RATE_PLACES decimals: the domain's bounds.
@@ -142,6 +151,11 @@ class RuleDefinition(_In):
         default=False, description="charged on the net plus the taxes ordered before it"
     )
     priority: Priority = Field(default=0, description="higher applies first (as for discounts)")
+    supply: Literal["goods", "services"] = Field(
+        default="services",
+        description="what the category sells: decides reverse charge (services) versus "
+        "intra-community supply (goods), and exports",
+    )
 
     def to_domain(self, *, rule_id: str, key: str | None) -> TaxRule:
         return TaxRule(
@@ -156,6 +170,7 @@ class RuleDefinition(_In):
             zero_rated=self.rate == 0 if self.zero_rated is None else self.zero_rated,
             compound=self.compound,
             priority=self.priority,
+            supply=Supply(self.supply),
         )
 
 
@@ -202,6 +217,7 @@ class RuleOut(BaseModel):
     zero_rated: bool
     compound: bool
     priority: int
+    supply: str
     created_at: AwareDatetime | None
     updated_at: AwareDatetime | None
 
@@ -219,6 +235,7 @@ class RuleOut(BaseModel):
             zero_rated=rule.zero_rated,
             compound=rule.compound,
             priority=rule.priority,
+            supply=rule.supply.value,
             created_at=rule.created_at,
             updated_at=rule.updated_at,
         )
@@ -232,14 +249,6 @@ class RulePage(BaseModel):
 
 
 # --- calculations -----------------------------------------------------------------------
-
-
-class CustomerIO(_In):
-    id: StrictStr | None = Field(default=None, max_length=128, examples=["c-1"])
-    tax_status: Literal["standard", "exempt", "reverse_charge"] = "standard"
-    tax_id: StrictStr | None = Field(
-        default=None, max_length=128, description="required for reverse_charge", examples=[None]
-    )
 
 
 class LineIn(_In):
@@ -256,6 +265,7 @@ class CalculationIn(_In):
     currency: StrictStr = Field(min_length=3, max_length=3, examples=["EUR"])
     jurisdiction: JurisdictionIO
     customer: CustomerIO = Field(default_factory=CustomerIO)
+    seller: SellerIO | None = None
     price_mode: Literal["exclusive", "inclusive"] = "exclusive"
     date: IsoDate | None = Field(default=None, description="default: today (UTC)")
     reference: StrictStr | None = Field(default=None, max_length=128, examples=["inv_123"])
@@ -265,11 +275,8 @@ class CalculationIn(_In):
         return CalculationRequest(
             currency=self.currency,
             jurisdiction=self.jurisdiction.to_domain(),
-            customer=Customer(
-                id=self.customer.id,
-                tax_status=TaxStatus(self.customer.tax_status),
-                tax_id=self.customer.tax_id,
-            ),
+            customer=self.customer.to_domain(),
+            seller=self.seller.to_domain() if self.seller is not None else None,
             price_mode=PriceMode(self.price_mode),
             date=self.date or today,
             reference=self.reference,
@@ -313,8 +320,22 @@ class LineOut(BaseModel):
     net: DecimalOut
     tax: DecimalOut
     gross: DecimalOut
-    exemption: Literal["exempt_customer", "zero_rated", "reverse_charge"] | None
+    exemption: (
+        Literal[
+            "exempt_customer",
+            "zero_rated",
+            "reverse_charge",
+            "intra_eu_supply",
+            "export",
+            "out_of_scope",
+        ]
+        | None
+    )
     taxes: list[AppliedTaxOut]
+    vat_category: VatCategoryCode = Field(description="EN 16931 BT-151 (UNCL5305)")
+    vat_exemption_reason: str | None = Field(description="BT-120; null for S and Z")
+    vat_exemption_reason_code: str | None = Field(description="BT-121 (VATEX); may be null")
+    treatment: TreatmentName
 
     @classmethod
     def of(cls, result: LineResult) -> LineOut:
@@ -329,6 +350,10 @@ class LineOut(BaseModel):
             gross=result.gross.amount,
             exemption=result.exemption.value if result.exemption else None,
             taxes=[AppliedTaxOut.of(tax) for tax in result.taxes],
+            vat_category=result.vat.category.value,
+            vat_exemption_reason=result.vat.reason,
+            vat_exemption_reason_code=result.vat.reason_code,
+            treatment=result.vat.treatment.value,
         )
 
 
@@ -351,6 +376,12 @@ class CalculationOut(BaseModel):
     total_gross: DecimalOut
     lines: list[LineOut]
     created_at: dt.datetime
+    treatment: TreatmentName
+    breakdown: list[BreakdownOut] = Field(
+        description="one entry per VAT category, rate and reason; adds up to the totals"
+    )
+    evidence: EvidenceOut | None
+    parties: PartiesOut
 
     @classmethod
     def of(cls, calculation: TaxCalculation) -> CalculationOut:
@@ -372,6 +403,12 @@ class CalculationOut(BaseModel):
             total_gross=calculation.total_gross.amount,
             lines=[LineOut.of(line) for line in calculation.lines],
             created_at=calculation.created_at,
+            treatment=calculation.treatment.value,
+            breakdown=[BreakdownOut.of(entry) for entry in calculation.breakdown],
+            evidence=EvidenceOut(vat_id_check=VatIdCheckOut.of(calculation.evidence))
+            if calculation.evidence is not None
+            else None,
+            parties=PartiesOut.of(request),
         )
 
 

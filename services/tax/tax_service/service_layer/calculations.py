@@ -9,9 +9,9 @@ from datetime import datetime
 
 from billing_common.event_schemas import TAX_CALCULATED, TaxCalculated
 from billing_common.events import new_event
-from tax_service.domain import calculator
+from tax_service.domain import calculator, vat_treatment
 from tax_service.domain.errors import CalculationNotFound
-from tax_service.domain.model import CalculationRequest, TaxCalculation
+from tax_service.domain.model import CalculationRequest, TaxCalculation, VatIdCheck
 from tax_service.service_layer.dependencies import Dependencies
 from tax_service.service_layer.ports import CalculationPosition, CalculationQuery
 
@@ -29,11 +29,17 @@ async def calculate(
     `billing.tax.calculated.v1`, all in one transaction. `now` (default: the clock) is the
     instant the caller dated the request with, so the two never disagree."""
     created_at = now if now is not None else deps.clock()
+    # The online check before the transaction: no connection is held while VIES answers.
+    check = await check_vat_id(request, deps, now=created_at)
     async with deps.uow(tenant) as uow:
         rules = await uow.rules.for_jurisdiction(request.jurisdiction, request.date)
-        lines = calculator.calculate(request, rules)
+        lines = calculator.calculate(request, rules, check)
         calculation = TaxCalculation.of(
-            calculation_id=str(uuid.uuid4()), request=request, lines=lines, created_at=created_at
+            calculation_id=str(uuid.uuid4()),
+            request=request,
+            lines=lines,
+            created_at=created_at,
+            evidence=check,
         )
         await uow.calculations.add(calculation)
         uow.emit(
@@ -58,6 +64,20 @@ async def calculate(
         )
         await uow.commit()
     return calculation
+
+
+async def check_vat_id(
+    request: CalculationRequest, deps: Dependencies, *, now: datetime
+) -> VatIdCheck | None:
+    """The evidence for the customer's VAT id when the decision rests on it (None when it
+    does not); InvalidVatId at once when its format or checksum is wrong."""
+    vat_id = vat_treatment.vat_id_to_confirm(request)
+    if vat_id is None:
+        return None
+    if deps.vat_ids is None:
+        return VatIdCheck(vat_id=vat_id, valid=True, source="format-only", checked_at=now)
+    seller = request.seller
+    return await deps.vat_ids.check(vat_id, requester=seller.vat_id if seller else None)
 
 
 async def get_calculation(tenant: str, calculation_id: str, deps: Dependencies) -> TaxCalculation:

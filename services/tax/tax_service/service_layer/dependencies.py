@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from tax_service.service_layer.ports import UnitOfWorkFactory
+from tax_service.service_layer.ports import UnitOfWorkFactory, VatIdChecker
 
 
 @dataclass(frozen=True)
@@ -15,3 +15,5 @@ class Dependencies:
     """A unit of work for one tenant: one transaction."""
     clock: Callable[[], datetime]
     """The current instant (timezone-aware, UTC)."""
+    vat_ids: VatIdChecker | None = None
+    """The online VAT id check; None: the offline (python-stdnum) check only."""

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from billing_common.events import CloudEvent
-from tax_service.domain.model import Jurisdiction, TaxCalculation, TaxRule
+from tax_service.domain.model import Jurisdiction, TaxCalculation, TaxRule, VatIdCheck
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,18 @@ class CalculationRepository(Protocol):
     ) -> Sequence[TaxCalculation]:
         """Newest first (created_at, then id, descending); `after` is the position of the
         last item of the previous page (keyset pagination: stable under inserts)."""
+
+
+class VatIdChecker(Protocol):
+    """The online check of a VAT id against the register (VIES). Called outside any
+    transaction. Answers valid False only when the register says the id is unknown; when
+    the register cannot answer, a `format-only` check (valid True, `detail` says why)."""
+
+    async def check(self, vat_id: str, *, requester: str | None = None) -> VatIdCheck:
+        """`vat_id` with its country prefix, already format-checked; `requester` the
+        seller's VAT id, for VIES to issue a consultation number (`request_id`)."""
+
+    async def close(self) -> None: ...
 
 
 class UnitOfWork(Protocol):
