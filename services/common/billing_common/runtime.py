@@ -196,7 +196,11 @@ async def open_context(
     runtime's subscription endpoints). Services pass it always; the other runtimes ignore it."""
     if app is not None and adapters.install_routes is not None:
         adapters.install_routes(app)
-    engine = create_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
+    engine = create_engine(
+        settings.resolved_database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_max_overflow,
+    )
     migrate_now = settings.migrate_on_start
     if migrate_now is None:
         migrate_now = settings.runtime == "embedded"
