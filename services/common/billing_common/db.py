@@ -10,9 +10,9 @@ import contextlib
 import hashlib
 import json
 import weakref
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -376,7 +376,8 @@ def _inserts_sql(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
     for table, columns in shape:
         params = ", ".join(f"${position + i + 1}" for i in range(len(columns)))
         position += len(columns)
-        statements.append(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({params})")
+        # Identifiers from the code's table metadata, never from input; values are parameters.
+        statements.append(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({params})")  # noqa: S608
     *first, last = statements
     if not first:
         return last

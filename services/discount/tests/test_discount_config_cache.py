@@ -82,7 +82,10 @@ async def test_admin_changes_through_one_replica_are_seen_by_another_at_once(
 
         replaced = await writer.client.put(
             f"{COUPONS}/SAVE",
-            json={"name": "Save", "discount": {"type": "fixed", "amount": "5.00", "currency": "EUR"}},
+            json={
+                "name": "Save",
+                "discount": {"type": "fixed", "amount": "5.00", "currency": "EUR"},
+            },
             headers=admin,
         )
         assert replaced.status_code == 200, replaced.text

@@ -18,7 +18,7 @@ from discount_service.adapters.orm import DiscountConfigVersionRow
 from discount_service.domain.model import Coupon, DiscountPolicy, StackingSettings
 
 VERSIONS: Table = DiscountConfigVersionRow.__table__  # type: ignore[attr-defined]
-_VERSION_SQL = f"SELECT version FROM {VERSIONS.name} WHERE tenant_id = $1"
+_VERSION_SQL = "SELECT version FROM discount_config_versions WHERE tenant_id = $1"
 
 
 @dataclass

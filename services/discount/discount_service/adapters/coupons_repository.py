@@ -9,7 +9,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, Table, and_, delete, or_, update
+from sqlalchemy import Table, and_, delete, or_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing_common.db import postgres_driver
 from billing_common.money import Money
 from billing_common.outbox import utcnow
-from discount_service.adapters.config_cache import VERSIONS, ConfigView, TenantConfig
+from discount_service.adapters.config_cache import ConfigView, TenantConfig
 from discount_service.adapters.orm import CouponRow, CouponUsageRow
 from discount_service.domain.errors import DuplicateCouponCode
 from discount_service.domain.model import AmountOff, Benefit, Coupon, PercentOff, normalize_code
@@ -100,14 +100,14 @@ _COUPON_FIELDS = tuple(column.name for column in _COUPONS.columns)
 # The hot read on PostgreSQL: the tenant's configuration version and the asked-for coupons
 # in one statement (one snapshot), always one row at least (the version's).
 _COUPONS_SQL = (
-    f"SELECT v.version AS config_version, {', '.join(f'c.{name}' for name in _COUPON_FIELDS)}"
-    f" FROM (SELECT $1::varchar AS tenant_id) AS t"
-    f" LEFT JOIN {VERSIONS.name} AS v ON v.tenant_id = t.tenant_id"
-    f" LEFT JOIN {_COUPONS.name} AS c ON c.tenant_id = t.tenant_id"
-    f" AND c.code_key = ANY($2::varchar[])"
+    "SELECT v.version AS config_version, c.*"
+    " FROM (SELECT $1::varchar AS tenant_id) AS t"
+    " LEFT JOIN discount_config_versions AS v ON v.tenant_id = t.tenant_id"
+    " LEFT JOIN discount_coupons AS c ON c.tenant_id = t.tenant_id"
+    " AND c.code_key = ANY($2::varchar[])"
 )
 _USAGE_SQL = (
-    f"SELECT coupon_id, redeemed_count FROM {_USAGE.name}"
+    "SELECT coupon_id, redeemed_count FROM discount_coupon_usage"
     " WHERE tenant_id = $1 AND customer_id = $2 AND coupon_id = ANY($3::varchar[])"
 )
 
@@ -207,12 +207,10 @@ class SqlCouponRepository:
                 _COUPONS.c.tenant_id == self._tenant, _COUPONS.c.code_key.in_(keys)
             )
         )
-        return {
-            row.code_key: self._definition(cached, row.code_key, row._mapping) for row in found
-        }
+        return {row.code_key: self._definition(cached, row.code_key, row._mapping) for row in found}
 
     @staticmethod
-    def _definition(cached: TenantConfig | None, key: str, row: Mapping[str, Any]) -> Coupon:
+    def _definition(cached: TenantConfig | None, key: str, row: Mapping[Any, Any]) -> Coupon:
         """The coupon of `row`: its definition from the cache when it holds it at the
         version read, with the row's live counter."""
         coupon = cached.coupons.get(key) if cached is not None else None

@@ -136,4 +136,6 @@ class DiscountConfigVersionRow(SQLModel, table=True):
     __tablename__ = "discount_config_versions"
 
     tenant_id: str = Field(primary_key=True, max_length=64)
-    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    version: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )

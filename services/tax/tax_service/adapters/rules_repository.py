@@ -24,7 +24,7 @@ from tax_service.service_layer.ports import RuleQuery
 
 _RULES: Table = TaxRuleRow.__table__  # type: ignore[attr-defined]
 _RULES_VERSIONS: Table = TaxRulesVersionRow.__table__  # type: ignore[attr-defined]
-_VERSION_SQL = f"SELECT version FROM {_RULES_VERSIONS.name} WHERE tenant_id = $1"
+_VERSION_SQL = "SELECT version FROM tax_rules_versions WHERE tenant_id = $1"
 
 
 def _rule_from_row(row: TaxRuleRow) -> TaxRule:
