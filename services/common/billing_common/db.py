@@ -348,6 +348,11 @@ class PostgresDriver:
         except Exception as exc:
             raise await self._translated(exc) from exc
 
+    def in_transaction(self) -> bool:
+        """Whether statements sent here run in the session's open transaction (else each
+        commits on its own)."""
+        return bool(self._driver.is_in_transaction())
+
     async def insert_all(self, rows: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """INSERT each (table, column values) row, all in ONE statement (data-modifying
         CTEs), so they commit together even outside a transaction: one round trip."""

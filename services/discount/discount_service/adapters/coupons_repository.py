@@ -9,7 +9,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, or_, update
+from sqlalchemy import Table, delete, or_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -263,33 +263,28 @@ class SqlCouponRepository:
     ) -> bool:
         """The per-customer counter row's += 1 below `limit` (None: no limit), atomically.
         The row is created first if missing; a concurrent creator wins quietly."""
-        values = {
-            "tenant_id": self._tenant,
-            "coupon_id": coupon_id,
-            "customer_id": customer_id,
-            "redeemed_count": 0,
-        }
-        dialect = self._session.bind.dialect.name if self._session.bind else "sqlite"
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        await self._session.exec(
-            insert(CouponUsageRow)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "coupon_id", "customer_id"])
+        # One statement: the counter row is created at 1 (every limit is at least 1) or
+        # moved on below the limit; a row is returned only if it counted. On PostgreSQL a
+        # concurrent creator or counter waits on the row and the WHERE is re-checked.
+        dialect = self._session.get_bind().dialect.name
+        upsert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            upsert(_USAGE)
+            .values(
+                tenant_id=self._tenant,
+                coupon_id=coupon_id,
+                customer_id=customer_id,
+                redeemed_count=1,
+            )
+            .on_conflict_do_update(
+                index_elements=[_USAGE.c.tenant_id, _USAGE.c.coupon_id, _USAGE.c.customer_id],
+                set_={"redeemed_count": _USAGE.c.redeemed_count + 1},
+                where=_USAGE.c.redeemed_count < limit if limit is not None else None,
+            )
+            .returning(_USAGE.c.redeemed_count)
         )
-        condition = and_(
-            col(CouponUsageRow.tenant_id) == self._tenant,
-            col(CouponUsageRow.coupon_id) == coupon_id,
-            col(CouponUsageRow.customer_id) == customer_id,
-        )
-        if limit is not None:
-            condition = and_(condition, col(CouponUsageRow.redeemed_count) < limit)
-        result = await self._session.exec(
-            update(CouponUsageRow)
-            .where(condition)
-            .values(redeemed_count=col(CouponUsageRow.redeemed_count) + 1)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(result.rowcount == 1)
+        counted = await (await self._session.connection()).execute(statement)
+        return counted.first() is not None
 
     async def uncount_redemption(self, coupon_id: str, customer_id: str) -> None:
         """Give a counted use back (overall and for the customer), never below zero."""
