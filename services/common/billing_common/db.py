@@ -99,9 +99,11 @@ def is_sqlite(url: str) -> bool:
 # A fixed-size pool: `pool_size` connections kept open and no overflow. With overflow, a
 # burst above the pool opened connections that were closed again as soon as they were
 # returned (4-40 per service in 13 s of bench load): a TCP + TLS + auth handshake and a
-# backend start each, for requests that only had to wait a millisecond for a pooled one.
-# Measured under the bench's 32 connections on one core: 10 connections and no overflow
-# served as many requests per second as 20 or 10 + 10 overflow, without the churn.
+# backend start each, for requests that would have waited a moment for a pooled one. On
+# the bench (32 client connections, the service on one core) 5, 10 and 20 connections
+# without overflow and 10 + 10 overflow were within the run-to-run noise of each other
+# (bench/profiles/tax-discount.md); 10 keeps four services x replicas well inside
+# PostgreSQL's default 100 connections. A service that waits on its pool can raise it.
 DEFAULT_POOL_SIZE = 10
 DEFAULT_POOL_MAX_OVERFLOW = 0
 # How long a request waits for a pooled connection before it fails (SQLAlchemy's default).
