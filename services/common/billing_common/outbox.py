@@ -48,6 +48,21 @@ class OutboxMessage(SQLModel, table=True):
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 
 
+def outbox_row(event: CloudEvent, *, aggregate: str) -> dict[str, object]:
+    """The outbox row of `event`, column by column, for units of work that write it with
+    their own statement (billing_common.db.PostgresDriver.insert_all)."""
+    return {
+        "event_id": event.id,
+        "aggregate": aggregate,
+        "event_type": event.type,
+        "payload": event.to_json().decode(),
+        "created_at": utcnow(),
+        "published_at": None,
+        "attempts": 0,
+        "last_error": None,
+    }
+
+
 class InboxRecord(SQLModel, table=True):
     __tablename__ = "inbox"
 

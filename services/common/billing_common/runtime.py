@@ -197,7 +197,11 @@ async def open_context(
     runtime's subscription endpoints). Services pass it always; the other runtimes ignore it."""
     if app is not None and adapters.install_routes is not None:
         adapters.install_routes(app)
-    engine = create_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
+    engine = create_engine(
+        settings.resolved_database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_max_overflow,
+    )
     if settings.development.migrate_on_start:
         await migrate(
             engine, migrations_dir, version_table=f"alembic_version_{settings.service_name}"

@@ -35,7 +35,10 @@ class ServiceSettings(BaseSettings):
     data_dir: Path = Path("var")
     # None means a SQLite file per service under data_dir.
     database_url: str | None = None
+    # A fixed pool per process (see billing_common.db.create_engine); overflow connections
+    # are opened for a burst and closed again on return.
     database_pool_size: int = 10
+    database_pool_max_overflow: int = 0
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     amqp_exchange: str = "billing.events"
     amqp_prefetch: int = 32

@@ -4,18 +4,22 @@ concurrency on PostgreSQL (row locks, re-checked WHERE) and on SQLite (one write
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, Table, and_, delete, or_, update
+from sqlalchemy import Table, delete, or_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing_common.db import postgres_driver
 from billing_common.money import Money
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
+from discount_service.adapters.config_cache import ConfigView, TenantConfig
 from discount_service.adapters.orm import CouponRow, CouponUsageRow
 from discount_service.domain.errors import DuplicateCouponCode
 from discount_service.domain.model import AmountOff, Benefit, Coupon, PercentOff, normalize_code
@@ -39,7 +43,8 @@ _COUPONS: Table = CouponRow.__table__  # type: ignore[attr-defined]
 _USAGE: Table = CouponUsageRow.__table__  # type: ignore[attr-defined]
 
 
-def _coupon_from_row(row: CouponRow | Row[Any]) -> Coupon:
+def _coupon_from_row(row: Any) -> Coupon:
+    # A CouponRow, a core Row, or the namespace of a driver record: columns as attributes.
     benefit: Benefit
     if row.discount_type == "percent":
         assert row.rate is not None
@@ -87,10 +92,34 @@ def _coupon_columns(coupon: Coupon) -> dict[str, Any]:
     }
 
 
+def _coupon_from_mapping(row: Mapping[str, Any]) -> Coupon:
+    return _coupon_from_row(SimpleNamespace(**{name: row[name] for name in _COUPON_FIELDS}))
+
+
+_COUPON_FIELDS = tuple(column.name for column in _COUPONS.columns)
+# The hot read on PostgreSQL: the tenant's configuration version and the asked-for coupons
+# in one statement (one snapshot), always one row at least (the version's).
+_COUPONS_SQL = (
+    "SELECT v.version AS config_version, c.*"
+    " FROM (SELECT $1::varchar AS tenant_id) AS t"
+    " LEFT JOIN discount_config_versions AS v ON v.tenant_id = t.tenant_id"
+    " LEFT JOIN discount_coupons AS c ON c.tenant_id = t.tenant_id"
+    " AND c.code_key = ANY($2::varchar[])"
+)
+_USAGE_SQL = (
+    "SELECT coupon_id, redeemed_count FROM discount_coupon_usage"
+    " WHERE tenant_id = $1 AND customer_id = $2 AND coupon_id = ANY($3::varchar[])"
+)
+
+
 class SqlCouponRepository:
-    def __init__(self, session: AsyncSession, tenant: str) -> None:
+    """Coupon definitions come from the process's cache while the tenant's configuration
+    version (read with them) says they are current; counters are always read live."""
+
+    def __init__(self, session: AsyncSession, tenant: str, config: ConfigView) -> None:
         self._session = session
         self._tenant = tenant
+        self._config = config
 
     async def _row(self, code: str) -> CouponRow | None:
         result = await self._session.exec(
@@ -119,6 +148,7 @@ class SqlCouponRepository:
             await self._session.flush()
         except UniqueViolation as exc:
             raise DuplicateCouponCode(coupon.code) from exc
+        await self._config.changed()
         return _coupon_from_row(row)
 
     async def replace(self, coupon: Coupon) -> Coupon | None:
@@ -131,6 +161,7 @@ class SqlCouponRepository:
         row.updated_at = utcnow()
         self._session.add(row)
         await self._session.flush()
+        await self._config.changed()
         return _coupon_from_row(row)
 
     async def delete(self, code: str) -> bool:
@@ -145,6 +176,7 @@ class SqlCouponRepository:
         )
         await self._session.delete(row)
         await self._session.flush()
+        await self._config.changed()
         return True
 
     async def page(self, query: CouponQuery) -> list[Coupon]:
@@ -160,17 +192,43 @@ class SqlCouponRepository:
         keys = sorted({normalize_code(code) for code in codes})
         if not keys:
             return {}
-        rows = await (await self._session.connection()).execute(
+        driver = await postgres_driver(self._session)
+        if driver is not None:
+            rows = await driver.fetch(_COUPONS_SQL, self._tenant, keys)
+            cached = self._config.observe(int(rows[0]["config_version"] or 0))
+            return {
+                row["code_key"]: self._definition(cached, row["code_key"], row)
+                for row in rows
+                if row["id"] is not None
+            }
+        cached = await self._config.current()
+        found = await (await self._session.connection()).execute(
             core_select(_COUPONS).where(
                 _COUPONS.c.tenant_id == self._tenant, _COUPONS.c.code_key.in_(keys)
             )
         )
-        return {row.code_key: _coupon_from_row(row) for row in rows}
+        return {row.code_key: self._definition(cached, row.code_key, row._mapping) for row in found}
+
+    @staticmethod
+    def _definition(cached: TenantConfig | None, key: str, row: Mapping[Any, Any]) -> Coupon:
+        """The coupon of `row`: its definition from the cache when it holds it at the
+        version read, with the row's live counter."""
+        coupon = cached.coupons.get(key) if cached is not None else None
+        if coupon is None:
+            coupon = _coupon_from_mapping(row)
+            if cached is not None:
+                cached.coupons[key] = coupon
+            return coupon
+        return replace(coupon, redeemed_count=row["redeemed_count"])
 
     async def customer_usage(self, coupon_ids: Iterable[str], customer_id: str) -> dict[str, int]:
         ids = sorted(set(coupon_ids))
         if not ids:
             return {}
+        driver = await postgres_driver(self._session)
+        if driver is not None:
+            found = await driver.fetch(_USAGE_SQL, self._tenant, customer_id, ids)
+            return {row["coupon_id"]: row["redeemed_count"] for row in found}
         rows = await (await self._session.connection()).execute(
             core_select(_USAGE.c.coupon_id, _USAGE.c.redeemed_count).where(
                 _USAGE.c.tenant_id == self._tenant,
@@ -205,33 +263,28 @@ class SqlCouponRepository:
     ) -> bool:
         """The per-customer counter row's += 1 below `limit` (None: no limit), atomically.
         The row is created first if missing; a concurrent creator wins quietly."""
-        values = {
-            "tenant_id": self._tenant,
-            "coupon_id": coupon_id,
-            "customer_id": customer_id,
-            "redeemed_count": 0,
-        }
-        dialect = self._session.bind.dialect.name if self._session.bind else "sqlite"
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        await self._session.exec(
-            insert(CouponUsageRow)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "coupon_id", "customer_id"])
+        # One statement: the counter row is created at 1 (every limit is at least 1) or
+        # moved on below the limit; a row is returned only if it counted. On PostgreSQL a
+        # concurrent creator or counter waits on the row and the WHERE is re-checked.
+        dialect = self._session.get_bind().dialect.name
+        upsert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            upsert(_USAGE)
+            .values(
+                tenant_id=self._tenant,
+                coupon_id=coupon_id,
+                customer_id=customer_id,
+                redeemed_count=1,
+            )
+            .on_conflict_do_update(
+                index_elements=[_USAGE.c.tenant_id, _USAGE.c.coupon_id, _USAGE.c.customer_id],
+                set_={"redeemed_count": _USAGE.c.redeemed_count + 1},
+                where=_USAGE.c.redeemed_count < limit if limit is not None else None,
+            )
+            .returning(_USAGE.c.redeemed_count)
         )
-        condition = and_(
-            col(CouponUsageRow.tenant_id) == self._tenant,
-            col(CouponUsageRow.coupon_id) == coupon_id,
-            col(CouponUsageRow.customer_id) == customer_id,
-        )
-        if limit is not None:
-            condition = and_(condition, col(CouponUsageRow.redeemed_count) < limit)
-        result = await self._session.exec(
-            update(CouponUsageRow)
-            .where(condition)
-            .values(redeemed_count=col(CouponUsageRow.redeemed_count) + 1)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(result.rowcount == 1)
+        counted = await (await self._session.connection()).execute(statement)
+        return counted.first() is not None
 
     async def uncount_redemption(self, coupon_id: str, customer_id: str) -> None:
         """Give a counted use back (overall and for the customer), never below zero."""

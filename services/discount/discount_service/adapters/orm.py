@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Index, Integer, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
 from billing_common.db import ExactDecimal, UtcDateTime
@@ -125,3 +125,17 @@ class RedemptionLineRow(SQLModel, table=True):
     code: str | None = Field(default=None, max_length=64)
     name: str = Field(max_length=300)
     amount: Decimal = Field(sa_column=Column(ExactDecimal(), nullable=False))
+
+
+class DiscountConfigVersionRow(SQLModel, table=True):
+    """One counter per tenant, bumped in the same transaction as every change of the
+    tenant's coupons (definitions, not their counters), policies or stacking settings. A
+    quote reads it with the coupons it asks for, so a process uses its cached definitions
+    only while they are the tenant's current ones, whichever replica changed them."""
+
+    __tablename__ = "discount_config_versions"
+
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )

@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing_common.money import Money, format_amount
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
+from discount_service.adapters.config_cache import ConfigView
 from discount_service.adapters.orm import PolicyRow
 from discount_service.domain.model import (
     AmountOff,
@@ -110,9 +111,13 @@ def _policy_columns(policy: DiscountPolicy) -> dict[str, Any]:
 
 
 class SqlPolicyRepository:
-    def __init__(self, session: AsyncSession, tenant: str) -> None:
+    """The active policies come from the process's cache while the tenant's configuration
+    version says they are current (discount_service.adapters.config_cache)."""
+
+    def __init__(self, session: AsyncSession, tenant: str, config: ConfigView) -> None:
         self._session = session
         self._tenant = tenant
+        self._config = config
 
     async def _row(self, key: str) -> PolicyRow | None:
         result = await self._session.exec(
@@ -133,12 +138,19 @@ class SqlPolicyRepository:
         return [_policy_from_row(row) for row in rows.all()]
 
     async def active(self) -> list[DiscountPolicy]:
+        cached = await self._config.current()
+        if cached is not None and cached.active_policies is not None:
+            return list(cached.active_policies)
         rows = await (await self._session.connection()).execute(
             core_select(_POLICIES)
             .where(_POLICIES.c.tenant_id == self._tenant, _POLICIES.c.active.is_(True))
             .order_by(_POLICIES.c.key)
         )
-        return [_policy_from_row(row) for row in rows]
+        policies = [_policy_from_row(row) for row in rows]
+        if cached is not None:
+            # Read after the version: at worst newer than it, never older.
+            cached.active_policies = tuple(policies)
+        return policies
 
     async def upsert(self, policy: DiscountPolicy) -> bool:
         """Create or replace the policy under its key; True if it was created."""
@@ -163,6 +175,7 @@ class SqlPolicyRepository:
             await self._session.flush()
         except UniqueViolation as exc:
             raise PolicyKeyTaken(policy.key) from exc
+        await self._config.changed()
         return created
 
     async def delete(self, key: str) -> bool:
@@ -171,4 +184,5 @@ class SqlPolicyRepository:
             return False
         await self._session.delete(row)
         await self._session.flush()
+        await self._config.changed()
         return True

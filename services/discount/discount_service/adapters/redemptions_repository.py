@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import and_, delete, or_
+import asyncpg
+from sqlalchemy import Table, and_, delete, insert, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing_common.db import postgres_driver
 from billing_common.money import Money
 from billing_common.uniqueness import UniqueViolation
 from discount_service.adapters.orm import RedemptionLineRow, RedemptionRow
@@ -22,6 +25,9 @@ from discount_service.domain.model import (
 )
 from discount_service.service_layer.ports import IdempotencyKeyTaken, RedemptionQuery
 
+_REDEMPTIONS: Table = RedemptionRow.__table__  # type: ignore[attr-defined]
+_LINES: Table = RedemptionLineRow.__table__  # type: ignore[attr-defined]
+
 
 class SqlRedemptionRepository:
     def __init__(self, session: AsyncSession, tenant: str) -> None:
@@ -29,45 +35,58 @@ class SqlRedemptionRepository:
         self._tenant = tenant
 
     async def add(self, redemption: Redemption) -> None:
-        """Insert the redemption with its lines and flush, so the (tenant, key) unique
-        constraint claims the idempotency key before any counter moves."""
-        result = redemption.result
-        self._session.add(
-            RedemptionRow(
-                id=redemption.id,
-                tenant_id=self._tenant,
-                idempotency_key=redemption.idempotency_key,
-                request_hash=redemption.request_hash,
-                customer_id=redemption.customer_id,
-                customer_type=redemption.customer_type,
-                reference=redemption.reference,
-                currency=result.currency,
-                amount=result.amount.amount,
-                total_discount=result.total_discount.amount,
-                amount_after=result.amount_after.amount,
-                rejected=json.dumps(
-                    [{"code": r.code, "reason": r.reason.value} for r in result.rejected]
-                ),
-                created_at=redemption.created_at,
-            )
-        )
+        """Insert the redemption with its lines, so the (tenant, key) unique constraint
+        claims the idempotency key before any counter moves. On PostgreSQL inside the open
+        transaction, all rows are one statement (one round trip); elsewhere core INSERTs."""
+        rows = self._rows(redemption)
+        driver = await postgres_driver(self._session)
+        if driver is not None and driver.in_transaction():
+            try:
+                await driver.insert_all(rows)
+            except asyncpg.UniqueViolationError as exc:
+                raise IdempotencyKeyTaken(redemption.idempotency_key) from exc
+            return
+        connection = await self._session.connection()
+        (_, header), *lines = rows
         try:
-            await self._session.flush()
+            await connection.execute(insert(_REDEMPTIONS).values(header))
         except UniqueViolation as exc:
             raise IdempotencyKeyTaken(redemption.idempotency_key) from exc
-        for position, line in enumerate(result.applied):
-            self._session.add(
-                RedemptionLineRow(
-                    redemption_id=redemption.id,
-                    tenant_id=self._tenant,
-                    position=position,
-                    kind=line.kind.value,
-                    code=line.code,
-                    name=line.name,
-                    amount=line.amount.amount,
-                )
-            )
-        await self._session.flush()
+        if lines:
+            await connection.execute(insert(_LINES), [values for _, values in lines])
+
+    def _rows(self, redemption: Redemption) -> list[tuple[str, dict[str, Any]]]:
+        result = redemption.result
+        header = {
+            "id": redemption.id,
+            "tenant_id": self._tenant,
+            "idempotency_key": redemption.idempotency_key,
+            "request_hash": redemption.request_hash,
+            "customer_id": redemption.customer_id,
+            "customer_type": redemption.customer_type,
+            "reference": redemption.reference,
+            "currency": result.currency,
+            "amount": result.amount.amount,
+            "total_discount": result.total_discount.amount,
+            "amount_after": result.amount_after.amount,
+            "rejected": json.dumps(
+                [{"code": r.code, "reason": r.reason.value} for r in result.rejected]
+            ),
+            "created_at": redemption.created_at,
+        }
+        lines = [
+            {
+                "redemption_id": redemption.id,
+                "tenant_id": self._tenant,
+                "position": position,
+                "kind": line.kind.value,
+                "code": line.code,
+                "name": line.name,
+                "amount": line.amount.amount,
+            }
+            for position, line in enumerate(result.applied)
+        ]
+        return [(_REDEMPTIONS.name, header), *((_LINES.name, line) for line in lines)]
 
     async def remove(self, redemption_id: str) -> None:
         """Delete the redemption and its lines (a released redemption never happened; its

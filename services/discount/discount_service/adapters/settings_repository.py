@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.money import Money, format_amount
 from billing_common.outbox import utcnow
+from discount_service.adapters.config_cache import ConfigView
 from discount_service.adapters.orm import StackingSettingsRow
 from discount_service.domain.model import StackingSettings
 
@@ -19,11 +20,24 @@ _SETTINGS: Table = StackingSettingsRow.__table__  # type: ignore[attr-defined]
 
 
 class SqlStackingSettingsRepository:
-    def __init__(self, session: AsyncSession, tenant: str) -> None:
+    """The settings come from the process's cache while the tenant's configuration version
+    says they are current (discount_service.adapters.config_cache)."""
+
+    def __init__(self, session: AsyncSession, tenant: str, config: ConfigView) -> None:
         self._session = session
         self._tenant = tenant
+        self._config = config
 
     async def get(self) -> StackingSettings:
+        cached = await self._config.current()
+        if cached is not None and cached.settings is not None:
+            return cached.settings
+        settings = await self._load()
+        if cached is not None:
+            cached.settings = settings  # read after the version: never older than it
+        return settings
+
+    async def _load(self) -> StackingSettings:
         row = (
             await (await self._session.connection()).execute(
                 core_select(_SETTINGS.c.max_fraction, _SETTINGS.c.max_amounts).where(
@@ -58,6 +72,7 @@ class SqlStackingSettingsRepository:
             row.updated_at = utcnow()
         self._session.add(row)
         await self._session.flush()
+        await self._config.changed()
 
     async def exists(self) -> bool:
         return await self._session.get(StackingSettingsRow, self._tenant) is not None

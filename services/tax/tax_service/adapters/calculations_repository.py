@@ -233,39 +233,56 @@ def _calculation_from_row(row: TaxCalculationRow) -> TaxCalculation:
     )
 
 
+def calculation_columns(calculation: TaxCalculation, tenant: str) -> dict[str, Any]:
+    """The row of one calculation, column by column: the one place a new column is added
+    (the SQLite and the PostgreSQL paths both insert exactly this)."""
+    request = calculation.request
+    return {
+        "id": calculation.id,
+        "tenant_id": tenant,
+        "created_at": calculation.created_at,
+        "calculation_date": request.date,
+        "currency": request.currency,
+        "price_mode": request.price_mode.value,
+        "country": request.jurisdiction.country,
+        "region": request.jurisdiction.region,
+        "customer_id": request.customer.id,
+        "tax_status": request.customer.tax_status.value,
+        "tax_id": request.customer.tax_id,
+        "reference": request.reference,
+        "total_net": calculation.total_net.amount,
+        "total_tax": calculation.total_tax.amount,
+        "total_gross": calculation.total_gross.amount,
+        "line_count": len(calculation.lines),
+        "lines": _lines_to_json(calculation),
+        "treatment": calculation.treatment.value,
+        "parties": _parties_to_json(request),
+        "evidence": _evidence_to_json(calculation.evidence),
+    }
+
+
 class SqlCalculationRepository:
-    def __init__(self, session: AsyncSession, tenant: str) -> None:
+    def __init__(self, session: AsyncSession, tenant: str, *, defer_inserts: bool = False) -> None:
+        """With `defer_inserts` (PostgreSQL), `add` only queues the row: the unit of work
+        writes it at commit in one statement with its outbox row (`take_pending`)."""
         self._session = session
         self._tenant = tenant
+        self._defer_inserts = defer_inserts
+        self._pending: list[dict[str, Any]] = []
 
     async def add(self, calculation: TaxCalculation) -> None:
-        request = calculation.request
+        values = calculation_columns(calculation, self._tenant)
+        if self._defer_inserts:
+            self._pending.append(values)
+            return
         # A core INSERT: the row is never read back in this transaction, so the ORM's unit of
         # work (identity map, flush planning) would be pure overhead on the hot path.
-        await (await self._session.connection()).execute(
-            insert(_CALCULATIONS).values(
-                id=calculation.id,
-                tenant_id=self._tenant,
-                created_at=calculation.created_at,
-                calculation_date=request.date,
-                currency=request.currency,
-                price_mode=request.price_mode.value,
-                country=request.jurisdiction.country,
-                region=request.jurisdiction.region,
-                customer_id=request.customer.id,
-                tax_status=request.customer.tax_status.value,
-                tax_id=request.customer.tax_id,
-                reference=request.reference,
-                total_net=calculation.total_net.amount,
-                total_tax=calculation.total_tax.amount,
-                total_gross=calculation.total_gross.amount,
-                line_count=len(calculation.lines),
-                lines=_lines_to_json(calculation),
-                treatment=calculation.treatment.value,
-                parties=_parties_to_json(request),
-                evidence=_evidence_to_json(calculation.evidence),
-            )
-        )
+        await (await self._session.connection()).execute(insert(_CALCULATIONS).values(values))
+
+    def take_pending(self) -> list[tuple[str, dict[str, Any]]]:
+        """The queued rows as (table, columns), for the unit of work's commit."""
+        pending, self._pending = self._pending, []
+        return [(_CALCULATIONS.name, values) for values in pending]
 
     async def discard_for_reference(self, reference: str) -> int:
         """Delete the calculations made for `reference`; returns how many."""

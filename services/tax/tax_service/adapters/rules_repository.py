@@ -15,6 +15,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.uniqueness import UniqueViolation
+from billing_common.db import postgres_driver
 from tax_service.adapters.orm import TaxRuleRow, TaxRulesVersionRow
 from tax_service.adapters.rule_cache import RuleCache
 from tax_service.domain.errors import DuplicateRuleKey
@@ -23,6 +24,7 @@ from tax_service.service_layer.ports import RuleQuery
 
 _RULES: Table = TaxRuleRow.__table__  # type: ignore[attr-defined]
 _RULES_VERSIONS: Table = TaxRulesVersionRow.__table__  # type: ignore[attr-defined]
+_VERSION_SQL = "SELECT version FROM tax_rules_versions WHERE tenant_id = $1"
 
 
 def _rule_from_row(row: TaxRuleRow) -> TaxRule:
@@ -111,7 +113,15 @@ class SqlRuleRepository:
         )
 
     async def version(self) -> int:
-        """The tenant's rules version (0: its rules were never changed)."""
+        """The tenant's rules version (0: its rules were never changed).
+
+        On PostgreSQL one prepared SELECT on the asyncpg connection: before any write it
+        runs on its own (no BEGIN), and it sees every change committed before it, as it
+        would as the transaction's first statement."""
+        driver = await postgres_driver(self._session)
+        if driver is not None:
+            row = await driver.fetchrow(_VERSION_SQL, self._tenant)
+            return int(row[0]) if row is not None else 0
         found = await (await self._session.connection()).execute(
             core_select(_RULES_VERSIONS.c.version).where(
                 _RULES_VERSIONS.c.tenant_id == self._tenant

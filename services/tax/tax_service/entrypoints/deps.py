@@ -13,7 +13,9 @@ from billing_common.auth import Principal
 from tax_service.service_layer.dependencies import Dependencies
 
 
-def _dependencies(request: Request) -> Dependencies:
+async def _dependencies(request: Request) -> Dependencies:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hand-off per
+    # request (~7 % of a tax calculation's CPU in the profile) for an attribute read.
     deps: Dependencies = request.app.state.deps
     return deps
 
