@@ -14,8 +14,8 @@ from sqlalchemy.engine import RowMapping
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.uniqueness import UniqueViolation
 from billing_common.db import postgres_driver
+from billing_common.uniqueness import UniqueViolation
 from tax_service.adapters.orm import TaxRuleRow, TaxRulesVersionRow
 from tax_service.adapters.rule_cache import RuleCache
 from tax_service.domain.errors import DuplicateRuleKey
