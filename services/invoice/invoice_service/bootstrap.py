@@ -29,7 +29,7 @@ from billing_common.runtime import (
 )
 from billing_common.settings import ServiceSettings
 from billing_common.web import create_service_app
-from invoice_service import __version__
+from invoice_service import __version__, samples
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
@@ -41,6 +41,7 @@ from invoice_service.domain.errors import (
     CreationAbandoned,
     IdempotencyConflict,
     InvalidInvoice,
+    InvalidSeller,
     InvalidTransition,
     InvoiceNotFound,
     PdfRenderBusy,
@@ -48,14 +49,19 @@ from invoice_service.domain.errors import (
     PdfUnavailable,
     PeerContractViolation,
     PeerRejected,
+    SellerInactive,
+    SellerInUse,
+    SellerNotFound,
 )
 from invoice_service.entrypoints.api import router
 from invoice_service.entrypoints.consumers import subscribe_all
+from invoice_service.entrypoints.sellers_api import router as sellers_router
 from invoice_service.service_layer.creation import release_abandoned
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
 from invoice_service.service_layer.ports import PdfRenderer
 from invoice_service.service_layer.queries import InvalidCursor
+from invoice_service.service_layer.sellers import ensure_sample_seller
 
 SERVICE = "invoice"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -74,6 +80,10 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     PdfUnavailable: 503,
     PdfRenderTimeout: 503,
     PdfRenderBusy: 503,
+    SellerNotFound: 404,
+    SellerInUse: 409,
+    SellerInactive: 422,
+    InvalidSeller: 422,
 }
 
 
@@ -185,6 +195,10 @@ def create_app(
         )
         subscribe_all(ctx, deps)  # before start_context: the bus binds queues at start
         await start_context(ctx)
+        if settings.should_load_samples and await ensure_sample_seller(
+            samples.SAMPLE_TENANT, samples.SAMPLE_SELLER, deps
+        ):
+            log.info("loaded the sample seller for tenant {}", samples.SAMPLE_TENANT)
         sweeper = asyncio.create_task(
             _sweep_abandoned_creations(
                 deps, SqlAbandonedCreations(ctx.sessions), CreationSettings()
@@ -211,12 +225,15 @@ def create_app(
             "applied from events, and PDF documents."
         ),
         version=__version__,
-        routers=[router],
+        routers=[router, sellers_router],
         lifespan=lifespan,
         domain_errors=DOMAIN_ERRORS,
         readiness_checks=readiness_checks,
         max_body_bytes=settings.max_body_bytes,
-        openapi_tags=[{"name": "invoices", "description": "create, read, change, render"}],
+        openapi_tags=[
+            {"name": "invoices", "description": "create, read, change, render"},
+            {"name": "sellers", "description": "the tenant's legal entities that issue invoices"},
+        ],
     )
     app.add_exception_handler(PeerRejected, _on_peer_rejected)
     if platform is not None:
