@@ -19,6 +19,7 @@ from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
 from stdnum.eu import vat as eu_vat
 from stdnum.exceptions import ValidationError as StdnumValidationError
+from stdnum.util import clean
 
 from billing_common.money import UnknownCurrency, check_currency
 from invoice_service.domain.errors import InvalidInvoice, InvalidSeller
@@ -80,7 +81,7 @@ def check_vat_id(vat_id: str, country: str) -> str:
     """The VAT id in compact form with its country prefix. For an EU seller it must be a VAT
     id of the seller's own member state with a valid format and check digits; for others it
     is kept as given (compacted), as there is no one offline check."""
-    compact = eu_vat.compact(vat_id)
+    compact = clean(vat_id, " -./,").upper().strip()
     if country not in EU_COUNTRIES:
         if not compact.isalnum():
             raise InvalidSeller(f"VAT id {vat_id!r} may only hold letters and digits")
