@@ -97,7 +97,7 @@ def check_vat_id(vat_id: str, country: str) -> str:
         return str(eu_vat.validate(compact))
     except StdnumValidationError as exc:
         raise InvalidSeller(
-            f"VAT id {vat_id!r} is invalid: {exc.message}",
+            f"VAT id {vat_id!r} is invalid: {exc}",
             field="vat_id",
             reason=type(exc).__name__,
         ) from exc

@@ -30,7 +30,7 @@ _ONE: dict[int | str, dict[str, Any]] = {
     **_PROBLEMS,
     404: {"description": "no such seller for this tenant"},
 }
-_INVALID = {
+_INVALID: dict[int | str, dict[str, Any]] = {
     422: {
         "description": "invalid seller: VAT id (python-stdnum), IBAN or BIC (schwifty) with "
         "the reason, country, currency, language or series"
