@@ -20,7 +20,8 @@ from invoice_service.domain.sellers import (
 from invoice_service.service_layer.wire import DecimalString
 
 Country = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$", examples=["DE"])]
-Region = Annotated[str, Field(min_length=1, max_length=16)]
+# The subdivision part of ISO 3166-2 (CA for US-CA, QC for CA-QC), as the tax API takes it.
+Region = Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,3}$", examples=["CA"])]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$", examples=["de"])]
 Series = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,15}$", examples=["INV"])]
 
