@@ -25,6 +25,7 @@ SCOPES: dict[str, str] = {
     "discount:admin": "manage coupons and discount policies",
     "invoice:read": "read invoices and download PDFs",
     "invoice:write": "create, finalize and void invoices",
+    "invoice:admin": "manage sellers (the tenant's legal entities)",
     "payment:read": "read payments",
     "payment:write": "pay invoices",
     "payment:refund": "refund payments",

@@ -18,6 +18,7 @@ from billing_common.lifecycle import ServiceSpec, Wiring, build_app, migrations_
 from billing_common.problems import problem_response
 from billing_common.runtime import EmbeddedPlatform, ServiceContext
 from billing_common.settings import ServiceSettings
+from invoice_service import samples
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
@@ -29,6 +30,7 @@ from invoice_service.domain.errors import (
     CreationAbandoned,
     IdempotencyConflict,
     InvalidInvoice,
+    InvalidSeller,
     InvalidTransition,
     InvoiceNotFound,
     PdfRenderBusy,
@@ -36,13 +38,18 @@ from invoice_service.domain.errors import (
     PdfUnavailable,
     PeerContractViolation,
     PeerRejected,
+    SellerInactive,
+    SellerInUse,
+    SellerNotFound,
 )
 from invoice_service.entrypoints.api import router
 from invoice_service.entrypoints.consumers import subscribe_all
+from invoice_service.entrypoints.sellers_api import router as sellers_router
 from invoice_service.service_layer.creation import release_abandoned
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
 from invoice_service.service_layer.ports import PdfRenderer
+from invoice_service.service_layer.sellers import ensure_sample_seller
 
 SERVICE = "invoice"
 MIGRATIONS_DIR = migrations_beside(__file__)
@@ -60,6 +67,10 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     PdfUnavailable: 503,
     PdfRenderTimeout: 503,
     PdfRenderBusy: 503,
+    SellerNotFound: 404,
+    SellerInUse: 409,
+    SellerInactive: 422,
+    InvalidSeller: 422,
 }
 
 
@@ -123,6 +134,12 @@ async def _sweep_abandoned_creations(ctx: ServiceContext, deps: Dependencies) ->
             logger.bind(service=SERVICE).warning("sweeping abandoned creations failed: {}", exc)
 
 
+async def _load_samples(ctx: ServiceContext, deps: Dependencies) -> int:
+    """The demo tenant's sample seller, so the seed invoices name who issued them."""
+    added = await ensure_sample_seller(samples.SAMPLE_TENANT, samples.SAMPLE_SELLER, deps)
+    return 1 if added else 0
+
+
 async def _on_peer_rejected(request: Request, exc: Exception) -> JSONResponse:
     """Pass a peer's refusal on as 422 under the peer's own problem type (for example
     /problems/unknown-jurisdiction), with its detail."""
@@ -171,13 +188,17 @@ def service_spec() -> ServiceSpec[Dependencies]:
             "applied from events, and PDF documents."
         ),
         package="invoice-service",
-        routers=[router],
+        routers=[router, sellers_router],
         domain_errors=DOMAIN_ERRORS,
         migrations_dir=MIGRATIONS_DIR,
         wire=wire,
         subscribe=subscribe_all,
+        load_samples=_load_samples,
         background=[_sweep_abandoned_creations],
-        openapi_tags=[{"name": "invoices", "description": "create, read, change, render"}],
+        openapi_tags=[
+            {"name": "invoices", "description": "create, read, change, render"},
+            {"name": "sellers", "description": "the tenant's legal entities that issue invoices"},
+        ],
         exception_handlers={PeerRejected: _on_peer_rejected},
     )
 

@@ -81,6 +81,30 @@ def _s(value: Decimal) -> str:
     return format(value, "f")
 
 
+def _breakdown(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (VAT category, rate), summing the lines exactly."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for line in lines:
+        key = (line["vat_category"], line["rate"])
+        entry = groups.setdefault(
+            key,
+            {
+                "vat_category": key[0],
+                "rate": key[1],
+                "taxable_amount": Decimal(0),
+                "tax_amount": Decimal(0),
+                "exemption_reason": line["vat_exemption_reason"],
+                "exemption_reason_code": line["vat_exemption_reason_code"],
+            },
+        )
+        entry["taxable_amount"] += Decimal(line["net"])
+        entry["tax_amount"] += Decimal(line["tax"])
+    return [
+        {**e, "taxable_amount": _s(e["taxable_amount"]), "tax_amount": _s(e["tax_amount"])}
+        for e in groups.values()
+    ]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -94,6 +118,21 @@ class _TaxCustomer(_Strict):
     id: str
     tax_status: str = "standard"
     tax_id: str | None = None
+    # Issue 12 (docs/api-contracts.md): optional, sent only when the invoice has them.
+    country: str | None = None
+    region: str | None = None
+    kind: str | None = None
+    exemption_certificate: str | None = None
+
+
+class _TaxSeller(_Strict):
+    country: str
+    region: str | None = None
+    vat_id: str | None = None
+
+
+EU = {"AT", "BE", "DE", "ES", "FR", "IT", "NL", "PL"}
+REVERSE_CHARGE_REASON = "Reverse charge"
 
 
 class _TaxLine(_Strict):
@@ -108,6 +147,7 @@ class _TaxRequest(_Strict):
     currency: str
     jurisdiction: _Jurisdiction
     customer: _TaxCustomer
+    seller: _TaxSeller | None = None
     price_mode: str = "exclusive"
     date: str | None = None
     reference: str | None = None
@@ -137,6 +177,8 @@ class Peers:
     # A redemption that differs from the quote (as if a coupon changed in between).
     redeem_rate_override: Decimal | None = None
     tax_calls: list[dict[str, Any]] = field(default_factory=list)
+    # The same requests with only the fields the invoice service sent (no peer defaults).
+    tax_sent: list[dict[str, Any]] = field(default_factory=list)
     quote_calls: list[dict[str, Any]] = field(default_factory=list)
     redeem_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     redemptions: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
@@ -184,6 +226,7 @@ class Peers:
             if (denied := self._authorize(authorization, "tax:calculate")) is not None:
                 return denied
             self.tax_calls.append(body.model_dump())
+            self.tax_sent.append(body.model_dump(exclude_unset=True))
             rules = TAX_RULES.get((body.jurisdiction.country, body.jurisdiction.region))
             if rules is None:
                 return _problem(
@@ -193,6 +236,19 @@ class Peers:
                 )
             if body.customer.tax_status == "reverse_charge" and not body.customer.tax_id:
                 return _problem(422, "validation", "reverse charge needs a tax_id")
+            # With a seller the peer answers like the issue-12 engine: an intra-EU supply to
+            # a business with a VAT id is reverse charged (category AE), and every line and
+            # the breakdown carry their EN 16931 VAT category.
+            seller, buyer = body.seller, body.customer
+            buyer_country = buyer.country or body.jurisdiction.country
+            intra_eu_b2b = (
+                seller is not None
+                and seller.country in EU
+                and buyer_country in EU
+                and seller.country != buyer_country
+                and buyer.tax_id is not None
+                and (buyer.kind or "business") == "business"
+            )
             lines = []
             for line in body.lines:
                 if line.category not in rules:
@@ -202,7 +258,7 @@ class Peers:
                 components = rules[line.category]
                 if body.customer.tax_status == "exempt":
                     exemption, components = "exempt_customer", []
-                elif body.customer.tax_status == "reverse_charge":
+                elif body.customer.tax_status == "reverse_charge" or intra_eu_b2b:
                     exemption, components = "reverse_charge", []
                 total_rate = sum((rate for _, rate in components), Decimal(0))
                 if body.price_mode == "inclusive":
@@ -228,23 +284,40 @@ class Peers:
                     taxes[-1]["amount"] += gross - net - tax
                     tax = gross - net
                 gross = net + tax
-                lines.append(
-                    {
-                        "id": line.id,
-                        "category": line.category,
-                        "net": _s(net),
-                        "tax": _s(tax),
-                        "gross": _s(gross),
-                        "exemption": exemption,
-                        "taxes": [{**t, "amount": _s(t["amount"])} for t in taxes],
+                answer_line: dict[str, Any] = {
+                    "id": line.id,
+                    "category": line.category,
+                    "net": _s(net),
+                    "tax": _s(tax),
+                    "gross": _s(gross),
+                    "exemption": exemption,
+                    "taxes": [{**t, "amount": _s(t["amount"])} for t in taxes],
+                }
+                if seller is not None:
+                    reverse = exemption == "reverse_charge"
+                    answer_line |= {
+                        "vat_category": "AE" if reverse else ("S" if total_rate else "Z"),
+                        "vat_exemption_reason": REVERSE_CHARGE_REASON if reverse else None,
+                        "vat_exemption_reason_code": "VATEX-EU-AE" if reverse else None,
+                        "rate": _s(total_rate),
                     }
-                )
+                lines.append(answer_line)
             totals = {
                 k: _s(sum((Decimal(line[k]) for line in lines), Decimal(0)))
                 for k in ("net", "tax", "gross")
             }
+            extra: dict[str, Any] = {}
+            if seller is not None:
+                extra = {
+                    "treatment": "intra_eu_reverse_charge" if intra_eu_b2b else "domestic",
+                    "breakdown": _breakdown(lines),
+                    "evidence": None,
+                }
+                for answer_line in lines:
+                    answer_line.pop("rate")
             return JSONResponse(
                 {
+                    **extra,
                     "id": str(uuid.uuid4()),
                     "currency": body.currency,
                     "price_mode": body.price_mode,

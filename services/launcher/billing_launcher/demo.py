@@ -31,6 +31,7 @@ from billing_launcher.seed_flows import (
     FlowFailed,
     expect,
     finalize,
+    issued_by,
     pay,
     post_invoice,
     seed_order,
@@ -117,6 +118,7 @@ async def run_demo() -> None:
         _step(3, "Finalize it: a gapless number is assigned")
         invoice = await finalize(inv, auth, invoice_id)
         _show(f"number {invoice['number']} status={invoice['status']} due {invoice['amount_due']}")
+        _show(f"issued by {issued_by(invoice)}")
 
         _step(4, "The payment service hears billing.invoice.finalized.v1")
         payable = await wait_payable(payment, auth, invoice_id, EVENT_TIMEOUT_SECONDS)

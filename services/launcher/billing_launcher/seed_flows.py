@@ -22,6 +22,10 @@ from typing import Any
 import httpx
 
 SEED_COUPON = "WELCOME10"
+# The embedded sample data's seller of tenant "demo" (invoice_service.samples): its default
+# seller, so the seed's invoices are issued by it without naming it.
+SAMPLE_SELLER_ID = "5e11e700-0000-4000-8000-000000000001"
+SAMPLE_SELLER_NAME = "Billing Platform Demo GmbH"
 
 
 def seed_order(customer_id: str = "cust-1", **customer: str) -> dict[str, Any]:
@@ -116,6 +120,23 @@ async def finalize(
 ) -> dict[str, Any]:
     answer = await invoice.post(f"/v1/invoices/{invoice_id}/finalize", headers=headers)
     return dict(expect(answer, 200))
+
+
+async def default_seller(
+    invoice: httpx.AsyncClient, headers: dict[str, str]
+) -> dict[str, Any] | None:
+    """The tenant's default seller (the one its invoices are issued by), or None."""
+    page = expect(await invoice.get("/v1/sellers?active=true", headers=headers), 200)
+    return next((seller for seller in page["items"] if seller["is_default"]), None)
+
+
+def issued_by(invoice: dict[str, Any]) -> str:
+    """Who an invoice names as its seller, as the document prints it."""
+    seller = invoice.get("seller")
+    if not seller:
+        return "no seller (the configured issuer)"
+    vat_id = f", VAT id {seller['vat_id']}" if seller.get("vat_id") else ""
+    return f"{seller['legal_name']}{vat_id}"
 
 
 async def get_invoice(

@@ -99,7 +99,9 @@ class JinjaInvoiceHtml:
                 if line.strip()
             ],
             "taxes_by_rule": taxes_by_rule(invoice),
-            "reverse_charge": invoice.customer.tax_status is TaxStatus.REVERSE_CHARGE,
+            # Claimed by the caller, or decided by the tax service (category AE).
+            "reverse_charge": invoice.customer.tax_status is TaxStatus.REVERSE_CHARGE
+            or any(line.vat_category == "AE" for line in invoice.lines),
             "amt": amt,
             "qty": qty,
             "pct": pct,

@@ -4,6 +4,7 @@ another tenant's rows."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any, TypeVar
 
@@ -12,6 +13,7 @@ from sqlalchemy import select as core_select
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from invoice_service.adapters.json_columns import breakdown_json, breakdown_of, snapshot_of
 from invoice_service.adapters.orm import (
     InvoiceDiscountRow,
     InvoiceLineRow,
@@ -24,6 +26,7 @@ from invoice_service.domain.errors import ConcurrentModification
 from invoice_service.domain.model import (
     AppliedDiscount,
     Customer,
+    CustomerKind,
     Invoice,
     InvoiceLine,
     InvoiceStatus,
@@ -140,6 +143,10 @@ class SqlInvoiceRepository:
                 name=row.customer_name,
                 email=row.customer_email,
                 address=row.customer_address,
+                location_country=row.customer_location_country,
+                location_region=row.customer_location_region,
+                kind=CustomerKind(row.customer_kind) if row.customer_kind else None,
+                exemption_certificate=row.customer_exemption_certificate,
             ),
             currency=row.currency,
             price_mode=PriceMode(row.price_mode),
@@ -158,6 +165,9 @@ class SqlInvoiceRepository:
                     total=line.total,
                     taxes=tuple(taxes_by_line.get(line.position, ())),
                     exemption=line.exemption,
+                    vat_category=line.vat_category,
+                    vat_exemption_reason=line.vat_exemption_reason,
+                    vat_exemption_reason_code=line.vat_exemption_reason_code,
                 )
                 for line in lines
             ],
@@ -166,7 +176,7 @@ class SqlInvoiceRepository:
             due_days=row.due_days,
             status=InvoiceStatus(row.status),
             number=row.number,
-            sequence=row.sequence,
+            sequence=row.sequence if row.seller_id is None else row.seller_sequence,
             amount_paid=row.amount_paid,
             tax_calculation_id=row.tax_calculation_id,
             discount_redemption_id=row.discount_redemption_id,
@@ -203,6 +213,10 @@ class SqlInvoiceRepository:
                 )
                 for p in payments
             ],
+            seller_id=row.seller_id,
+            seller=snapshot_of(row.seller_snapshot),
+            tax_treatment=row.tax_treatment,
+            tax_breakdown=breakdown_of(row.tax_breakdown),
         )
         self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
         return invoice
@@ -279,6 +293,13 @@ class SqlInvoiceRepository:
                 due_days=invoice.due_days,
                 tax_calculation_id=invoice.tax_calculation_id,
                 discount_redemption_id=invoice.discount_redemption_id,
+                seller_id=invoice.seller_id,
+                customer_location_country=invoice.customer.location_country,
+                customer_location_region=invoice.customer.location_region,
+                customer_kind=invoice.customer.kind.value if invoice.customer.kind else None,
+                customer_exemption_certificate=invoice.customer.exemption_certificate,
+                tax_treatment=invoice.tax_treatment,
+                tax_breakdown=breakdown_json(invoice.tax_breakdown),
                 **self._header(invoice),
             )
         )
@@ -300,6 +321,9 @@ class SqlInvoiceRepository:
                     tax=line.tax,
                     total=line.total,
                     exemption=line.exemption,
+                    vat_category=line.vat_category,
+                    vat_exemption_reason=line.vat_exemption_reason,
+                    vat_exemption_reason_code=line.vat_exemption_reason_code,
                 )
             )
             for seq, tax in enumerate(line.taxes):
@@ -363,10 +387,16 @@ class SqlInvoiceRepository:
     @staticmethod
     def _header(invoice: Invoice) -> dict[str, Any]:
         totals = invoice.totals
+        # A seller's invoice counts in seller_sequence (see uq_invoice_seller_number).
+        by_seller = invoice.seller_id is not None
         return {
             "status": invoice.status.value,
             "series": invoice.series,
-            "sequence": invoice.sequence,
+            "sequence": None if by_seller else invoice.sequence,
+            "seller_sequence": invoice.sequence if by_seller else None,
+            "seller_snapshot": (
+                json.dumps(invoice.seller.to_dict()) if invoice.seller is not None else None
+            ),
             "number": invoice.number,
             "subtotal": totals.subtotal,
             "discount_total": totals.discount_total,

@@ -32,6 +32,17 @@ class InvoiceRow(SQLModel, table=True):
         Index("ix_invoice_invoices_page", "tenant_id", "created_at", "id"),
         Index("ix_invoice_invoices_status", "tenant_id", "status"),
         Index("ix_invoice_invoices_customer", "tenant_id", "customer_id"),
+        # Gapless numbers per (seller, series) proven like uq_invoice_number. An invoice with
+        # a seller keeps its sequence in `seller_sequence` (and none in `sequence`): SQLite
+        # cannot widen uq_invoice_number without rebuilding a table others reference.
+        Index(
+            "uq_invoice_seller_number",
+            "tenant_id",
+            "seller_id",
+            "series",
+            "seller_sequence",
+            unique=True,
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -71,6 +82,16 @@ class InvoiceRow(SQLModel, table=True):
     paid_at: datetime | None = _when(nullable=True)
     voided_at: datetime | None = _when(nullable=True)
     version: int = 1
+    # Sellers (0003): which one issues the invoice and what it was when it did (JSON).
+    seller_id: str | None = Field(default=None, max_length=36)
+    seller_sequence: int | None = None
+    seller_snapshot: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    customer_location_country: str | None = Field(default=None, max_length=2)
+    customer_location_region: str | None = Field(default=None, max_length=16)
+    customer_kind: str | None = Field(default=None, max_length=16)
+    customer_exemption_certificate: str | None = Field(default=None, max_length=128)
+    tax_treatment: str | None = Field(default=None, max_length=32)
+    tax_breakdown: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class InvoiceLineRow(SQLModel, table=True):
@@ -89,6 +110,9 @@ class InvoiceLineRow(SQLModel, table=True):
     tax: Decimal = _money()
     total: Decimal = _money()
     exemption: str | None = Field(default=None, max_length=32)
+    vat_category: str | None = Field(default=None, max_length=8)
+    vat_exemption_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    vat_exemption_reason_code: str | None = Field(default=None, max_length=32)
 
 
 class InvoiceLineTaxRow(SQLModel, table=True):
@@ -193,3 +217,55 @@ class PendingCreationRow(SQLModel, table=True):
     redemption_key: str = Field(max_length=400)
     started_at: datetime = _when()
     releasing: bool = Field(default=False)
+
+
+class InvoiceDocumentCounterRow(SQLModel, table=True):
+    """The gapless counters of sellers: one row per (tenant, seller, document type, series).
+    Invoices without a seller keep counting in invoice_number_series."""
+
+    __tablename__ = "invoice_document_counters"
+
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    seller_id: str = Field(primary_key=True, max_length=36)
+    document_type: str = Field(primary_key=True, max_length=16)
+    series: str = Field(primary_key=True, max_length=16)
+    last_number: int
+
+
+class InvoiceSellerRow(SQLModel, table=True):
+    """A seller (legal entity) of a tenant. Street lines and tax registrations are JSON."""
+
+    __tablename__ = "invoice_sellers"
+    __table_args__ = (Index("ix_invoice_sellers_page", "tenant_id", "created_at", "id"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=64)
+    legal_name: str = Field(max_length=200)
+    country: str = Field(max_length=2)
+    region: str | None = Field(default=None, max_length=16)
+    postcode: str | None = Field(default=None, max_length=16)
+    city: str = Field(max_length=100)
+    street: str = Field(sa_column=Column(Text, nullable=False))
+    vat_id: str | None = Field(default=None, max_length=32)
+    tax_registrations: str = Field(sa_column=Column(Text, nullable=False))
+    email: str | None = Field(default=None, max_length=254)
+    phone: str | None = Field(default=None, max_length=32)
+    iban: str | None = Field(default=None, max_length=34)
+    bic: str | None = Field(default=None, max_length=11)
+    default_currency: str | None = Field(default=None, max_length=3)
+    language: str = Field(max_length=16)
+    invoice_series: str = Field(max_length=16)
+    credit_note_series: str = Field(max_length=16)
+    active: bool = True
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+    version: int = 1
+
+
+class InvoiceDefaultSellerRow(SQLModel, table=True):
+    """The tenant's default seller: one row per tenant, so there is never more than one."""
+
+    __tablename__ = "invoice_default_sellers"
+
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    seller_id: str = Field(foreign_key="invoice_sellers.id", max_length=36)

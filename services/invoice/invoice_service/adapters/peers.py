@@ -18,8 +18,15 @@ from billing_common.ports import InvocationResponse, ServiceInvoker
 from billing_common.service_tokens import ServiceTokenCache
 from billing_common.wire import DecimalString
 from invoice_service.domain.errors import PeerContractViolation, PeerRejected
-from invoice_service.domain.model import AppliedDiscount, Customer, PriceMode, TaxComponent
+from invoice_service.domain.model import (
+    AppliedDiscount,
+    Customer,
+    PriceMode,
+    TaxComponent,
+    VatBreakdown,
+)
 from invoice_service.domain.pricing import DiscountResult, TaxLineResult, TaxResult
+from invoice_service.domain.sellers import SellerSnapshot
 from invoice_service.service_layer.ports import TaxLineRequest
 
 SERVICE_SUBJECT = "svc:invoice"
@@ -48,11 +55,25 @@ class _TaxLineOut(_Body):
     gross: DecimalString
     exemption: str | None = None
     taxes: list[_TaxOut] = Field(default_factory=list)
+    vat_category: str | None = Field(default=None, max_length=8)
+    vat_exemption_reason: str | None = None
+    vat_exemption_reason_code: str | None = Field(default=None, max_length=32)
+
+
+class _BreakdownOut(_Body):
+    vat_category: str = Field(max_length=8)
+    rate: DecimalString
+    taxable_amount: DecimalString
+    tax_amount: DecimalString
+    exemption_reason: str | None = None
+    exemption_reason_code: str | None = Field(default=None, max_length=32)
 
 
 class _TaxCalculationOut(_Body):
     id: str
     lines: list[_TaxLineOut]
+    treatment: str | None = Field(default=None, max_length=32)
+    breakdown: list[_BreakdownOut] = Field(default_factory=list)
 
 
 class _AppliedOut(_Body):
@@ -99,6 +120,24 @@ def _check(app_id: str, response: InvocationResponse) -> None:
     raise PeerContractViolation(f"{app_id} refused the call ({response.status_code}): {detail}")
 
 
+def _tax_customer(customer: Customer) -> dict[str, Any]:
+    """The customer as the tax service takes it. The fields issue 12 added go only when the
+    invoice has them: a request without them is byte for byte what it was before."""
+    body: dict[str, Any] = {
+        "id": customer.id,
+        "tax_status": customer.tax_status.value,
+        "tax_id": customer.tax_id,
+    }
+    optional = {
+        "country": customer.location_country,
+        "region": customer.location_region,
+        "kind": customer.kind.value if customer.kind else None,
+        "exemption_certificate": customer.exemption_certificate,
+    }
+    body.update({name: value for name, value in optional.items() if value is not None})
+    return body
+
+
 class _PeerClient:
     def __init__(self, invoker: ServiceInvoker, tokens: TokenService) -> None:
         self._invoker = invoker
@@ -123,15 +162,12 @@ class InvokerTaxClient(_PeerClient):
         on: date,
         reference: str,
         lines: Sequence[TaxLineRequest],
+        seller: SellerSnapshot | None = None,
     ) -> TaxResult:
-        body = {
+        body: dict[str, Any] = {
             "currency": currency,
             "jurisdiction": {"country": customer.country, "region": customer.region},
-            "customer": {
-                "id": customer.id,
-                "tax_status": customer.tax_status.value,
-                "tax_id": customer.tax_id,
-            },
+            "customer": _tax_customer(customer),
             "price_mode": price_mode.value,
             "date": on.isoformat(),
             "reference": reference,
@@ -146,6 +182,12 @@ class InvokerTaxClient(_PeerClient):
                 for line in lines
             ],
         }
+        if seller is not None:
+            body["seller"] = {
+                "country": seller.address.country,
+                "region": seller.address.region,
+                "vat_id": seller.vat_id,
+            }
         response = await self._invoker.invoke(
             self.APP_ID,
             "POST",
@@ -164,12 +206,27 @@ class InvokerTaxClient(_PeerClient):
                     tax=line.tax,
                     gross=line.gross,
                     exemption=line.exemption,
+                    vat_category=line.vat_category,
+                    vat_exemption_reason=line.vat_exemption_reason,
+                    vat_exemption_reason_code=line.vat_exemption_reason_code,
                     taxes=tuple(
                         TaxComponent(t.rule_id, t.name, t.rate, t.amount, t.compound)
                         for t in line.taxes
                     ),
                 )
                 for line in parsed.lines
+            ),
+            treatment=parsed.treatment,
+            breakdown=tuple(
+                VatBreakdown(
+                    vat_category=b.vat_category,
+                    rate=b.rate,
+                    taxable_amount=b.taxable_amount,
+                    tax_amount=b.tax_amount,
+                    exemption_reason=b.exemption_reason,
+                    exemption_reason_code=b.exemption_reason_code,
+                )
+                for b in parsed.breakdown
             ),
         )
 

@@ -11,11 +11,13 @@ from invoice_service.adapters.invoices_repository import SqlInvoiceRepository
 from invoice_service.adapters.number_series_repository import SqlNumberSeries
 from invoice_service.adapters.pending_creations_repository import SqlPendingCreations
 from invoice_service.adapters.received_events_repository import SqlReceivedEventLog
+from invoice_service.adapters.sellers_repository import SqlSellerRepository
 from invoice_service.service_layer.ports import (
     InvoiceRepository,
     NumberSeries,
     PendingCreations,
     ReceivedEventLog,
+    SellerRepository,
     UnitOfWorkFactory,
 )
 
@@ -27,12 +29,14 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
     numbers: NumberSeries
     received: ReceivedEventLog
     pending: PendingCreations
+    sellers: SellerRepository
 
     def _open(self) -> None:
         self.invoices = SqlInvoiceRepository(self.session, self.tenant)
         self.numbers = SqlNumberSeries(self.session, self.tenant)
         self.received = SqlReceivedEventLog(self.session, self.tenant)
         self.pending = SqlPendingCreations(self.session, self.tenant)
+        self.sellers = SqlSellerRepository(self.session, self.tenant)
 
 
 def uow_factory(

@@ -129,3 +129,33 @@ class PdfRenderBusy(InvoiceError):
 
     status = 503
     retry_after_seconds = 2
+
+
+class InvalidSeller(InvoiceError):
+    """A seller's data breaks a rule: an invalid VAT id, IBAN or BIC (with the checker's
+    reason), a bad country, series or language: 422."""
+
+
+class SellerNotFound(InvoiceError):
+    def __init__(self, seller_id: str) -> None:
+        super().__init__(f"no seller {seller_id!r}", seller_id=seller_id)
+
+
+class SellerInactive(InvoiceError):
+    """The seller is deactivated: it issues no new invoices (422)."""
+
+    def __init__(self, seller_id: str) -> None:
+        super().__init__(
+            f"seller {seller_id!r} is deactivated and issues no new invoices", seller_id=seller_id
+        )
+
+
+class SellerInUse(InvoiceError):
+    """A seller that invoices name cannot be deleted (their history needs it): deactivate it."""
+
+    def __init__(self, seller_id: str) -> None:
+        super().__init__(
+            f"seller {seller_id!r} is named by invoices and cannot be deleted; "
+            "deactivate it instead (PATCH active=false)",
+            seller_id=seller_id,
+        )

@@ -27,6 +27,7 @@ from typing import Final
 
 from billing_common.money import quantum
 from invoice_service.domain.errors import InvalidInvoice, InvalidTransition
+from invoice_service.domain.sellers import SellerSnapshot
 
 
 class InvoiceStatus(StrEnum):
@@ -65,6 +66,11 @@ class TaxStatus(StrEnum):
     STANDARD = "standard"
     EXEMPT = "exempt"
     REVERSE_CHARGE = "reverse_charge"
+
+
+class CustomerKind(StrEnum):
+    BUSINESS = "business"
+    CONSUMER = "consumer"
 
 
 class PaymentKind(StrEnum):
@@ -135,6 +141,13 @@ class Customer:
     name: str | None = None
     email: str | None = None
     address: str | None = None
+    # Where the customer is established (may differ from the tax jurisdiction `country` /
+    # `region`), business or consumer, and an exemption certificate: sent to the tax service
+    # only when given, so requests lawful before sellers existed stay exactly the same.
+    location_country: str | None = None
+    location_region: str | None = None
+    kind: CustomerKind | None = None
+    exemption_certificate: str | None = None
 
     def __post_init__(self) -> None:
         if self.tax_status is TaxStatus.REVERSE_CHARGE and not self.tax_id:
@@ -171,6 +184,23 @@ class InvoiceLine:
     total: Decimal
     taxes: tuple[TaxComponent, ...] = ()
     exemption: str | None = None
+    # EN 16931: the VAT category code (UNCL5305: S, Z, E, AE, K, G, O), the exemption reason
+    # text (BT-120) and code (VATEX, BT-121), as the tax service decided them.
+    vat_category: str | None = None
+    vat_exemption_reason: str | None = None
+    vat_exemption_reason_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VatBreakdown:
+    """One entry of the tax service's VAT breakdown: per category and rate."""
+
+    vat_category: str
+    rate: Decimal
+    taxable_amount: Decimal
+    tax_amount: Decimal
+    exemption_reason: str | None = None
+    exemption_reason_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +293,15 @@ class Invoice:
     version: int = 1
     history: list[StatusChange] = field(default_factory=list)
     payments: list[PaymentRecord] = field(default_factory=list)
+    # The issuing seller: None for an invoice of a tenant without sellers (printed with the
+    # service's configured issuer). `seller` is its snapshot: taken at creation, taken again
+    # at finalization and never changed after, so an issued invoice keeps the seller's data
+    # as it was when it was issued.
+    seller_id: str | None = None
+    seller: SellerSnapshot | None = None
+    # From the tax answer when it has them: "domestic", "intra_eu_reverse_charge", ...
+    tax_treatment: str | None = None
+    tax_breakdown: tuple[VatBreakdown, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.lines:
@@ -296,6 +335,9 @@ class Invoice:
         tax_calculation_id: str | None,
         discount_redemption_id: str | None,
         memo: str | None = None,
+        seller: SellerSnapshot | None = None,
+        tax_treatment: str | None = None,
+        tax_breakdown: tuple[VatBreakdown, ...] = (),
     ) -> Invoice:
         invoice = cls(
             id=id,
@@ -313,6 +355,10 @@ class Invoice:
             discount_redemption_id=discount_redemption_id,
             memo=memo,
             amount_paid=Decimal(0).quantize(quantum(currency)),
+            seller_id=seller.seller_id if seller else None,
+            seller=seller,
+            tax_treatment=tax_treatment,
+            tax_breakdown=tax_breakdown,
         )
         invoice.history.append(
             StatusChange(None, InvoiceStatus.DRAFT, at, reason="created", actor=actor)
@@ -370,11 +416,23 @@ class Invoice:
             raise InvalidTransition(self.status.value, InvoiceStatus.ISSUED.value)
 
     def finalize(
-        self, *, number: str, sequence: int, at: datetime, actor: str | None = None
+        self,
+        *,
+        number: str,
+        sequence: int,
+        at: datetime,
+        actor: str | None = None,
+        seller: SellerSnapshot | None = None,
     ) -> None:
-        """Issue the invoice under its gapless number. An invoice with nothing to pay is
-        settled at once (issued, then paid), so it never waits for a payment that cannot come."""
+        """Issue the invoice under its gapless number, with the seller's data as it is now
+        (`seller`: the snapshot of its seller; it stays on the invoice for good). An invoice
+        with nothing to pay is settled at once (issued, then paid), so it never waits for a
+        payment that cannot come."""
         self.check_can_finalize()
+        if seller is not None:
+            if seller.seller_id != self.seller_id:
+                raise InvalidInvoice("an invoice is issued by the seller it names")
+            self.seller = seller
         self.number = number
         self.sequence = sequence
         self.issued_at = at

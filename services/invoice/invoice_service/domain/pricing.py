@@ -14,6 +14,7 @@ from invoice_service.domain.model import (
     InvoiceLine,
     PriceMode,
     TaxComponent,
+    VatBreakdown,
 )
 
 MAX_QUANTITY_PLACES = 6
@@ -72,12 +73,29 @@ class TaxLineResult:
     gross: Decimal
     taxes: tuple[TaxComponent, ...]
     exemption: str | None = None
+    vat_category: str | None = None
+    vat_exemption_reason: str | None = None
+    vat_exemption_reason_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TaxResult:
     calculation_id: str
     lines: tuple[TaxLineResult, ...]
+    treatment: str | None = None
+    breakdown: tuple[VatBreakdown, ...] = ()
+
+
+def check_breakdown(tax: TaxResult) -> None:
+    """A breakdown, when the tax service gives one, accounts for exactly the lines' tax."""
+    if not tax.breakdown:
+        return
+    in_breakdown = sum((entry.tax_amount for entry in tax.breakdown), Decimal(0))
+    on_lines = sum((line.tax for line in tax.lines), Decimal(0))
+    if in_breakdown != on_lines:
+        raise PeerContractViolation(
+            f"the tax breakdown adds up to {in_breakdown}, the lines' tax to {on_lines}"
+        )
 
 
 def line_id(position: int) -> str:
@@ -112,6 +130,7 @@ def build_lines(
     """Assemble invoice lines from the drafts, their discount shares and the tax answer,
     which was computed on (subtotal − share) per line. Refuses an answer that is not about
     the amounts we sent, so the invoice's totals always add up."""
+    check_breakdown(tax)
     if len(drafts) != len(discount_shares):
         raise ValueError("one discount share per line is required")
     by_id = {line.id: line for line in tax.lines}
@@ -160,6 +179,9 @@ def build_lines(
                 total=total,
                 taxes=answer.taxes,
                 exemption=answer.exemption,
+                vat_category=answer.vat_category,
+                vat_exemption_reason=answer.vat_exemption_reason,
+                vat_exemption_reason_code=answer.vat_exemption_reason_code,
             )
         )
     return lines

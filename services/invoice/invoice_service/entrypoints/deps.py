@@ -29,3 +29,4 @@ Documents = Annotated[DocumentServices, Depends(_documents)]
 
 Reader = Annotated[Principal, Depends(requires("invoice:read"))]
 Writer = Annotated[Principal, Depends(requires("invoice:write"))]
+Admin = Annotated[Principal, Depends(requires("invoice:admin"))]

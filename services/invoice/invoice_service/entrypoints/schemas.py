@@ -13,6 +13,7 @@ from billing_common.wire import Currency, DecimalString, Quantity
 from invoice_service.domain.errors import InvalidInvoice
 from invoice_service.domain.model import (
     Customer,
+    CustomerKind,
     Invoice,
     InvoiceLine,
     InvoiceSummary,
@@ -21,6 +22,12 @@ from invoice_service.domain.model import (
 )
 from invoice_service.domain.numbering import DEFAULT_SERIES, check_series
 from invoice_service.domain.pricing import LineDraft
+from invoice_service.entrypoints.seller_schemas import (
+    CustomerKindField,
+    SellerSnapshotOut,
+    VatBreakdownOut,
+    line_vat,
+)
 from invoice_service.service_layer.creation import CreateInvoice
 from invoice_service.service_layer.ports import ReceivedEvent
 from invoice_service.service_layer.queries import InvoiceDetails
@@ -49,6 +56,22 @@ class CustomerIn(_In):
     name: str | None = Field(default=None, min_length=1, max_length=200, examples=["Acme GmbH"])
     email: str | None = Field(default=None, min_length=3, max_length=254)
     address: str | None = Field(default=None, max_length=1000, description="lines separated by \\n")
+    # Issue 12, all optional (sent to the tax service only when given).
+    country: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z]{2}$",
+        description="where the customer is established, if not the jurisdiction's country",
+    )
+    region: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,3}$")
+    kind: CustomerKindField | None = Field(
+        default=None, description="default (tax service): business with a tax_id, else consumer"
+    )
+    exemption_certificate: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @field_validator("country", "region")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        return value.upper() if value is not None else None
 
 
 class LineIn(_In):
@@ -103,9 +126,20 @@ class InvoiceCreate(_In):
         default_factory=list, max_length=20
     )
     price_mode: Literal["exclusive", "inclusive"] = "exclusive"
-    series: str = Field(default=DEFAULT_SERIES, min_length=1, max_length=16)
+    series: str = Field(
+        default=DEFAULT_SERIES,
+        min_length=1,
+        max_length=16,
+        description="default: the seller's invoice series (INV without a seller)",
+    )
     due_days: StrictInt = Field(default=30, ge=0, le=365)
     memo: str | None = Field(default=None, max_length=2000)
+    seller_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="the issuing seller; default: the tenant's default seller, if any",
+    )
 
     @field_validator("series")
     @classmethod
@@ -117,7 +151,16 @@ class InvoiceCreate(_In):
 
     def fingerprint(self) -> str:
         """Hash of the normalised body: the same request under the same key is a replay."""
-        return request_fingerprint(self.model_dump(mode="json"))
+        body = self.model_dump(mode="json")
+        # Fields added later count only when sent, so a request made before they existed
+        # keeps its fingerprint (and its replay) under the same key.
+        for name in _ADDED_FIELDS:
+            if body.get(name) is None:
+                body.pop(name, None)
+        for name in _ADDED_CUSTOMER_FIELDS:
+            if body["customer"].get(name) is None:
+                body["customer"].pop(name, None)
+        return request_fingerprint(body)
 
     def to_command(self, *, tenant: str, actor: str, idempotency_key: str) -> CreateInvoice:
         c = self.customer
@@ -136,6 +179,10 @@ class InvoiceCreate(_In):
                 name=c.name,
                 email=c.email,
                 address=c.address,
+                location_country=c.country,
+                location_region=c.region,
+                kind=CustomerKind(c.kind) if c.kind else None,
+                exemption_certificate=c.exemption_certificate,
             ),
             currency=self.currency,
             lines=tuple(
@@ -149,10 +196,16 @@ class InvoiceCreate(_In):
             ),
             coupon_codes=tuple(self.coupon_codes),
             price_mode=PriceMode(self.price_mode),
-            series=self.series,
+            # A series left out is the seller's (see CreateInvoice.series).
+            series=self.series if "series" in self.model_fields_set else None,
             due_days=self.due_days,
             memo=self.memo,
+            seller_id=self.seller_id,
         )
+
+
+_ADDED_FIELDS = ("seller_id",)
+_ADDED_CUSTOMER_FIELDS = ("country", "region", "kind", "exemption_certificate")
 
 
 class ReasonIn(_In):
@@ -176,6 +229,10 @@ class CustomerOut(BaseModel):
     name: str | None
     email: str | None
     address: str | None
+    country: str | None = None
+    region: str | None = None
+    kind: str | None = None
+    exemption_certificate: str | None = None
 
 
 class TaxOut(BaseModel):
@@ -199,6 +256,9 @@ class LineOut(BaseModel):
     total: DecimalString
     exemption: str | None
     taxes: list[TaxOut]
+    vat_category: str | None = Field(default=None, description="EN 16931 (UNCL5305) code")
+    vat_exemption_reason: str | None = None
+    vat_exemption_reason_code: str | None = Field(default=None, description="VATEX code")
 
     @classmethod
     def of(cls, line: InvoiceLine) -> LineOut:
@@ -224,6 +284,7 @@ class LineOut(BaseModel):
                 )
                 for t in line.taxes
             ],
+            **line_vat(line),
         )
 
 
@@ -313,6 +374,12 @@ class InvoiceOut(_Totals):
     received_events: list[ReceivedEventOut] = Field(
         default_factory=list, description="tax/discount events received about this invoice"
     )
+    seller_id: str | None = None
+    seller: SellerSnapshotOut | None = Field(
+        default=None, description="the seller's data this invoice keeps (fixed once issued)"
+    )
+    tax_treatment: str | None = None
+    tax_breakdown: list[VatBreakdownOut] = Field(default_factory=list)
 
     @classmethod
     def of(cls, invoice: Invoice, received: list[ReceivedEvent] | None = None) -> InvoiceOut:
@@ -334,6 +401,10 @@ class InvoiceOut(_Totals):
                 name=c.name,
                 email=c.email,
                 address=c.address,
+                country=c.location_country,
+                region=c.location_region,
+                kind=c.kind.value if c.kind else None,
+                exemption_certificate=c.exemption_certificate,
             ),
             subtotal=totals.subtotal,
             discount_total=totals.discount_total,
@@ -386,6 +457,10 @@ class InvoiceOut(_Totals):
                 for h in invoice.history
             ],
             received_events=[ReceivedEventOut.of(e) for e in received or []],
+            seller_id=invoice.seller_id,
+            seller=SellerSnapshotOut.of(invoice.seller) if invoice.seller else None,
+            tax_treatment=invoice.tax_treatment,
+            tax_breakdown=[VatBreakdownOut.of(b) for b in invoice.tax_breakdown],
         )
 
     @classmethod

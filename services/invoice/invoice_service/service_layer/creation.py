@@ -33,6 +33,7 @@ from invoice_service.domain.pricing import (
     check_discount,
     line_id,
 )
+from invoice_service.domain.sellers import DocumentType, SellerSnapshot
 from invoice_service.service_layer import events
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.ports import (
@@ -40,6 +41,7 @@ from invoice_service.service_layer.ports import (
     PendingCreation,
     TaxLineRequest,
 )
+from invoice_service.service_layer.sellers import seller_for_new_invoice
 
 # Invoice ids derive from (tenant, Idempotency-Key): a retried request sends the peers the
 # very same reference, so the discount service recognises its redemption as a replay.
@@ -58,9 +60,12 @@ class CreateInvoice:
     lines: tuple[LineDraft, ...]
     coupon_codes: tuple[str, ...] = ()
     price_mode: PriceMode = PriceMode.EXCLUSIVE
-    series: str = DEFAULT_SERIES
+    # None: the seller's invoice series (DEFAULT_SERIES without a seller).
+    series: str | None = None
     due_days: int = 30
     memo: str | None = None
+    # None: the tenant's default seller, if it has one.
+    seller_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +85,11 @@ def redemption_key(tenant: str, idempotency_key: str) -> str:
 async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult:
     async with deps.uow(cmd.tenant) as uow:
         stored = await uow.invoices.find_by_idempotency_key(cmd.idempotency_key)
+        seller = None if stored else await seller_for_new_invoice(uow, cmd.seller_id)
     if stored is not None:
         return _replay(stored.invoice, stored.request_hash, cmd)
+    snapshot = seller.snapshot() if seller else None
+    series = cmd.series or (seller.series_for(DocumentType.INVOICE) if seller else DEFAULT_SERIES)
 
     now = deps.clock()
     invoice_id = invoice_id_for(cmd.tenant, cmd.idempotency_key)
@@ -99,7 +107,9 @@ async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult
     pending = await _begin_pending(deps, cmd, invoice_id, now)
     try:
         # 2. Tax on the discounted lines.
-        shares, tax = await _tax_after_discount(cmd, deps, invoice_id, now, subtotals, discount)
+        shares, tax = await _tax_after_discount(
+            cmd, deps, invoice_id, now, subtotals, discount, snapshot
+        )
         # 3. Redeem once tax succeeded. If the redemption differs from the quote (a coupon
         # changed in between), it is what the customer really gets: tax is computed again.
         if discount.total_discount > 0:
@@ -115,7 +125,7 @@ async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult
             check_discount(redeemed, amount, cmd.currency)
             if redeemed.total_discount != discount.total_discount:
                 shares, tax = await _tax_after_discount(
-                    cmd, deps, invoice_id, now, subtotals, redeemed
+                    cmd, deps, invoice_id, now, subtotals, redeemed, snapshot
                 )
             discount = redeemed
 
@@ -126,7 +136,7 @@ async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult
             customer=cmd.customer,
             currency=cmd.currency,
             price_mode=cmd.price_mode,
-            series=cmd.series,
+            series=series,
             lines=lines,
             discounts=list(discount.applied),
             due_days=cmd.due_days,
@@ -135,6 +145,9 @@ async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult
             tax_calculation_id=tax.calculation_id,
             discount_redemption_id=discount.redemption_id,
             memo=cmd.memo,
+            seller=snapshot,
+            tax_treatment=tax.treatment,
+            tax_breakdown=tax.breakdown,
         )
         return await _store(cmd, deps, invoice, pending)
     except Exception:
@@ -277,6 +290,7 @@ async def _tax_after_discount(
     now: datetime,
     subtotals: list[Decimal],
     discount: DiscountResult,
+    seller: SellerSnapshot | None,
 ) -> tuple[list[Decimal], TaxResult]:
     """Spread the discount over the lines and have tax computed on what remains of each.
     Each line goes to the tax service as quantity 1 at its discounted amount: the tax base
@@ -302,5 +316,6 @@ async def _tax_after_discount(
         on=now.date(),
         reference=invoice_id,
         lines=requests,
+        seller=seller,
     )
     return shares, tax

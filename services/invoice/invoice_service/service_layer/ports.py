@@ -18,6 +18,7 @@ from invoice_service.domain.model import (
     PriceMode,
 )
 from invoice_service.domain.pricing import DiscountResult, TaxResult
+from invoice_service.domain.sellers import DocumentType, Seller, SellerSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +41,11 @@ class TaxPort(Protocol):
         on: date,
         reference: str,
         lines: Sequence[TaxLineRequest],
+        seller: SellerSnapshot | None = None,
     ) -> TaxResult:
-        """Raise PeerRejected for a 4xx the client can act on, PeerUnavailable when down."""
+        """`seller`: who supplies (its country, region and VAT id are sent; None: the tax
+        service takes the supply as domestic). Raise PeerRejected for a 4xx the client can
+        act on, PeerUnavailable when down."""
 
     async def discard(self, *, tenant: str, reference: str) -> None:
         """Remove the calculations made for `reference` (an invoice never stored)."""
@@ -189,9 +193,47 @@ class InvoiceRepository(Protocol):
 
 
 class NumberSeries(Protocol):
-    async def next_sequence(self, series: str) -> int:
-        """Take the next number of the series in the current transaction (gapless: a
-        rollback gives it back)."""
+    async def next_sequence(
+        self,
+        series: str,
+        *,
+        seller_id: str | None = None,
+        document_type: DocumentType = DocumentType.INVOICE,
+    ) -> int:
+        """Take the next number of (seller, series, document type) in the current
+        transaction (gapless: a rollback gives it back). Without a seller: the tenant's
+        series of invoices as before sellers existed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SellerQuery:
+    active: bool | None = None
+    limit: int = 50
+    # Keyset position: rows after (created_at, id) in the oldest-first order.
+    after: tuple[datetime, str] | None = None
+
+
+class SellerRepository(Protocol):
+    """Tenant-scoped sellers. One of them may be the tenant's default."""
+
+    async def get(self, seller_id: str, *, for_update: bool = False) -> Seller | None: ...
+
+    async def default(self) -> Seller | None: ...
+
+    async def add(self, seller: Seller) -> None: ...
+
+    async def save(self, seller: Seller, *, expected_version: int) -> None:
+        """Raise ConcurrentModification if it changed since `expected_version`."""
+
+    async def set_default(self, seller_id: str | None) -> None:
+        """Make this seller the tenant's default (None: no default)."""
+
+    async def list(self, query: SellerQuery) -> list[Seller]: ...
+
+    async def in_use(self, seller_id: str) -> bool:
+        """True if an invoice names the seller."""
+
+    async def delete(self, seller_id: str) -> None: ...
 
 
 class ReceivedEventLog(Protocol):
@@ -209,6 +251,7 @@ class UnitOfWork(Protocol):
     numbers: NumberSeries
     received: ReceivedEventLog
     pending: PendingCreations
+    sellers: SellerRepository
 
     async def __aenter__(self) -> Self: ...
 

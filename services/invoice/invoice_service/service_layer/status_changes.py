@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoice_service.domain.errors import InvoiceNotFound
 from invoice_service.domain.model import Invoice, InvoiceStatus
 from invoice_service.domain.numbering import format_number
+from invoice_service.domain.sellers import DocumentType, SellerSnapshot
 from invoice_service.service_layer import events
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.ports import UnitOfWork
@@ -17,17 +18,31 @@ async def _locked(uow: UnitOfWork, invoice_id: str) -> Invoice:
     return invoice
 
 
+async def _seller_snapshot(uow: UnitOfWork, invoice: Invoice) -> SellerSnapshot | None:
+    """The seller's data as it is at finalization: what the issued invoice keeps for good.
+    (A seller named by an invoice, a draft too, cannot be deleted; should its row be gone all
+    the same, the draft keeps the snapshot it took at creation.)"""
+    if invoice.seller_id is None:
+        return None
+    seller = await uow.sellers.get(invoice.seller_id)
+    return seller.snapshot() if seller is not None else invoice.seller
+
+
 async def finalize_invoice(tenant: str, invoice_id: str, actor: str, deps: Dependencies) -> Invoice:
     async with deps.uow(tenant) as uow:
         invoice = await _locked(uow, invoice_id)
         # Refuse before drawing a number; the number and the status change commit together.
         invoice.check_can_finalize()
-        sequence = await uow.numbers.next_sequence(invoice.series)
+        snapshot = await _seller_snapshot(uow, invoice)
+        sequence = await uow.numbers.next_sequence(
+            invoice.series, seller_id=invoice.seller_id, document_type=DocumentType.INVOICE
+        )
         invoice.finalize(
             number=format_number(invoice.series, sequence),
             sequence=sequence,
             at=deps.clock(),
             actor=actor,
+            seller=snapshot,
         )
         await uow.invoices.save(invoice)
         uow.emit(events.finalized(invoice), aggregate=events.aggregate(invoice))

@@ -1,0 +1,195 @@
+"""Sellers in SQL, for one tenant: every query filters by it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, or_, update
+from sqlalchemy import select as core_select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from invoice_service.adapters.orm import InvoiceDefaultSellerRow, InvoiceRow, InvoiceSellerRow
+from invoice_service.domain.errors import ConcurrentModification
+from invoice_service.domain.sellers import BankAccount, Seller, SellerAddress, TaxRegistration
+from invoice_service.service_layer.ports import SellerQuery
+
+
+def _columns(seller: Seller) -> dict[str, Any]:
+    a, bank = seller.address, seller.bank_account
+    return {
+        "legal_name": seller.legal_name,
+        "country": a.country,
+        "region": a.region,
+        "postcode": a.postcode,
+        "city": a.city,
+        "street": json.dumps(list(a.street)),
+        "vat_id": seller.vat_id,
+        "tax_registrations": json.dumps(
+            [
+                {"country": r.country, "region": r.region, "number": r.number}
+                for r in seller.tax_registrations
+            ]
+        ),
+        "email": seller.email,
+        "phone": seller.phone,
+        "iban": bank.iban if bank else None,
+        "bic": bank.bic if bank else None,
+        "default_currency": seller.default_currency,
+        "language": seller.language,
+        "invoice_series": seller.invoice_series,
+        "credit_note_series": seller.credit_note_series,
+        "active": seller.active,
+        "updated_at": seller.updated_at,
+        "version": seller.version,
+    }
+
+
+def _seller(row: InvoiceSellerRow, default_id: str | None) -> Seller:
+    return Seller(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        legal_name=row.legal_name,
+        address=SellerAddress(
+            country=row.country,
+            city=row.city,
+            postcode=row.postcode,
+            region=row.region,
+            street=tuple(json.loads(row.street)),
+        ),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        vat_id=row.vat_id,
+        tax_registrations=tuple(
+            TaxRegistration(r["country"], r["number"], r.get("region"))
+            for r in json.loads(row.tax_registrations)
+        ),
+        email=row.email,
+        phone=row.phone,
+        bank_account=BankAccount(row.iban, row.bic) if row.iban else None,
+        default_currency=row.default_currency,
+        language=row.language,
+        invoice_series=row.invoice_series,
+        credit_note_series=row.credit_note_series,
+        is_default=row.id == default_id,
+        active=row.active,
+        version=row.version,
+    )
+
+
+class SqlSellerRepository:
+    def __init__(self, session: AsyncSession, tenant: str) -> None:
+        self._session = session
+        self._tenant = tenant
+
+    async def _scalar(self, statement: Any) -> Any:
+        return (await (await self._session.connection()).execute(statement)).scalar()
+
+    async def _default_id(self) -> str | None:
+        table = InvoiceDefaultSellerRow.__table__  # type: ignore[attr-defined]
+        found = await self._scalar(
+            core_select(table.c.seller_id).where(table.c.tenant_id == self._tenant)
+        )
+        return str(found) if found is not None else None
+
+    async def get(self, seller_id: str, *, for_update: bool = False) -> Seller | None:
+        statement = select(InvoiceSellerRow).where(
+            InvoiceSellerRow.tenant_id == self._tenant, InvoiceSellerRow.id == seller_id
+        )
+        if for_update:
+            statement = statement.with_for_update()
+        row = (await self._session.exec(statement)).first()
+        return None if row is None else _seller(row, await self._default_id())
+
+    async def default(self) -> Seller | None:
+        default_id = await self._default_id()
+        return None if default_id is None else await self.get(default_id)
+
+    async def add(self, seller: Seller) -> None:
+        if seller.tenant_id != self._tenant:
+            raise ValueError("a seller of another tenant cannot be written here")
+        self._session.add(
+            InvoiceSellerRow(
+                id=seller.id,
+                tenant_id=self._tenant,
+                created_at=seller.created_at,
+                **_columns(seller),
+            )
+        )
+        await self._session.flush()
+
+    async def save(self, seller: Seller, *, expected_version: int) -> None:
+        result = await self._session.exec(
+            update(InvoiceSellerRow)
+            .where(
+                col(InvoiceSellerRow.tenant_id) == self._tenant,
+                col(InvoiceSellerRow.id) == seller.id,
+                col(InvoiceSellerRow.version) == expected_version,
+            )
+            .values(**_columns(seller))
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            raise ConcurrentModification(seller.id)
+
+    async def set_default(self, seller_id: str | None) -> None:
+        table = InvoiceDefaultSellerRow.__table__  # type: ignore[attr-defined]
+        if seller_id is None:
+            await self._session.exec(delete(table).where(table.c.tenant_id == self._tenant))
+            return
+        dialect = self._session.bind.dialect.name  # type: ignore[union-attr]
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        await self._session.exec(
+            insert(table)
+            .values(tenant_id=self._tenant, seller_id=seller_id)
+            .on_conflict_do_update(
+                index_elements=[table.c.tenant_id], set_={"seller_id": seller_id}
+            )
+        )
+
+    async def list(self, query: SellerQuery) -> list[Seller]:
+        statement = select(InvoiceSellerRow).where(InvoiceSellerRow.tenant_id == self._tenant)
+        if query.active is not None:
+            statement = statement.where(InvoiceSellerRow.active == query.active)
+        if query.after is not None:
+            created_at, seller_id = query.after
+            statement = statement.where(
+                or_(
+                    col(InvoiceSellerRow.created_at) > created_at,
+                    and_(
+                        col(InvoiceSellerRow.created_at) == created_at,
+                        col(InvoiceSellerRow.id) > seller_id,
+                    ),
+                )
+            )
+        statement = statement.order_by(
+            col(InvoiceSellerRow.created_at), col(InvoiceSellerRow.id)
+        ).limit(query.limit)
+        rows = (await self._session.exec(statement)).all()
+        default_id = await self._default_id()
+        return [_seller(row, default_id) for row in rows]
+
+    async def in_use(self, seller_id: str) -> bool:
+        invoices = InvoiceRow.__table__  # type: ignore[attr-defined]
+        return bool(
+            await self._scalar(
+                core_select(
+                    exists().where(
+                        invoices.c.tenant_id == self._tenant, invoices.c.seller_id == seller_id
+                    )
+                )
+            )
+        )
+
+    async def delete(self, seller_id: str) -> None:
+        if await self._default_id() == seller_id:
+            await self.set_default(None)
+        await self._session.exec(
+            delete(InvoiceSellerRow).where(
+                col(InvoiceSellerRow.tenant_id) == self._tenant,
+                col(InvoiceSellerRow.id) == seller_id,
+            )
+        )
