@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, and_, or_, update
+from sqlalchemy import Table, and_, insert, or_, update
 from sqlalchemy import select as core_select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -43,6 +44,11 @@ from invoice_service.service_layer.ports import (
 )
 
 _INVOICES: Table = InvoiceRow.__table__  # type: ignore[attr-defined]
+_LINES: Table = InvoiceLineRow.__table__  # type: ignore[attr-defined]
+_LINE_TAXES: Table = InvoiceLineTaxRow.__table__  # type: ignore[attr-defined]
+_DISCOUNTS: Table = InvoiceDiscountRow.__table__  # type: ignore[attr-defined]
+_HISTORY: Table = InvoiceStatusHistoryRow.__table__  # type: ignore[attr-defined]
+_PAYMENTS: Table = InvoicePaymentRow.__table__  # type: ignore[attr-defined]
 
 
 ChildRowT = TypeVar("ChildRowT", bound=SQLModel)
@@ -84,16 +90,19 @@ class SqlInvoiceRepository:
         return DocumentStamp(row.tenant_id, row.id, row.number, row.version)
 
     async def find_by_idempotency_key(self, key: str) -> StoredIdempotency | None:
-        row = (
-            await self._session.exec(
-                select(InvoiceRow).where(
-                    InvoiceRow.tenant_id == self._tenant, InvoiceRow.idempotency_key == key
+        # Every creation asks, and almost every one finds nothing: a core SELECT of the id,
+        # the whole aggregate only for a replay.
+        found = (
+            await (await self._session.connection()).execute(
+                core_select(_INVOICES.c.id, _INVOICES.c.request_hash).where(
+                    _INVOICES.c.tenant_id == self._tenant, _INVOICES.c.idempotency_key == key
                 )
             )
         ).first()
-        if row is None:
+        if found is None:
             return None
-        return StoredIdempotency(await self._load(row), row.request_hash)
+        invoice = await self.get(found.id)
+        return None if invoice is None else StoredIdempotency(invoice, found.request_hash)
 
     async def _children(
         self, table: type[ChildRowT], invoice_id: str, *order: Any
@@ -256,81 +265,90 @@ class SqlInvoiceRepository:
     # ---- writes --------------------------------------------------------------------------
 
     async def add(self, invoice: Invoice, *, idempotency_key: str, request_hash: str) -> None:
+        """The invoice's rows as core INSERTs, one statement per table (children after the
+        header they reference): no ORM unit-of-work bookkeeping on the hot path."""
         self._check_tenant(invoice)
-        self._session.add(
-            InvoiceRow(
-                id=invoice.id,
-                tenant_id=self._tenant,
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-                created_at=invoice.created_at,
-                customer_id=invoice.customer.id,
-                customer_type=invoice.customer.type,
-                customer_country=invoice.customer.country,
-                customer_region=invoice.customer.region,
-                customer_tax_status=invoice.customer.tax_status.value,
-                customer_tax_id=invoice.customer.tax_id,
-                customer_name=invoice.customer.name,
-                customer_email=invoice.customer.email,
-                customer_address=invoice.customer.address,
-                currency=invoice.currency,
-                price_mode=invoice.price_mode.value,
-                memo=invoice.memo,
-                due_days=invoice.due_days,
-                tax_calculation_id=invoice.tax_calculation_id,
-                discount_redemption_id=invoice.discount_redemption_id,
-                **self._header(invoice),
-            )
-        )
-        # Children reference the invoice: flush it first (no ORM relationships to order them).
-        await self._session.flush()
-        for line in invoice.lines:
-            self._session.add(
-                InvoiceLineRow(
-                    invoice_id=invoice.id,
-                    position=line.position,
-                    tenant_id=self._tenant,
-                    description=line.description,
-                    quantity=line.quantity,
-                    unit_price=line.unit_price,
-                    category=line.category,
-                    subtotal=line.subtotal,
-                    discount=line.discount,
-                    net=line.net,
-                    tax=line.tax,
-                    total=line.total,
-                    exemption=line.exemption,
-                )
-            )
-            for seq, tax in enumerate(line.taxes):
-                self._session.add(
-                    InvoiceLineTaxRow(
-                        invoice_id=invoice.id,
-                        tenant_id=self._tenant,
-                        position=line.position,
-                        seq=seq,
-                        rule_id=tax.rule_id,
-                        name=tax.name,
-                        rate=tax.rate,
-                        amount=tax.amount,
-                        compound=tax.compound,
-                    )
-                )
-        for seq, discount in enumerate(invoice.discounts):
-            self._session.add(
-                InvoiceDiscountRow(
-                    invoice_id=invoice.id,
-                    tenant_id=self._tenant,
-                    seq=seq,
-                    kind=discount.kind,
-                    code=discount.code,
-                    name=discount.name,
-                    amount=discount.amount,
-                )
-            )
-        self._add_children(invoice, history_from=0, payments_from=0)
-        await self._session.flush()
+        connection = await self._session.connection()
+        row = self._invoice_row(invoice, idempotency_key=idempotency_key, request_hash=request_hash)
+        await connection.execute(_INSERTS[_INVOICES.name], row)
+        lines = [
+            {
+                "invoice_id": invoice.id,
+                "position": line.position,
+                "tenant_id": self._tenant,
+                "description": line.description,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "category": line.category,
+                "subtotal": line.subtotal,
+                "discount": line.discount,
+                "net": line.net,
+                "tax": line.tax,
+                "total": line.total,
+                "exemption": line.exemption,
+            }
+            for line in invoice.lines
+        ]
+        taxes = [
+            {
+                "invoice_id": invoice.id,
+                "tenant_id": self._tenant,
+                "position": line.position,
+                "seq": seq,
+                "rule_id": tax.rule_id,
+                "name": tax.name,
+                "rate": tax.rate,
+                "amount": tax.amount,
+                "compound": tax.compound,
+            }
+            for line in invoice.lines
+            for seq, tax in enumerate(line.taxes)
+        ]
+        discounts = [
+            {
+                "invoice_id": invoice.id,
+                "tenant_id": self._tenant,
+                "seq": seq,
+                "kind": discount.kind,
+                "code": discount.code,
+                "name": discount.name,
+                "amount": discount.amount,
+            }
+            for seq, discount in enumerate(invoice.discounts)
+        ]
+        for table, rows in ((_LINES, lines), (_LINE_TAXES, taxes), (_DISCOUNTS, discounts)):
+            await _insert_rows(connection, table, rows)
+        await self._add_children(invoice, history_from=0, payments_from=0)
         self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
+
+    def _invoice_row(
+        self, invoice: Invoice, *, idempotency_key: str, request_hash: str
+    ) -> dict[str, Any]:
+        """The header row of a new invoice (a new column of the invoice goes here)."""
+        customer = invoice.customer
+        return {
+            "id": invoice.id,
+            "tenant_id": self._tenant,
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
+            "created_at": invoice.created_at,
+            "customer_id": customer.id,
+            "customer_type": customer.type,
+            "customer_country": customer.country,
+            "customer_region": customer.region,
+            "customer_tax_status": customer.tax_status.value,
+            "customer_tax_id": customer.tax_id,
+            "customer_name": customer.name,
+            "customer_email": customer.email,
+            "customer_address": customer.address,
+            "currency": invoice.currency,
+            "price_mode": invoice.price_mode.value,
+            "memo": invoice.memo,
+            "due_days": invoice.due_days,
+            "tax_calculation_id": invoice.tax_calculation_id,
+            "discount_redemption_id": invoice.discount_redemption_id,
+            **self._header(invoice),
+        }
 
     async def save(self, invoice: Invoice) -> None:
         self._check_tenant(invoice)
@@ -352,8 +370,7 @@ class SqlInvoiceRepository:
         )
         if result.rowcount != 1:
             raise ConcurrentModification(invoice.id)
-        self._add_children(invoice, history_from=history_count, payments_from=payment_count)
-        await self._session.flush()
+        await self._add_children(invoice, history_from=history_count, payments_from=payment_count)
         self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
 
     def _check_tenant(self, invoice: Invoice) -> None:
@@ -382,36 +399,57 @@ class SqlInvoiceRepository:
             "version": invoice.version,
         }
 
-    def _add_children(self, invoice: Invoice, *, history_from: int, payments_from: int) -> None:
-        for seq, change in enumerate(invoice.history[history_from:], start=history_from):
-            self._session.add(
-                InvoiceStatusHistoryRow(
-                    invoice_id=invoice.id,
-                    tenant_id=self._tenant,
-                    seq=seq,
-                    from_status=change.from_status.value if change.from_status else None,
-                    to_status=change.to_status.value,
-                    at=change.at,
-                    reason=change.reason,
-                    actor=change.actor,
-                    event_id=change.event_id,
-                )
-            )
-        for seq, payment in enumerate(invoice.payments[payments_from:], start=payments_from):
-            self._session.add(
-                InvoicePaymentRow(
-                    invoice_id=invoice.id,
-                    tenant_id=self._tenant,
-                    seq=seq,
-                    kind=payment.kind.value,
-                    payment_id=payment.payment_id,
-                    refund_id=payment.refund_id,
-                    event_id=payment.event_id,
-                    amount=payment.amount,
-                    currency=payment.currency,
-                    applied=payment.applied,
-                    flag=payment.flag.value if payment.flag else None,
-                    detail=payment.detail,
-                    at=payment.at,
-                )
-            )
+    async def _add_children(
+        self, invoice: Invoice, *, history_from: int, payments_from: int
+    ) -> None:
+        history = [
+            {
+                "invoice_id": invoice.id,
+                "tenant_id": self._tenant,
+                "seq": seq,
+                "from_status": change.from_status.value if change.from_status else None,
+                "to_status": change.to_status.value,
+                "at": change.at,
+                "reason": change.reason,
+                "actor": change.actor,
+                "event_id": change.event_id,
+            }
+            for seq, change in enumerate(invoice.history[history_from:], start=history_from)
+        ]
+        payments = [
+            {
+                "invoice_id": invoice.id,
+                "tenant_id": self._tenant,
+                "seq": seq,
+                "kind": payment.kind.value,
+                "payment_id": payment.payment_id,
+                "refund_id": payment.refund_id,
+                "event_id": payment.event_id,
+                "amount": payment.amount,
+                "currency": payment.currency,
+                "applied": payment.applied,
+                "flag": payment.flag.value if payment.flag else None,
+                "detail": payment.detail,
+                "at": payment.at,
+            }
+            for seq, payment in enumerate(invoice.payments[payments_from:], start=payments_from)
+        ]
+        connection = await self._session.connection()
+        await _insert_rows(connection, _HISTORY, history)
+        await _insert_rows(connection, _PAYMENTS, payments)
+
+
+async def _insert_rows(
+    connection: AsyncConnection, table: Table, rows: list[dict[str, Any]]
+) -> None:
+    """All `rows` of one table in one call (none: no statement): one constant statement,
+    compiled once, sent as the driver's executemany (asyncpg pipelines it in one round
+    trip)."""
+    if rows:
+        await connection.execute(_INSERTS[table.name], rows)
+
+
+_INSERTS = {
+    table.name: insert(table)
+    for table in (_INVOICES, _LINES, _LINE_TAXES, _DISCOUNTS, _HISTORY, _PAYMENTS)
+}
