@@ -395,3 +395,16 @@ async def test_list_filters_and_pagination_over_http(api, make_body):
 async def test_health_and_readiness(api):
     assert (await api.client.get("/healthz")).json()["service"] == "invoice"
     assert (await api.client.get("/readyz")).status_code == 200
+
+
+async def test_a_redemption_that_takes_nothing_off_is_given_back(api, make_body):
+    # 10 % of 0.04 rounds to 0.00: as when a quote says so, no redemption is kept.
+    body = make_body(
+        coupon_codes=["WELCOME10"],
+        lines=[{"description": "Tiny", "quantity": "1", "unit_price": "0.04"}],
+    )
+    response = await api.create(body)
+    assert response.status_code == 201, response.text
+    invoice = response.json()
+    assert invoice["discount_total"] == "0.00" and invoice["discount_redemption_id"] is None
+    assert len(api.peers.redeem_calls) == 1 and api.peers.redemptions == {}
