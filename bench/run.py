@@ -260,7 +260,7 @@ async def measure(profile: Profile, resources: Resources, workdir: Path) -> Repo
             idempotency_prefix=f"bench-{run_id}-max",
         )
         before: dict[str, Cost] = {}
-        idle: dict[str, Cost] = {}  # per second, with nothing to do (relay polls, sweepers)
+        background: dict[str, Cost] = {}  # per second, with nothing to do (relay polls, sweepers)
         marks: list[float] = []
 
         async def settle_then_snapshot() -> None:
@@ -268,7 +268,7 @@ async def measure(profile: Profile, resources: Resources, workdir: Path) -> Repo
             quiet = meter.snapshot()
             await asyncio.sleep(profile.idle_seconds)
             before.update(meter.snapshot())
-            idle.update(
+            background.update(
                 {
                     name: cost.scaled(1 / profile.idle_seconds)
                     for name, cost in difference(before, quiet).items()
@@ -291,7 +291,9 @@ async def measure(profile: Profile, resources: Resources, workdir: Path) -> Repo
         spent = difference(meter.snapshot(), before)
         elapsed = time.monotonic() - marks[0]
         report.costs["invoice"] = {
-            name: (cost - idle[name].scaled(elapsed)).per(sustained.requests - sustained.errors)
+            name: (cost - background[name].scaled(elapsed)).per(
+                sustained.requests - sustained.errors
+            )
             for name, cost in spent.items()
         }
         report.notes.append(f"events still unsettled after the sustained run's drain: {left}")
