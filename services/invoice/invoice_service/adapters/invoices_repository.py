@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, and_, insert, or_, update
+from sqlalchemy import Table, and_, or_, update
 from sqlalchemy import select as core_select
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from invoice_service.adapters import invoice_rows as rows
 from invoice_service.adapters.orm import (
     InvoiceDiscountRow,
     InvoiceLineRow,
@@ -44,11 +44,6 @@ from invoice_service.service_layer.ports import (
 )
 
 _INVOICES: Table = InvoiceRow.__table__  # type: ignore[attr-defined]
-_LINES: Table = InvoiceLineRow.__table__  # type: ignore[attr-defined]
-_LINE_TAXES: Table = InvoiceLineTaxRow.__table__  # type: ignore[attr-defined]
-_DISCOUNTS: Table = InvoiceDiscountRow.__table__  # type: ignore[attr-defined]
-_HISTORY: Table = InvoiceStatusHistoryRow.__table__  # type: ignore[attr-defined]
-_PAYMENTS: Table = InvoicePaymentRow.__table__  # type: ignore[attr-defined]
 
 
 ChildRowT = TypeVar("ChildRowT", bound=SQLModel)
@@ -269,86 +264,15 @@ class SqlInvoiceRepository:
         header they reference): no ORM unit-of-work bookkeeping on the hot path."""
         self._check_tenant(invoice)
         connection = await self._session.connection()
-        row = self._invoice_row(invoice, idempotency_key=idempotency_key, request_hash=request_hash)
-        await connection.execute(_INSERTS[_INVOICES.name], row)
-        lines = [
-            {
-                "invoice_id": invoice.id,
-                "position": line.position,
-                "tenant_id": self._tenant,
-                "description": line.description,
-                "quantity": line.quantity,
-                "unit_price": line.unit_price,
-                "category": line.category,
-                "subtotal": line.subtotal,
-                "discount": line.discount,
-                "net": line.net,
-                "tax": line.tax,
-                "total": line.total,
-                "exemption": line.exemption,
-            }
-            for line in invoice.lines
-        ]
-        taxes = [
-            {
-                "invoice_id": invoice.id,
-                "tenant_id": self._tenant,
-                "position": line.position,
-                "seq": seq,
-                "rule_id": tax.rule_id,
-                "name": tax.name,
-                "rate": tax.rate,
-                "amount": tax.amount,
-                "compound": tax.compound,
-            }
-            for line in invoice.lines
-            for seq, tax in enumerate(line.taxes)
-        ]
-        discounts = [
-            {
-                "invoice_id": invoice.id,
-                "tenant_id": self._tenant,
-                "seq": seq,
-                "kind": discount.kind,
-                "code": discount.code,
-                "name": discount.name,
-                "amount": discount.amount,
-            }
-            for seq, discount in enumerate(invoice.discounts)
-        ]
-        for table, rows in ((_LINES, lines), (_LINE_TAXES, taxes), (_DISCOUNTS, discounts)):
-            await _insert_rows(connection, table, rows)
+        header = rows.invoice_row(
+            invoice, idempotency_key=idempotency_key, request_hash=request_hash
+        )
+        await rows.insert(connection, rows.INVOICES, [{**header, **self._header(invoice)}])
+        await rows.insert(connection, rows.LINES, rows.line_rows(invoice))
+        await rows.insert(connection, rows.LINE_TAXES, rows.tax_rows(invoice))
+        await rows.insert(connection, rows.DISCOUNTS, rows.discount_rows(invoice))
         await self._add_children(invoice, history_from=0, payments_from=0)
         self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
-
-    def _invoice_row(
-        self, invoice: Invoice, *, idempotency_key: str, request_hash: str
-    ) -> dict[str, Any]:
-        """The header row of a new invoice (a new column of the invoice goes here)."""
-        customer = invoice.customer
-        return {
-            "id": invoice.id,
-            "tenant_id": self._tenant,
-            "idempotency_key": idempotency_key,
-            "request_hash": request_hash,
-            "created_at": invoice.created_at,
-            "customer_id": customer.id,
-            "customer_type": customer.type,
-            "customer_country": customer.country,
-            "customer_region": customer.region,
-            "customer_tax_status": customer.tax_status.value,
-            "customer_tax_id": customer.tax_id,
-            "customer_name": customer.name,
-            "customer_email": customer.email,
-            "customer_address": customer.address,
-            "currency": invoice.currency,
-            "price_mode": invoice.price_mode.value,
-            "memo": invoice.memo,
-            "due_days": invoice.due_days,
-            "tax_calculation_id": invoice.tax_calculation_id,
-            "discount_redemption_id": invoice.discount_redemption_id,
-            **self._header(invoice),
-        }
 
     async def save(self, invoice: Invoice) -> None:
         self._check_tenant(invoice)
@@ -402,54 +326,6 @@ class SqlInvoiceRepository:
     async def _add_children(
         self, invoice: Invoice, *, history_from: int, payments_from: int
     ) -> None:
-        history = [
-            {
-                "invoice_id": invoice.id,
-                "tenant_id": self._tenant,
-                "seq": seq,
-                "from_status": change.from_status.value if change.from_status else None,
-                "to_status": change.to_status.value,
-                "at": change.at,
-                "reason": change.reason,
-                "actor": change.actor,
-                "event_id": change.event_id,
-            }
-            for seq, change in enumerate(invoice.history[history_from:], start=history_from)
-        ]
-        payments = [
-            {
-                "invoice_id": invoice.id,
-                "tenant_id": self._tenant,
-                "seq": seq,
-                "kind": payment.kind.value,
-                "payment_id": payment.payment_id,
-                "refund_id": payment.refund_id,
-                "event_id": payment.event_id,
-                "amount": payment.amount,
-                "currency": payment.currency,
-                "applied": payment.applied,
-                "flag": payment.flag.value if payment.flag else None,
-                "detail": payment.detail,
-                "at": payment.at,
-            }
-            for seq, payment in enumerate(invoice.payments[payments_from:], start=payments_from)
-        ]
         connection = await self._session.connection()
-        await _insert_rows(connection, _HISTORY, history)
-        await _insert_rows(connection, _PAYMENTS, payments)
-
-
-async def _insert_rows(
-    connection: AsyncConnection, table: Table, rows: list[dict[str, Any]]
-) -> None:
-    """All `rows` of one table in one call (none: no statement): one constant statement,
-    compiled once, sent as the driver's executemany (asyncpg pipelines it in one round
-    trip)."""
-    if rows:
-        await connection.execute(_INSERTS[table.name], rows)
-
-
-_INSERTS = {
-    table.name: insert(table)
-    for table in (_INVOICES, _LINES, _LINE_TAXES, _DISCOUNTS, _HISTORY, _PAYMENTS)
-}
+        await rows.insert(connection, rows.HISTORY, rows.history_rows(invoice, history_from))
+        await rows.insert(connection, rows.PAYMENTS, rows.payment_rows(invoice, payments_from))
