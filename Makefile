@@ -87,10 +87,12 @@ dlq-replay: $(STAMP) ## move dead-lettered events back to their queue (QUEUE=…
 	@$(PY) -m billing_common.dead_letters $(DLQ_WHERE) replay --all
 
 bench: $(STAMP) ## benchmarks on the direct runtime; prints a table and writes bench/out/results.json
+	@scripts/ensure-weasyprint-libs.sh
 	@scripts/ensure-servers.sh
 	@$(PY) -m bench.run
 
 bench-quick: $(STAMP) ## a smoke run of the benchmark harness (under a minute)
+	@scripts/ensure-weasyprint-libs.sh
 	@scripts/ensure-servers.sh
 	@$(PY) -m bench.run --quick
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.costs import Cost
 from bench.loadgen import Load
 
 
@@ -28,8 +29,8 @@ class Figure:
     ratio_of_second: bool = False  # the ratio is second / floor instead of value / floor
     target_ratio: float | None = None
     ratio_is_ceiling: bool = False  # met when ratio <= target_ratio, else when >=
-    target_value: float | None = None  # met when value < target_value
-    second_target: float | None = None  # met when second < second_target
+    target_value: float | None = None  # met when value <= target_value
+    second_target: float | None = None  # met when second <= second_target
     target_text: str = ""
 
     @property
@@ -47,9 +48,9 @@ class Figure:
                 return ratio <= self.target_ratio
             return ratio >= self.target_ratio
         if self.target_value is not None:
-            return self.value < self.target_value
+            return self.value <= self.target_value
         if self.second_target is not None and self.second is not None:
-            return self.second < self.second_target
+            return self.second <= self.second_target
         return None
 
     def cells(self) -> list[str]:
@@ -104,6 +105,9 @@ class Report:
     rss_idle: dict[str, int] = field(default_factory=dict)
     rss_load: dict[str, int] = field(default_factory=dict)
     floor_rss: int = 0
+    floor_cpu_per_insert: float = 0.0  # seconds of the floor server's CPU per INSERT answered
+    # per figure ("invoice"), per service: what one answer cost the servers
+    costs: dict[str, dict[str, Cost]] = field(default_factory=dict)
     pdf_pages: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -158,6 +162,18 @@ class Report:
             },
             "rss_bytes": {"idle": self.rss_idle, "under_load": self.rss_load},
             "floor_rss_bytes": self.floor_rss,
+            "floor_cpu_ms_per_insert": round(self.floor_cpu_per_insert * 1000, 3),
+            "costs_per_answer": {
+                figure: {
+                    name: {
+                        "cpu_ms": round(cost.cpu_seconds * 1000, 3),
+                        "statements": round(cost.statements, 2),
+                        "transactions": round(cost.transactions, 2),
+                    }
+                    for name, cost in costs.items()
+                }
+                for figure, costs in self.costs.items()
+            },
             "pdf_pages": self.pdf_pages,
             "notes": self.notes,
         }

@@ -69,9 +69,11 @@ async def test_create_discounts_before_tax_and_keeps_original_lines(api_any_db, 
         ("30.00", "1", "reduced"),
     ]
     assert tax_call["reference"] == invoice["id"]
-    assert api.peers.quote_calls[0]["amount"] == "233.33"
+    # With coupons the redemption is the quote (it answers what it applied): no quote call.
+    assert api.peers.quote_calls == []
     ((redeem_key, redeem_body),) = api.peers.redeem_calls
     assert redeem_key == "invoice:acme:order-1" and redeem_body["reference"] == invoice["id"]
+    assert redeem_body["amount"] == "233.33"
     assert set(api.peers.tenants_seen) == {"acme"}
 
     fetched = (await api.client.get(f"/v1/invoices/{invoice['id']}", headers=api.headers())).json()
@@ -117,12 +119,12 @@ async def test_user_type_and_multi_tax_jurisdiction(api, make_body):
     assert invoice["customer"]["jurisdiction"] == {"country": "CA", "region": "QC"}
 
 
-async def test_redemption_differing_from_quote_is_taxed_again(api, make_body):
+async def test_tax_is_computed_on_what_the_redemption_applied(api, make_body):
     api.peers.redeem_rate_override = D("0.20")
     invoice = (await api.create(make_body(coupon_codes=["WELCOME10"]))).json()
     assert invoice["discount_total"] == "46.67"
     assert [ln["discount"] for ln in invoice["lines"]] == ["40.00", "6.67"]
-    assert len(api.peers.tax_calls) == 2
+    assert len(api.peers.tax_calls) == 1
     assert [ln["unit_price"] for ln in api.peers.tax_calls[-1]["lines"]] == ["160.00", "26.66"]
     assert invoice["net_total"] == "186.66"
 
@@ -168,7 +170,7 @@ async def test_peer_down_answers_503_writes_nothing_and_retry_succeeds(api_any_d
     assert problem["type"] == "/problems/peer-unavailable" and problem["peer"] == "tax"
     assert down.headers["retry-after"]
     assert await count_rows(api, InvoiceRow) == 0 and await count_rows(api, OutboxMessage) == 0
-    assert api.peers.redeem_calls == []  # nothing redeemed while tax was down
+    assert api.peers.redemptions == {}  # the redemption made before tax was given back
 
     api.peers.tax_down = False
     retried = await api.create(body, key="retry-me")
@@ -209,7 +211,7 @@ async def test_peer_refusals_are_passed_on_as_422(api, make_body):
     assert coupon.status_code == 422
     assert coupon.json()["type"] == "/problems/coupon-not-applicable"
     assert (coupon.json()["code"], coupon.json()["reason"]) == ("OLD", "expired")
-    assert api.peers.redeem_calls == [] and await count_rows(api, InvoiceRow) == 0
+    assert api.peers.redemptions == {} and await count_rows(api, InvoiceRow) == 0
 
 
 async def test_invalid_requests_are_422_problems(api, make_body):
@@ -398,3 +400,16 @@ async def test_list_filters_and_pagination_over_http(api, make_body):
 async def test_health_and_readiness(api):
     assert (await api.client.get("/healthz")).json()["service"] == "invoice"
     assert (await api.client.get("/readyz")).status_code == 200
+
+
+async def test_a_redemption_that_takes_nothing_off_is_given_back(api, make_body):
+    # 10 % of 0.04 rounds to 0.00: as when a quote says so, no redemption is kept.
+    body = make_body(
+        coupon_codes=["WELCOME10"],
+        lines=[{"description": "Tiny", "quantity": "1", "unit_price": "0.04"}],
+    )
+    response = await api.create(body)
+    assert response.status_code == 201, response.text
+    invoice = response.json()
+    assert invoice["discount_total"] == "0.00" and invoice["discount_redemption_id"] is None
+    assert len(api.peers.redeem_calls) == 1 and api.peers.redemptions == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -31,7 +32,12 @@ from invoice_service.domain.model import (
 )
 from invoice_service.service_layer import queries, status_changes
 from invoice_service.service_layer.dependencies import Dependencies
-from invoice_service.service_layer.ports import InvoiceQuery, ReceivedEvent, UnitOfWorkFactory
+from invoice_service.service_layer.ports import (
+    InvoiceQuery,
+    PendingCreation,
+    ReceivedEvent,
+    UnitOfWorkFactory,
+)
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 D = Decimal
@@ -365,3 +371,27 @@ async def test_concurrent_finalizations_get_consecutive_numbers(uow: UnitOfWorkF
         ).all()
     assert sorted(i.sequence for i in stored if i and i.sequence) == list(range(1, count + 1))
     assert len(finalized_events) == count + 1
+
+
+async def test_pending_begin_takes_over_a_record_but_not_one_being_released(
+    uow: UnitOfWorkFactory,
+) -> None:
+    first = PendingCreation("acme", "inv-p", "invoice:acme:k", T0)
+    retry = PendingCreation("acme", "inv-p", "invoice:acme:k", T0 + timedelta(seconds=5))
+    async with uow("acme") as unit:
+        assert await unit.pending.begin(first)
+        await unit.commit()
+    async with uow("acme") as unit:
+        assert await unit.pending.begin(retry)  # a retry after a crash takes the record over
+        await unit.commit()
+    async with uow("acme") as unit:
+        assert await unit.pending.get("inv-p") == retry
+        await unit.pending.put(replace(retry, releasing=True))
+        await unit.commit()
+    async with uow("acme") as unit:
+        assert not await unit.pending.begin(first)  # the release must finish first
+        await unit.commit()
+    async with uow("acme") as unit:
+        assert await unit.pending.get("inv-p") == replace(retry, releasing=True)
+    async with uow("other") as unit:  # the same invoice id of another tenant is its own
+        assert await unit.pending.begin(replace(first, tenant_id="other"))

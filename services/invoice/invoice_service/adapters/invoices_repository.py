@@ -13,7 +13,8 @@ from sqlalchemy import select as core_select
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from invoice_service.adapters.json_columns import breakdown_json, breakdown_of, snapshot_of
+from invoice_service.adapters import invoice_rows as rows
+from invoice_service.adapters.json_columns import breakdown_of, snapshot_of
 from invoice_service.adapters.orm import (
     InvoiceDiscountRow,
     InvoiceLineRow,
@@ -87,16 +88,19 @@ class SqlInvoiceRepository:
         return DocumentStamp(row.tenant_id, row.id, row.number, row.version)
 
     async def find_by_idempotency_key(self, key: str) -> StoredIdempotency | None:
-        row = (
-            await self._session.exec(
-                select(InvoiceRow).where(
-                    InvoiceRow.tenant_id == self._tenant, InvoiceRow.idempotency_key == key
+        # Every creation asks, and almost every one finds nothing: a core SELECT of the id,
+        # the whole aggregate only for a replay.
+        found = (
+            await (await self._session.connection()).execute(
+                core_select(_INVOICES.c.id, _INVOICES.c.request_hash).where(
+                    _INVOICES.c.tenant_id == self._tenant, _INVOICES.c.idempotency_key == key
                 )
             )
         ).first()
-        if row is None:
+        if found is None:
             return None
-        return StoredIdempotency(await self._load(row), row.request_hash)
+        invoice = await self.get(found.id)
+        return None if invoice is None else StoredIdempotency(invoice, found.request_hash)
 
     async def _children(
         self, table: type[ChildRowT], invoice_id: str, *order: Any
@@ -270,90 +274,18 @@ class SqlInvoiceRepository:
     # ---- writes --------------------------------------------------------------------------
 
     async def add(self, invoice: Invoice, *, idempotency_key: str, request_hash: str) -> None:
+        """The invoice's rows as core INSERTs, one statement per table (children after the
+        header they reference): no ORM unit-of-work bookkeeping on the hot path."""
         self._check_tenant(invoice)
-        self._session.add(
-            InvoiceRow(
-                id=invoice.id,
-                tenant_id=self._tenant,
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-                created_at=invoice.created_at,
-                customer_id=invoice.customer.id,
-                customer_type=invoice.customer.type,
-                customer_country=invoice.customer.country,
-                customer_region=invoice.customer.region,
-                customer_tax_status=invoice.customer.tax_status.value,
-                customer_tax_id=invoice.customer.tax_id,
-                customer_name=invoice.customer.name,
-                customer_email=invoice.customer.email,
-                customer_address=invoice.customer.address,
-                currency=invoice.currency,
-                price_mode=invoice.price_mode.value,
-                memo=invoice.memo,
-                due_days=invoice.due_days,
-                tax_calculation_id=invoice.tax_calculation_id,
-                discount_redemption_id=invoice.discount_redemption_id,
-                seller_id=invoice.seller_id,
-                customer_location_country=invoice.customer.location_country,
-                customer_location_region=invoice.customer.location_region,
-                customer_kind=invoice.customer.kind.value if invoice.customer.kind else None,
-                customer_exemption_certificate=invoice.customer.exemption_certificate,
-                tax_treatment=invoice.tax_treatment,
-                tax_breakdown=breakdown_json(invoice.tax_breakdown),
-                **self._header(invoice),
-            )
+        connection = await self._session.connection()
+        header = rows.invoice_row(
+            invoice, idempotency_key=idempotency_key, request_hash=request_hash
         )
-        # Children reference the invoice: flush it first (no ORM relationships to order them).
-        await self._session.flush()
-        for line in invoice.lines:
-            self._session.add(
-                InvoiceLineRow(
-                    invoice_id=invoice.id,
-                    position=line.position,
-                    tenant_id=self._tenant,
-                    description=line.description,
-                    quantity=line.quantity,
-                    unit_price=line.unit_price,
-                    category=line.category,
-                    subtotal=line.subtotal,
-                    discount=line.discount,
-                    net=line.net,
-                    tax=line.tax,
-                    total=line.total,
-                    exemption=line.exemption,
-                    vat_category=line.vat_category,
-                    vat_exemption_reason=line.vat_exemption_reason,
-                    vat_exemption_reason_code=line.vat_exemption_reason_code,
-                )
-            )
-            for seq, tax in enumerate(line.taxes):
-                self._session.add(
-                    InvoiceLineTaxRow(
-                        invoice_id=invoice.id,
-                        tenant_id=self._tenant,
-                        position=line.position,
-                        seq=seq,
-                        rule_id=tax.rule_id,
-                        name=tax.name,
-                        rate=tax.rate,
-                        amount=tax.amount,
-                        compound=tax.compound,
-                    )
-                )
-        for seq, discount in enumerate(invoice.discounts):
-            self._session.add(
-                InvoiceDiscountRow(
-                    invoice_id=invoice.id,
-                    tenant_id=self._tenant,
-                    seq=seq,
-                    kind=discount.kind,
-                    code=discount.code,
-                    name=discount.name,
-                    amount=discount.amount,
-                )
-            )
-        self._add_children(invoice, history_from=0, payments_from=0)
-        await self._session.flush()
+        await rows.insert(connection, rows.INVOICES, [{**header, **self._header(invoice)}])
+        await rows.insert(connection, rows.LINES, rows.line_rows(invoice))
+        await rows.insert(connection, rows.LINE_TAXES, rows.tax_rows(invoice))
+        await rows.insert(connection, rows.DISCOUNTS, rows.discount_rows(invoice))
+        await self._add_children(invoice, history_from=0, payments_from=0)
         self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
 
     async def save(self, invoice: Invoice) -> None:
@@ -376,8 +308,7 @@ class SqlInvoiceRepository:
         )
         if result.rowcount != 1:
             raise ConcurrentModification(invoice.id)
-        self._add_children(invoice, history_from=history_count, payments_from=payment_count)
-        await self._session.flush()
+        await self._add_children(invoice, history_from=history_count, payments_from=payment_count)
         self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
 
     def _check_tenant(self, invoice: Invoice) -> None:
@@ -412,36 +343,9 @@ class SqlInvoiceRepository:
             "version": invoice.version,
         }
 
-    def _add_children(self, invoice: Invoice, *, history_from: int, payments_from: int) -> None:
-        for seq, change in enumerate(invoice.history[history_from:], start=history_from):
-            self._session.add(
-                InvoiceStatusHistoryRow(
-                    invoice_id=invoice.id,
-                    tenant_id=self._tenant,
-                    seq=seq,
-                    from_status=change.from_status.value if change.from_status else None,
-                    to_status=change.to_status.value,
-                    at=change.at,
-                    reason=change.reason,
-                    actor=change.actor,
-                    event_id=change.event_id,
-                )
-            )
-        for seq, payment in enumerate(invoice.payments[payments_from:], start=payments_from):
-            self._session.add(
-                InvoicePaymentRow(
-                    invoice_id=invoice.id,
-                    tenant_id=self._tenant,
-                    seq=seq,
-                    kind=payment.kind.value,
-                    payment_id=payment.payment_id,
-                    refund_id=payment.refund_id,
-                    event_id=payment.event_id,
-                    amount=payment.amount,
-                    currency=payment.currency,
-                    applied=payment.applied,
-                    flag=payment.flag.value if payment.flag else None,
-                    detail=payment.detail,
-                    at=payment.at,
-                )
-            )
+    async def _add_children(
+        self, invoice: Invoice, *, history_from: int, payments_from: int
+    ) -> None:
+        connection = await self._session.connection()
+        await rows.insert(connection, rows.HISTORY, rows.history_rows(invoice, history_from))
+        await rows.insert(connection, rows.PAYMENTS, rows.payment_rows(invoice, payments_from))

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Table, delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from invoice_service.adapters.orm import PendingCreationRow
 from invoice_service.service_layer.ports import PendingCreation
+
+_PENDING: Table = PendingCreationRow.__table__  # type: ignore[attr-defined]
 
 
 def _pending(row: PendingCreationRow) -> PendingCreation:
@@ -21,6 +27,22 @@ def _pending(row: PendingCreationRow) -> PendingCreation:
         started_at=row.started_at,
         releasing=row.releasing,
     )
+
+
+@functools.cache
+def _begin_statement(dialect: str) -> Any:
+    """The upsert of `begin`, built once per dialect (building `excluded` is costly)."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(_PENDING)
+    return statement.on_conflict_do_update(
+        index_elements=[_PENDING.c.tenant_id, _PENDING.c.invoice_id],
+        set_={
+            "redemption_key": statement.excluded.redemption_key,
+            "started_at": statement.excluded.started_at,
+            "releasing": False,
+        },
+        where=_PENDING.c.releasing.is_(False),
+    ).returning(_PENDING.c.invoice_id)
 
 
 class SqlPendingCreations:
@@ -37,6 +59,24 @@ class SqlPendingCreations:
             query = query.with_for_update().execution_options(populate_existing=True)
         row = (await self._session.exec(query)).first()
         return _pending(row) if row is not None else None
+
+    async def begin(self, pending: PendingCreation) -> bool:
+        """One upsert: the record is written (a retry after a crash takes an earlier one
+        over) unless an earlier attempt's record is being released; then False and nothing
+        changes. On PostgreSQL the conflict row-locks the record until commit, as the
+        `get(for_update=True)` before a `put` did."""
+        dialect = self._session.bind.dialect.name  # type: ignore[union-attr]
+        result = await (await self._session.connection()).execute(
+            _begin_statement(dialect),
+            {
+                "tenant_id": self._tenant,
+                "invoice_id": pending.invoice_id,
+                "redemption_key": pending.redemption_key,
+                "started_at": pending.started_at,
+                "releasing": False,
+            },
+        )
+        return result.first() is not None
 
     async def put(self, pending: PendingCreation) -> None:
         row = await self._session.get(PendingCreationRow, (self._tenant, pending.invoice_id))

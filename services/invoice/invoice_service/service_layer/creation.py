@@ -1,4 +1,5 @@
-"""Creating an invoice: discount first, then tax on the discounted lines, then one write.
+"""Creating an invoice: discount first (with coupons, the redemption itself; otherwise a quote
+and, if it finds a discount, the redemption), then tax on the discounted lines, then one write.
 
 Peers are called outside any transaction (no database connection is held while waiting on
 the network); the invoice, its history and its outbox events are written in one transaction
@@ -83,52 +84,59 @@ def redemption_key(tenant: str, idempotency_key: str) -> str:
 
 
 async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult:
-    async with deps.uow(cmd.tenant) as uow:
-        stored = await uow.invoices.find_by_idempotency_key(cmd.idempotency_key)
-        seller = None if stored else await seller_for_new_invoice(uow, cmd.seller_id)
-    if stored is not None:
-        return _replay(stored.invoice, stored.request_hash, cmd)
-    snapshot = seller.snapshot() if seller else None
-    series = cmd.series or (seller.series_for(DocumentType.INVOICE) if seller else DEFAULT_SERIES)
-
     now = deps.clock()
     invoice_id = invoice_id_for(cmd.tenant, cmd.idempotency_key)
     drafts = list(cmd.lines)
     subtotals = [draft.subtotal(cmd.currency) for draft in drafts]
     amount = sum(subtotals, Decimal(0))
+    pending = PendingCreation(
+        tenant_id=cmd.tenant,
+        invoice_id=invoice_id,
+        redemption_key=redemption_key(cmd.tenant, cmd.idempotency_key),
+        started_at=now,
+    )
 
-    # 1. Discount first (on the subtotal; a quote has no side effect).
-    discount = await _quote(deps, cmd, invoice_id, amount)
+    # The idempotency lookup and, for a new request, the pending record in one transaction.
+    # From the pending record on the peers keep records for this invoice (the tax
+    # calculation, the redemption that spends coupon uses): if the invoice is not stored in
+    # the end, they are given back — at once when this request fails, by the sweeper
+    # (release_abandoned) when the process died. Written before the quote, which has no side
+    # effect, so that it shares the lookup's transaction: a failed quote only drops it.
+    async with deps.uow(cmd.tenant) as uow:
+        stored = await uow.invoices.find_by_idempotency_key(cmd.idempotency_key)
+        if stored is not None:
+            return _replay(stored.invoice, stored.request_hash, cmd)
+        seller = await seller_for_new_invoice(uow, cmd.seller_id)  # refused: nothing written
+        begun = await uow.pending.begin(pending)
+        earlier = None if begun else await uow.pending.get(invoice_id)
+        await uow.commit()
+    if not begun:
+        await _take_over(deps, cmd, pending, earlier)
+    snapshot = seller.snapshot() if seller else None
+    series = cmd.series or (seller.series_for(DocumentType.INVOICE) if seller else DEFAULT_SERIES)
 
-    # From here on the peers keep records for this invoice (the tax calculation, the
-    # redemption that spends coupon uses), so the creation is first recorded as pending: if
-    # the invoice is not stored in the end, they are given back — at once when this request
-    # fails, by the sweeper (release_abandoned) when the process died.
-    pending = await _begin_pending(deps, cmd, invoice_id, now)
+    quoted: DiscountResult | None = None
     try:
+        if not cmd.coupon_codes:
+            # Only automatic policies can apply: a quote (no side effect) says whether there
+            # is anything to redeem, so an invoice without a discount leaves no redemption.
+            quoted = await _quote(deps, cmd, invoice_id, amount)
+        elif amount == 0:
+            # Nothing to discount; a coupon asked for here could never apply.
+            raise CouponNotApplicable(cmd.coupon_codes[0], "the invoice amount is zero")
+    except Exception:
+        await _drop_pending(deps, pending)  # nothing to give back: the peers keep nothing
+        raise
+    try:
+        # 1. Discount first, on the subtotal. With coupons the redemption is the quote: it
+        # answers what it applied, and a refusal is given back like any later failure.
+        discount = quoted or _NO_DISCOUNT
+        if quoted is None or quoted.total_discount > 0:
+            discount = await _redeem(deps, cmd, pending, amount)
         # 2. Tax on the discounted lines.
         shares, tax = await _tax_after_discount(
             cmd, deps, invoice_id, now, subtotals, discount, snapshot
         )
-        # 3. Redeem once tax succeeded. If the redemption differs from the quote (a coupon
-        # changed in between), it is what the customer really gets: tax is computed again.
-        if discount.total_discount > 0:
-            redeemed = await deps.discounts.redeem(
-                tenant=cmd.tenant,
-                idempotency_key=pending.redemption_key,
-                customer=cmd.customer,
-                currency=cmd.currency,
-                amount=amount,
-                coupon_codes=cmd.coupon_codes,
-                reference=invoice_id,
-            )
-            check_discount(redeemed, amount, cmd.currency)
-            if redeemed.total_discount != discount.total_discount:
-                shares, tax = await _tax_after_discount(
-                    cmd, deps, invoice_id, now, subtotals, redeemed, snapshot
-                )
-            discount = redeemed
-
         lines = build_lines(drafts, shares, tax, currency=cmd.currency, price_mode=cmd.price_mode)
         invoice = Invoice.create(
             id=invoice_id,
@@ -180,28 +188,21 @@ async def _store(
     return CreateResult(invoice, created=True)
 
 
-async def _begin_pending(
-    deps: Dependencies, cmd: CreateInvoice, invoice_id: str, now: datetime
-) -> PendingCreation:
-    pending = PendingCreation(
-        tenant_id=cmd.tenant,
-        invoice_id=invoice_id,
-        redemption_key=redemption_key(cmd.tenant, cmd.idempotency_key),
-        started_at=now,
-    )
-    async with deps.uow(cmd.tenant) as uow:
-        earlier = await uow.pending.get(invoice_id)
-    if earlier is not None and earlier.releasing:
-        # An earlier attempt is being given back (its release failed, or the sweeper is at
-        # it): finish that first, so this attempt starts from nothing (503 if a peer is down).
+async def _take_over(
+    deps: Dependencies,
+    cmd: CreateInvoice,
+    pending: PendingCreation,
+    earlier: PendingCreation | None,
+) -> None:
+    """An earlier attempt with this key is being given back (its release failed, or the
+    sweeper is at it): finish that first, so this attempt starts from nothing (503 if a peer
+    is down), then record this one."""
+    if earlier is not None:
         await give_back(deps, earlier)
     async with deps.uow(cmd.tenant) as uow:
-        earlier = await uow.pending.get(invoice_id, for_update=True)
-        if earlier is not None and earlier.releasing:
+        if not await uow.pending.begin(pending):
             raise CreationAbandoned(cmd.idempotency_key)
-        await uow.pending.put(pending)  # a retry after a crash takes the record over
         await uow.commit()
-    return pending
 
 
 async def give_back(deps: Dependencies, pending: PendingCreation) -> bool:
@@ -229,6 +230,15 @@ async def give_back(deps: Dependencies, pending: PendingCreation) -> bool:
     return True
 
 
+async def _drop_pending(deps: Dependencies, pending: PendingCreation) -> None:
+    try:
+        async with deps.uow(pending.tenant_id) as uow:
+            await uow.pending.remove(pending.invoice_id, unless_releasing=True)
+            await uow.commit()
+    except Exception as exc:  # noqa: BLE001 - the sweeper removes it; the request's error wins
+        logger.warning("could not drop the pending creation {} yet: {}", pending.invoice_id, exc)
+
+
 async def _give_back_safely(deps: Dependencies, pending: PendingCreation) -> None:
     try:
         await give_back(deps, pending)
@@ -252,6 +262,37 @@ async def release_abandoned(
     return released
 
 
+_NO_DISCOUNT = DiscountResult(total_discount=Decimal(0), applied=())
+
+
+async def _redeem(
+    deps: Dependencies, cmd: CreateInvoice, pending: PendingCreation, amount: Decimal
+) -> DiscountResult:
+    """Redeem (spending the coupons' uses) and check what it applied. The caller gives the
+    redemption back if this or anything after it fails."""
+    redeemed = await deps.discounts.redeem(
+        tenant=cmd.tenant,
+        idempotency_key=pending.redemption_key,
+        customer=cmd.customer,
+        currency=cmd.currency,
+        amount=amount,
+        coupon_codes=cmd.coupon_codes,
+        reference=pending.invoice_id,
+    )
+    # The client asked for these coupons: creating the invoice without them would bill more
+    # than expected. Refuse with the peer's reason (the redemption is given back).
+    if redeemed.rejected:
+        code, reason = redeemed.rejected[0]
+        raise CouponNotApplicable(code, reason)
+    check_discount(redeemed, amount, cmd.currency)
+    if redeemed.total_discount == 0:
+        # The coupons applied but took nothing off (rounding): as when a quote says so, no
+        # redemption is kept and no use is spent.
+        await deps.discounts.release(tenant=cmd.tenant, idempotency_key=pending.redemption_key)
+        return replace(redeemed, redemption_id=None)
+    return redeemed
+
+
 def _replay(invoice: Invoice, request_hash: str, cmd: CreateInvoice) -> CreateResult:
     if request_hash != cmd.request_hash:
         raise IdempotencyConflict(cmd.idempotency_key)
@@ -262,10 +303,7 @@ async def _quote(
     deps: Dependencies, cmd: CreateInvoice, invoice_id: str, amount: Decimal
 ) -> DiscountResult:
     if amount == 0:
-        # Nothing to discount; a coupon asked for here could never apply.
-        if cmd.coupon_codes:
-            raise CouponNotApplicable(cmd.coupon_codes[0], "the invoice amount is zero")
-        return DiscountResult(total_discount=Decimal(0), applied=())
+        return _NO_DISCOUNT
     quote = await deps.discounts.quote(
         tenant=cmd.tenant,
         customer=cmd.customer,

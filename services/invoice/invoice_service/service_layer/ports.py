@@ -98,6 +98,10 @@ class PendingCreations(Protocol):
 
     async def put(self, pending: PendingCreation) -> None: ...
 
+    async def begin(self, pending: PendingCreation) -> bool:
+        """Record a creation (taking over an earlier attempt's record); False, writing
+        nothing, if that earlier record is being released."""
+
     async def remove(self, invoice_id: str, *, unless_releasing: bool = False) -> bool:
         """Delete the record; False if there was none (or, with `unless_releasing`, it is
         being released)."""

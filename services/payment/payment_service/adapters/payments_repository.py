@@ -100,6 +100,7 @@ class SqlPaymentRepository:
     def __init__(self, session: AsyncSession, tenant: str) -> None:
         self._session = session
         self.tenant = tenant
+        self._looked_up: dict[str, PayableInvoiceRow | None] = {}
 
     # -- payable invoices -------------------------------------------------------------------
 
@@ -115,10 +116,16 @@ class SqlPaymentRepository:
         if for_update:
             query = query.with_for_update().execution_options(populate_existing=True)
         row = (await self._session.exec(query)).first()
+        self._looked_up[invoice_id] = row
         return _invoice(row) if row is not None else None
 
     async def save_invoice(self, invoice: PayableInvoice) -> None:
-        row = await self._session.get(PayableInvoiceRow, (self.tenant, invoice.invoice_id))
+        # The row get_invoice just read (or found missing): asking the session again would
+        # be a second SELECT for every invoice that is new here.
+        if invoice.invoice_id in self._looked_up:
+            row = self._looked_up[invoice.invoice_id]
+        else:
+            row = await self._session.get(PayableInvoiceRow, (self.tenant, invoice.invoice_id))
         if row is None:
             row = PayableInvoiceRow(
                 tenant_id=self.tenant,
@@ -126,6 +133,7 @@ class SqlPaymentRepository:
                 state=str(invoice.state),
                 created_at=invoice.created_at,
             )
+            self._looked_up[invoice.invoice_id] = row
         row.state = str(invoice.state)
         row.customer_id = invoice.customer_id
         row.currency = invoice.currency
