@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from billing_common.cursors import decode_timestamp_and_id
 from billing_common.web import StrictJsonRoute
 from invoice_service.entrypoints.deps import Admin, Deps, Reader
 from invoice_service.entrypoints.seller_schemas import (
@@ -57,7 +58,11 @@ async def create_seller(
     "",
     response_model=SellerPageOut,
     summary="List the tenant's sellers, oldest first, with cursor pagination",
-    responses={**_PROBLEMS, 422: {"description": "invalid filter or cursor"}},
+    responses={
+        **_PROBLEMS,
+        400: {"description": "a cursor this service did not return"},
+        422: {"description": "invalid filter"},
+    },
 )
 async def list_sellers(
     principal: Reader,
@@ -69,7 +74,7 @@ async def list_sellers(
     query = SellerQuery(
         active=active,
         limit=limit,
-        after=queries.decode_cursor(cursor) if cursor else None,
+        after=decode_timestamp_and_id(cursor) if cursor else None,
     )
     page = await sellers.list_sellers(principal.tenant, query, deps)
     return SellerPageOut(

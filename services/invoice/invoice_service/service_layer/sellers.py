@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
+from billing_common.cursors import encode_cursor
 from invoice_service.domain.errors import (
     SellerInactive,
     SellerInUse,
@@ -15,7 +16,7 @@ from invoice_service.domain.errors import (
 from invoice_service.domain.sellers import Seller
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.ports import SellerQuery, UnitOfWork
-from invoice_service.service_layer.queries import MAX_PAGE_SIZE, encode_cursor
+from invoice_service.service_layer.queries import MAX_PAGE_SIZE
 
 
 @dataclass(frozen=True, slots=True)
