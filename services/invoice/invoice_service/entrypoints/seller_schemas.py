@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from billing_common.wire import DecimalString
 from invoice_service.domain.model import InvoiceLine, VatBreakdown
 from invoice_service.domain.sellers import (
     BankAccount,
@@ -17,7 +18,6 @@ from invoice_service.domain.sellers import (
     SellerSnapshot,
     TaxRegistration,
 )
-from invoice_service.service_layer.wire import DecimalString
 
 Country = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$", examples=["DE"])]
 # The subdivision part of ISO 3166-2 (CA for US-CA, QC for CA-QC), as the tax API takes it.
