@@ -30,6 +30,7 @@ from billing_common.runtime import (
 from billing_common.settings import ServiceSettings
 from billing_common.web import create_service_app
 from invoice_service import __version__, samples
+from invoice_service.adapters.credit_note_html import JinjaCreditNoteHtml
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
@@ -39,10 +40,13 @@ from invoice_service.domain.errors import (
     ConcurrentModification,
     CouponNotApplicable,
     CreationAbandoned,
+    CreditExceedsInvoiced,
+    CreditNoteNotFound,
     IdempotencyConflict,
     InvalidInvoice,
     InvalidSeller,
     InvalidTransition,
+    InvoiceNotCreditable,
     InvoiceNotFound,
     PdfRenderBusy,
     PdfRenderTimeout,
@@ -55,6 +59,7 @@ from invoice_service.domain.errors import (
 )
 from invoice_service.entrypoints.api import router
 from invoice_service.entrypoints.consumers import subscribe_all
+from invoice_service.entrypoints.credit_notes_api import router as credit_notes_router
 from invoice_service.entrypoints.sellers_api import router as sellers_router
 from invoice_service.service_layer.creation import release_abandoned
 from invoice_service.service_layer.dependencies import Dependencies
@@ -84,6 +89,9 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     SellerInUse: 409,
     SellerInactive: 422,
     InvalidSeller: 422,
+    CreditNoteNotFound: 404,
+    InvoiceNotCreditable: 409,
+    CreditExceedsInvoiced: 422,
 }
 
 
@@ -187,6 +195,7 @@ def create_app(
         app.state.deps = deps
         html = JinjaInvoiceHtml(seller)
         renderer = pdf_settings.renderer(html.stylesheet)
+        app.state.credit_note_html = JinjaCreditNoteHtml(seller)
         app.state.documents = DocumentServices(
             html=html,
             renderer=renderer,
@@ -225,7 +234,7 @@ def create_app(
             "applied from events, and PDF documents."
         ),
         version=__version__,
-        routers=[router, sellers_router],
+        routers=[router, sellers_router, credit_notes_router],
         lifespan=lifespan,
         domain_errors=DOMAIN_ERRORS,
         readiness_checks=readiness_checks,
@@ -233,6 +242,7 @@ def create_app(
         openapi_tags=[
             {"name": "invoices", "description": "create, read, change, render"},
             {"name": "sellers", "description": "the tenant's legal entities that issue invoices"},
+            {"name": "credit notes", "description": "corrections of issued invoices"},
         ],
     )
     app.add_exception_handler(PeerRejected, _on_peer_rejected)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from billing_common.event_schemas import (
+    CREDIT_NOTE_ISSUED,
     INVOICE_CREATED,
     INVOICE_FINALIZED,
     INVOICE_PAYMENT_REJECTED,
@@ -24,6 +25,7 @@ SUBSCRIPTIONS: dict[str, Handler] = {
     INVOICE_VOIDED: invoice_events.on_invoice_voided,
     INVOICE_STATUS_CHANGED: invoice_events.on_invoice_status_changed,
     INVOICE_PAYMENT_REJECTED: invoice_events.on_invoice_payment_rejected,
+    CREDIT_NOTE_ISSUED: invoice_events.on_credit_note_issued,
 }
 
 
