@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 
-from conftest import Platform
-
 from billing_launcher.seed_flows import (
     SAMPLE_SELLER_ID,
     SAMPLE_SELLER_NAME,
@@ -20,6 +18,7 @@ from billing_launcher.seed_flows import (
     issued_by,
     seed_order,
 )
+from tests.conftest import Platform
 
 
 async def test_the_sample_seller_issues_the_seed_invoice_and_is_snapshotted(

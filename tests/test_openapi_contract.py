@@ -41,7 +41,8 @@ def _spec(service: str) -> dict[str, Any]:
 # What the schema cannot say. A cursor is opaque: only one the service handed out is valid,
 # any other string is a 400 problem. Business rules over schema-valid data are 422 problems:
 # unknown currencies, jurisdictions and categories, amounts off a currency's minor unit,
-# windows ending before they start, amounts over what is outstanding or refundable.
+# windows ending before they start, amounts over what is outstanding or refundable, VAT ids,
+# IBANs and BICs whose check digits fail.
 # Unknown query parameters are ignored (as HTTP APIs commonly do), so requests that add some
 # are not "invalid" here.
 _CONFIG = SchemathesisConfig.from_str(
@@ -55,6 +56,7 @@ include-name = [
   "GET /v1/discounts/redemptions",
   "GET /v1/discounts/coupons",
   "GET /v1/invoices",
+  "GET /v1/sellers",
 ]
 # invoices answer a foreign cursor with 422, tax and discount with 400
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "422"]
@@ -72,6 +74,8 @@ include-name = [
   "POST /v1/discounts/quotes",
   "POST /v1/discounts/redemptions",
   "POST /v1/invoices",
+  "POST /v1/sellers",
+  "PATCH /v1/sellers/{seller_id}",
   "POST /v1/payments",
   "POST /v1/payments/{payment_id}/refunds",
 ]

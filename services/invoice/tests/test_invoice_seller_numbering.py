@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from billing_common.db import create_engine, session_factory
 from invoice_service.adapters.unit_of_work import uow_factory
@@ -69,3 +72,55 @@ async def test_any_interleaving_gives_every_key_1_to_n_and_a_rollback_no_gap(
     counts = Counter(draws)
     for key in keys:
         assert taken[key] == list(range(1, counts[key] + 1)), key
+
+
+_KEYS: list[tuple[str | None, DocumentType, str]] = [
+    (None, INVOICE, "A"),
+    ("s-1", INVOICE, "A"),
+    ("s-1", CREDIT_NOTE, "A"),
+    ("s-2", INVOICE, "A"),
+]
+
+
+@pytest.fixture
+async def sqlite_uow(migrated_sqlite_url: str) -> AsyncIterator[UnitOfWorkFactory]:
+    engine = create_engine(migrated_sqlite_url)
+    try:
+        yield uow_factory(session_factory(engine), None)
+    finally:
+        await engine.dispose()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    transactions=st.lists(
+        st.tuples(st.lists(st.sampled_from(_KEYS), min_size=1, max_size=6), st.booleans()),
+        min_size=1,
+        max_size=6,
+    )
+)
+async def test_committed_numbers_are_gapless_whatever_rolls_back(
+    sqlite_uow: UnitOfWorkFactory,
+    transactions: list[tuple[list[tuple[str | None, DocumentType, str]], bool]],
+) -> None:
+    tenant = f"t{uuid.uuid4().hex[:12]}"  # every example counts from nothing
+    committed: dict[tuple[str | None, DocumentType, str], list[int]] = {k: [] for k in _KEYS}
+    for draws, commits in transactions:
+        taken: list[tuple[tuple[str | None, DocumentType, str], int]] = []
+        async with sqlite_uow(tenant) as unit:
+            for seller, kind, series in draws:
+                number = await unit.numbers.next_sequence(
+                    series, seller_id=seller, document_type=kind
+                )
+                taken.append(((seller, kind, series), number))
+            if commits:
+                await unit.commit()
+            else:
+                await unit.rollback()
+        if commits:
+            for key, number in taken:
+                committed[key].append(number)
+    for numbers in committed.values():
+        assert numbers == list(range(1, len(numbers) + 1))

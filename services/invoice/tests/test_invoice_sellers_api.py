@@ -11,6 +11,8 @@ import pytest
 
 from invoice_service.entrypoints.schemas import InvoiceCreate
 
+from .test_invoice_pdf import pdf_text
+
 SELLER: dict[str, Any] = {
     "legal_name": "Muster Software GmbH",
     "address": {"country": "DE", "postcode": "10115", "city": "Berlin", "street": ["Hauptstr. 1"]},
@@ -225,3 +227,27 @@ def test_the_fingerprint_of_a_request_without_the_new_fields_is_unchanged(make_b
     assert request.fingerprint() == hashlib.sha256(canonical.encode()).hexdigest()
     with_seller = InvoiceCreate.model_validate(make_body(seller_id="s-1"))
     assert with_seller.fingerprint() != request.fingerprint()
+
+
+async def test_the_pdf_of_an_issued_invoice_shows_the_seller_as_it_was(
+    api: Any, make_body: Any
+) -> None:
+    seller = await add_seller(api, is_default=True)
+    invoice = (await api.create(make_body())).json()
+    await finalize(api, invoice["id"])
+    changed = await api.client.patch(
+        f"/v1/sellers/{seller['id']}",
+        json={"legal_name": "Renamed SE", "vat_id": "FR40303265045"},
+        headers=api.headers(),
+    )
+    assert changed.status_code == 422  # a DE seller cannot take a French VAT id ...
+    changed = await api.client.patch(
+        f"/v1/sellers/{seller['id']}", json={"legal_name": "Renamed SE"}, headers=api.headers()
+    )
+    assert changed.status_code == 200
+    # ... and the first render after the change still shows the seller at issue time.
+    pdf = await api.client.get(f"/v1/invoices/{invoice['id']}/pdf", headers=api.headers())
+    assert pdf.status_code == 200, pdf.text
+    text = pdf_text(pdf.content)
+    assert "Muster Software GmbH" in text and "Renamed SE" not in text
+    assert "DE136695976" in text and "COBADEFFXXX" in text

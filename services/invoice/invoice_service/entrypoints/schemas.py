@@ -69,7 +69,7 @@ class CustomerIn(_In):
         pattern=r"^[A-Za-z]{2}$",
         description="where the customer is established, if not the jurisdiction's country",
     )
-    region: str | None = Field(default=None, min_length=1, max_length=16)
+    region: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,3}$")
     kind: CustomerKindField | None = Field(
         default=None, description="default (tax service): business with a tax_id, else consumer"
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from invoice_service.domain.model import InvoiceLine, VatBreakdown
 from invoice_service.domain.sellers import (
@@ -20,7 +20,10 @@ from invoice_service.domain.sellers import (
 from invoice_service.service_layer.wire import DecimalString
 
 Country = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$", examples=["DE"])]
-Region = Annotated[str, Field(min_length=1, max_length=16)]
+# The subdivision part of ISO 3166-2 (CA for US-CA, QC for CA-QC), as the tax API takes it.
+Region = Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,3}$", examples=["CA"])]
+Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$", examples=["de"])]
+Series = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,15}$", examples=["INV"])]
 
 SELLER_EXAMPLE: dict[str, Any] = {
     "legal_name": "Muster Software GmbH",
@@ -128,10 +131,10 @@ class SellerCreate(_SellerFields):
     contact: ContactIn | None = None
     bank_account: BankAccountIn | None = None
     default_currency: str | None = Field(default=None, min_length=3, max_length=3)
-    language: str = Field(default="en", min_length=2, max_length=16)
-    invoice_series: str = Field(default="INV", min_length=1, max_length=16)
-    credit_note_series: str = Field(default="CN", min_length=1, max_length=16)
-    is_default: bool = False
+    language: Language = "en"
+    invoice_series: Series = "INV"
+    credit_note_series: Series = "CN"
+    is_default: StrictBool = False
 
     def domain_fields(self) -> dict[str, Any]:
         return self._domain_fields(set(type(self).model_fields))
@@ -153,11 +156,11 @@ class SellerUpdate(_SellerFields):
     contact: ContactIn | None = None
     bank_account: BankAccountIn | None = None
     default_currency: str | None = Field(default=None, min_length=3, max_length=3)
-    language: str | None = Field(default=None, min_length=2, max_length=16)
-    invoice_series: str | None = Field(default=None, min_length=1, max_length=16)
-    credit_note_series: str | None = Field(default=None, min_length=1, max_length=16)
-    is_default: bool | None = None
-    active: bool | None = None
+    language: Language | None = None
+    invoice_series: Series | None = None
+    credit_note_series: Series | None = None
+    is_default: StrictBool | None = None
+    active: StrictBool | None = None
 
     def domain_fields(self) -> dict[str, Any]:
         """Only what was sent changes."""

@@ -20,8 +20,8 @@ async def _locked(uow: UnitOfWork, invoice_id: str) -> Invoice:
 
 async def _seller_snapshot(uow: UnitOfWork, invoice: Invoice) -> SellerSnapshot | None:
     """The seller's data as it is at finalization: what the issued invoice keeps for good.
-    A seller deleted since the draft was made (possible only while no invoice was issued by
-    it) leaves the draft with the snapshot it took at creation."""
+    (A seller named by an invoice, a draft too, cannot be deleted; should its row be gone all
+    the same, the draft keeps the snapshot it took at creation.)"""
     if invoice.seller_id is None:
         return None
     seller = await uow.sellers.get(invoice.seller_id)
