@@ -366,6 +366,7 @@ class Invoice:
             discount_redemption_id=discount_redemption_id,
             memo=memo,
             amount_paid=Decimal(0).quantize(quantum(currency)),
+            amount_credited=Decimal(0).quantize(quantum(currency)),
             seller_id=seller.seller_id if seller else None,
             seller=seller,
             tax_treatment=tax_treatment,
