@@ -28,6 +28,7 @@ from billing_common.testing import (
 from billing_launcher.seed_flows import (
     ORDER,
     create_invoice,
+    credit_note_flow,
     eventually,
     finalize,
     get_invoice,
@@ -37,6 +38,7 @@ from billing_launcher.seed_flows import (
     wait_status,
 )
 from tests.direct_platform import SERVICES, SIGNING_KEY, DirectPlatform, TcpProxy
+from tests.test_e2e_credit_notes import check_amounts_agree
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -130,6 +132,14 @@ async def test_both_flows_across_four_processes(d: Direct) -> None:
     assert (await pay(d.clients["payment"], d.headers, str(invoice["id"]), None)).status_code == 201
     paid = await wait_status(d.clients["invoice"], d.headers, str(invoice["id"]), "paid")
     assert Decimal(paid["amount_paid"]) == Decimal(paid["total"])
+
+
+async def test_credit_note_refund_flow_across_four_processes(d: Direct) -> None:
+    flow = await credit_note_flow(d.clients["invoice"], d.clients["payment"], d.headers)
+    payable = await d.clients["payment"].get(
+        f"/v1/payable-invoices/{flow.invoice['id']}", headers=d.headers
+    )
+    check_amounts_agree(flow, payable.json())
 
 
 async def test_broker_outage_loses_nothing_and_doubles_nothing(d: Direct) -> None:

@@ -41,7 +41,8 @@ def _spec(service: str) -> dict[str, Any]:
 # What the schema cannot say. A cursor is opaque: only one the service handed out is valid,
 # any other string is a 400 problem. Business rules over schema-valid data are 422 problems:
 # unknown currencies, jurisdictions and categories, amounts off a currency's minor unit,
-# windows ending before they start, amounts over what is outstanding or refundable, VAT ids,
+# windows ending before they start, amounts over what is outstanding or refundable (or, for a
+# credit note, over what is invoiced, or a quantity and an amount on one line), VAT ids,
 # IBANs and BICs whose check digits fail.
 # Unknown query parameters are ignored (as HTTP APIs commonly do), so requests that add some
 # are not "invalid" here.
@@ -74,6 +75,7 @@ include-name = [
   "POST /v1/discounts/quotes",
   "POST /v1/discounts/redemptions",
   "POST /v1/invoices",
+  "POST /v1/invoices/{invoice_id}/credit-notes",
   "POST /v1/sellers",
   "PATCH /v1/sellers/{seller_id}",
   "POST /v1/payments",

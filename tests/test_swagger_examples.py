@@ -110,6 +110,12 @@ async def test_every_request_body_example_is_accepted(platform: Platform) -> Non
         f"/v1/invoices/{created['invoice_id']}/finalize", headers=platform.headers()
     )
     await expect("invoice", "post", "/v1/invoices/{invoice_id}/mark-uncollectible")
+    # The credit note example (a full credit, applied) on an issued invoice.
+    created["invoice_id"] = (await expect("invoice", "post", "/v1/invoices"))["id"]
+    await platform.clients["invoice"].post(
+        f"/v1/invoices/{created['invoice_id']}/finalize", headers=platform.headers()
+    )
+    await expect("invoice", "post", "/v1/invoices/{invoice_id}/credit-notes")
 
     # The payment example names an invoice the user has not made ("inv_123"): a documented
     # 404/409 problem about that invoice, not a validation error about the example itself.

@@ -25,6 +25,9 @@ INVOICE_PAYMENT_REJECTED = "billing.invoice.payment_rejected.v1"
 PAYMENT_RECEIVED = "billing.payment.received.v1"
 PAYMENT_FAILED = "billing.payment.failed.v1"
 PAYMENT_REFUNDED = "billing.payment.refunded.v1"
+CREDIT_NOTE_ISSUED = "billing.creditnote.issued.v1"
+CREDIT_NOTE_APPLIED = "billing.creditnote.applied.v1"
+CREDIT_NOTE_REFUNDED = "billing.creditnote.refunded.v1"
 
 
 class _EventData(BaseModel):
@@ -166,6 +169,32 @@ class PaymentRefunded(_EventData):
     currency: str
     amount: Decimal
     gateway: str
+    # Set when the refund was made for a credit note (settlement "refund").
+    credit_note_id: str | None = None
+
+
+class CreditNoteData(_EventData):
+    """A credit note of an invoice. `invoice_amount_credited` is the sum of all the
+    invoice's credit notes so far, so a consumer can take it as is (events may repeat or
+    arrive out of order): what may still be charged is invoice_total − invoice_amount_credited
+    less what was paid."""
+
+    credit_note_id: str
+    number: str
+    invoice_id: str
+    invoice_number: str
+    customer_id: str
+    currency: str
+    settlement: str  # apply | refund | customer_balance
+    status: str
+    net_total: Decimal
+    tax_total: Decimal
+    total: Decimal
+    reason: str
+    invoice_total: Decimal
+    invoice_amount_credited: Decimal
+    invoice_version: int
+    refund_ids: list[str] = []
 
 
 _SCHEMAS: dict[str, type[BaseModel]] = {
@@ -181,6 +210,9 @@ _SCHEMAS: dict[str, type[BaseModel]] = {
     PAYMENT_RECEIVED: PaymentReceived,
     PAYMENT_FAILED: PaymentFailed,
     PAYMENT_REFUNDED: PaymentRefunded,
+    CREDIT_NOTE_ISSUED: CreditNoteData,
+    CREDIT_NOTE_APPLIED: CreditNoteData,
+    CREDIT_NOTE_REFUNDED: CreditNoteData,
 }
 for _type, _schema in _SCHEMAS.items():
     register_event_type(_type, _schema)

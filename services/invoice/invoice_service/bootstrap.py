@@ -19,6 +19,7 @@ from billing_common.problems import problem_response
 from billing_common.runtime import EmbeddedPlatform, ServiceContext
 from billing_common.settings import ServiceSettings
 from invoice_service import samples
+from invoice_service.adapters.credit_note_html import JinjaCreditNoteHtml
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
@@ -28,10 +29,13 @@ from invoice_service.domain.errors import (
     ConcurrentModification,
     CouponNotApplicable,
     CreationAbandoned,
+    CreditExceedsInvoiced,
+    CreditNoteNotFound,
     IdempotencyConflict,
     InvalidInvoice,
     InvalidSeller,
     InvalidTransition,
+    InvoiceNotCreditable,
     InvoiceNotFound,
     PdfRenderBusy,
     PdfRenderTimeout,
@@ -44,6 +48,7 @@ from invoice_service.domain.errors import (
 )
 from invoice_service.entrypoints.api import router
 from invoice_service.entrypoints.consumers import subscribe_all
+from invoice_service.entrypoints.credit_notes_api import router as credit_notes_router
 from invoice_service.entrypoints.sellers_api import router as sellers_router
 from invoice_service.service_layer.creation import release_abandoned
 from invoice_service.service_layer.dependencies import Dependencies
@@ -71,6 +76,9 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     SellerInUse: 409,
     SellerInactive: 422,
     InvalidSeller: 422,
+    CreditNoteNotFound: 404,
+    InvoiceNotCreditable: 409,
+    CreditExceedsInvoiced: 422,
 }
 
 
@@ -167,6 +175,7 @@ def service_spec() -> ServiceSpec[Dependencies]:
         renderer = pdf_settings.renderer(html.stylesheet)
         if isinstance(renderer, ProcessPoolRenderer):
             wiring.on_close(lambda: asyncio.to_thread(renderer.close))
+        wiring.state.credit_note_html = JinjaCreditNoteHtml(seller)
         wiring.state.documents = DocumentServices(  # read by entrypoints/deps.py
             html=html,
             renderer=renderer,
@@ -188,7 +197,7 @@ def service_spec() -> ServiceSpec[Dependencies]:
             "applied from events, and PDF documents."
         ),
         package="invoice-service",
-        routers=[router, sellers_router],
+        routers=[router, sellers_router, credit_notes_router],
         domain_errors=DOMAIN_ERRORS,
         migrations_dir=MIGRATIONS_DIR,
         wire=wire,
@@ -198,6 +207,7 @@ def service_spec() -> ServiceSpec[Dependencies]:
         openapi_tags=[
             {"name": "invoices", "description": "create, read, change, render"},
             {"name": "sellers", "description": "the tenant's legal entities that issue invoices"},
+            {"name": "credit notes", "description": "corrections of issued invoices"},
         ],
         exception_handlers={PeerRejected: _on_peer_rejected},
     )

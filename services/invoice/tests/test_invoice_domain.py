@@ -124,6 +124,8 @@ def in_status(status: InvoiceStatus) -> Invoice:
         pay(inv, "119.00")
     elif status is S.UNCOLLECTIBLE:
         inv.mark_uncollectible(at=T0)
+    elif status is S.CREDITED:
+        inv.apply_credit(credit_note="CN-000001", amount=inv.total, at=T0)
     assert inv.status is status
     return inv
 
@@ -133,7 +135,7 @@ def in_status(status: InvoiceStatus) -> Invoice:
 EXPECTED_EDGES = {
     (S.DRAFT, S.ISSUED), (S.DRAFT, S.VOID),
     (S.ISSUED, S.PAID), (S.ISSUED, S.PARTIALLY_PAID), (S.ISSUED, S.VOID),
-    (S.ISSUED, S.UNCOLLECTIBLE),
+    (S.ISSUED, S.UNCOLLECTIBLE), (S.ISSUED, S.CREDITED),
     (S.PARTIALLY_PAID, S.PAID), (S.PARTIALLY_PAID, S.UNCOLLECTIBLE),
     (S.PARTIALLY_PAID, S.VOID), (S.PARTIALLY_PAID, S.ISSUED),
     (S.PAID, S.PARTIALLY_PAID), (S.PAID, S.ISSUED),

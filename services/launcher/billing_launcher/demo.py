@@ -3,7 +3,9 @@
 Invoice creation: create an invoice (discount first, then tax on the discounted lines) ->
 finalize it (gapless number) -> the payment service learns of it from the event.
 Payment: a declined card -> a partial payment -> the rest -> the invoice reads `paid` ->
-download the PDF. Every step prints what happened; any step that does not happen exits 1.
+download the PDF. Credit note: a new invoice paid in part -> a refund credit note for one
+widget -> the payment service refunds it -> the invoice shows total, credited, paid and due.
+Every step prints what happened; any step that does not happen exits 1.
 
 Works against `make run` (embedded) and `make up` (direct). BILLING_URL_<SERVICE> overrides
 where a service answers (default http://127.0.0.1:<port>). The steps are
@@ -29,6 +31,7 @@ from billing_common.settings import ServiceSettings
 from billing_launcher.registry import SERVICES, port_of
 from billing_launcher.seed_flows import (
     FlowFailed,
+    credit_note_flow,
     expect,
     finalize,
     issued_by,
@@ -161,7 +164,25 @@ async def run_demo() -> None:
         target.parent.mkdir(exist_ok=True)
         target.write_bytes(pdf.content)
         _show(f"{len(pdf.content)} bytes -> {target}")
-    sys.stdout.write("\nDemo complete: both flows ran end to end.\n")
+
+        _step(10, "Credit note: a new invoice, 150.00 paid, one widget returned and refunded")
+        flow = await credit_note_flow(inv, payment, auth, EVENT_TIMEOUT_SECONDS)
+        note, after = flow.credit_note, flow.invoice
+        _show(
+            f"credit note {note['number']} of {note['invoice_number']} ({note['reason']}): "
+            f"net {note['net_total']} tax {note['tax_total']} total {note['total']} "
+            f"status={note['status']} refunds {', '.join(note['refund_ids'])}"
+        )
+        _show(
+            f"invoice {after['number']} total {after['total']} credited "
+            f"{after['amount_credited']} paid {after['amount_paid']} due {after['amount_due']}"
+        )
+        note_pdf = await inv.get(f"/v1/credit-notes/{note['id']}/pdf", headers=auth)
+        if note_pdf.status_code == 200:
+            note_target = Path("var") / f"demo-{note['number']}.pdf"
+            note_target.write_bytes(note_pdf.content)
+            _show(f"{len(note_pdf.content)} bytes -> {note_target}")
+    sys.stdout.write("\nDemo complete: the flows ran end to end.\n")
 
 
 def main() -> int:

@@ -4,6 +4,8 @@ benchmarks.
 Invoice creation: create an invoice (Germany, two tax categories, coupon WELCOME10: a discount
 quote, a tax calculation and a redemption) -> finalize it -> the payment service learns it is
 payable. Payment: pay (in part, in full, declined) -> the invoice reads partially_paid / paid.
+Credit note: invoice -> partial payment -> refund credit note -> the payment service refunds
+it -> the invoice and the payment agree on what was paid, credited and is still due.
 
 Every step takes the service's client, an `httpx.AsyncClient` whose `base_url` is that service
 (ASGI clients in the tests, the running platform's URLs in the demo and the benchmarks), and
@@ -17,6 +19,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -200,3 +203,78 @@ async def wait_status(
             what=f"invoice {invoice_id} reads {status}",
         )
     )
+
+
+async def issue_credit_note(
+    invoice: httpx.AsyncClient,
+    headers: dict[str, str],
+    invoice_id: str,
+    body: dict[str, Any],
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """POST a credit note of an issued invoice; the credit note."""
+    response = await invoice.post(
+        f"/v1/invoices/{invoice_id}/credit-notes",
+        json=body,
+        headers={**headers, "Idempotency-Key": idempotency_key or key("cn")},
+    )
+    return dict(expect(response, 201, 200))
+
+
+async def wait_credit_note(
+    invoice: httpx.AsyncClient,
+    headers: dict[str, str],
+    credit_note_id: str,
+    status: str,
+    timeout: float = 20.0,
+) -> dict[str, Any]:
+    """Until the credit note reads `status` (a refund one: once its refunds came back)."""
+
+    async def probe() -> dict[str, Any]:
+        answer = await invoice.get(f"/v1/credit-notes/{credit_note_id}", headers=headers)
+        return dict(expect(answer, 200))
+
+    return dict(
+        await eventually(
+            probe,
+            lambda note: note["status"] == status,
+            timeout,
+            what=f"credit note {credit_note_id} reads {status}",
+        )
+    )
+
+
+@dataclass(frozen=True)
+class CreditNoteFlow:
+    invoice: dict[str, Any]  # as it reads after the refund
+    credit_note: dict[str, Any]
+    payments: list[dict[str, Any]]  # the invoice's captured payments with their refunds
+
+
+async def credit_note_flow(
+    invoice: httpx.AsyncClient,
+    payment: httpx.AsyncClient,
+    headers: dict[str, str],
+    timeout: float = 20.0,
+) -> CreditNoteFlow:
+    """Invoice -> partial payment -> refund credit note for one widget -> its refund: the
+    seed order, 100.00 paid of it, then one of the two widgets credited and refunded."""
+    issued = await create_invoice(invoice, headers, seed_order("cust-credit", name="Max Muster"))
+    issued = await finalize(invoice, headers, issued["id"])
+    await wait_payable(payment, headers, issued["id"], timeout)
+    paid = expect(await pay(payment, headers, issued["id"], "150.00"), 201)
+    await wait_status(invoice, headers, issued["id"], "partially_paid", timeout)
+    note = await issue_credit_note(
+        invoice,
+        headers,
+        issued["id"],
+        {
+            "reason": "one widget returned",
+            "settlement": "refund",
+            "lines": [{"position": 1, "quantity": "1"}],
+        },
+    )
+    note = await wait_credit_note(invoice, headers, note["id"], "refunded", timeout)
+    after = await get_invoice(invoice, headers, issued["id"])
+    captured = expect(await payment.get(f"/v1/payments/{paid['id']}", headers=headers), 200)
+    return CreditNoteFlow(after, note, [captured])

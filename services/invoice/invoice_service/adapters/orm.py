@@ -92,6 +92,8 @@ class InvoiceRow(SQLModel, table=True):
     customer_exemption_certificate: str | None = Field(default=None, max_length=128)
     tax_treatment: str | None = Field(default=None, max_length=32)
     tax_breakdown: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Credit notes (0004): the sum of their totals; NULL on rows written before is 0.
+    amount_credited: Decimal | None = _money(nullable=True)
 
 
 class InvoiceLineRow(SQLModel, table=True):
@@ -269,3 +271,58 @@ class InvoiceDefaultSellerRow(SQLModel, table=True):
 
     tenant_id: str = Field(primary_key=True, max_length=64)
     seller_id: str = Field(foreign_key="invoice_sellers.id", max_length=36)
+
+
+class CreditNoteRow(SQLModel, table=True):
+    __tablename__ = "invoice_credit_notes"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_invoice_credit_note_key"),
+        # Gapless per (seller, series): the counter makes numbers unique, this proves it.
+        UniqueConstraint(
+            "tenant_id", "seller_id", "series", "sequence", name="uq_invoice_credit_note_number"
+        ),
+        Index("ix_invoice_credit_notes_invoice", "tenant_id", "invoice_id", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=64)
+    idempotency_key: str = Field(max_length=255)
+    request_hash: str = Field(max_length=64)
+    invoice_id: str = Field(foreign_key="invoice_invoices.id", max_length=36)
+    invoice_number: str = Field(max_length=32)
+    # "" for a tenant without sellers (the counter's key cannot be NULL).
+    seller_id: str = Field(max_length=36)
+    customer_id: str = Field(max_length=128)
+    currency: str = Field(max_length=3)
+    series: str = Field(max_length=16)
+    sequence: int
+    number: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    settlement: str = Field(max_length=16)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    net_total: Decimal = _money()
+    tax_total: Decimal = _money()
+    total: Decimal = _money()
+    # JSON: the lines with their tax components, and the refunds (refund id -> amount).
+    lines: str = Field(sa_column=Column(Text, nullable=False))
+    refunds: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _when()
+    settled_at: datetime | None = _when(nullable=True)
+    version: int = 1
+
+
+class CustomerBalanceEntryRow(SQLModel, table=True):
+    """The customer balance ledger: one entry per credit note credited to the balance
+    (positive: the tenant owes the customer)."""
+
+    __tablename__ = "invoice_customer_balance_entries"
+    __table_args__ = (Index("ix_invoice_customer_balance", "tenant_id", "customer_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(max_length=64)
+    customer_id: str = Field(max_length=128)
+    currency: str = Field(max_length=3)
+    amount: Decimal = _money()
+    credit_note_id: str | None = Field(default=None, max_length=36)
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    at: datetime = _when()

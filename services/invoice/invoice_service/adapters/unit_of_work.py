@@ -7,12 +7,18 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.outbox import OutboxRelay, TenantUnitOfWork
+from invoice_service.adapters.credit_notes_repository import (
+    SqlCreditNoteRepository,
+    SqlCustomerBalance,
+)
 from invoice_service.adapters.invoices_repository import SqlInvoiceRepository
 from invoice_service.adapters.number_series_repository import SqlNumberSeries
 from invoice_service.adapters.pending_creations_repository import SqlPendingCreations
 from invoice_service.adapters.received_events_repository import SqlReceivedEventLog
 from invoice_service.adapters.sellers_repository import SqlSellerRepository
 from invoice_service.service_layer.ports import (
+    CreditNoteRepository,
+    CustomerBalance,
     InvoiceRepository,
     NumberSeries,
     PendingCreations,
@@ -30,6 +36,8 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
     received: ReceivedEventLog
     pending: PendingCreations
     sellers: SellerRepository
+    credit_notes: CreditNoteRepository
+    balances: CustomerBalance
 
     def _open(self) -> None:
         self.invoices = SqlInvoiceRepository(self.session, self.tenant)
@@ -37,6 +45,8 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
         self.received = SqlReceivedEventLog(self.session, self.tenant)
         self.pending = SqlPendingCreations(self.session, self.tenant)
         self.sellers = SqlSellerRepository(self.session, self.tenant)
+        self.credit_notes = SqlCreditNoteRepository(self.session, self.tenant)
+        self.balances = SqlCustomerBalance(self.session, self.tenant)
 
 
 def uow_factory(

@@ -159,3 +159,25 @@ class SellerInUse(InvoiceError):
             "deactivate it instead (PATCH active=false)",
             seller_id=seller_id,
         )
+
+
+class CreditExceedsInvoiced(InvoiceError):
+    """A credit note would credit more than was invoiced (per line or in total, net or tax)
+    and not yet credited, or more than can be applied or refunded: 422."""
+
+
+class InvoiceNotCreditable(InvoiceError):
+    """Only an issued invoice is credited: a draft is still changed, a void one owes nothing
+    (409)."""
+
+    def __init__(self, invoice_id: str, status: str) -> None:
+        super().__init__(
+            f"invoice {invoice_id!r} is {status}: only an issued invoice can be credited",
+            invoice_id=invoice_id,
+            invoice_status=status,
+        )
+
+
+class CreditNoteNotFound(InvoiceError):
+    def __init__(self, credit_note_id: str) -> None:
+        super().__init__(f"no credit note {credit_note_id!r}", credit_note_id=credit_note_id)

@@ -37,6 +37,8 @@ class InvoiceStatus(StrEnum):
     PAID = "paid"
     VOID = "void"
     UNCOLLECTIBLE = "uncollectible"
+    # Credit notes took back everything before anything was paid: closed, never charged.
+    CREDITED = "credited"
 
 
 S = InvoiceStatus
@@ -44,11 +46,12 @@ S = InvoiceStatus
 # Every allowed status change. Anything else raises InvalidTransition.
 TRANSITIONS: Final[dict[InvoiceStatus, frozenset[InvoiceStatus]]] = {
     S.DRAFT: frozenset({S.ISSUED, S.VOID}),
-    S.ISSUED: frozenset({S.PAID, S.PARTIALLY_PAID, S.VOID, S.UNCOLLECTIBLE}),
+    S.ISSUED: frozenset({S.PAID, S.PARTIALLY_PAID, S.VOID, S.UNCOLLECTIBLE, S.CREDITED}),
     S.PARTIALLY_PAID: frozenset({S.PAID, S.UNCOLLECTIBLE, S.VOID, S.ISSUED}),
     S.PAID: frozenset({S.PARTIALLY_PAID, S.ISSUED}),
     S.VOID: frozenset(),
     S.UNCOLLECTIBLE: frozenset(),
+    S.CREDITED: frozenset(),
 }
 
 # Statuses in which money is owed and payments apply.
@@ -97,13 +100,18 @@ class PaymentFlag(StrEnum):
 REJECTED_PAYMENT_FLAGS: Final = frozenset({PaymentFlag.NOT_PAYABLE, PaymentFlag.CURRENCY_MISMATCH})
 
 
-def amount_due_of(status: InvoiceStatus, total: Decimal, amount_paid: Decimal) -> Decimal:
-    """What is still owed; never negative (an overpayment shows as `overpaid`). A void or
-    uncollectible invoice is owed nothing any more."""
+def amount_due_of(
+    status: InvoiceStatus,
+    total: Decimal,
+    amount_paid: Decimal,
+    amount_credited: Decimal = Decimal(0),
+) -> Decimal:
+    """What is still owed: total - credited - paid, never negative (an overpayment shows as
+    `overpaid`). A void, uncollectible or credited invoice is owed nothing any more."""
     zero = total - total  # zero with the total's exponent: "0.00", not "0"
-    if status in (InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE):
+    if status in (InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE, InvoiceStatus.CREDITED):
         return zero
-    return max(total - amount_paid, zero)
+    return max(total - amount_credited - amount_paid, zero)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +132,11 @@ class InvoiceSummary:
     created_at: datetime
     issued_at: datetime | None
     due_date: date | None
+    amount_credited: Decimal = Decimal(0)
 
     @property
     def amount_due(self) -> Decimal:
-        return amount_due_of(self.status, self.total, self.amount_paid)
+        return amount_due_of(self.status, self.total, self.amount_paid, self.amount_credited)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +290,8 @@ class Invoice:
     number: str | None = None
     sequence: int | None = None
     amount_paid: Decimal = Decimal(0)
+    # The totals of its credit notes (domain/credit_notes.py): no longer owed.
+    amount_credited: Decimal = Decimal(0)
     tax_calculation_id: str | None = None
     discount_redemption_id: str | None = None
     memo: str | None = None
@@ -355,6 +366,7 @@ class Invoice:
             discount_redemption_id=discount_redemption_id,
             memo=memo,
             amount_paid=Decimal(0).quantize(quantum(currency)),
+            amount_credited=Decimal(0).quantize(quantum(currency)),
             seller_id=seller.seller_id if seller else None,
             seller=seller,
             tax_treatment=tax_treatment,
@@ -377,12 +389,35 @@ class Invoice:
 
     @property
     def amount_due(self) -> Decimal:
-        return amount_due_of(self.status, self.total, self.amount_paid)
+        return amount_due_of(self.status, self.total, self.amount_paid, self.amount_credited)
+
+    @property
+    def owed(self) -> Decimal:
+        """The total less what credit notes took back: what payments settle."""
+        return self.total - self.amount_credited
 
     @property
     def overpaid(self) -> Decimal:
         total = self.total
-        return max(self.amount_paid - total, total - total)
+        return max(self.amount_paid - self.owed, total - total)
+
+    def apply_credit(
+        self, *, credit_note: str, amount: Decimal, at: datetime, actor: str | None = None
+    ) -> None:
+        """A credit note of `amount` was issued: it is owed no more. Credited before anything
+        was paid and nothing left: closed as `credited` (it can no longer be charged); paid
+        for what is left: settled as `paid`."""
+        if amount <= 0 or amount > self.owed:
+            raise InvalidInvoice(f"a credit of {amount} does not fit a total of {self.owed}")
+        self.amount_credited += amount
+        self._touch(at)
+        reason = f"credit note {credit_note}"
+        if self.status not in PAYABLE or self.amount_paid < self.owed:
+            return
+        if self.amount_paid == 0:
+            self._transition(InvoiceStatus.CREDITED, at, reason=reason, actor=actor)
+        else:
+            self._settle(at, reason=reason, actor=actor)
 
     # ---- status machine ------------------------------------------------------------------
 
@@ -508,7 +543,7 @@ class Invoice:
         )
         if self.status is InvoiceStatus.PAID:
             return False  # money received on a paid invoice: kept as an overpayment
-        if self.amount_paid >= self.total:
+        if self.amount_paid >= self.owed:
             self._settle(at, reason=f"payment {payment_id}", event_id=event_id)
             return True
         if self.status is not InvoiceStatus.PARTIALLY_PAID:
@@ -567,12 +602,13 @@ class Invoice:
         )
         if self.status is InvoiceStatus.UNCOLLECTIBLE:
             return
-        if self.amount_paid == 0:
-            target = InvoiceStatus.ISSUED
-        elif self.amount_paid < self.total:
-            target = InvoiceStatus.PARTIALLY_PAID
-        else:
+        if self.amount_paid >= self.owed:
+            # Also a refund credit note giving back what credit notes took off the total.
             target = InvoiceStatus.PAID
+        elif self.amount_paid == 0:
+            target = InvoiceStatus.ISSUED
+        else:
+            target = InvoiceStatus.PARTIALLY_PAID
         if target is not self.status:
             self._transition(target, at, reason=f"refund {refund_id}", event_id=event_id)
             if target is not InvoiceStatus.PAID:

@@ -4,6 +4,7 @@ refused for amounts (quantities may be JSON integers)."""
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
@@ -344,6 +345,9 @@ class _Totals(BaseModel):
     total: DecimalString
     amount_paid: DecimalString
     amount_due: DecimalString
+    amount_credited: DecimalString = Field(
+        default=Decimal(0), description="the totals of its credit notes: no longer owed"
+    )
 
 
 class InvoiceOut(_Totals):
@@ -413,6 +417,7 @@ class InvoiceOut(_Totals):
             total=totals.total,
             amount_paid=invoice.amount_paid,
             amount_due=invoice.amount_due,
+            amount_credited=invoice.amount_credited,
             overpaid=invoice.overpaid,
             tax_calculation_id=invoice.tax_calculation_id,
             discount_redemption_id=invoice.discount_redemption_id,
@@ -494,6 +499,7 @@ class InvoiceSummaryOut(_Totals):
             total=summary.total,
             amount_paid=summary.amount_paid,
             amount_due=summary.amount_due,
+            amount_credited=summary.amount_credited,
             created_at=summary.created_at,
             issued_at=summary.issued_at,
             due_date=summary.due_date,

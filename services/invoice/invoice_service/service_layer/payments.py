@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from billing_common.event_schemas import (
     PAYMENT_RECEIVED,
@@ -14,9 +14,10 @@ from billing_common.events import CloudEvent
 from billing_common.ports import PermanentEventError
 from invoice_service.domain.errors import InvoiceError
 from invoice_service.domain.model import Invoice
-from invoice_service.service_layer import events
+from invoice_service.service_layer import credit_notes, events
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.inbox import CONSUMER, event_time, tenant_of
+from invoice_service.service_layer.ports import UnitOfWork
 from invoice_service.service_layer.status_changes import record_status_change
 
 
@@ -25,6 +26,7 @@ async def _apply(
     invoice_id: str,
     deps: Dependencies,
     change: Callable[[Invoice], bool],
+    after: Callable[[UnitOfWork, Invoice], Awaitable[None]] | None = None,
 ) -> None:
     """Apply `change` to the invoice once per event id (inbox claim in the same transaction);
     publish invoice.paid if `change` returns True. Events that can never apply are
@@ -41,6 +43,8 @@ async def _apply(
         except InvoiceError as exc:
             raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
         await uow.invoices.save(invoice)
+        if after is not None:
+            await after(uow, invoice)
         if became_paid:
             uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
         record_status_change(uow, invoice, previous, event.type)
@@ -105,4 +109,10 @@ async def on_payment_refunded(event: CloudEvent, deps: Dependencies) -> None:
         )
         return False
 
-    await _apply(event, data.invoice_id, deps, change)
+    async def for_credit_note(uow: UnitOfWork, invoice: Invoice) -> None:
+        if data.credit_note_id is not None:
+            await credit_notes.record_credit_note_refund(
+                uow, invoice, data.credit_note_id, data.refund_id, data.amount, deps
+            )
+
+    await _apply(event, data.invoice_id, deps, change, for_credit_note)

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from billing_common.events import CloudEvent
+from invoice_service.domain.credit_notes import CreditNote
 from invoice_service.domain.model import (
     Customer,
     Invoice,
@@ -246,6 +247,46 @@ class ReceivedEventLog(Protocol):
     async def for_reference(self, reference: str) -> list[ReceivedEvent]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredCreditNote:
+    credit_note: CreditNote
+    request_hash: str
+
+
+class CreditNoteRepository(Protocol):
+    async def get(self, credit_note_id: str, *, for_update: bool = False) -> CreditNote | None: ...
+
+    async def for_invoice(self, invoice_id: str) -> list[CreditNote]:
+        """The invoice's credit notes, oldest first."""
+
+    async def find_by_idempotency_key(self, key: str) -> StoredCreditNote | None: ...
+
+    async def add(self, note: CreditNote, *, idempotency_key: str, request_hash: str) -> None: ...
+
+    async def save(self, note: CreditNote) -> None:
+        """Write its status, settlement and refunds; ConcurrentModification if it changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceEntry:
+    customer_id: str
+    currency: str
+    amount: Decimal
+    credit_note_id: str | None
+    description: str
+    at: datetime
+
+
+class CustomerBalance(Protocol):
+    """The customer balance ledger (positive: owed to the customer)."""
+
+    async def add(self, entry: BalanceEntry) -> None: ...
+
+    async def balance(self, customer_id: str) -> dict[str, Decimal]: ...
+
+    async def entries(self, customer_id: str) -> list[BalanceEntry]: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction of one tenant: its repositories, the outbox (events emitted inside
     commit atomically with the change) and the inbox (events claimed once per consumer).
@@ -256,6 +297,8 @@ class UnitOfWork(Protocol):
     received: ReceivedEventLog
     pending: PendingCreations
     sellers: SellerRepository
+    credit_notes: CreditNoteRepository
+    balances: CustomerBalance
 
     async def __aenter__(self) -> Self: ...
 
@@ -277,3 +320,13 @@ class UnitOfWork(Protocol):
 
 UnitOfWorkFactory = Callable[[str], UnitOfWork]
 """Builds a unit of work for one tenant."""
+
+
+class CreditNoteHtml(Protocol):
+    """Renders the credit note document (with its invoice, for the parties and references)."""
+
+    version: str
+
+    def render(self, note: CreditNote, invoice: Invoice, *, embed_stylesheet: bool = True) -> str:
+        """The HTML document; embed_stylesheet=False as for InvoiceHtml.render."""
+        ...

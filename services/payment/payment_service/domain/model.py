@@ -89,13 +89,14 @@ class InvoiceState(StrEnum):
     PAID = "paid"
     VOID = "void"  # no longer payable
     UNCOLLECTIBLE = "uncollectible"  # written off: no longer payable
+    CREDITED = "credited"  # credit notes took back all of it before payment: closed
 
 
 # States in which a payment may be taken (what is outstanding decides how much). `paid` is one
 # of them: a refund makes money owed again here at once, before the invoice's status follows.
 ACCEPTS_PAYMENTS = frozenset({InvoiceState.ISSUED, InvoiceState.PARTIALLY_PAID, InvoiceState.PAID})
 # Final in the invoice service: nothing learned later moves an invoice out of them.
-FINAL_STATES = frozenset({InvoiceState.VOID, InvoiceState.UNCOLLECTIBLE})
+FINAL_STATES = frozenset({InvoiceState.VOID, InvoiceState.UNCOLLECTIBLE, InvoiceState.CREDITED})
 
 
 def legacy_state(state: InvoiceState) -> str:
@@ -565,6 +566,19 @@ class PayableInvoice:
             self._details(snapshot.customer_id, snapshot.currency, snapshot.total, snapshot.total)
         self.number = self.number or snapshot.number
         self.observe(snapshot.status, snapshot.version, now)
+
+    def credit(self, *, invoice_total: Decimal, amount_credited: Decimal, now: datetime) -> bool:
+        """A credit note of the invoice: at most total − credited (all its credit notes so
+        far) may be charged any more. Only lowers: events may repeat or come out of order.
+        False if it changed nothing."""
+        if self.amount_due is None:
+            return False
+        limit = invoice_total - amount_credited
+        if limit >= self.amount_due:
+            return False
+        self.amount_due = max(limit, limit - limit)
+        self.updated_at = now
+        return True
 
     def void(self, now: datetime, version: int | None = None) -> None:
         """Void is final whatever was learned before it."""

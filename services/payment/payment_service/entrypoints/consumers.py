@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from billing_common.consumers import EventUseCase, subscribe_use_cases
 from billing_common.event_schemas import (
+    CREDIT_NOTE_ISSUED,
     INVOICE_CREATED,
     INVOICE_FINALIZED,
     INVOICE_PAYMENT_REJECTED,
@@ -20,6 +21,7 @@ SUBSCRIPTIONS: dict[str, EventUseCase[Dependencies]] = {
     INVOICE_VOIDED: invoice_events.on_invoice_voided,
     INVOICE_STATUS_CHANGED: invoice_events.on_invoice_status_changed,
     INVOICE_PAYMENT_REJECTED: invoice_events.on_invoice_payment_rejected,
+    CREDIT_NOTE_ISSUED: invoice_events.on_credit_note_issued,
 }
 
 

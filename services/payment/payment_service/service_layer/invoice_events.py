@@ -4,12 +4,14 @@ claimed in the inbox in the same transaction as its effect, so a redelivery does
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TypeVar
 
 from loguru import logger
 from pydantic import BaseModel
 
 from billing_common.event_schemas import (
+    CreditNoteData,
     InvoiceCreated,
     InvoiceFinalized,
     InvoicePaymentRejected,
@@ -19,8 +21,14 @@ from billing_common.event_schemas import (
 from billing_common.events import CloudEvent
 from billing_common.money import MoneyError
 from billing_common.ports import PermanentEventError
-from payment_service.domain.errors import AmountExceedsRefundable
-from payment_service.domain.model import CAPTURED, InvoiceState, PayableInvoice, RefundStatus
+from payment_service.domain.errors import AmountExceedsRefundable, PaymentDomainError
+from payment_service.domain.model import (
+    CAPTURED,
+    InvoiceState,
+    PayableInvoice,
+    Payment,
+    RefundStatus,
+)
 from payment_service.service_layer import refunds
 from payment_service.service_layer.dependencies import Dependencies
 
@@ -32,6 +40,13 @@ def auto_refund_key(payment_id: str) -> str:
     """The Idempotency-Key of the refund this service makes by itself for a payment the
     invoice refused: one per payment, so redelivered events refund it once."""
     return f"auto-refund:{payment_id}"
+
+
+def credit_note_refund_key(credit_note_id: str, part: int = 1) -> str:
+    """The Idempotency-Key of the refund made for a refund credit note (part 2, 3…: when it
+    is refunded from more than one payment); refunds.credit_note_of_refund_key reads it."""
+    key = f"creditnote-refund:{credit_note_id}"
+    return key if part == 1 else f"{key}:{part}"
 
 
 class AutoRefundIncomplete(Exception):
@@ -185,6 +200,62 @@ async def on_invoice_payment_rejected(event: CloudEvent, deps: Dependencies) -> 
     )
     if made.status is RefundStatus.PENDING and made.gateway_reference is None:
         raise AutoRefundIncomplete(f"refund {made.id} of payment {payment.id} is pending")
+
+
+async def on_credit_note_issued(event: CloudEvent, deps: Dependencies) -> None:
+    """A credit note of an invoice: lower what may still be charged; a refund credit note
+    is refunded from the invoice's captured payments (oldest first, under keys derived from
+    the credit note: a redelivered event replays them). The refunds publish
+    billing.payment.refunded.v1 naming the credit note, which the invoice records."""
+    tenant, data = _parse(event, CreditNoteData)
+    async with deps.uow() as uow:
+        if await uow.claim_event(CONSUMER, event):
+            repo = uow.payments(tenant)
+            invoice = await repo.get_invoice(data.invoice_id, for_update=True)
+            if invoice is not None and invoice.credit(
+                invoice_total=data.invoice_total,
+                amount_credited=data.invoice_amount_credited,
+                now=deps.clock(),
+            ):
+                await repo.save_invoice(invoice)
+            await uow.commit()
+    if data.settlement != "refund":
+        return
+    async with deps.uow() as uow:
+        payments = await uow.payments(tenant).for_invoice(data.invoice_id)
+    for part, (payment, amount) in enumerate(_refund_plan(payments, data.total), start=1):
+        key = credit_note_refund_key(data.credit_note_id, part)
+        try:
+            outcome = await refunds.refund(tenant, payment.id, key, amount, deps)
+        except PaymentDomainError as exc:
+            logger.error("credit note {}: refund of {} failed: {}", data.number, payment.id, exc)
+            continue
+        made = outcome.refund
+        logger.info(
+            "credit note {}: refund {} of payment {} {}",
+            data.number,
+            made.id,
+            payment.id,
+            made.status,
+        )
+        if made.status is RefundStatus.PENDING and made.gateway_reference is None:
+            raise AutoRefundIncomplete(f"refund {made.id} of payment {payment.id} is pending")
+
+
+def _refund_plan(payments: list[Payment], total: Decimal) -> list[tuple[Payment, Decimal]]:
+    """Which captured payments give back `total`, oldest first, each at most what it
+    captured: computed from amounts that never change, so a redelivery plans the same."""
+    plan: list[tuple[Payment, Decimal]] = []
+    left = total
+    for payment in payments:
+        if left <= 0:
+            break
+        if payment.status not in CAPTURED:
+            continue
+        amount = min(payment.amount.amount, left)
+        plan.append((payment, amount))
+        left -= amount
+    return plan
 
 
 def _parse(event: CloudEvent, schema: type[SchemaT]) -> tuple[str, SchemaT]:

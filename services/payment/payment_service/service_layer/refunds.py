@@ -40,6 +40,14 @@ from payment_service.service_layer.ports import (
 )
 
 
+def credit_note_of_refund_key(key: str) -> str | None:
+    """The credit note a refund was made for (its key is creditnote-refund:<id>[:<part>])."""
+    prefix = "creditnote-refund:"
+    if not key.startswith(prefix):
+        return None
+    return key.removeprefix(prefix).split(":", 1)[0]
+
+
 @dataclass(frozen=True, slots=True)
 class RefundOutcome:
     payment: Payment
@@ -192,6 +200,7 @@ def complete_refund(
                 currency=done.amount.currency,
                 amount=done.amount.amount,
                 gateway=payment.gateway,
+                credit_note_id=credit_note_of_refund_key(done.idempotency_key),
             ),
             subject=payment.id,
             tenant=tenant,

@@ -1,0 +1,45 @@
+"""The credit note as a PDF: rendered by the invoices' renderer (worker processes) under the
+tenant's render slots. A credit note changes only its status, so its ETag names its number
+and status with the template version."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from invoice_service.domain.errors import CreditNoteNotFound, InvoiceNotFound
+from invoice_service.service_layer.dependencies import Dependencies
+from invoice_service.service_layer.documents import DocumentServices, etag_matches
+from invoice_service.service_layer.ports import CreditNoteHtml
+
+
+async def credit_note_pdf(
+    tenant: str,
+    credit_note_id: str,
+    deps: Dependencies,
+    documents: DocumentServices,
+    html: CreditNoteHtml,
+    *,
+    if_none_match: str | None = None,
+) -> tuple[str, str, bytes | None]:
+    """(ETag, file stem, PDF or None when the client's copy is current)."""
+    async with deps.uow(tenant) as uow:
+        note = await uow.credit_notes.get(credit_note_id)
+        if note is None:
+            raise CreditNoteNotFound(credit_note_id)
+        invoice = await uow.invoices.get(note.invoice_id)
+        if invoice is None:
+            raise InvoiceNotFound(note.invoice_id)
+    digest = hashlib.sha256(
+        f"{tenant}\n{note.id}\n{note.status.value}\n{html.version}".encode()
+    ).hexdigest()[:32]
+    etag = f'"pdf-{digest}"'
+    if etag_matches(if_none_match, etag):
+        return etag, note.number, None
+
+    def render() -> bytes:
+        return documents.renderer.render(html.render(note, invoice, embed_stylesheet=False))
+
+    async with documents.slots.hold(tenant):
+        pdf = await asyncio.to_thread(render)
+    return etag, note.number, pdf
