@@ -7,16 +7,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from billing_common.wire import DecimalString, Quantity
 from invoice_service.domain.credit_notes import CreditNote, CreditRequestLine, Settlement
 from invoice_service.service_layer.credit_notes import IssueCreditNote
-from invoice_service.service_layer.wire import DecimalString, QuantityValue
 
 
 class CreditLineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     position: int = Field(ge=1, le=10_000, description="the invoice line's position")
-    quantity: QuantityValue | None = Field(
+    quantity: Quantity | None = Field(
         default=None, description="credit this quantity of the line (at its invoiced price)"
     )
     amount: DecimalString | None = Field(

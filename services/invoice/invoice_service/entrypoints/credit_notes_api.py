@@ -5,21 +5,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
+from fastapi import APIRouter, Header, Path, Response, status
 
-from billing_common.problems import Problem
+from billing_common.idempotency import check_idempotency_key
+from billing_common.openapi import idempotency_key_header
 from billing_common.web import StrictJsonRoute
-from invoice_service.entrypoints.api import _IDEMPOTENCY_KEY as IDEMPOTENCY_KEY
+from invoice_service.entrypoints.api import IDEMPOTENCY_KEY_MAX
 from invoice_service.entrypoints.credit_note_schemas import (
     CreditNoteCreate,
     CreditNoteListOut,
     CreditNoteOut,
     CustomerBalanceOut,
 )
-from invoice_service.entrypoints.deps import Deps, Documents, Reader, Writer
+from invoice_service.entrypoints.deps import CreditNoteDocuments, Deps, Documents, Reader, Writer
 from invoice_service.service_layer import credit_notes
 from invoice_service.service_layer.credit_note_documents import credit_note_pdf
-from invoice_service.service_layer.ports import CreditNoteHtml
 
 router = APIRouter(tags=["credit notes"], route_class=StrictJsonRoute)
 
@@ -32,32 +32,6 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     403: {"description": "the token lacks the scope"},
     404: {"description": "no such invoice or credit note for this tenant"},
 }
-
-
-def _credit_note_html(request: Request) -> CreditNoteHtml:
-    html: CreditNoteHtml = request.app.state.credit_note_html
-    return html
-
-
-CreditNoteDocuments = Annotated[CreditNoteHtml, Depends(_credit_note_html)]
-
-
-def _checked_key(key: str | None) -> str:
-    if key is None:
-        raise Problem(
-            400,
-            "Idempotency key required",
-            "send an Idempotency-Key header: a credit note is issued once per key",
-            problem_type="idempotency-key-required",
-        )
-    if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise Problem(
-            400,
-            "Invalid idempotency key",
-            "the Idempotency-Key must be 1-128 printable ASCII characters",
-            problem_type="invalid-idempotency-key",
-        )
-    return key
 
 
 @router.post(
@@ -86,10 +60,8 @@ async def issue_credit_note(
     deps: Deps,
     idempotency_key: Annotated[
         str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Required: a credit note is issued once per key",
-            json_schema_extra={"pattern": IDEMPOTENCY_KEY.pattern, "maxLength": 128},
+        idempotency_key_header(
+            "Required: a credit note is issued once per key", max_length=IDEMPOTENCY_KEY_MAX
         ),
     ] = None,
 ) -> CreditNoteOut:
@@ -97,7 +69,11 @@ async def issue_credit_note(
         tenant=principal.tenant,
         actor=principal.subject,
         invoice_id=invoice_id,
-        idempotency_key=_checked_key(idempotency_key),
+        idempotency_key=check_idempotency_key(
+            idempotency_key,
+            max_length=IDEMPOTENCY_KEY_MAX,
+            why="a credit note is issued once per key",
+        ),
     )
     result = await credit_notes.issue_credit_note(command, deps)
     if not result.created:

@@ -12,6 +12,7 @@ from billing_common.api_auth import requires
 from billing_common.auth import Principal
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.documents import DocumentServices
+from invoice_service.service_layer.ports import CreditNoteHtml
 
 
 def _dependencies(request: Request) -> Dependencies:
@@ -24,8 +25,14 @@ def _documents(request: Request) -> DocumentServices:
     return documents
 
 
+def _credit_note_html(request: Request) -> CreditNoteHtml:
+    html: CreditNoteHtml = request.app.state.credit_note_html
+    return html
+
+
 Deps = Annotated[Dependencies, Depends(_dependencies)]
 Documents = Annotated[DocumentServices, Depends(_documents)]
+CreditNoteDocuments = Annotated[CreditNoteHtml, Depends(_credit_note_html)]
 
 Reader = Annotated[Principal, Depends(requires("invoice:read"))]
 Writer = Annotated[Principal, Depends(requires("invoice:write"))]
