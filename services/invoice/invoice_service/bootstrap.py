@@ -30,6 +30,7 @@ from billing_common.runtime import (
 from billing_common.settings import ServiceSettings
 from billing_common.web import create_service_app
 from invoice_service import __version__, samples
+from invoice_service.adapters.einvoice.writer import EN16931Writer
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
@@ -55,10 +56,12 @@ from invoice_service.domain.errors import (
 )
 from invoice_service.entrypoints.api import router
 from invoice_service.entrypoints.consumers import subscribe_all
+from invoice_service.entrypoints.einvoice_api import router as einvoice_router
 from invoice_service.entrypoints.sellers_api import router as sellers_router
 from invoice_service.service_layer.creation import release_abandoned
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
+from invoice_service.service_layer.einvoices import EInvoiceDataMissing, EInvoiceNotAvailable
 from invoice_service.service_layer.ports import PdfRenderer
 from invoice_service.service_layer.queries import InvalidCursor
 from invoice_service.service_layer.sellers import ensure_sample_seller
@@ -84,6 +87,8 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     SellerInUse: 409,
     SellerInactive: 422,
     InvalidSeller: 422,
+    EInvoiceNotAvailable: 409,
+    EInvoiceDataMissing: 422,
 }
 
 
@@ -187,6 +192,7 @@ def create_app(
         app.state.deps = deps
         html = JinjaInvoiceHtml(seller)
         renderer = pdf_settings.renderer(html.stylesheet)
+        app.state.einvoice_writer = EN16931Writer(html)
         app.state.documents = DocumentServices(
             html=html,
             renderer=renderer,
@@ -225,7 +231,7 @@ def create_app(
             "applied from events, and PDF documents."
         ),
         version=__version__,
-        routers=[router, sellers_router],
+        routers=[router, sellers_router, einvoice_router],
         lifespan=lifespan,
         domain_errors=DOMAIN_ERRORS,
         readiness_checks=readiness_checks,

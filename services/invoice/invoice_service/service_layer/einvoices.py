@@ -32,8 +32,9 @@ class EInvoiceDataMissing(Exception):
     """The invoice lacks data the format requires. Answered 422; `missing` names each."""
 
     def __init__(self, fmt: str, missing: list[str]) -> None:
-        super().__init__(f"the {fmt} e-invoice needs: {', '.join(missing)}")
+        super().__init__(f"the {fmt} e-invoice needs: {'; '.join(missing)}")
         self.missing = missing
+        self.problem_extensions = {"format": fmt, "missing": missing}
 
 
 @dataclass(frozen=True, slots=True)
