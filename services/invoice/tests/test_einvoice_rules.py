@@ -69,7 +69,7 @@ def test_the_rules_run_reverse_charge_without_the_buyer_vat_id_breaks_br_ae() ->
 
 
 def test_totals_reconcile_for_the_document_discount() -> None:
-    name, invoice = next(item for item in CORPUS if item[0] == "document-discount")
+    _, invoice = next(item for item in CORPUS if item[0] == "document-discount")
     doc = from_invoice(invoice)
     t = doc.totals
     assert t.line_net == sum(line.net_amount for line in doc.lines)  # BR-CO-10
