@@ -92,7 +92,5 @@ def test_missing_seller_and_buyer_name_are_named() -> None:
 
 
 def test_seller_without_vat_id_or_registration_is_reported_by_the_rules() -> None:
-    invoice = build(
-        [Spec("Consulting", "1", "10.00", "0.19")], seller_snapshot=seller(vat_id=None)
-    )
+    invoice = build([Spec("Consulting", "1", "10.00", "0.19")], seller_snapshot=seller(vat_id=None))
     assert "BR-CO-26" in {f.rule for f in rule_findings(to_ubl(from_invoice(invoice)), ubl=True)}
