@@ -9,7 +9,7 @@ import pytest
 from lxml import etree
 
 from invoice_service.adapters.einvoice.cii import RAM, XRECHNUNG_3, to_cii
-from invoice_service.adapters.einvoice.en16931 import MissingData, from_invoice
+from invoice_service.adapters.einvoice.en16931 import CREDIT_NOTE, MissingData, from_invoice
 from invoice_service.adapters.einvoice.ubl import CBC, to_ubl
 
 from .einvoice_corpus import REVERSE_CHARGE, Spec, build, corpus, seller
@@ -94,3 +94,15 @@ def test_missing_seller_and_buyer_name_are_named() -> None:
 def test_seller_without_vat_id_or_registration_is_reported_by_the_rules() -> None:
     invoice = build([Spec("Consulting", "1", "10.00", "0.19")], seller_snapshot=seller(vat_id=None))
     assert "BR-CO-26" in {f.rule for f in rule_findings(to_ubl(from_invoice(invoice)), ubl=True)}
+
+
+def test_a_credit_note_names_the_preceding_invoice_and_passes_the_cii_rules() -> None:
+    invoice = build([Spec("Consulting", "1", "100.00", "0.19")], number="CN-2026-0001")
+    doc = from_invoice(invoice, type_code=CREDIT_NOTE, preceding_invoice="INV-2026-0001")
+    xml = to_cii(doc)
+    assert_valid(xml, ubl=False)
+    assert rule_findings(xml, ubl=False) == []
+    root = etree.fromstring(xml)
+    assert root.findtext(f".//{{{RAM}}}TypeCode") == "381"  # BT-3
+    referenced = f".//{{{RAM}}}InvoiceReferencedDocument/{{{RAM}}}IssuerAssignedID"
+    assert root.findtext(referenced) == "INV-2026-0001"  # BT-25
