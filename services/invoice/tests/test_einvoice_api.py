@@ -107,3 +107,12 @@ async def test_an_invoice_without_seller_is_422_naming_it(api: Any, make_body: A
     response = await _get(api, issued["id"], "format=facturx")
     assert response.status_code == 422
     assert response.json()["missing"] == ["seller (the invoice has no seller)"]
+
+
+async def test_a_seller_without_vat_id_is_422_naming_br_co_26(api: Any, make_body: Any) -> None:
+    await add_seller(api, is_default=True, vat_id=None)
+    created = (await api.create(make_body())).json()
+    issued = await finalize(api, created["id"])
+    response = await _get(api, issued["id"], "format=facturx")
+    assert response.status_code == 422
+    assert response.json()["missing"] == ["seller.vat_id (BT-31, BR-CO-26)"]

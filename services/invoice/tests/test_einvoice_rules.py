@@ -11,6 +11,7 @@ from lxml import etree
 from invoice_service.adapters.einvoice.cii import RAM, XRECHNUNG_3, to_cii
 from invoice_service.adapters.einvoice.en16931 import CREDIT_NOTE, MissingData, from_invoice
 from invoice_service.adapters.einvoice.ubl import CBC, to_ubl
+from invoice_service.domain.sellers import TaxRegistration
 
 from .einvoice_corpus import REVERSE_CHARGE, Spec, build, corpus, seller
 from .einvoice_rules import assert_valid, rule_findings, schema_errors
@@ -106,3 +107,18 @@ def test_a_credit_note_names_the_preceding_invoice_and_passes_the_cii_rules() ->
     assert root.findtext(f".//{{{RAM}}}TypeCode") == "381"  # BT-3
     referenced = f".//{{{RAM}}}InvoiceReferencedDocument/{{{RAM}}}IssuerAssignedID"
     assert root.findtext(referenced) == "INV-2026-0001"  # BT-25
+
+
+def test_a_seller_tax_registration_is_bt_32_but_br_co_26_still_wants_the_vat_id() -> None:
+    registration = TaxRegistration("DE", "30/123/45678")
+    invoice = build(
+        [Spec("Consulting", "1", "10.00", "0.19")],
+        seller_snapshot=seller(vat_id=None, tax_registrations=(registration,)),
+    )
+    doc = from_invoice(invoice)
+    assert doc.seller.tax_registration == "30/123/45678"
+    for xml, ubl in ((to_cii(doc), False), (to_ubl(doc), True)):
+        assert b"30/123/45678" in xml
+        # BT-32 satisfies BR-S-02, but BR-CO-26 needs BT-29, BT-30 or BT-31: the writer
+        # therefore asks for the VAT id (see test_einvoice_api).
+        assert {f.rule for f in rule_findings(xml, ubl=ubl)} == {"BR-CO-26"}

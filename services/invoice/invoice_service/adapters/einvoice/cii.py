@@ -74,6 +74,9 @@ def _party(parent: etree._Element, tag: str, party: Party, *, seller: bool) -> N
     if party.vat_id:
         registration = _el(node, "ram:SpecifiedTaxRegistration")
         _el(registration, "ram:ID", party.vat_id, schemeID="VA")  # BT-31 / BT-48
+    if party.tax_registration:
+        registration = _el(node, "ram:SpecifiedTaxRegistration")
+        _el(registration, "ram:ID", party.tax_registration, schemeID="FC")  # BT-32
 
 
 def _tax(parent: etree._Element, category: str) -> None:

@@ -33,6 +33,7 @@ from decimal import Decimal
 
 from billing_common.money import quantum
 from invoice_service.domain.model import Invoice, InvoiceLine, PriceMode
+from invoice_service.domain.sellers import SellerSnapshot
 
 # UNCL1001 document type codes (BT-3)
 COMMERCIAL_INVOICE = "380"
@@ -73,6 +74,7 @@ class Party:  # BG-4 seller / BG-7 buyer
     name: str  # BT-27 / BT-44
     address: Address
     vat_id: str | None = None  # BT-31 / BT-48
+    tax_registration: str | None = None  # BT-32 seller tax registration (not a VAT id)
     identifier: str | None = None  # BT-46 buyer identifier (the customer id)
     email: str | None = None  # BT-34 / BT-49 electronic address (scheme EM), BT-43 contact
     phone: str | None = None  # BT-42 seller contact telephone
@@ -254,6 +256,7 @@ def from_invoice(
                 region=seller.address.region,
             ),
             vat_id=seller.vat_id,
+            tax_registration=_home_registration(seller),
             email=seller.email,
             phone=seller.phone,
         ),
@@ -274,6 +277,14 @@ def from_invoice(
         vat=vat,
         totals=totals,
     )
+
+
+def _home_registration(seller: SellerSnapshot) -> str | None:
+    """BT-32: the registration in the seller's own country, else the first one."""
+    registrations = seller.tax_registrations
+    home = [r for r in registrations if r.country == seller.address.country]
+    chosen = home or list(registrations)
+    return chosen[0].number if chosen else None
 
 
 def _allowances(

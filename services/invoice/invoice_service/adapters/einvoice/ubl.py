@@ -83,6 +83,10 @@ def _party(parent: etree._Element, tag: str, party: Party, *, seller: bool) -> N
         scheme = _el(node, "cac:PartyTaxScheme")
         _el(scheme, "cbc:CompanyID", party.vat_id)  # BT-31 / BT-48
         _el(_el(scheme, "cac:TaxScheme"), "cbc:ID", "VAT")
+    if party.tax_registration:
+        scheme = _el(node, "cac:PartyTaxScheme")
+        _el(scheme, "cbc:CompanyID", party.tax_registration)  # BT-32
+        _el(_el(scheme, "cac:TaxScheme"), "cbc:ID", "FC")  # not VAT: a tax registration
     _el(_el(node, "cac:PartyLegalEntity"), "cbc:RegistrationName", party.name)  # BT-27 / BT-44
     if seller and (party.phone or party.email):
         contact = _el(node, "cac:Contact")  # BG-6

@@ -28,9 +28,13 @@ XML = "application/xml"
 def format_requirements(
     invoice: Invoice, fmt: EInvoiceFormat, buyer_reference: str | None
 ) -> list[str]:
-    """What the CIUS (XRechnung 3.0) or Peppol BIS 3.0 require on top of EN 16931."""
+    """What EN 16931 needs that the mapping cannot see as missing, and what the CIUS
+    (XRechnung 3.0) or Peppol BIS 3.0 require on top of it."""
     seller, customer = invoice.seller, invoice.customer
     missing: list[str] = []
+    if seller is not None and not seller.vat_id:
+        # BR-CO-26 wants BT-29, BT-30 or BT-31; sellers keep only the VAT id of the three.
+        missing.append("seller.vat_id (BT-31, BR-CO-26)")
     if fmt is EInvoiceFormat.FACTURX:
         return missing
     if not buyer_reference:
