@@ -20,6 +20,7 @@ from billing_common.runtime import EmbeddedPlatform, ServiceContext
 from billing_common.settings import ServiceSettings
 from invoice_service import samples
 from invoice_service.adapters.credit_note_html import JinjaCreditNoteHtml
+from invoice_service.adapters.einvoice.writer import EN16931Writer
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
@@ -49,10 +50,12 @@ from invoice_service.domain.errors import (
 from invoice_service.entrypoints.api import router
 from invoice_service.entrypoints.consumers import subscribe_all
 from invoice_service.entrypoints.credit_notes_api import router as credit_notes_router
+from invoice_service.entrypoints.einvoice_api import router as einvoice_router
 from invoice_service.entrypoints.sellers_api import router as sellers_router
 from invoice_service.service_layer.creation import release_abandoned
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
+from invoice_service.service_layer.einvoices import EInvoiceDataMissing, EInvoiceNotAvailable
 from invoice_service.service_layer.ports import PdfRenderer
 from invoice_service.service_layer.sellers import ensure_sample_seller
 
@@ -79,6 +82,8 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     CreditNoteNotFound: 404,
     InvoiceNotCreditable: 409,
     CreditExceedsInvoiced: 422,
+    EInvoiceNotAvailable: 409,
+    EInvoiceDataMissing: 422,
 }
 
 
@@ -176,6 +181,7 @@ def service_spec() -> ServiceSpec[Dependencies]:
         if isinstance(renderer, ProcessPoolRenderer):
             wiring.on_close(lambda: asyncio.to_thread(renderer.close))
         wiring.state.credit_note_html = JinjaCreditNoteHtml(seller)
+        wiring.state.einvoice_writer = EN16931Writer(html)
         wiring.state.documents = DocumentServices(  # read by entrypoints/deps.py
             html=html,
             renderer=renderer,
@@ -197,7 +203,7 @@ def service_spec() -> ServiceSpec[Dependencies]:
             "applied from events, and PDF documents."
         ),
         package="invoice-service",
-        routers=[router, sellers_router, credit_notes_router],
+        routers=[router, sellers_router, credit_notes_router, einvoice_router],
         domain_errors=DOMAIN_ERRORS,
         migrations_dir=MIGRATIONS_DIR,
         wire=wire,

@@ -12,6 +12,7 @@ from billing_common.api_auth import requires
 from billing_common.auth import Principal
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.documents import DocumentServices
+from invoice_service.service_layer.einvoices import EInvoiceWriter
 from invoice_service.service_layer.ports import CreditNoteHtml
 
 
@@ -30,9 +31,15 @@ def _credit_note_html(request: Request) -> CreditNoteHtml:
     return html
 
 
+def _einvoice_writer(request: Request) -> EInvoiceWriter:
+    writer: EInvoiceWriter = request.app.state.einvoice_writer
+    return writer
+
+
 Deps = Annotated[Dependencies, Depends(_dependencies)]
 Documents = Annotated[DocumentServices, Depends(_documents)]
 CreditNoteDocuments = Annotated[CreditNoteHtml, Depends(_credit_note_html)]
+EInvoices = Annotated[EInvoiceWriter, Depends(_einvoice_writer)]
 
 Reader = Annotated[Principal, Depends(requires("invoice:read"))]
 Writer = Annotated[Principal, Depends(requires("invoice:write"))]

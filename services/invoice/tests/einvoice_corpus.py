@@ -1,0 +1,214 @@
+"""Finalized invoices for the e-invoice tests, priced the way the pricing does (discount
+spread over the lines before tax, half-up to the currency's minor unit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from billing_common.money import quantum
+from invoice_service.domain.model import (
+    AppliedDiscount,
+    Customer,
+    Invoice,
+    InvoiceLine,
+    PriceMode,
+    TaxComponent,
+    TaxStatus,
+)
+from invoice_service.domain.sellers import BankAccount, SellerAddress, SellerSnapshot
+
+AT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+REVERSE_CHARGE = ("AE", "VATEX-EU-AE", "Reverse charge")
+EXPORT = ("G", "VATEX-EU-G", "Export outside the EU")
+INTRA_EU_GOODS = ("K", "VATEX-EU-IC", "Intra-community supply")
+EXEMPT = ("E", None, "Exempt under Art. 132 of the VAT Directive")
+
+
+@dataclass(frozen=True)
+class Spec:
+    description: str
+    quantity: str
+    unit_price: str
+    rate: str  # fraction, e.g. "0.19"
+    category: tuple[str, str | None, str | None] | None = None  # (code, VATEX, reason)
+
+
+def seller(**overrides: object) -> SellerSnapshot:
+    values: dict[str, object] = {
+        "seller_id": "sel_1",
+        "legal_name": "Beispiel GmbH",
+        "address": SellerAddress(
+            country="DE", city="Berlin", postcode="10115", street=("Hauptstraße 1",)
+        ),
+        "vat_id": "DE136695976",
+        "email": "billing@beispiel.de",
+        "phone": "+49 30 1234567",
+        "bank_account": BankAccount("DE89370400440532013000", "COBADEFFXXX"),
+    }
+    values.update(overrides)
+    return SellerSnapshot(**values)  # type: ignore[arg-type]
+
+
+def _round(value: Decimal, currency: str) -> Decimal:
+    return value.quantize(quantum(currency), rounding=ROUND_HALF_UP)
+
+
+def build(
+    specs: list[Spec],
+    *,
+    currency: str = "EUR",
+    price_mode: PriceMode = PriceMode.EXCLUSIVE,
+    discount: str | None = None,
+    customer_country: str = "DE",
+    customer_tax_id: str | None = "DE129273398",
+    seller_snapshot: SellerSnapshot | None = None,
+    number: str = "INV-2026-0001",
+) -> Invoice:
+    subtotals = [_round(Decimal(s.quantity) * Decimal(s.unit_price), currency) for s in specs]
+    gross = sum(subtotals, Decimal(0))
+    total_discount = _round(Decimal(discount), currency) if discount else Decimal(0)
+    shares: list[Decimal] = []
+    for index, subtotal in enumerate(subtotals):
+        if index == len(subtotals) - 1:
+            shares.append(total_discount - sum(shares, Decimal(0)))
+        else:
+            shares.append(
+                _round(total_discount * subtotal / gross, currency) if gross else subtotal * 0
+            )
+    lines = []
+    for position, (spec, subtotal, share) in enumerate(zip(specs, subtotals, shares, strict=True)):
+        rate = Decimal(spec.rate)
+        if price_mode is PriceMode.EXCLUSIVE:
+            net = subtotal - share
+            tax = _round(net * rate, currency)
+            total = net + tax
+        else:
+            total = subtotal - share
+            net = _round(total / (1 + rate), currency)
+            tax = total - net
+        code, vatex, reason = spec.category or (("S" if rate else "Z"), None, None)
+        lines.append(
+            InvoiceLine(
+                position=position + 1,
+                description=spec.description,
+                quantity=Decimal(spec.quantity),
+                unit_price=Decimal(spec.unit_price),
+                category="general",
+                subtotal=subtotal,
+                discount=share,
+                net=net,
+                tax=tax,
+                total=total,
+                taxes=(TaxComponent("r1", "VAT", rate, tax),),
+                vat_category=code,
+                vat_exemption_reason=reason,
+                vat_exemption_reason_code=vatex,
+            )
+        )
+    invoice = Invoice.create(
+        id="inv_1",
+        tenant_id="t1",
+        customer=Customer(
+            id="cus_42",
+            type=None,
+            country=customer_country,
+            region=None,
+            tax_status=TaxStatus.STANDARD,
+            tax_id=customer_tax_id,
+            name="Kunde AG",
+            email="ap@kunde.example",
+            address="Kundenweg 5\n80331 München",
+        ),
+        currency=currency,
+        price_mode=price_mode,
+        series="INV",
+        lines=lines,
+        discounts=[AppliedDiscount("coupon", "Spring coupon", total_discount)] if discount else [],
+        due_days=14,
+        at=AT,
+        actor=None,
+        tax_calculation_id=None,
+        discount_redemption_id=None,
+        seller=seller_snapshot or seller(),
+    )
+    invoice.finalize(number=number, sequence=1, at=AT, seller=seller_snapshot or seller())
+    return invoice
+
+
+# The corpus the issue names: each entry is (name, invoice).
+def corpus() -> list[tuple[str, Invoice]]:
+    return [
+        ("domestic-standard", build([Spec("Consulting", "3", "150.00", "0.19")])),
+        (
+            "several-rates",
+            build(
+                [
+                    Spec("Software licence", "2", "99.99", "0.19"),
+                    Spec("Book", "1", "24.50", "0.07"),
+                ]
+            ),
+        ),
+        (
+            "reduced-and-zero-rated",
+            build(
+                [Spec("Food", "4", "2.35", "0.07"), Spec("Newspaper", "1", "3.00", "0")],
+            ),
+        ),
+        (
+            "intra-eu-reverse-charge",
+            build(
+                [Spec("Cloud service", "1", "1200.00", "0", REVERSE_CHARGE)],
+                customer_country="FR",
+                customer_tax_id="FR40303265045",
+            ),
+        ),
+        (
+            "intra-eu-supply-of-goods",
+            build(
+                [Spec("Machine part", "10", "45.00", "0", INTRA_EU_GOODS)],
+                customer_country="AT",
+                customer_tax_id="ATU13585627",
+            ),
+        ),
+        (
+            "export",
+            build(
+                [Spec("Hardware", "5", "80.00", "0", EXPORT)],
+                customer_country="US",
+                customer_tax_id=None,
+            ),
+        ),
+        ("exempt", build([Spec("Medical treatment", "1", "300.00", "0", EXEMPT)])),
+        (
+            "document-discount",
+            build(
+                [
+                    Spec("Subscription", "1", "100.00", "0.19"),
+                    Spec("E-book", "3", "9.99", "0.07"),
+                ],
+                discount="15.00",
+            ),
+        ),
+        (
+            "discount-on-one-rate",
+            build([Spec("Seats", "7", "12.345", "0.19")], discount="3.33"),
+        ),
+        (
+            "jpy-zero-decimals",
+            build(
+                [Spec("Service", "3", "1234", "0.10"), Spec("Food", "2", "333", "0.08")],
+                currency="JPY",
+                discount="100",
+            ),
+        ),
+        (
+            "inclusive-prices",
+            build(
+                [Spec("Ticket", "3", "19.99", "0.19"), Spec("Snack", "1", "4.20", "0.07")],
+                price_mode=PriceMode.INCLUSIVE,
+                discount="2.00",
+            ),
+        ),
+    ]
