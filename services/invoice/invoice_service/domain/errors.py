@@ -135,14 +135,20 @@ class InvalidSeller(InvoiceError):
     """A seller's data breaks a rule: an invalid VAT id, IBAN or BIC (with the checker's
     reason), a bad country, series or language: 422."""
 
+    status = 422
+
 
 class SellerNotFound(InvoiceError):
+    status = 404
+
     def __init__(self, seller_id: str) -> None:
         super().__init__(f"no seller {seller_id!r}", seller_id=seller_id)
 
 
 class SellerInactive(InvoiceError):
     """The seller is deactivated: it issues no new invoices (422)."""
+
+    status = 422
 
     def __init__(self, seller_id: str) -> None:
         super().__init__(
@@ -152,6 +158,8 @@ class SellerInactive(InvoiceError):
 
 class SellerInUse(InvoiceError):
     """A seller that invoices name cannot be deleted (their history needs it): deactivate it."""
+
+    status = 409
 
     def __init__(self, seller_id: str) -> None:
         super().__init__(
@@ -165,10 +173,14 @@ class CreditExceedsInvoiced(InvoiceError):
     """A credit note would credit more than was invoiced (per line or in total, net or tax)
     and not yet credited, or more than can be applied or refunded: 422."""
 
+    status = 422
+
 
 class InvoiceNotCreditable(InvoiceError):
     """Only an issued invoice is credited: a draft is still changed, a void one owes nothing
     (409)."""
+
+    status = 409
 
     def __init__(self, invoice_id: str, status: str) -> None:
         super().__init__(
@@ -179,5 +191,7 @@ class InvoiceNotCreditable(InvoiceError):
 
 
 class CreditNoteNotFound(InvoiceError):
+    status = 404
+
     def __init__(self, credit_note_id: str) -> None:
         super().__init__(f"no credit note {credit_note_id!r}", credit_note_id=credit_note_id)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from billing_common.errors import DomainError
 from invoice_service.domain.errors import InvoiceNotFound
 from invoice_service.domain.model import Invoice, InvoiceStatus
 from invoice_service.service_layer.dependencies import Dependencies
@@ -24,17 +25,22 @@ class EInvoiceFormat(StrEnum):
     UBL = "ubl"  # Peppol BIS Billing 3.0 UBL
 
 
-class EInvoiceNotAvailable(Exception):
+class EInvoiceNotAvailable(DomainError):
     """The invoice is a draft (or void): no e-invoice exists for it. Answered 409."""
 
+    status = 409
 
-class EInvoiceDataMissing(Exception):
+
+class EInvoiceDataMissing(DomainError):
     """The invoice lacks data the format requires. Answered 422; `missing` names each."""
 
+    status = 422
+
     def __init__(self, fmt: str, missing: list[str]) -> None:
-        super().__init__(f"the {fmt} e-invoice needs: {'; '.join(missing)}")
+        super().__init__(
+            f"the {fmt} e-invoice needs: {'; '.join(missing)}", format=fmt, missing=missing
+        )
         self.missing = missing
-        self.problem_extensions = {"format": fmt, "missing": missing}
 
 
 @dataclass(frozen=True, slots=True)
