@@ -76,7 +76,15 @@ async def start_floor(placement: Placement, workdir: Path, resources: Resources)
         port,
         dict(os.environ),
         workdir / "floor.log",
-        argv=[sys.executable, "-m", "bench.floor_app", "--port", str(port), "--dsn", plain_url(url)],
+        argv=[
+            sys.executable,
+            "-m",
+            "bench.floor_app",
+            "--port",
+            str(port),
+            "--dsn",
+            plain_url(url),
+        ],
         cores=placement.servers,
     )
     server.start()
