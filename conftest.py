@@ -33,6 +33,7 @@ SLOW_MODULES = frozenset(
         "tests/test_make_token.py",
         "tests/test_migrations_atomic.py",
         "tests/test_openapi_contract.py",
+        "tests/test_process_launcher.py",
         "tests/test_service_dockerfile.py",
     }
 )

@@ -67,6 +67,15 @@ def direct_env(
     return env
 
 
+def _exited(pid: int) -> bool:
+    """A zombie has exited (it only waits for its parent to read its status)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state == "Z"
+
+
 class NotReady(RuntimeError):
     """A service exited during start-up or did not become ready in time; the message ends with
     the tail of its log."""
@@ -105,7 +114,7 @@ class ServiceProcess:
             os.kill(pid, 0)
         except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
             return None
-        return pid
+        return None if _exited(pid) else pid
 
     @property
     def running(self) -> bool:
