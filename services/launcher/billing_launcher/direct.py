@@ -171,10 +171,12 @@ def up() -> int:
 
 
 def down() -> int:
-    for name, member in processes().members.items():
-        if member.running:
-            member.stop()
-            _say(f"stopped {name}")
+    group = processes()
+    running = list(group.running)
+    if running:
+        group.stop(*running)  # all signalled first: their graceful shutdowns overlap
+    for name in running:
+        _say(f"stopped {name}")
     return 0
 
 
