@@ -52,6 +52,13 @@ def _cap_examples(item: pytest.Item) -> None:
         test._hypothesis_internal_use_settings = settings(own, max_examples=FAST_EXAMPLES)  # type: ignore[union-attr]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # A renamed module would silently fall into the fast tier.
+    missing = sorted(m for m in SLOW_MODULES if not (ROOT / m).is_file())
+    if missing:
+        raise pytest.UsageError(f"conftest.py SLOW_MODULES names missing files: {missing}")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     fast = config.getoption("hypothesis_profile", None) == "fast"
     for item in items:
