@@ -77,7 +77,10 @@ class DirectPlatform:
     signing key, a fast outbox relay and circuit breaker."""
 
     def __init__(self, database_urls: dict[str, str], amqp_url: str, workdir: Path) -> None:
-        ports = {name: free_port() for name in SERVICES}
+        self.database_urls = database_urls
+        self.amqp_url = amqp_url
+        self.workdir = workdir
+        self.ports = ports = {name: free_port() for name in SERVICES}
         peers = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         self.group = ProcessGroup(
             {
