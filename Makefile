@@ -8,11 +8,16 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 SERVICES := tax discount invoice payment
 STAMP  := $(VENV)/.installed
+UV     := $(VENV)/bin/uv
+# uv itself and helm-sdkpy (below) are the two pins outside requirements.lock.
+UV_VERSION := 0.13.9
 PYPROJECTS := $(wildcard services/*/pyproject.toml) operator/pyproject.toml requirements-dev.txt
 RUN_DIR := var/run
 LOG_DIR := var/log
+# pytest-xdist workers (one per core here); TEST_WORKERS=0 runs in this one process.
+TEST_WORKERS ?= 2
 
-.PHONY: help install run test test-unit lint format migrate token demo up down logs status \
+.PHONY: help install lock run test test-unit lint format migrate token demo up down logs status \
         dlq dlq-replay bench bench-quick kind-up kind-down deploy clean
 
 KIND_CLUSTER ?= billing
@@ -20,17 +25,25 @@ KIND_CLUSTER ?= billing
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n",$$1,$$2}'
 
-$(STAMP): $(PYPROJECTS)
+# requirements.lock pins every package (the services' editable installs included) exactly;
+# it is compiled from the ranges in the pyproject.toml files and requirements-dev.txt.
+# (tests/test_lock_file.py fails when a range no longer admits its pin: run `make lock`.)
+$(STAMP): requirements.lock $(PYPROJECTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PIP) install -q --upgrade pip
-	@$(PIP) install -q -e services/common $(addprefix -e services/,$(SERVICES)) -e services/launcher -e operator
-	@$(PIP) install -q -r requirements-dev.txt
-	@# Helm's Go library for rendering the chart in tests; it declares Python>=3.12 but works on 3.11.
-	@$(PIP) install -q --ignore-requires-python "helm-sdkpy>=0.1.32,<0.2"
+	@test -x $(UV) && $(UV) --version | grep -q " $(UV_VERSION)" || $(PIP) install -q "uv==$(UV_VERSION)"
+	@$(UV) pip sync -q --python $(PY) requirements.lock
+	@# Helm's Go library for rendering the chart in tests; it declares Python>=3.12 but works on
+	@# 3.11, which no resolver accepts: pinned here, its one dependency (cffi) is in the lock.
+	@$(PIP) install -q --no-deps --ignore-requires-python "helm-sdkpy==0.1.32"
 	@touch $@
 
-install: $(STAMP) ## create .venv and install every service and the dev tools
+install: $(STAMP) ## create .venv and install exactly what requirements.lock pins
+
+lock: ## compile requirements.lock from the pyproject.toml ranges and requirements-dev.txt (uv)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) && $(UV) --version | grep -q " $(UV_VERSION)" || $(PIP) install -q "uv==$(UV_VERSION)"
+	@$(UV) pip compile -q --universal --python-version 3.11 requirements.in -o requirements.lock
 
 run: $(STAMP) ## start all four services in one process (SQLite, in-process bus) and print the Swagger URLs
 	@scripts/ensure-weasyprint-libs.sh
@@ -39,10 +52,11 @@ run: $(STAMP) ## start all four services in one process (SQLite, in-process bus)
 test: $(STAMP) ## install what tests need, start PostgreSQL/RabbitMQ if stopped, run the whole suite
 	@scripts/ensure-weasyprint-libs.sh
 	@scripts/ensure-servers.sh
-	@$(PY) -m pytest -q -ra
+	@$(PY) -m pytest -q -ra -n $(TEST_WORKERS)
 
-test-unit: $(STAMP) ## only the tests that need no server
-	@$(PY) -m pytest -q -m "not integration"
+test-unit: $(STAMP) ## the fast tier: no server, no process started, property tests as a smoke
+	@$(PY) -m pytest -q -ra -n $(TEST_WORKERS) -m "not integration and not slow" \
+		--hypothesis-profile=fast services tests operator charts
 
 lint: $(STAMP) ## ruff (lint + format check), mypy (strict) and the import-linter contracts
 	@$(VENV)/bin/ruff check .

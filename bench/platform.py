@@ -1,11 +1,13 @@
 """The systems under test: the floor app, and the platform on the direct runtime — four
 processes, each with its own fresh PostgreSQL database, one fresh RabbitMQ vhost, HTTP between
-them (the approach of tests/direct_platform.py, without its fault-injection proxy)."""
+them. The processes are the launcher's (billing_launcher.processes, as for `make up` and the
+fault tests); what is the benchmark's own is pinning them to the server cores and reading
+their memory."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import os
 import sys
 import time
@@ -20,38 +22,69 @@ from bench.infra import (
     BenchError,
     Placement,
     Resources,
-    Server,
     create_database,
     create_vhost,
     delete_vhost,
     drop_database,
-    free_port,
     plain_url,
 )
 from billing_common.auth import ALL_SCOPES, TokenService
+from billing_launcher.processes import NotReady, ServiceProcess, direct_env, free_port
 
 SERVICES = ("tax", "discount", "invoice", "payment")
 # A key for this run only; the services get it as JWT_SIGNING_KEY.
 SIGNING_KEY = "bench-signing-key-" + os.urandom(24).hex()
 
 
+@dataclass
+class Server(ServiceProcess):
+    """A launcher process pinned to the server cores, whose resident memory can be read."""
+
+    cores: frozenset[int] = frozenset()
+
+    def start(self) -> int:
+        pid = super().start()
+        # Set at once, before the interpreter has started any thread: threads inherit it.
+        if self.cores:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(pid, self.cores)
+        return pid
+
+    def rss_bytes(self) -> int:
+        """Resident set size now (VmRSS), 0 if the process is gone."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except (FileNotFoundError, ProcessLookupError):
+            return 0
+        return 0
+
+    async def wait_ready(self, path: str = "/readyz", timeout: float = 90.0) -> None:
+        try:
+            await super().wait_ready(path, timeout)
+        except NotReady as exc:
+            raise BenchError(str(exc)) from exc
+
+
 async def start_floor(placement: Placement, workdir: Path, resources: Resources) -> Server:
     name, url = await create_database("floor")
     resources.push(f"database {name}", lambda: drop_database(name))
+    port = free_port()
     server = Server(
-        name="floor",
+        "floor",
+        port,
+        dict(os.environ),
+        workdir / "floor.log",
         argv=[
             sys.executable,
             "-m",
             "bench.floor_app",
             "--port",
-            str(port := free_port()),
+            str(port),
             "--dsn",
             plain_url(url),
         ],
-        env=dict(os.environ),
-        port=port,
-        log_path=workdir / "floor.log",
         cores=placement.servers,
     )
     server.start()
@@ -110,27 +143,6 @@ class Platform:
         return left
 
 
-def _service_env(
-    name: str,
-    database_url: str,
-    amqp_url: str,
-    peers: dict[str, str],
-    workdir: Path,
-) -> dict[str, str]:
-    return {
-        **os.environ,
-        "RUNTIME": "direct",
-        "DATABASE_URL": database_url,
-        "AMQP_URL": amqp_url,
-        "JWT_SIGNING_KEY": SIGNING_KEY,
-        "SECRETS_FILE": str(workdir / "no-secrets.json"),
-        "PEER_URLS": json.dumps(peers),
-        "LOAD_SAMPLE_DATA": "true",
-        "MIGRATE_ON_START": "true",
-        "LOG_JSON": "true",
-    }
-
-
 async def start_platform(placement: Placement, workdir: Path, resources: Resources) -> Platform:
     databases: dict[str, str] = {}
     for service in SERVICES:
@@ -143,29 +155,23 @@ async def start_platform(placement: Placement, workdir: Path, resources: Resourc
     peers = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
     servers: dict[str, Server] = {}
     for service in SERVICES:
+        env = direct_env(
+            database_url=databases[service],
+            amqp_url=amqp_url,
+            secrets_file=workdir / "no-secrets.json",
+            peers=peers,
+            signing_key=SIGNING_KEY,
+            LOAD_SAMPLE_DATA="true",
+            MIGRATE_ON_START="true",
+            LOG_JSON="true",
+        )
         server = Server(
-            name=service,
-            argv=[
-                sys.executable,
-                "-m",
-                "billing_launcher",
-                "serve",
-                service,
-                "--runtime",
-                "direct",
-                "--port",
-                str(ports[service]),
-            ],
-            env=_service_env(service, databases[service], amqp_url, peers, workdir),
-            port=ports[service],
-            log_path=workdir / f"{service}.log",
-            cores=placement.servers,
+            service, ports[service], env, workdir / f"{service}.log", cores=placement.servers
         )
         server.start()
         resources.push(f"the {service} service", server.stop)
         servers[service] = server
-    for server in servers.values():
-        await server.wait_ready()
+    await asyncio.gather(*(server.wait_ready() for server in servers.values()))
     platform = Platform(servers, databases, amqp_url)
     if await platform.wait_quiet(30):
         raise BenchError("the platform did not settle its start-up events")

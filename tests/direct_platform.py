@@ -1,31 +1,27 @@
-"""The direct runtime as real processes for the fault tests: four services, each in its own
-process with its own fresh PostgreSQL database, RabbitMQ reached through a TCP proxy that a
-test can cut (a broker outage as the services see it), and HTTP between them."""
+"""The direct runtime as real processes for the fault tests: four services started by the
+launcher's process group (as `make up` and the benchmarks start them), each with its own fresh
+PostgreSQL database, RabbitMQ reached through a TCP proxy that a test can cut (a broker outage
+as the services see it), and HTTP between them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from billing_launcher.processes import (
+    ProcessGroup,
+    ServiceProcess,
+    direct_env,
+    free_port,
+)
+from billing_launcher.registry import SERVICES
 
-SERVICES = ("tax", "discount", "invoice", "payment")
+__all__ = ["SERVICES", "SIGNING_KEY", "DirectPlatform", "TcpProxy", "free_port"]
+
 SIGNING_KEY = "fault-tests-signing-key-0123456789abcdefghijkl"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class TcpProxy:
@@ -75,89 +71,64 @@ class TcpProxy:
         await self.cut()
 
 
-@dataclass
 class DirectPlatform:
-    database_urls: dict[str, str]
-    amqp_url: str
-    workdir: Path
-    ports: dict[str, int] = field(default_factory=lambda: {n: free_port() for n in SERVICES})
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    """The four services as processes (the launcher's `ProcessGroup`), configured for the
+    fault tests: fresh databases, a broker URL that may go through a `TcpProxy`, a fixed
+    signing key, a fast outbox relay and circuit breaker."""
 
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def env(self, name: str) -> dict[str, str]:
-        return {
-            **os.environ,
-            "RUNTIME": "direct",
-            "DATABASE_URL": self.database_urls[name],
-            "AMQP_URL": self.amqp_url,
-            "JWT_SIGNING_KEY": SIGNING_KEY,
-            "SECRETS_FILE": str(self.workdir / "no-secrets.json"),
-            "PEER_URLS": json.dumps({n: self.url(n) for n in SERVICES}),
-            "LOAD_SAMPLE_DATA": "true",
-            "MIGRATE_ON_START": "true",
-            "OUTBOX_POLL_SECONDS": "0.5",
-            "INVOKE_RETRIES": "1",
-            "BREAKER_RESET_SECONDS": "1",
-            "LOG_JSON": "true",
-        }
-
-    def start(self, name: str) -> None:
-        log = (self.workdir / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "billing_launcher",
-                "serve",
-                name,
-                "--runtime",
-                "direct",
-                "--port",
-                str(self.ports[name]),
-            ],
-            env=self.env(name),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    def __init__(self, database_urls: dict[str, str], amqp_url: str, workdir: Path) -> None:
+        self.database_urls = database_urls
+        self.amqp_url = amqp_url
+        self.workdir = workdir
+        self.ports = ports = {name: free_port() for name in SERVICES}
+        peers = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        self.group = ProcessGroup(
+            {
+                name: ServiceProcess(
+                    name,
+                    ports[name],
+                    direct_env(
+                        database_url=database_urls[name],
+                        amqp_url=amqp_url,
+                        secrets_file=workdir / "no-secrets.json",
+                        peers=peers,
+                        signing_key=SIGNING_KEY,
+                        LOAD_SAMPLE_DATA="true",
+                        MIGRATE_ON_START="true",
+                        OUTBOX_POLL_SECONDS="0.5",
+                        INVOKE_RETRIES="1",
+                        BREAKER_RESET_SECONDS="1",
+                        LOG_JSON="true",
+                    ),
+                    workdir / f"{name}.log",
+                )
+                for name in SERVICES
+            }
         )
 
+    @property
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The processes started and not stopped since (one may have exited by itself)."""
+        return {
+            name: member.process
+            for name, member in self.group.members.items()
+            if member.process is not None
+        }
+
+    def url(self, name: str) -> str:
+        return self.group.url(name)
+
+    def start(self, name: str) -> None:
+        self.group.start(name)
+
     def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
-        process = self.processes.pop(name, None)
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        self.group[name].stop(sig)
 
     def log(self, name: str) -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+        return self.group.log(name)
 
     async def wait_ready(self, *names: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=2) as client:
-            for name in names or SERVICES:
-                while True:
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await client.get(f"{self.url(name)}/readyz")).status_code == 200:
-                            break
-                    process = self.processes.get(name)
-                    if process is not None and process.poll() is not None:
-                        raise RuntimeError(f"{name} exited:\n{self.log(name)}")
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{name} not ready:\n{self.log(name)}")
-                    await asyncio.sleep(0.2)
+        await self.group.wait_ready(*names, timeout=timeout)
 
     def stop_all(self) -> None:
-        # Signal every service first, then wait: their graceful shutdowns overlap.
-        for process in self.processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for name in list(self.processes):
-            self.stop(name)
+        self.group.stop()

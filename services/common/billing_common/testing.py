@@ -302,13 +302,23 @@ def amqp_url() -> Iterator[str]:
 
 # -- tiers ------------------------------------------------------------------------------------
 # `integration` marks exactly the tests that talk to a real server, so `-m "not integration"`
-# (make test-unit) runs everything else and nothing that needs one: the PostgreSQL half of
-# `database_url` carries the mark itself; a test using one of these fixtures, directly or
-# through another fixture, gets it here.
+# runs everything else and nothing that needs one: the PostgreSQL half of `database_url`
+# carries the mark itself; a test using one of these fixtures, directly or through another
+# fixture, gets it here, and so does every case of a test parametrised with "postgresql" (a
+# test's own `params=["sqlite", "postgresql"]` fixture).
 SERVER_FIXTURES = frozenset({"postgres_url", "amqp_url"})
+SERVER_PARAMS = frozenset({"postgresql"})
+
+
+def needs_a_server(item: pytest.Item) -> bool:
+    if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params.values() if callspec is not None else ()
+    return any(isinstance(value, str) and value in SERVER_PARAMS for value in params)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        if needs_a_server(item):
             item.add_marker(pytest.mark.integration)

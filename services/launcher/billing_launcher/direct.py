@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import asyncpg
 import httpx
 
 from billing_common.adapters.env_secrets import ensure_secrets_file
+from billing_launcher.processes import NotReady, ProcessGroup, ServiceProcess, direct_env
 from billing_launcher.registry import SERVICES, port_of
 
 VAR = Path("var")
@@ -92,29 +90,31 @@ def ensure_amqp() -> str:
     return DEFAULT_AMQP_URL
 
 
-def _pid_file(name: str) -> Path:
-    return RUN_DIR / f"{name}.pid"
-
-
-def _running(name: str) -> int | None:
-    try:
-        pid = int(_pid_file(name).read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
-    return pid
-
-
 def service_env(name: str, database_url: str, amqp_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "RUNTIME": "direct",
-        "DATABASE_URL": database_url,
-        "AMQP_URL": amqp_url,
-        "SECRETS_FILE": str(SECRETS_FILE.resolve()),
-        "PORT": str(port_of(name)),
-        "LOAD_SAMPLE_DATA": os.environ.get("LOAD_SAMPLE_DATA", "true"),
-    }
+    return direct_env(
+        database_url=database_url,
+        amqp_url=amqp_url,
+        secrets_file=SECRETS_FILE.resolve(),
+        PORT=str(port_of(name)),
+        LOAD_SAMPLE_DATA=os.environ.get("LOAD_SAMPLE_DATA", "true"),
+    )
+
+
+def processes(urls: dict[str, str] | None = None, amqp_url: str = "") -> ProcessGroup:
+    """The four processes of `make up`, found again through their pid files by a later command
+    (`make down`); the environment matters only to the command that starts them."""
+    return ProcessGroup(
+        {
+            name: ServiceProcess(
+                name,
+                port_of(name),
+                service_env(name, urls[name], amqp_url) if urls else {},
+                LOG_DIR / f"{name}.log",
+                pid_file=RUN_DIR / f"{name}.pid",
+            )
+            for name in SERVICES
+        }
+    )
 
 
 def migrate(urls: dict[str, str]) -> None:
@@ -126,41 +126,31 @@ def migrate(urls: dict[str, str]) -> None:
         )
 
 
-def start(urls: dict[str, str], amqp_url: str) -> None:
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    for name in SERVICES:
-        if _running(name):
+def start(group: ProcessGroup) -> None:
+    for name, member in group.members.items():
+        if member.running:
             _say(f"{name} already running")
             continue
-        log = (LOG_DIR / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "billing_launcher", "serve", name, "--runtime", "direct"],
-            env=service_env(name, urls[name], amqp_url),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        _pid_file(name).write_text(str(process.pid))
-        _say(f"started {name} (pid {process.pid}), log {LOG_DIR / (name + '.log')}")
+        pid = member.start()
+        _say(f"started {name} (pid {pid}), log {member.log_path}")
 
 
-def wait_ready(timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    pending = set(SERVICES)
-    with httpx.Client(timeout=2) as client:
-        while pending and time.monotonic() < deadline:
-            for name in sorted(pending):
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"http://127.0.0.1:{port_of(name)}/readyz").status_code == 200:
-                        pending.discard(name)
-            if pending:
-                if not all(_running(name) for name in pending):
-                    break
-                time.sleep(0.3)
-    for name in sorted(pending):
-        _say(f"{name} is not ready: see {LOG_DIR / (name + '.log')}")
-    return not pending
+def wait_ready(group: ProcessGroup, timeout: float = 60.0) -> bool:
+    try:
+        asyncio.run(group.wait_ready(timeout=timeout))
+    except NotReady:
+        for name, member in group.members.items():
+            if not _answers_ready(member.url):
+                _say(f"{name} is not ready: see {member.log_path}")
+        return False
+    return True
+
+
+def _answers_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def up() -> int:
@@ -169,8 +159,9 @@ def up() -> int:
     asyncio.run(ensure_databases(urls))
     amqp_url = ensure_amqp()
     migrate(urls)
-    start(urls, amqp_url)
-    if not wait_ready():
+    group = processes(urls, amqp_url)
+    start(group)
+    if not wait_ready(group):
         return 1
     _say("all four services are ready (direct runtime: PostgreSQL + RabbitMQ):")
     for name in SERVICES:
@@ -180,18 +171,11 @@ def up() -> int:
 
 
 def down() -> int:
-    for name in SERVICES:
-        pid = _running(name)
-        if pid is None:
-            continue
-        os.killpg(pid, signal.SIGTERM)
-        for _ in range(100):
-            if _running(name) is None:
-                break
-            time.sleep(0.1)
-        else:
-            os.killpg(pid, signal.SIGKILL)
-        _pid_file(name).unlink(missing_ok=True)
+    group = processes()
+    running = list(group.running)
+    if running:
+        group.stop(*running)  # all signalled first: their graceful shutdowns overlap
+    for name in running:
         _say(f"stopped {name}")
     return 0
 

@@ -252,9 +252,3 @@ def app_factory(
         return running_app(database_url, embedded_platform, tmp_path, gateways)
 
     return factory  # type: ignore[return-value]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "unit: a use-case test on in-memory fakes of the ports (no server, no database)"
-    )
