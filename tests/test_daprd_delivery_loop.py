@@ -181,7 +181,7 @@ async def test_the_seed_flows_pass_through_daprd_and_rabbitmq(
         for sidecar in p.cluster.sidecars.values():
             assert sidecar.refused_subscriptions == []
         assert len(p.cluster.sidecars["invoice"].subscriptions) == 5
-        assert len(p.cluster.sidecars["payment"].subscriptions) == 5
+        assert len(p.cluster.sidecars["payment"].subscriptions) == 6
         h = p.headers()
         inv, pay_client = p.clients["invoice"], p.clients["payment"]
 

@@ -546,6 +546,7 @@ async def test_the_extreme_dates_that_exist_in_utc_are_accepted(hostile: Hostile
         json={**ROUTES["discount"].body, "coupon_codes": [code]},
         headers=headers,
     )
+    assert quote.status_code == 200, quote.text
     assert quote.json()["total_discount"] == "10.00", quote.text
 
 

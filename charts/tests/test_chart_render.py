@@ -865,6 +865,9 @@ def test_non_default_values(custom: Rendered) -> None:
         "/v1/tax",
         "/v1/discounts",
         "/v1/invoices",
+        "/v1/sellers",
+        "/v1/credit-notes",
+        "/v1/customers",
     }
 
     resiliency = custom.get("Resiliency", "acme-billing")

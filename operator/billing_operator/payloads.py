@@ -112,6 +112,10 @@ def tax_rule_body(spec: Mapping[str, Any]) -> dict[str, Any]:
     if spec.get("zeroRated") is not None:
         # Absent: the service derives it from the rate.
         body["zero_rated"] = spec["zeroRated"]
+    if spec.get("supply") is not None:
+        # Goods or services: decides reverse charge (AE) vs intra-community supply (K) and
+        # export (G) vs out of scope (O). Absent: the service's default, services.
+        body["supply"] = spec["supply"]
     return body
 
 

@@ -1129,6 +1129,7 @@ async def test_reconciles_into_the_real_tax_and_discount_services(
                 "zero_rated": False,
                 "compound": False,
                 "priority": 5,
+                "supply": "services",
                 "created_at": None,
                 "updated_at": None,
             }

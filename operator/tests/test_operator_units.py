@@ -109,6 +109,7 @@ def test_tax_rule_body_mirrors_the_spec() -> None:
         "valid_to": "2030-01-01",
     }
     assert tax_rule_body({**spec, "rate": "0", "zeroRated": True})["zero_rated"] is True
+    assert tax_rule_body({**spec, "supply": "goods"})["supply"] == "goods"
 
 
 @pytest.mark.parametrize("rate", [0.19, 19, None, "abc", "1e"])

@@ -43,6 +43,7 @@ from billing_common.adapters.dapr_state import DaprStateStore
 from billing_common.auth import ALL_SCOPES
 from billing_common.db import create_engine
 from billing_common.event_schemas import (
+    CREDIT_NOTE_ISSUED,
     DISCOUNT_APPLIED,
     INVOICE_CREATED,
     INVOICE_FINALIZED,
@@ -610,6 +611,7 @@ async def test_the_sidecar_reads_the_subscriptions(payment: PaymentHarness) -> N
             INVOICE_VOIDED,
             INVOICE_STATUS_CHANGED,
             INVOICE_PAYMENT_REJECTED,
+            CREDIT_NOTE_ISSUED,
         ]
     )
     for entry in listed:
@@ -785,6 +787,7 @@ async def test_subscriptions_without_the_routes_fail_at_start(sidecar: DaprSidec
                     INVOICE_VOIDED,
                     INVOICE_STATUS_CHANGED,
                     INVOICE_PAYMENT_REJECTED,
+                    CREDIT_NOTE_ISSUED,
                 ]
             ),
         ),

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from billing_common.cursors import decode_timestamp_and_id, encode_cursor
 from billing_common.event_schemas import DISCOUNT_APPLIED, DISCOUNT_RELEASED
 from billing_common.money import Money
 from discount_service.domain.errors import (
@@ -185,9 +186,7 @@ async def test_history_pages_newest_first_per_customer(
         store.data(TENANT).redemptions.values(), key=lambda r: (r.created_at, r.id), reverse=True
     )
     first = await redemptions.list_redemptions(TENANT, RedemptionQuery(limit=3), deps)
-    cursor = redemptions.decode_cursor(
-        redemptions.encode_cursor((first[-1].created_at, first[-1].id))
-    )
+    cursor = decode_timestamp_and_id(encode_cursor(first[-1].created_at, first[-1].id))
     rest = await redemptions.list_redemptions(TENANT, RedemptionQuery(limit=3, before=cursor), deps)
     assert [*first, *rest] == everything
     mine = await redemptions.list_redemptions(

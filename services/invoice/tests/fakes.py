@@ -31,11 +31,13 @@ from invoice_service.domain.model import (
     TaxComponent,
 )
 from invoice_service.domain.pricing import DiscountResult, TaxLineResult, TaxResult
+from invoice_service.domain.sellers import DocumentType, Seller, SellerSnapshot
 from invoice_service.service_layer.ports import (
     DocumentStamp,
     InvoiceQuery,
     PendingCreation,
     ReceivedEvent,
+    SellerQuery,
     StoredIdempotency,
     TaxLineRequest,
 )
@@ -49,6 +51,10 @@ class TenantData:
     received: list[ReceivedEvent] = field(default_factory=list)
     pending: dict[str, PendingCreation] = field(default_factory=dict)
     claimed: set[tuple[str, str]] = field(default_factory=set)  # (consumer, event id)
+    sellers: dict[str, Seller] = field(default_factory=dict)
+    default_seller: str | None = None
+    # (seller id or "", series, document type) -> last number, for sellers' documents
+    document_numbers: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,9 +125,60 @@ class FakeNumberSeries:
     def __init__(self, data: TenantData) -> None:
         self._data = data
 
-    async def next_sequence(self, series: str) -> int:
-        self._data.numbers[series] = self._data.numbers.get(series, 0) + 1
-        return self._data.numbers[series]
+    async def next_sequence(
+        self,
+        series: str,
+        *,
+        seller_id: str | None = None,
+        document_type: DocumentType = DocumentType.INVOICE,
+    ) -> int:
+        if seller_id is None and document_type is DocumentType.INVOICE:
+            self._data.numbers[series] = self._data.numbers.get(series, 0) + 1
+            return self._data.numbers[series]
+        key = (seller_id or "", series, document_type.value)
+        self._data.document_numbers[key] = self._data.document_numbers.get(key, 0) + 1
+        return self._data.document_numbers[key]
+
+
+class FakeSellerRepository:
+    """The tenant's sellers in memory, with the version check the SQL repository makes."""
+
+    def __init__(self, data: TenantData, tenant: str) -> None:
+        self._data = data
+        self._tenant = tenant
+
+    async def get(self, seller_id: str, *, for_update: bool = False) -> Seller | None:
+        return self._data.sellers.get(seller_id)
+
+    async def default(self) -> Seller | None:
+        chosen = self._data.sellers.get(self._data.default_seller or "")
+        return chosen if chosen is not None and chosen.active else None
+
+    async def add(self, seller: Seller) -> None:
+        self._data.sellers[seller.id] = seller
+
+    async def save(self, seller: Seller, *, expected_version: int) -> None:
+        current = self._data.sellers.get(seller.id)
+        if current is None or current.version != expected_version:
+            raise ConcurrentModification(seller.id)
+        self._data.sellers[seller.id] = seller
+
+    async def set_default(self, seller_id: str | None) -> None:
+        self._data.default_seller = seller_id
+
+    async def list(self, query: SellerQuery) -> list[Seller]:
+        found = sorted(self._data.sellers.values(), key=lambda s: (s.created_at, s.id))
+        if query.active is not None:
+            found = [s for s in found if s.active == query.active]
+        if query.after is not None:
+            found = [s for s in found if (s.created_at, s.id) > query.after]
+        return found[: query.limit]
+
+    async def in_use(self, seller_id: str) -> bool:
+        return any(i.seller_id == seller_id for i in self._data.invoices.values())
+
+    async def delete(self, seller_id: str) -> None:
+        self._data.sellers.pop(seller_id, None)
 
 
 class FakeReceivedEventLog:
@@ -144,6 +201,13 @@ class FakePendingCreations:
 
     async def put(self, pending: PendingCreation) -> None:
         self._data.pending[pending.invoice_id] = pending
+
+    async def begin(self, pending: PendingCreation) -> bool:
+        earlier = self._data.pending.get(pending.invoice_id)
+        if earlier is not None and earlier.releasing:
+            return False
+        self._data.pending[pending.invoice_id] = pending
+        return True
 
     async def remove(self, invoice_id: str, *, unless_releasing: bool = False) -> bool:
         current = self._data.pending.get(invoice_id)
@@ -168,6 +232,7 @@ class FakeUnitOfWork:
         self.numbers = FakeNumberSeries(self._data)
         self.received = FakeReceivedEventLog(self._data)
         self.pending = FakePendingCreations(self._data)
+        self.sellers = FakeSellerRepository(self._data, self.tenant)
         self._outbox: list[tuple[CloudEvent, str]] = []
         return self
 
@@ -226,6 +291,7 @@ class FakeTax:
         on: date,
         reference: str,
         lines: Sequence[TaxLineRequest],
+        seller: SellerSnapshot | None = None,
     ) -> TaxResult:
         calculation_id = str(uuid.uuid4())
         self.calculations[calculation_id] = reference

@@ -21,6 +21,7 @@ from invoice_service.domain.pricing import LineDraft
 from invoice_service.service_layer import creation, status_changes
 from invoice_service.service_layer.creation import CreateInvoice
 from invoice_service.service_layer.dependencies import Dependencies
+from invoice_service.service_layer.ports import PendingCreation
 from services.invoice.tests.fakes import FakeDiscounts, FakeTax, InvoiceStore
 
 pytestmark = pytest.mark.unit
@@ -115,9 +116,15 @@ async def test_the_sweeper_releases_an_abandoned_creation_but_never_a_stored_one
 ) -> None:
     stored = await creation.create_invoice(command("k1", "TEN"), deps)
     # A creation whose process died after redeeming: its pending record stays behind.
-    abandoned = await creation._begin_pending(
-        deps, command("k2", "TEN"), creation.invoice_id_for(TENANT, "k2"), NOW
+    abandoned = PendingCreation(
+        tenant_id=TENANT,
+        invoice_id=creation.invoice_id_for(TENANT, "k2"),
+        redemption_key=creation.redemption_key(TENANT, "k2"),
+        started_at=NOW,
     )
+    async with deps.uow(TENANT) as uow:
+        assert await uow.pending.begin(abandoned)
+        await uow.commit()
     discounts.redeemed[abandoned.redemption_key] = "r-abandoned"
 
     class Abandoned:

@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import postgres_driver
+from billing_common.db import UtcDateTime, postgres_driver
 from billing_common.money import Money
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
@@ -93,10 +93,20 @@ def _coupon_columns(coupon: Coupon) -> dict[str, Any]:
 
 
 def _coupon_from_mapping(row: Mapping[str, Any]) -> Coupon:
-    return _coupon_from_row(SimpleNamespace(**{name: row[name] for name in _COUPON_FIELDS}))
+    """A coupon from a raw asyncpg record or a SQLAlchemy mapping. asyncpg hands
+    `9999-12-31T23:59:59.999999Z` back as PostgreSQL's infinity, a naive datetime.max, where
+    the column's UtcDateTime would have made it UTC: do what that type does."""
+    values = {name: row[name] for name in _COUPON_FIELDS}
+    for name in _INSTANT_FIELDS:
+        if values[name] is not None:
+            values[name] = _INSTANT.process_result_value(values[name], _NO_DIALECT)
+    return _coupon_from_row(SimpleNamespace(**values))
 
 
 _COUPON_FIELDS = tuple(column.name for column in _COUPONS.columns)
+_INSTANT = UtcDateTime()
+_INSTANT_FIELDS = tuple(c.name for c in _COUPONS.columns if isinstance(c.type, UtcDateTime))
+_NO_DIALECT: Any = None  # UtcDateTime's result processing does not depend on the dialect
 # The hot read on PostgreSQL: the tenant's configuration version and the asked-for coupons
 # in one statement (one snapshot), always one row at least (the version's).
 _COUPONS_SQL = (
