@@ -13,9 +13,12 @@ runs all of it with every example the tests ask for.
 
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
 
 import pytest
+from _pytest.mark.expression import Expression
 from hypothesis import settings
 
 ROOT = Path(__file__).parent
@@ -57,6 +60,34 @@ def pytest_configure(config: pytest.Config) -> None:
     missing = sorted(m for m in SLOW_MODULES if not (ROOT / m).is_file())
     if missing:
         raise pytest.UsageError(f"conftest.py SLOW_MODULES names missing files: {missing}")
+
+
+def _deselects_slow(markexpr: str) -> bool:
+    """Whether `-m markexpr` deselects every test marked slow, whatever other marks it has:
+    tried with `slow` set and each assignment of the other marks the expression names."""
+    if not markexpr or "=" in markexpr:  # marks with arguments: not worth guessing
+        return False
+    names = sorted(set(re.findall(r"[^\s()]+", markexpr)) - {"and", "or", "not", "slow"})
+    if len(names) > 8:
+        return False
+    expression = Expression.compile(markexpr)
+    for values in itertools.product((False, True), repeat=len(names)):
+        marks = {"slow", *(name for name, on in zip(names, values, strict=True) if on)}
+        if expression.evaluate(lambda name, /, marks=marks, **_: name in marks):
+            return False
+    return True
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Skip importing a slow module the run deselects anyway: building the Schemathesis
+    tests alone (at collection) costs every xdist worker seconds in `make test-unit`."""
+    try:
+        module = collection_path.relative_to(ROOT).as_posix()
+    except ValueError:
+        return None
+    if module in SLOW_MODULES and _deselects_slow(config.getoption("markexpr", "")):
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,5 +1,5 @@
 """What a benchmark run stands on: fresh PostgreSQL databases and a fresh RabbitMQ vhost,
-server processes pinned to their cores, and the clean-up of all of it.
+CPU placement, and the clean-up of all of it.
 
 Everything created here is registered in a `Resources` stack and removed when the run ends,
 also on an error or Ctrl-C.
@@ -8,22 +8,16 @@ also on an error or Ctrl-C.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import httpx
 
 ADMIN_POSTGRES_URL = os.environ.get(
     "BENCH_POSTGRES_URL",
@@ -36,12 +30,6 @@ ADMIN_AMQP_URL = os.environ.get(
 
 class BenchError(Exception):
     """The benchmark cannot run (a missing tool or server); the message says what to do."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- CPU placement --------------------------------------------------------------------------
@@ -147,88 +135,6 @@ def create_vhost() -> tuple[str, str]:
 
 def delete_vhost(name: str) -> None:
     _rabbitmqctl("delete_vhost", name)
-
-
-# -- processes ------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    """One server process under test, pinned to the server cores, logging to a file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    port: int
-    log_path: Path
-    cores: frozenset[int]
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        try:
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
-            )
-        finally:
-            log.close()
-        # Set at once, before the interpreter has started any thread: threads inherit it.
-        with contextlib.suppress(ProcessLookupError):
-            os.sched_setaffinity(self.process.pid, self.cores)
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def rss_bytes(self) -> int:
-        """Resident set size now (VmRSS), 0 if the process is gone."""
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except (FileNotFoundError, ProcessLookupError, AssertionError):
-            return 0
-        return 0
-
-    async def wait_ready(self, path: str = "/readyz", timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=2) as client:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{self.url}{path}")).status_code == 200:
-                        return
-                if self.process is None or self.process.poll() is not None:
-                    raise BenchError(f"{self.name} exited during start-up:\n{self.log_tail()}")
-                if time.monotonic() > deadline:
-                    raise BenchError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
-                await asyncio.sleep(0.2)
 
 
 @dataclass

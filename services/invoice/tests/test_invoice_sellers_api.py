@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from invoice_service.entrypoints.schemas import InvoiceCreate
+from invoice_service.entrypoints.invoice_request_schemas import InvoiceCreate
 
 from .test_invoice_pdf import pdf_text
 

@@ -14,12 +14,11 @@ from billing_common.web import StrictJsonRoute
 from billing_common.wire import DateTimeFilter
 from invoice_service.domain.model import InvoiceStatus
 from invoice_service.entrypoints.deps import Deps, Documents, Reader, Writer
-from invoice_service.entrypoints.schemas import (
-    InvoiceCreate,
+from invoice_service.entrypoints.invoice_request_schemas import InvoiceCreate, ReasonIn
+from invoice_service.entrypoints.invoice_response_schemas import (
     InvoiceOut,
     InvoicePageOut,
     InvoiceSummaryOut,
-    ReasonIn,
 )
 from invoice_service.service_layer import creation, documents, queries, status_changes
 from invoice_service.service_layer.documents import Document
