@@ -17,8 +17,9 @@ from types import TracebackType
 from typing import Self
 
 from loguru import logger
-from sqlalchemy import DateTime, Table, Text, func, text, update
+from sqlalchemy import DateTime, Insert, Table, Text, func, insert, text, update
 from sqlalchemy import select as core_select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import Column, Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -70,6 +71,23 @@ class InboxRecord(SQLModel, table=True):
     event_id: str = Field(primary_key=True, max_length=64)
     event_type: str = Field(max_length=128)
     processed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+_INBOX: Table = InboxRecord.__table__  # type: ignore[attr-defined]
+_OUTBOX_INSERT = insert(_OUTBOX)
+
+
+def _claim_statement(dialect: str) -> Insert:
+    """The inbox claim as one statement: the row comes back only if this delivery wrote it."""
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        dialect_insert(_INBOX)
+        .on_conflict_do_nothing(index_elements=[_INBOX.c.consumer, _INBOX.c.event_id])
+        .returning(_INBOX.c.event_id)
+    )
+
+
+_CLAIMS = {dialect: _claim_statement(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 class OutboxRelay:
@@ -257,6 +275,7 @@ class SqlUnitOfWork:
         self._sessions = sessions
         self._relay = relay
         self._emitted = False
+        self._outbox: list[dict[str, object]] = []
 
     @classmethod
     def factory(
@@ -268,6 +287,7 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> Self:
         self.session = self._sessions()
         self._emitted = False
+        self._outbox = []
         self._open()
         return self
 
@@ -291,35 +311,38 @@ class SqlUnitOfWork:
             logger.warning("rollback after {!r} failed too", exc)
 
     def emit(self, event: CloudEvent, *, aggregate: str) -> None:
-        self.session.add(
-            OutboxMessage(
-                event_id=event.id,
-                aggregate=aggregate,
-                event_type=event.type,
-                payload=event.to_json().decode(),
-                created_at=utcnow(),
-            )
-        )
+        # Kept here and written at commit with one Core INSERT (no ORM identity map, no
+        # per-object flush), after the change: rows keep the order they were emitted in.
+        self._outbox.append(outbox_row(event, aggregate=aggregate))
         self._emitted = True
 
     async def claim_event(self, consumer: str, event: CloudEvent) -> bool:
         """Record `event` as processed by `consumer` in this transaction.
 
-        Returns False if it was processed before: the caller then does nothing. If two
-        deliveries race, the primary key makes the second commit raise UniqueViolation, and
-        its redelivery finds the record."""
-        seen = await self.session.get(InboxRecord, (consumer, event.id))
-        if seen is not None:
-            return False
-        self.session.add(
-            InboxRecord(
-                consumer=consumer, event_id=event.id, event_type=event.type, processed_at=utcnow()
-            )
+        Returns False if it was processed before: the caller then does nothing. One
+        statement (INSERT ... ON CONFLICT DO NOTHING RETURNING) both checks and claims. If
+        two deliveries race on PostgreSQL, the second waits for the first's transaction:
+        it gets False once the first commits, or the claim if the first rolled back."""
+        connection = await self.session.connection()
+        claimed = await connection.execute(
+            _CLAIMS[connection.dialect.name],
+            {
+                "consumer": consumer,
+                "event_id": event.id,
+                "event_type": event.type,
+                "processed_at": utcnow(),
+            },
         )
-        return True
+        return claimed.first() is not None
 
     async def commit(self) -> None:
+        outbox, self._outbox = self._outbox, []
         try:
+            if outbox:
+                await self.session.flush()  # the change first: its constraint errors win
+                await (await self.session.connection()).execute(
+                    _OUTBOX_INSERT, outbox if len(outbox) > 1 else outbox[0]
+                )
             await self.session.commit()
         except UniqueViolation:
             # Lost a race on a unique key: the unit of work is usable again (a caller that
@@ -332,6 +355,8 @@ class SqlUnitOfWork:
         self._emitted = False
 
     async def rollback(self) -> None:
+        self._outbox = []
+        self._emitted = False
         await self.session.rollback()
 
 

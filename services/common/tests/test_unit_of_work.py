@@ -5,7 +5,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, UniqueConstraint, func, insert
+from sqlalchemy import Column, MetaData, String, Table, UniqueConstraint, event, func, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import SQLModel, select
@@ -150,35 +150,95 @@ async def test_other_integrity_errors_are_not_unique_violations(engine: AsyncEng
     assert unique_violation_from(caught.value) is None
 
 
-async def test_two_deliveries_racing_to_claim_an_event_one_loses_with_unique_violation(
+async def test_two_deliveries_racing_to_claim_an_event_only_the_first_claims(
     engine: AsyncEngine,
 ) -> None:
     sessions = session_factory(engine)
     event = CloudEvent(id="e1", source="/billing/test", type=INVOICE_CREATED)
-    both_claimed = asyncio.Barrier(2)
-    outcomes: list[str] = []
-
-    async def deliver() -> None:
-        async with SqlUnitOfWork(sessions) as unit:
-            assert await unit.claim_event("payment", event)
-            await both_claimed.wait()  # each saw no record: a real race
-            try:
-                await unit.commit()
-                outcomes.append("won")
-            except UniqueViolation:
-                outcomes.append("lost")
-
     if not _is_postgres(engine):
-        # SQLite has one connection per engine: the second delivery only reads after the
-        # first committed, so it never races; it sees the record instead.
+        # SQLite has one connection per engine: the second delivery only claims after the
+        # first committed, so it never races; it is refused.
         async with SqlUnitOfWork(sessions) as unit:
             assert await unit.claim_event("payment", event)
             await unit.commit()
         async with SqlUnitOfWork(sessions) as unit:
             assert not await unit.claim_event("payment", event)
         return
-    await asyncio.gather(deliver(), deliver())
-    assert sorted(outcomes) == ["lost", "won"]
+
+    async def claim_and_commit() -> bool:
+        async with SqlUnitOfWork(sessions) as unit:
+            claimed = await unit.claim_event("payment", event)
+            await unit.commit()
+            return claimed
+
+    # The second claim waits on the first's uncommitted row, then is refused (not an error).
+    async with SqlUnitOfWork(sessions) as first:
+        assert await first.claim_event("payment", event)
+        second = asyncio.create_task(claim_and_commit())
+        await asyncio.sleep(0.05)  # lets the second claim reach the row lock (any order works)
+        await first.commit()
+    assert await second is False
+
+
+async def test_a_claim_rolled_back_leaves_the_event_to_the_next_delivery(
+    engine: AsyncEngine,
+) -> None:
+    sessions = session_factory(engine)
+    event = CloudEvent(id="e1", source="/billing/test", type=INVOICE_CREATED)
+    async with SqlUnitOfWork(sessions) as unit:
+        assert await unit.claim_event("payment", event)  # the effect failed: no commit
+    async with SqlUnitOfWork(sessions) as unit:
+        assert await unit.claim_event("payment", event)
+        await unit.commit()
+
+
+def _counting_statements(engine: AsyncEngine) -> list[str]:
+    """The SQL of each statement `engine` sends from now on (BEGIN/COMMIT are not sent as
+    statements through the cursor, so only the work's own statements are counted)."""
+    sent: list[str] = []
+
+    def record(*args: object) -> None:
+        sent.append(str(args[2]))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    return sent
+
+
+async def test_a_claim_is_one_statement_and_a_duplicate_is_refused(engine: AsyncEngine) -> None:
+    sessions = session_factory(engine)
+    event_ = CloudEvent(id="e1", source="/billing/test", type=INVOICE_CREATED)
+    sent = _counting_statements(engine)
+    async with SqlUnitOfWork(sessions) as unit:
+        assert await unit.claim_event("payment", event_)
+        await unit.commit()
+    assert len(sent) == 1
+    assert "ON CONFLICT" in sent[0].upper()
+    sent.clear()
+    async with SqlUnitOfWork(sessions) as unit:
+        assert not await unit.claim_event("payment", event_)
+    assert len(sent) == 1
+    async with sessions() as session:
+        count = await session.exec(select(func.count()).select_from(InboxRecord))
+        assert count.one() == 1
+
+
+async def test_emitted_events_are_one_insert_at_commit_in_order(engine: AsyncEngine) -> None:
+    sessions = session_factory(engine)
+    events = [CloudEvent(source="/billing/test", type=INVOICE_CREATED) for _ in range(3)]
+    sent = _counting_statements(engine)
+    async with SqlUnitOfWork(sessions) as unit:
+        unit.emit(events[0], aggregate="invoice:i")
+        await unit.commit()
+    assert [sql.split()[:3] for sql in sent] == [["INSERT", "INTO", "outbox"]]
+    sent.clear()
+    async with SqlUnitOfWork(sessions) as unit:
+        unit.emit(events[1], aggregate="invoice:i")
+        unit.emit(events[2], aggregate="invoice:i")
+        await unit.commit()
+    assert len(sent) == 1  # one executemany for the transaction's rows
+    async with sessions() as session:
+        rows = await session.exec(select(OutboxMessage).order_by(OutboxMessage.id))  # type: ignore[arg-type]
+        assert [row.event_id for row in rows] == [e.id for e in events]
 
 
 def test_errors_that_report_no_unique_violation_translate_to_none() -> None:
