@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billing_common.wire import DecimalString, Quantity
 from invoice_service.domain.credit_notes import CreditNote, CreditRequestLine, Settlement
+from invoice_service.entrypoints.invoice_response_schemas import TaxOut
 from invoice_service.service_layer.credit_notes import IssueCreditNote
 
 
@@ -73,14 +74,6 @@ class CreditNoteCreate(BaseModel):
         )
 
 
-class CreditTaxOut(BaseModel):
-    rule_id: str | None
-    name: str
-    rate: DecimalString
-    amount: DecimalString
-    compound: bool
-
-
 class CreditNoteLineOut(BaseModel):
     position: int
     description: str
@@ -89,7 +82,7 @@ class CreditNoteLineOut(BaseModel):
     tax: DecimalString
     total: DecimalString
     vat_category: str | None
-    taxes: list[CreditTaxOut]
+    taxes: list[TaxOut]
 
 
 class CreditNoteOut(BaseModel):
@@ -160,16 +153,7 @@ class CreditNoteOut(BaseModel):
                     tax=line.tax,
                     total=line.total,
                     vat_category=line.vat_category,
-                    taxes=[
-                        CreditTaxOut(
-                            rule_id=t.rule_id,
-                            name=t.name,
-                            rate=t.rate,
-                            amount=t.amount,
-                            compound=t.compound,
-                        )
-                        for t in line.taxes
-                    ],
+                    taxes=[TaxOut.of(t) for t in line.taxes],
                 )
                 for line in note.lines
             ],

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from billing_common.wire import DecimalString
-from invoice_service.domain.model import Invoice, InvoiceLine, InvoiceSummary
+from invoice_service.domain.model import Invoice, InvoiceLine, InvoiceSummary, TaxComponent
 from invoice_service.entrypoints.seller_schemas import (
     SellerSnapshotOut,
     VatBreakdownOut,
@@ -47,6 +47,16 @@ class TaxOut(BaseModel):
     amount: DecimalString
     compound: bool
 
+    @classmethod
+    def of(cls, tax: TaxComponent) -> TaxOut:
+        return cls(
+            rule_id=tax.rule_id,
+            name=tax.name,
+            rate=tax.rate,
+            amount=tax.amount,
+            compound=tax.compound,
+        )
+
 
 class LineOut(BaseModel):
     position: int
@@ -79,16 +89,7 @@ class LineOut(BaseModel):
             tax=line.tax,
             total=line.total,
             exemption=line.exemption,
-            taxes=[
-                TaxOut(
-                    rule_id=t.rule_id,
-                    name=t.name,
-                    rate=t.rate,
-                    amount=t.amount,
-                    compound=t.compound,
-                )
-                for t in line.taxes
-            ],
+            taxes=[TaxOut.of(t) for t in line.taxes],
             **line_vat(line),
         )
 
