@@ -10,9 +10,7 @@ from typing import Any
 
 from loguru import logger
 
-from invoice_service.adapters.einvoice.cii import FACTURX_EN16931, XRECHNUNG_3, to_cii
 from invoice_service.adapters.einvoice.en16931 import MissingData, from_invoice
-from invoice_service.adapters.einvoice.ubl import to_ubl
 from invoice_service.domain.errors import PdfUnavailable
 from invoice_service.domain.model import Invoice
 from invoice_service.service_layer.einvoices import (
@@ -74,6 +72,11 @@ class EN16931Writer:
             missing = exc.missing + missing
         if missing:
             raise EInvoiceDataMissing(fmt.value, missing)
+        # Deferred like factur-x below: the serializers load lxml (about 5 MB of RSS), which
+        # an invoice service that never writes an e-invoice need not carry.
+        from invoice_service.adapters.einvoice.cii import FACTURX_EN16931, XRECHNUNG_3, to_cii
+        from invoice_service.adapters.einvoice.ubl import to_ubl
+
         stem = invoice.number or invoice.id
         if fmt is EInvoiceFormat.UBL:
             return EInvoiceDocument(to_ubl(doc), XML, f"{stem}-ubl.xml")
