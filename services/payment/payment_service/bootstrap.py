@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Mapping
+from datetime import timedelta
 
 from fastapi import FastAPI
 from loguru import logger
 
 from billing_common.lifecycle import ServiceSpec, Wiring, build_app, migrations_beside
 from billing_common.ports import SecretStore
-from billing_common.runtime import EmbeddedPlatform
+from billing_common.runtime import EmbeddedPlatform, ServiceContext
 from billing_common.settings import ServiceSettings
 from payment_service.adapters.invoice_directory import InvokerInvoiceDirectory
 from payment_service.adapters.sandbox import SANDBOX, SandboxGateway, SandboxWebhookBuilder
+from payment_service.adapters.stalled_attempts import SqlStalledAttempts
 from payment_service.adapters.stripe_gateway import STRIPE, StripeGateway
 from payment_service.adapters.unit_of_work import uow_factory
 from payment_service.config import PaymentOptions
@@ -23,6 +27,7 @@ from payment_service.entrypoints.consumers import subscribe_all
 from payment_service.service_layer.dependencies import Dependencies
 from payment_service.service_layer.gateways import GatewayRegistry
 from payment_service.service_layer.ports import ConcurrentWrite, WebhookSettings
+from payment_service.service_layer.recovery import resume_stalled
 
 SERVICE = "payment"
 MIGRATIONS_DIR = migrations_beside(__file__)
@@ -85,6 +90,18 @@ async def _webhook_secrets(settings: ServiceSettings, secrets: SecretStore) -> d
     return found
 
 
+async def _recover_stalled_attempts(
+    options: PaymentOptions, ctx: ServiceContext, deps: Dependencies
+) -> None:
+    stalled = SqlStalledAttempts(ctx.sessions)
+    while True:
+        await asyncio.sleep(options.recovery_sweep_seconds)
+        try:
+            await resume_stalled(deps, stalled)
+        except Exception as exc:  # noqa: BLE001 - the sweep must outlive any failure
+            logger.bind(service=SERVICE).warning("recovering stalled attempts failed: {}", exc)
+
+
 def service_spec(
     gateways: Mapping[str, PaymentGateway] | None = None, options: PaymentOptions | None = None
 ) -> ServiceSpec[Dependencies]:
@@ -101,6 +118,7 @@ def service_spec(
             registry = GatewayRegistry(gateways)
         return Dependencies(
             uow=uow_factory(ctx.sessions, ctx.relay),
+            record_outcome_within=timedelta(seconds=options.record_outcome_seconds),
             gateways=registry,
             invoices=InvokerInvoiceDirectory(ctx.invoker, ctx.tokens),
             webhooks=WebhookSettings(
@@ -124,6 +142,7 @@ def service_spec(
         migrations_dir=MIGRATIONS_DIR,
         wire=wire,
         subscribe=subscribe_all,
+        background=[functools.partial(_recover_stalled_attempts, options)],
     )
 
 

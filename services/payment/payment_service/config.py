@@ -14,3 +14,8 @@ class PaymentOptions(BaseSettings):
     stripe_max_network_retries: int = 2
     # Webhooks signed further than this from now (either way) are rejected as replays.
     webhook_tolerance_seconds: int = 300
+    # How long a request keeps trying to record a gateway's answer while the database is
+    # away; an attempt's lease is the gateway's longest call plus this (and a margin).
+    record_outcome_seconds: float = 15.0
+    # How often the recovery sweep looks for attempts whose lease ran out with no outcome.
+    recovery_sweep_seconds: float = 5.0

@@ -21,7 +21,7 @@ from typing import Self
 
 from billing_common.events import CloudEvent
 from billing_common.uniqueness import UniqueViolation
-from payment_service.domain.model import PayableInvoice, Payment, PaymentStatus
+from payment_service.domain.model import PayableInvoice, Payment, PaymentStatus, RefundStatus
 from payment_service.service_layer.ports import (
     IdempotencyRecord,
     PaymentLocation,
@@ -275,3 +275,27 @@ class FakeUnitOfWork:
         self._db.outbox.extend(changes.outbox)
         self._db.commits += 1
         self.committed = True
+
+
+class FakeStalledAttempts:
+    """The recovery sweep's query over what the committed transactions left behind."""
+
+    def __init__(self, db: InMemoryDatabase) -> None:
+        self._db = db
+
+    async def payments(self, now: datetime, limit: int) -> list[PaymentLocation]:
+        found = [
+            (p.lease_until, PaymentLocation(tenant, p.id))
+            for (tenant, _), p in self._db.payments.items()
+            if p.status is PaymentStatus.PENDING and p.gateway_reference is None and p.stalled(now)
+        ]
+        return [location for _, location in sorted(found, key=lambda f: f[0] or now)][:limit]
+
+    async def refunds(self, now: datetime, limit: int) -> list[PaymentLocation]:
+        found = [
+            (r.lease_until, PaymentLocation(tenant, p.id, r.id))
+            for (tenant, _), p in self._db.payments.items()
+            for r in p.refunds
+            if r.status is RefundStatus.PENDING and r.gateway_reference is None and r.stalled(now)
+        ]
+        return [location for _, location in sorted(found, key=lambda f: f[0] or now)][:limit]

@@ -11,6 +11,7 @@ import pytest
 from billing_common.db import create_engine, session_factory
 from billing_common.money import Money
 from billing_common.uniqueness import UniqueViolation
+from payment_service.adapters.stalled_attempts import SqlStalledAttempts
 from payment_service.adapters.unit_of_work import SqlPaymentUnitOfWork
 from payment_service.domain.model import (
     InvoiceState,
@@ -19,7 +20,7 @@ from payment_service.domain.model import (
     PaymentStatus,
     RefundStatus,
 )
-from payment_service.service_layer.ports import IdempotencyRecord
+from payment_service.service_layer.ports import IdempotencyRecord, PaymentLocation
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 UowFactory = Callable[[], SqlPaymentUnitOfWork]
@@ -226,3 +227,36 @@ async def test_one_gateway_reference_names_one_payment(uow: UowFactory) -> None:
         await u.payments("globex").add(second)
         with pytest.raises(UniqueViolation):
             await u.commit()
+
+
+async def test_the_recovery_sweep_finds_only_attempts_whose_lease_ran_out(
+    migrated_database_url: str,
+) -> None:
+    engine = create_engine(migrated_database_url)
+    sessions = session_factory(engine)
+    lease = timedelta(seconds=20)
+    try:
+        in_flight, stalled, settled, awaiting = (payment(f"p-{n}") for n in range(4))
+        in_flight.begin_attempt(NOW + timedelta(seconds=5), lease)
+        stalled.begin_attempt(NOW, lease)
+        settled.begin_attempt(NOW, lease)
+        settled.succeed("sbx_2", NOW, "charged")
+        awaiting.begin_attempt(NOW, lease)
+        awaiting.await_confirmation("sbx_3", NOW)
+        paid = payment("p-9", "30.00")
+        paid.succeed("sbx_9", NOW, "charged")
+        paid.request_refund(
+            refund_id="r-1", amount=Money.of("5.00", "EUR"), idempotency_key="rk", now=NOW
+        ).begin_attempt(NOW, lease)
+        async with SqlPaymentUnitOfWork(sessions) as u:
+            for p in (in_flight, stalled, settled, awaiting, paid):
+                await u.payments("acme" if p is not paid else "globex").add(p)
+            await u.commit()
+
+        sweep = SqlStalledAttempts(sessions)
+        at = NOW + lease + timedelta(seconds=1)  # past every lease but in_flight's
+        assert await sweep.payments(at, 10) == [PaymentLocation("acme", "p-1")]
+        assert await sweep.refunds(at, 10) == [PaymentLocation("globex", "p-9", "r-1")]
+        assert await sweep.payments(NOW + lease - timedelta(seconds=1), 10) == []
+    finally:
+        await engine.dispose()

@@ -22,12 +22,14 @@ from billing_common.money import Money
 from payment_service.adapters.sandbox import SandboxGateway
 from payment_service.domain.errors import IdempotencyKeyReused
 from payment_service.domain.gateway import ChargeResult
-from payment_service.domain.model import ATTEMPT_LEASE, PaymentStatus, RefundStatus
+from payment_service.domain.model import MAX_GATEWAY_ATTEMPTS, PaymentStatus, RefundStatus
 from payment_service.service_layer import invoice_events, payments, refunds
 from payment_service.service_layer.dependencies import Dependencies
 from payment_service.service_layer.gateways import GatewayRegistry
+from payment_service.service_layer.outcomes import attempt_lease
 from payment_service.service_layer.payments import PayCommand
-from services.payment.tests.fakes import FakeUnitOfWork, InMemoryDatabase
+from payment_service.service_layer.recovery import resume_stalled
+from services.payment.tests.fakes import FakeStalledAttempts, FakeUnitOfWork, InMemoryDatabase
 
 pytestmark = pytest.mark.unit
 
@@ -226,7 +228,8 @@ async def test_an_abandoned_attempt_is_taken_over_only_after_its_lease(setup: Se
     leased = setup.db.payment(TENANT, payment_id)
     assert leased.status is PaymentStatus.PENDING and leased.lease_until is not None
 
-    setup.clock.advance(ATTEMPT_LEASE - timedelta(seconds=1))
+    lease = attempt_lease(setup.gateway, setup.deps)
+    setup.clock.advance(lease - timedelta(seconds=1))
     within = await setup.pay("key-1")
     assert within.payment.status is PaymentStatus.PENDING and within.payment.attempts == 1
     assert len(setup.gateway.charge_keys) == 1
@@ -238,6 +241,125 @@ async def test_an_abandoned_attempt_is_taken_over_only_after_its_lease(setup: Se
     assert setup.gateway.charge_keys == [f"billing-payment-{payment_id}"] * 2
     assert setup.gateway.charge_calls == 1  # the crashed call never reached the sandbox
     assert setup.event_types() == ["billing.payment.received.v1"]
+
+
+# -- an answer the database could not take: recorded later, never lost ----------------------
+
+
+def database_away_for(setup: Setup, commits: int) -> None:
+    """The next `commits` commits fail as they do when PostgreSQL restarts (DatabaseUnavailable
+    is a ConnectionError), nothing of them stored; armed while the gateway call is in flight,
+    so the pending payment's own commit went through."""
+
+    async def refuse() -> None:
+        nonlocal commits
+        commits -= 1
+        if commits > 0:
+            setup.db.before_commit = refuse
+        raise ConnectionError("PostgreSQL is unavailable: the database system is shutting down")
+
+    async def arm() -> None:
+        setup.db.before_commit = refuse
+
+    setup.gateway.during_next_charge = arm
+
+
+async def test_an_answer_is_recorded_once_the_database_is_back(setup: Setup) -> None:
+    await setup.open_invoice()
+    database_away_for(setup, commits=2)
+
+    result = await setup.pay("key-1")
+
+    assert result.created and result.payment.status is PaymentStatus.SUCCEEDED
+    assert setup.db.payment(TENANT, result.payment.id).status is PaymentStatus.SUCCEEDED
+    assert setup.gateway.charge_calls == 1
+    assert setup.event_types() == ["billing.payment.received.v1"]
+
+
+async def test_an_answer_never_recorded_is_settled_by_the_recovery_sweep(setup: Setup) -> None:
+    setup.deps = replace(setup.deps, record_outcome_within=timedelta(0))  # no second try
+    stalled = FakeStalledAttempts(setup.db)
+    await setup.open_invoice()
+    database_away_for(setup, commits=1)
+    with pytest.raises(ConnectionError):
+        await setup.pay("key-1")  # the client got a 503 and never came back
+    (payment_id,) = (pid for _, pid in setup.db.payments)
+    assert setup.db.payment(TENANT, payment_id).status is PaymentStatus.PENDING
+
+    lease = attempt_lease(setup.gateway, setup.deps)
+    setup.clock.advance(lease - timedelta(seconds=1))
+    assert await resume_stalled(setup.deps, stalled) == 0, "its attempt may still be in flight"
+
+    setup.clock.advance(timedelta(seconds=1))
+    assert await resume_stalled(setup.deps, stalled) == 1
+    settled = setup.db.payment(TENANT, payment_id)
+    assert settled.status is PaymentStatus.SUCCEEDED and settled.attempts == 2
+    # Asked again with the same gateway key: the sandbox answers what it did, charging once.
+    assert setup.gateway.charge_keys == [f"billing-payment-{payment_id}"] * 2
+    assert setup.event_types() == ["billing.payment.received.v1"]
+    assert await resume_stalled(setup.deps, stalled) == 0
+
+
+async def test_a_stalled_last_attempt_fails_the_payment_like_a_gateway_error(
+    setup: Setup,
+) -> None:
+    stalled = FakeStalledAttempts(setup.db)
+    await setup.open_invoice()
+    lease = attempt_lease(setup.gateway, setup.deps)
+
+    async def crash() -> None:
+        raise asyncio.CancelledError  # the process died mid-call, every time
+
+    setup.gateway.during_next_charge = crash
+    with pytest.raises(asyncio.CancelledError):
+        await setup.pay("key-1")
+    for _ in range(MAX_GATEWAY_ATTEMPTS - 1):
+        setup.clock.advance(lease)
+        setup.gateway.during_next_charge = crash
+        with pytest.raises(asyncio.CancelledError):
+            await resume_stalled(setup.deps, stalled)
+    (payment_id,) = (pid for _, pid in setup.db.payments)
+    assert setup.db.payment(TENANT, payment_id).attempts == MAX_GATEWAY_ATTEMPTS
+
+    setup.clock.advance(lease)
+    await resume_stalled(setup.deps, stalled)
+    failed = setup.db.payment(TENANT, payment_id)
+    assert failed.status is PaymentStatus.FAILED and failed.failure_code == "attempt_abandoned"
+    assert failed.lease_until is None
+    assert setup.event_types() == ["billing.payment.failed.v1"]
+    assert await stalled.payments(setup.clock(), 10) == []
+
+
+async def test_a_refund_whose_answer_was_never_recorded_is_completed_by_the_sweep(
+    setup: Setup,
+) -> None:
+    stalled = FakeStalledAttempts(setup.db)
+    await setup.open_invoice()
+    paid = (await setup.pay("key-1")).payment
+    setup.deps = replace(setup.deps, record_outcome_within=timedelta(0))
+
+    async def refuse() -> None:
+        raise ConnectionError("PostgreSQL is unavailable")
+
+    real_refund = setup.gateway.refund
+
+    async def refund_then_lose_the_database(**kwargs: Any) -> Any:
+        answer = await real_refund(**kwargs)
+        setup.db.before_commit = refuse
+        return answer
+
+    setup.gateway.refund = refund_then_lose_the_database  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await refunds.refund(TENANT, paid.id, "refund-1", Decimal("30.00"), setup.deps)
+    setup.gateway.refund = real_refund  # type: ignore[method-assign]
+    assert setup.db.payment(TENANT, paid.id).refunds[0].status is RefundStatus.PENDING
+
+    setup.clock.advance(attempt_lease(setup.gateway, setup.deps))
+    assert await resume_stalled(setup.deps, stalled) == 1
+    done = setup.db.payment(TENANT, paid.id)
+    assert done.refunds[0].status is RefundStatus.SUCCEEDED
+    assert done.refunded_amount == Money.of("30.00", "EUR")
+    assert setup.event_types().count("billing.payment.refunded.v1") == 1
 
 
 # -- the lost race: two requests, one key ---------------------------------------------------

@@ -47,6 +47,7 @@ class PaymentRow(SQLModel, table=True):
         UniqueConstraint("gateway", "gateway_reference", name="uq_payment_gateway_reference"),
         Index("ix_payment_payments_tenant_invoice", "tenant_id", "invoice_id"),
         Index("ix_payment_payments_tenant_created", "tenant_id", "created_at"),
+        Index("ix_payment_payments_lease_until", "lease_until"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -86,6 +87,7 @@ class RefundRow(SQLModel, table=True):
     __tablename__ = "payment_refunds"
     __table_args__ = (
         UniqueConstraint("gateway", "gateway_reference", name="uq_payment_refund_reference"),
+        Index("ix_payment_refunds_lease_until", "lease_until"),
     )
 
     id: str = Field(primary_key=True, max_length=36)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -76,6 +77,10 @@ def _reference(prefix: str, idempotency_key: str) -> str:
     return f"{prefix}_{hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]}"
 
 
+# In process and instant; a second covers a test's simulated network latency.
+SANDBOX_LONGEST_CALL = timedelta(seconds=1)
+
+
 class SandboxGateway:
     def __init__(self) -> None:
         self.charge_calls = 0
@@ -86,6 +91,10 @@ class SandboxGateway:
     @property
     def name(self) -> str:
         return SANDBOX
+
+    @property
+    def longest_call(self) -> timedelta:
+        return SANDBOX_LONGEST_CALL
 
     async def charge(
         self,

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -85,6 +86,10 @@ def _decline_code(error: Mapping[str, Any], fallback: str) -> str:
     return str(error.get("decline_code") or error.get("code") or fallback)
 
 
+# stripe-python's ceiling on the pause between two network retries (_http_client.py).
+STRIPE_MAX_RETRY_DELAY_SECONDS = 5.0
+
+
 class StripeGateway:
     def __init__(
         self,
@@ -95,6 +100,12 @@ class StripeGateway:
         max_network_retries: int = 2,
     ) -> None:
         self._http = stripe.HTTPXClient(timeout=timeout_seconds)
+        # Every try may time out, and stripe-python waits up to its maximum retry delay
+        # between tries.
+        self._longest_call = timedelta(
+            seconds=timeout_seconds * (max_network_retries + 1)
+            + STRIPE_MAX_RETRY_DELAY_SECONDS * max_network_retries
+        )
         base_addresses: Any = {"api": api_base} if api_base else None
         self._client = stripe.StripeClient(
             api_key,
@@ -106,6 +117,10 @@ class StripeGateway:
     @property
     def name(self) -> str:
         return STRIPE
+
+    @property
+    def longest_call(self) -> timedelta:
+        return self._longest_call
 
     async def charge(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -72,6 +73,11 @@ class WebhookNotification:
 class PaymentGateway(Protocol):
     @property
     def name(self) -> str: ...
+
+    @property
+    def longest_call(self) -> timedelta:
+        """How long one charge or refund call can take, its own retries included: an
+        attempt's lease must outlast it, so no second call starts while one is in flight."""
 
     async def charge(
         self,

@@ -44,8 +44,10 @@ from payment_service.domain.errors import (
 # the client repeats the request with the same Idempotency-Key; after this many attempts the
 # payment (or refund) fails for good.
 MAX_GATEWAY_ATTEMPTS = 3
-# While an attempt is in flight no other request starts one; a crashed attempt frees the
-# payment again after this long.
+# While an attempt is in flight no other request starts one. An attempt whose outcome was
+# never recorded (the process died, the database went away at the wrong moment) frees the
+# payment again when its lease ends. The service sizes the lease from its gateway
+# (service_layer/recovery.py); this is the default for callers that do not.
 ATTEMPT_LEASE = timedelta(seconds=60)
 
 
@@ -155,9 +157,13 @@ class GatewayAttempts:
         lease_free = self.lease_until is None or self.lease_until <= now
         return self.attempts < MAX_GATEWAY_ATTEMPTS and lease_free
 
-    def _take_lease(self, now: datetime) -> None:
+    def _take_lease(self, now: datetime, lease: timedelta) -> None:
         self.attempts += 1
-        self.lease_until = now + ATTEMPT_LEASE
+        self.lease_until = now + lease
+
+    def stalled(self, now: datetime) -> bool:
+        """An attempt was taken and its lease ran out with no outcome recorded."""
+        return self.lease_until is not None and self.lease_until <= now
 
 
 @dataclass(kw_only=True)
@@ -173,13 +179,13 @@ class Refund(GatewayAttempts):
     failure_code: str | None = None
     failure_message: str | None = None
 
-    def begin_attempt(self, now: datetime) -> bool:
+    def begin_attempt(self, now: datetime, lease: timedelta = ATTEMPT_LEASE) -> bool:
         """Take the right to call the gateway now; False if not due or already in flight."""
         if self.status is not RefundStatus.PENDING or self.gateway_reference is not None:
             return False
         if not self._may_attempt(now):
             return False
-        self._take_lease(now)
+        self._take_lease(now, lease)
         self.updated_at = now
         return True
 
@@ -262,14 +268,14 @@ class Payment(GatewayAttempts):
             )
         self._record(self.status, to_status, reason, now, amount)
 
-    def begin_attempt(self, now: datetime) -> bool:
+    def begin_attempt(self, now: datetime, lease: timedelta = ATTEMPT_LEASE) -> bool:
         """Take the right to call the gateway now; False if the payment is settled, waits for
         a webhook, has used its attempts, or another request's attempt is in flight."""
         if self.status is not PaymentStatus.PENDING or self.gateway_reference is not None:
             return False
         if not self._may_attempt(now):
             return False
-        self._take_lease(now)
+        self._take_lease(now, lease)
         self.updated_at = now
         return True
 

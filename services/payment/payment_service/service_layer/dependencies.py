@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from billing_common.clock import utcnow
 from payment_service.service_layer.gateways import GatewayRegistry
@@ -30,4 +30,6 @@ class Dependencies:
     webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings({}))
     sandbox: SandboxWebhooks | None = None
     clock: Callable[[], datetime] = field(default=utcnow)
+    # How long to keep trying to record a gateway's answer while the database is away.
+    record_outcome_within: timedelta = timedelta(seconds=15)
     new_id: Callable[[], str] = field(default=new_uuid)

@@ -48,6 +48,7 @@ from payment_service.service_layer.idempotency import (
     replayed,
     request_hash,
 )
+from payment_service.service_layer.outcomes import attempt_lease, recorded
 from payment_service.service_layer.ports import (
     ConcurrentWrite,
     IdempotencyRecord,
@@ -55,6 +56,8 @@ from payment_service.service_layer.ports import (
 )
 
 SOURCE = "/billing/payment"
+# The failure code of a payment or refund whose last attempt stalled with no outcome.
+ABANDONED = "attempt_abandoned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +123,7 @@ async def pay(
                 idempotency_key=idempotency_key,
                 now=now,
             )
-            payment.begin_attempt(now)  # the first attempt belongs to this request
+            payment.begin_attempt(now, attempt_lease(gateway, deps))  # this request's
             await repo.add(payment)
             repo.add_idempotency_record(
                 IdempotencyRecord(idempotency_key, "payment", fingerprint.value, payment.id, now)
@@ -138,7 +141,7 @@ async def pay(
             payment_id = await replayed(repo, idempotency_key, "payment", fingerprint)
         if payment_id is None:
             raise ConcurrentWrite("the payment could not be stored; retry the request")
-    return PaymentResult(await _resume_payment(tenant, payment_id, deps), created=False)
+    return PaymentResult(await resume_payment(tenant, payment_id, deps), created=False)
 
 
 async def _learn_if_unseen(tenant: str, invoice_id: str, deps: Dependencies) -> None:
@@ -175,18 +178,30 @@ async def _learn_if_unseen(tenant: str, invoice_id: str, deps: Dependencies) -> 
             logger.info("invoice {} was recorded concurrently", invoice_id)
 
 
-async def _resume_payment(tenant: str, payment_id: str, deps: Dependencies) -> Payment:
-    """A repeated request: retry the gateway only if the last outcome was unknown."""
+async def resume_payment(tenant: str, payment_id: str, deps: Dependencies) -> Payment:
+    """A repeated request, or the recovery sweep: call the gateway again only if the last
+    outcome is unknown and no other attempt is in flight."""
     async with deps.uow() as uow:
         repo = uow.payments(tenant)
         payment = await repo.get(payment_id, for_update=True)
         if payment is None:
             raise PaymentNotFound(f"payment {payment_id} not found")
-        if not payment.begin_attempt(deps.clock()):
+        gateway = deps.gateways.get(payment.gateway)
+        now = deps.clock()
+        if not payment.begin_attempt(now, attempt_lease(gateway, deps)):
+            # The last attempt it may make stalled: its outcome is as unknown as after a
+            # gateway error, and the same rule applies (the payment fails; a late webhook
+            # saying otherwise is logged for reconciliation).
+            if payment.stalled(now) and payment.gateway_error(
+                ABANDONED, "no outcome was recorded for the last gateway attempt", now
+            ):
+                emit_failed(uow, tenant, payment)
+                await repo.save(payment)
+                await uow.commit()
             return payment
         await repo.save(payment)
         await uow.commit()
-    return await _charge(tenant, payment, deps.gateways.get(payment.gateway), deps)
+    return await _charge(tenant, payment, gateway, deps)
 
 
 async def _charge(
@@ -205,7 +220,11 @@ async def _charge(
             },
         ),
     )
-    return await _apply_charge(tenant, payment.id, gateway.name, result, deps)
+    return await recorded(
+        lambda: _apply_charge(tenant, payment.id, gateway.name, result, deps),
+        f"payment {payment.id}",
+        deps,
+    )
 
 
 async def _apply_charge(

@@ -43,6 +43,16 @@ class PaymentLocation:
     refund_id: str | None = None
 
 
+class StalledAttempts(Protocol):
+    """Across tenants: gateway attempts whose lease ran out with no outcome recorded."""
+
+    async def payments(self, now: datetime, limit: int) -> list[PaymentLocation]:
+        """Pending payments, not waiting for a webhook, whose attempt's lease ended."""
+
+    async def refunds(self, now: datetime, limit: int) -> list[PaymentLocation]:
+        """The same for refunds (the location names the refund)."""
+
+
 class PaymentRepository(Protocol):
     """One tenant's payments, refunds, payable invoices and Idempotency-Keys."""
 

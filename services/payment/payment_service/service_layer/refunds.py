@@ -22,6 +22,7 @@ from payment_service.domain.gateway import (
     ChargeStatus,
     GatewayUnavailable,
     PaymentGateway,
+    RefundResult,
 )
 from payment_service.domain.model import Payment, Refund
 from payment_service.service_layer.dependencies import Dependencies
@@ -32,7 +33,8 @@ from payment_service.service_layer.idempotency import (
     replayed,
     request_hash,
 )
-from payment_service.service_layer.payments import SOURCE
+from payment_service.service_layer.outcomes import attempt_lease, recorded
+from payment_service.service_layer.payments import ABANDONED, SOURCE
 from payment_service.service_layer.ports import (
     ConcurrentWrite,
     IdempotencyRecord,
@@ -87,7 +89,7 @@ async def refund(
                 idempotency_key=idempotency_key,
                 now=now,
             )
-            requested.begin_attempt(now)
+            requested.begin_attempt(now, attempt_lease(gateway, deps))
             await repo.save(payment)
             repo.add_idempotency_record(
                 IdempotencyRecord(idempotency_key, "refund", fingerprint.value, requested.id, now)
@@ -107,24 +109,31 @@ async def refund(
             refund_id = await replayed(repo, idempotency_key, "refund", fingerprint)
         if refund_id is None:
             raise ConcurrentWrite("the refund could not be stored; retry the request")
-    resumed = await _resume_refund(tenant, payment_id, refund_id, deps)
+    resumed = await resume_refund(tenant, payment_id, refund_id, deps)
     return RefundOutcome(resumed, resumed.refund(refund_id), created=False)
 
 
-async def _resume_refund(
+async def resume_refund(
     tenant: str, payment_id: str, refund_id: str, deps: Dependencies
 ) -> Payment:
+    """A repeated request, or the recovery sweep: see payments.resume_payment."""
     async with deps.uow() as uow:
         repo = uow.payments(tenant)
         payment = await repo.get(payment_id, for_update=True)
         if payment is None:
             raise PaymentNotFound(f"payment {payment_id} not found")
+        gateway = deps.gateways.get(payment.gateway)
         pending = payment.refund(refund_id)
-        if not pending.begin_attempt(deps.clock()):
+        now = deps.clock()
+        if not pending.begin_attempt(now, attempt_lease(gateway, deps)):
+            if pending.stalled(now) and payment.refund_gateway_error(
+                refund_id, ABANDONED, "no outcome was recorded for the last gateway attempt", now
+            ):  # as in payments.resume_payment
+                await repo.save(payment)
+                await uow.commit()
             return payment
         await repo.save(payment)
         await uow.commit()
-    gateway = deps.gateways.get(payment.gateway)
     return await _refund_call(tenant, payment, pending, gateway, deps)
 
 
@@ -151,22 +160,36 @@ async def _refund_call(
         ),
     )
 
+    return await recorded(
+        lambda: _apply_refund_result(tenant, payment.id, pending.id, result, deps),
+        f"refund {pending.id}",
+        deps,
+    )
+
+
+async def _apply_refund_result(
+    tenant: str,
+    payment_id: str,
+    refund_id: str,
+    result: RefundResult | GatewayUnavailable,
+    deps: Dependencies,
+) -> Payment:
     async with deps.uow() as uow:
         repo = uow.payments(tenant)
-        current = await repo.get(payment.id, for_update=True)
+        current = await repo.get(payment_id, for_update=True)
         if current is None:
-            raise PaymentNotFound(f"payment {payment.id} not found")
+            raise PaymentNotFound(f"payment {payment_id} not found")
         now = deps.clock()
         if isinstance(result, GatewayUnavailable):
-            logger.warning("refund {}: gateway error {}", pending.id, result.message)
-            current.refund_gateway_error(pending.id, result.code, result.message, now)
+            logger.warning("refund {}: gateway error {}", refund_id, result.message)
+            current.refund_gateway_error(refund_id, result.code, result.message, now)
         elif result.status is ChargeStatus.SUCCEEDED:
-            complete_refund(uow, tenant, current, pending.id, result.reference, now)
+            complete_refund(uow, tenant, current, refund_id, result.reference, now)
         elif result.status is ChargeStatus.PENDING and result.reference:
-            current.refund_awaits_confirmation(pending.id, result.reference, now)
+            current.refund_awaits_confirmation(refund_id, result.reference, now)
         else:
             current.fail_refund(
-                pending.id, result.failure_code or "refund_failed", result.failure_message, now
+                refund_id, result.failure_code or "refund_failed", result.failure_message, now
             )
         await repo.save(current)
         await uow.commit()
