@@ -1,11 +1,14 @@
-"""Finalized invoices for the e-invoice tests, priced the way the pricing does (discount
-spread over the lines before tax, half-up to the currency's minor unit)."""
+"""Finalized invoices for the e-invoice tests, priced the way the pricing and the tax service
+do: the discount spread over the lines before tax, and the VAT rounded half-up to the
+currency's minor unit once per VAT breakdown (category and rate), allocated back to the
+lines by largest remainder with ties to the earlier line (the tax service's
+`per_breakdown`, issue 13)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from billing_common.money import quantum
 from invoice_service.domain.model import (
@@ -55,6 +58,43 @@ def _round(value: Decimal, currency: str) -> Decimal:
     return value.quantize(quantum(currency), rounding=ROUND_HALF_UP)
 
 
+def _allocate(total: Decimal, exact: list[Decimal], currency: str) -> list[Decimal]:
+    """`total` over the lines: each its exact share rounded down, the units left over one
+    each to the largest remainders (the earlier line on a tie)."""
+    step = quantum(currency)
+    floors = [share.quantize(step, rounding=ROUND_DOWN) for share in exact]
+    left = int((total - sum(floors, Decimal(0))) / step)
+    order = sorted(range(len(exact)), key=lambda i: (exact[i] - floors[i], -i), reverse=True)
+    for index in order[:left]:
+        floors[index] += step
+    return floors
+
+
+def breakdown_taxes(
+    amounts: list[Decimal],
+    rates: list[Decimal],
+    keys: list[object],
+    *,
+    currency: str,
+    price_mode: PriceMode,
+) -> list[Decimal]:
+    """Each line's VAT: per group of equal keys, round(Σ net x rate) (exclusive: `amounts`
+    are nets) or round(G x rate / (1 + rate)) (inclusive: `amounts` are grosses), allocated
+    to the group's lines."""
+    taxes = [Decimal(0)] * len(amounts)
+    groups: dict[object, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    for members in groups.values():
+        rate = rates[members[0]]
+        factor = rate if price_mode is PriceMode.EXCLUSIVE else rate / (1 + rate)
+        exact = [amounts[i] * factor for i in members]
+        total = _round(sum(amounts[i] for i in members) * factor, currency)
+        for index, tax in zip(members, _allocate(total, exact, currency), strict=True):
+            taxes[index] = tax
+    return taxes
+
+
 def build(
     specs: list[Spec],
     *,
@@ -77,17 +117,24 @@ def build(
             shares.append(
                 _round(total_discount * subtotal / gross, currency) if gross else subtotal * 0
             )
+    taxed = [subtotal - share for subtotal, share in zip(subtotals, shares, strict=True)]
+    rates = [Decimal(spec.rate) for spec in specs]
+    taxes = breakdown_taxes(
+        taxed,
+        rates,
+        [(spec.category, rate) for spec, rate in zip(specs, rates, strict=True)],
+        currency=currency,
+        price_mode=price_mode,
+    )
     lines = []
-    for position, (spec, subtotal, share) in enumerate(zip(specs, subtotals, shares, strict=True)):
+    for position, (spec, subtotal, share, amount, tax) in enumerate(
+        zip(specs, subtotals, shares, taxed, taxes, strict=True)
+    ):
         rate = Decimal(spec.rate)
         if price_mode is PriceMode.EXCLUSIVE:
-            net = subtotal - share
-            tax = _round(net * rate, currency)
-            total = net + tax
+            net, total = amount, amount + tax
         else:
-            total = subtotal - share
-            net = _round(total / (1 + rate), currency)
-            tax = total - net
+            net, total = amount - tax, amount
         code, vatex, reason = spec.category or (("S" if rate else "Z"), None, None)
         lines.append(
             InvoiceLine(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -276,3 +277,64 @@ def test_credit_notes_never_exceed_the_invoice_and_reconcile_to_the_cent(lines, 
     assert sum((note.net_total for note in everything), Decimal(0)) == invoice.totals.net_total
     assert sum((note.tax_total for note in everything), Decimal(0)) == invoice.totals.tax_total
     assert sum((note.total for note in everything), Decimal(0)) == invoice.total
+
+
+def test_a_credit_note_rounds_its_tax_per_vat_breakdown() -> None:
+    # One of two 0.50 items on each of two 19 % lines: per line 0.095 -> 0.10 twice (0.20),
+    # per breakdown 1.00 x 19 % = 0.19, the tie's cent to the earlier line. The 7 % line is
+    # a breakdown of its own.
+    invoice = issued(_line(1, "2", "0.50"), _line(2, "2", "0.50"), _line(3, "2", "0.50", ("0.07",)))
+    lines = credit_lines(
+        invoice, [CreditRequestLine(p, quantity=Decimal("1")) for p in (1, 2, 3)], []
+    )
+    assert [(line.net, line.tax) for line in lines] == [
+        (Decimal("0.50"), Decimal("0.10")),
+        (Decimal("0.50"), Decimal("0.09")),
+        (Decimal("0.50"), Decimal("0.04")),
+    ]
+    # The rest of the invoice closes every line with what is left of it, to the cent.
+    rest = credit_lines(invoice, [], [note_of(invoice, lines)])
+    assert [(line.net, line.tax) for line in rest] == [
+        (Decimal("0.50"), Decimal("0.09")),
+        (Decimal("0.50"), Decimal("0.10")),
+        (Decimal("0.50"), Decimal("0.03")),
+    ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lines=st.lists(
+        st.tuples(st.integers(2, 40), _PRICE, st.sampled_from([("0.19",), ("0.07",)])),
+        min_size=1,
+        max_size=6,
+    ),
+    data=st.data(),
+)
+def test_a_credit_note_of_several_lines_per_rate_rounds_each_breakdown_once(lines, data) -> None:
+    invoice = issued(
+        *(_line(i + 1, str(q), str(p), rates) for i, (q, p, rates) in enumerate(lines))
+    )
+    requests = [
+        CreditRequestLine(
+            line.position, quantity=Decimal(data.draw(st.integers(1, int(line.quantity) - 1)))
+        )
+        for line in invoice.lines
+    ]
+    credited = credit_lines(invoice, requests, [])
+    by_rate: dict[Decimal, list[Any]] = {}
+    for line, credit in zip(invoice.lines, credited, strict=True):
+        by_rate.setdefault(line.taxes[0].rate, []).append(credit)
+        # Each line within one cent of its own exact tax.
+        assert abs(credit.tax - credit.net * line.taxes[0].rate) < CENT
+    capped = {
+        line.taxes[0].rate
+        for line, credit in zip(invoice.lines, credited, strict=True)
+        if credit.tax == line.tax  # all of the line's tax: the cap may have held it back
+    }
+    for rate, members in by_rate.items():
+        exact = sum((c.net for c in members), Decimal(0)) * rate
+        group_tax = sum((c.tax for c in members), Decimal(0))
+        if rate in capped:
+            assert group_tax <= _cents(exact)
+        else:
+            assert group_tax == _cents(exact)

@@ -516,3 +516,36 @@ async def test_calculation_is_stored_and_published_on_each_database(api_any_db: 
 
     ready = await api.client.get("/readyz")
     assert ready.status_code == 200
+
+
+async def test_tax_rounding_is_per_breakdown_unless_asked_and_is_kept(api_any_db: Any) -> None:
+    # Two lines of 0.50 EUR at 19 %: per breakdown 1.00 x 19 % = 0.19, per line 0.10 + 0.10.
+    api = api_any_db
+    await seed_de(api)
+    lines = [
+        {"id": str(i), "unit_price": "0.50", "quantity": "1", "category": "standard"}
+        for i in (1, 2)
+    ]
+    answers = {}
+    for rounding in (None, "per_breakdown", "per_line"):
+        body = calc_body(lines=lines) | ({"tax_rounding": rounding} if rounding else {})
+        response = await api.client.post(CALCS, json=body, headers=api.headers())
+        assert response.status_code == 201, response.text
+        calc = response.json()
+        fetched = await api.client.get(f"{CALCS}/{calc['id']}", headers=api.headers())
+        assert fetched.json() == calc
+        answers[rounding] = calc
+    default, per_breakdown, per_line = answers[None], answers["per_breakdown"], answers["per_line"]
+    assert default["tax_rounding"] == per_breakdown["tax_rounding"] == "per_breakdown"
+    assert [line["tax"] for line in default["lines"]] == ["0.10", "0.09"]
+    assert default["total_tax"] == per_breakdown["total_tax"] == "0.19"
+    assert [(b["taxable_amount"], b["tax_amount"]) for b in default["breakdown"]] == [
+        ("1.00", "0.19")
+    ]
+    assert per_line["tax_rounding"] == "per_line"
+    assert [line["tax"] for line in per_line["lines"]] == ["0.10", "0.10"]
+    assert per_line["total_tax"] == "0.20"
+    bad = await api.client.post(
+        CALCS, json=calc_body(tax_rounding="per_invoice"), headers=api.headers()
+    )
+    assert_problem(bad, 422, "validation")

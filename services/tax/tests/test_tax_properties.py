@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from tax_service.domain.model import (
     Jurisdiction,
     LineInput,
     PriceMode,
+    TaxRounding,
     TaxRule,
     TaxStatus,
 )
@@ -83,7 +85,10 @@ def cases(draw: st.DrawFn, max_taxes: int = 3, allow_zero: bool = True) -> Case:
 
 
 def make_request(
-    case: Case, mode: PriceMode, status: TaxStatus = TaxStatus.STANDARD
+    case: Case,
+    mode: PriceMode,
+    status: TaxStatus = TaxStatus.STANDARD,
+    rounding: TaxRounding = TaxRounding.PER_BREAKDOWN,
 ) -> CalculationRequest:
     return CalculationRequest(
         currency=case.currency,
@@ -95,6 +100,7 @@ def make_request(
         price_mode=mode,
         date=DAY,
         lines=case.lines,
+        rounding=rounding,
     )
 
 
@@ -111,9 +117,11 @@ def ordered(rules: tuple[TaxRule, ...]) -> list[TaxRule]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(cases(), st.sampled_from(list(PriceMode)))
-def test_net_plus_tax_is_gross_per_line_and_in_total(case: Case, mode: PriceMode) -> None:
-    results = calculate(make_request(case, mode), case.rules)
+@given(cases(), st.sampled_from(list(PriceMode)), st.sampled_from(list(TaxRounding)))
+def test_net_plus_tax_is_gross_per_line_and_in_total(
+    case: Case, mode: PriceMode, rounding: TaxRounding
+) -> None:
+    results = calculate(make_request(case, mode, rounding=rounding), case.rules)
     zero = Money.zero(case.currency)
     for result in results:
         assert result.net + result.tax == result.gross
@@ -135,8 +143,10 @@ def _line_amount(line: LineInput) -> Decimal:
 
 @settings(max_examples=300, deadline=None)
 @given(cases())
-def test_exclusive_rounds_each_tax_exactly_once_half_up(case: Case) -> None:
-    results = calculate(make_request(case, PriceMode.EXCLUSIVE), case.rules)
+def test_per_line_exclusive_rounds_each_tax_exactly_once_half_up(case: Case) -> None:
+    results = calculate(
+        make_request(case, PriceMode.EXCLUSIVE, rounding=TaxRounding.PER_LINE), case.rules
+    )
     step = quantum(case.currency)
     for result in results:
         net = _line_amount(result.line)
@@ -153,11 +163,11 @@ def test_exclusive_rounds_each_tax_exactly_once_half_up(case: Case) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(cases())
+@given(cases(), st.sampled_from(list(TaxRounding)))
 def test_inclusive_keeps_the_gross_and_each_tax_within_one_unit_of_its_exact_share(
-    case: Case,
+    case: Case, rounding: TaxRounding
 ) -> None:
-    results = calculate(make_request(case, PriceMode.INCLUSIVE), case.rules)
+    results = calculate(make_request(case, PriceMode.INCLUSIVE, rounding=rounding), case.rules)
     step = quantum(case.currency)
     for result in results:
         gross = _line_amount(result.line)
@@ -176,15 +186,22 @@ def test_inclusive_keeps_the_gross_and_each_tax_within_one_unit_of_its_exact_sha
 
 @settings(max_examples=300, deadline=None)
 @given(cases(max_taxes=2, allow_zero=False))
-def test_inclusive_then_exclusive_round_trips_within_one_minor_unit(case: Case) -> None:
-    inclusive = calculate(make_request(case, PriceMode.INCLUSIVE), case.rules)
+def test_per_line_inclusive_then_exclusive_round_trips_within_one_minor_unit(case: Case) -> None:
+    inclusive = calculate(
+        make_request(case, PriceMode.INCLUSIVE, rounding=TaxRounding.PER_LINE), case.rules
+    )
     # Price each line again, exclusively, at the net the inclusive calculation backed out.
     net_lines = tuple(
         LineInput(id=r.line.id, unit_price=r.net, quantity=Decimal(1), category="standard")
         for r in inclusive
     )
     again = calculate(
-        make_request(Case(case.currency, case.rules, net_lines), PriceMode.EXCLUSIVE), case.rules
+        make_request(
+            Case(case.currency, case.rules, net_lines),
+            PriceMode.EXCLUSIVE,
+            rounding=TaxRounding.PER_LINE,
+        ),
+        case.rules,
     )
     step = quantum(case.currency)
     for before, after in zip(inclusive, again, strict=True):
@@ -204,3 +221,106 @@ def test_exempt_customers_never_pay_tax(case: Case, mode: PriceMode, status: Tax
         assert result.net == result.gross == Money(_line_amount(result.line), case.currency)
         assert result.exemption in (Exemption.EXEMPT_CUSTOMER, Exemption.REVERSE_CHARGE)
         assert result.taxes == ()
+
+
+# --- per_breakdown rounding (issue 13): one rounding per VAT breakdown ------------------
+
+
+@st.composite
+def breakdown_cases(draw: st.DrawFn) -> tuple[Case, tuple[TaxRule, ...]]:
+    """Several lines over two or three product categories, some sharing a rate (so one
+    breakdown has several lines), in currencies with 0, 2 and 3 decimals."""
+    currency = draw(st.sampled_from(CURRENCIES))
+    category_rates = {
+        "a": draw(rates),
+        "b": draw(st.sampled_from([Decimal("0.19"), Decimal("0.07"), Decimal("0.1")])),
+        "c": draw(st.sampled_from([Decimal("0.19"), Decimal("0.07"), Decimal("0.1")])),
+    }
+    rules = tuple(
+        TaxRule(
+            id=f"r-{category}",
+            jurisdiction=Jurisdiction("DE"),
+            category=category,
+            name=f"VAT {category}",
+            rate=rate,
+            valid_from=date(2020, 1, 1),
+        )
+        for category, rate in category_rates.items()
+    )
+    places = st.integers(min_value=0, max_value=4)
+    lines = tuple(
+        LineInput(
+            id=str(index),
+            unit_price=Money(Decimal(draw(st.integers(0, 10**7))).scaleb(-draw(places)), currency),
+            quantity=Decimal(draw(st.integers(1, 5000))).scaleb(-draw(st.integers(0, 3))),
+            category=draw(st.sampled_from(sorted(category_rates))),
+        )
+        for index in range(draw(st.integers(min_value=1, max_value=8)))
+    )
+    return Case(currency, rules, lines), rules
+
+
+@settings(max_examples=300, deadline=None)
+@given(breakdown_cases(), st.sampled_from(list(PriceMode)))
+def test_per_breakdown_lines_add_up_to_the_group_tax_rounded_once(
+    drawn: tuple[Case, tuple[TaxRule, ...]], mode: PriceMode
+) -> None:
+    case, rules = drawn
+    results = calculate(make_request(case, mode), rules)
+    step = quantum(case.currency)
+    rate_of = {rule.category: rule.rate for rule in rules}
+    groups: dict[Decimal, list[Any]] = {}
+    for result in results:
+        groups.setdefault(rate_of[result.line.category], []).append(result)
+    with localcontext() as ctx:
+        ctx.prec = 60
+        for rate, members in groups.items():
+            amounts = [_line_amount(r.line) for r in members]
+            whole = sum(amounts, Decimal(0))
+            if mode is PriceMode.EXCLUSIVE:
+                exact_group = whole * rate
+                exact_lines = [amount * rate for amount in amounts]
+                assert [r.net.amount for r in members] == amounts
+            else:
+                exact_group = whole * rate / (1 + rate)
+                exact_lines = [amount * rate / (1 + rate) for amount in amounts]
+                assert [r.gross.amount for r in members] == amounts
+            group_tax = sum((r.tax.amount for r in members), Decimal(0))
+            # The group's tax is its exact tax rounded once, half up ...
+            assert group_tax == exact_group.quantize(step, rounding=ROUND_HALF_UP)
+            # ... the lines add up to it (and to the group's net and gross) exactly ...
+            group_net = sum((r.net.amount for r in members), Decimal(0))
+            assert group_net + group_tax == sum((r.gross.amount for r in members), Decimal(0))
+            if mode is PriceMode.INCLUSIVE:
+                assert group_net == whole - group_tax
+            # ... and each line is within one minor unit of its own exact tax.
+            for result, exact in zip(members, exact_lines, strict=True):
+                assert abs(result.tax.amount - exact) < step
+                assert not result.net.is_negative
+                assert on_minor_unit(result.tax)
+                [applied] = result.taxes
+                assert applied.amount == result.tax
+
+
+@settings(max_examples=200, deadline=None)
+@given(breakdown_cases(), st.sampled_from(list(PriceMode)))
+def test_a_breakdown_of_one_line_each_rounds_as_per_line_did(
+    drawn: tuple[Case, tuple[TaxRule, ...]], mode: PriceMode
+) -> None:
+    """Exclusive prices: a line alone at its rate is taxed as before. Inclusive prices: the
+    same, except on an exact tie of the net, where the tax (not the net) now rounds up."""
+    case, rules = drawn
+    rate_of = {rule.category: rule.rate for rule in rules}
+    seen: set[Decimal] = set()
+    lines = []
+    for line in case.lines:
+        if rate_of[line.category] not in seen:
+            seen.add(rate_of[line.category])
+            lines.append(line)
+    single = Case(case.currency, rules, tuple(lines))
+    per_breakdown = calculate(make_request(single, mode), rules)
+    per_line = calculate(make_request(single, mode, rounding=TaxRounding.PER_LINE), rules)
+    step = quantum(case.currency)
+    for new, old in zip(per_breakdown, per_line, strict=True):
+        assert new.gross == old.gross if mode is PriceMode.INCLUSIVE else new.net == old.net
+        assert abs(new.tax.amount - old.tax.amount) <= (step if mode is PriceMode.INCLUSIVE else 0)

@@ -25,6 +25,7 @@ from tax_service.domain.model import (
     Jurisdiction,
     LineInput,
     PriceMode,
+    TaxRounding,
     TaxStatus,
 )
 from tax_service.samples import SAMPLE_RULES, SAMPLE_TENANT
@@ -305,6 +306,29 @@ async def test_calculation_round_trip_keeps_every_detail(db: Any, make_rule: Any
         assert await uow.calculations.get(calc.id) == calc
     async with db.uow("other") as uow:
         assert await uow.calculations.get(calc.id) is None
+
+
+async def test_the_rounding_is_kept_and_older_calculations_read_back_per_line(
+    db: Any, make_rule: Any
+) -> None:
+    await _seed_de(db, make_rule)
+    per_line = await calculations.calculate(
+        "acme", replace(calc_request(), rounding=TaxRounding.PER_LINE), db.deps(NOW)
+    )
+    default = await calculations.calculate("acme", calc_request(), db.deps(NOW))
+    async with db.uow() as uow:
+        assert (await uow.calculations.get(per_line.id)) == per_line
+        stored = await uow.calculations.get(default.id)
+        assert stored is not None and stored.request.rounding is TaxRounding.PER_BREAKDOWN
+        # A row written before migration 0004 has no rounding: it was rounded per line.
+        row = await uow.session.get(TaxCalculationRow, default.id)
+        assert row is not None and row.rounding == "per_breakdown"
+        row.rounding = None
+        uow.session.add(row)
+        await uow.commit()
+    async with db.uow() as uow:
+        older = await uow.calculations.get(default.id)
+        assert older is not None and older.request.rounding is TaxRounding.PER_LINE
 
 
 async def test_history_is_newest_first_with_keyset_pages_and_filters(

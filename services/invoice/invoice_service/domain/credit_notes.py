@@ -2,7 +2,8 @@
 
 A credit note credits part or all of an invoice, by line (whole line), quantity or amount,
 with a reason. Its tax is recomputed on the credited part with the rates the invoice's lines
-stored when it was issued (never today's rules: the tax service is not asked). It never
+stored when it was issued (never today's rules: the tax service is not asked), rounded once
+per VAT breakdown of the credit note as the tax service rounds an invoice (issue 13). It never
 exceeds what was invoiced, per line and in total, net and tax: `remaining` is what earlier
 credit notes left, and a credit that takes the last of a line takes exactly its remaining
 net and tax, so crediting an invoice in full gives back its total to the cent.
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Final
 
@@ -181,33 +182,86 @@ def _round(value: Decimal, currency: str) -> Decimal:
     return value.quantize(quantum(currency), rounding=ROUND_HALF_UP)
 
 
+@dataclass(frozen=True, slots=True)
+class _Credited:
+    """One requested line's credited net, before its tax."""
+
+    line: InvoiceLine
+    request: CreditRequestLine
+    remaining: LineBalance
+    net: Decimal
+    quantity: Decimal | None
+
+    @property
+    def closes_line(self) -> bool:
+        return self.net == self.remaining.net
+
+
+def _allocate(total: Decimal, exact: Sequence[Decimal], currency: str) -> list[Decimal]:
+    """`total` over exact shares: each rounded down, the minor units left over one each to
+    the largest remainders (the earlier line on a tie) -- the tax service's allocation."""
+    step = quantum(currency)
+    floors = [share.quantize(step, rounding=ROUND_DOWN) for share in exact]
+    left = int((total - sum(floors, Decimal(0))) / step)
+    order = sorted(range(len(exact)), key=lambda i: (exact[i] - floors[i], -i), reverse=True)
+    for index in order[: max(left, 0)]:
+        floors[index] += step
+    return floors
+
+
 def _taxes_at_original_rates(
-    line: InvoiceLine, net: Decimal, remaining: LineBalance, currency: str
-) -> tuple[TaxComponent, ...]:
-    """Each of the line's stored tax components on `net`, the way the tax service computed
-    them (compound ones on net + the taxes before), capped at what is left of it; the last
-    of a line's net takes the last of its taxes, so the sums reconcile to the cent."""
-    closes_line = net == remaining.net
-    components: list[TaxComponent] = []
-    charged = Decimal(0)
-    for index, original in enumerate(line.taxes):
-        left = remaining.taxes[index]
-        if closes_line:
-            amount = left
-        else:
-            base = net + charged if original.compound else net
-            amount = min(_round(base * original.rate, currency), left)
-        components.append(
-            TaxComponent(original.rule_id, original.name, original.rate, amount, original.compound)
-        )
-        charged += amount
-    return tuple(components)
+    credited: Sequence[_Credited], currency: str
+) -> list[tuple[TaxComponent, ...]]:
+    """Each credited line's stored tax components on its credited net, rounded the way the
+    tax service rounds an invoice: once per VAT breakdown (the lines of this credit note
+    with the same VAT category, rates and compound flags), each component round(Σ net x
+    rate) (a compound one on Σ net + the group's taxes before it), allocated back to the
+    lines by largest remainder and capped at what is left of each line. A line whose last
+    net is credited takes the last of its taxes, so the sums reconcile to the cent."""
+    result: list[tuple[TaxComponent, ...] | None] = [None] * len(credited)
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for index, item in enumerate(credited):
+        if item.closes_line:
+            result[index] = _components(item.line, item.remaining.taxes)
+            continue
+        key = (item.line.vat_category, tuple((t.rate, t.compound) for t in item.line.taxes))
+        groups.setdefault(key, []).append(index)
+    for members in groups.values():
+        items = [credited[i] for i in members]
+        total_net = sum((item.net for item in items), Decimal(0))
+        amounts: list[list[Decimal]] = [[] for _ in items]
+        charged = Decimal(0)
+        for position, component in enumerate(items[0].line.taxes):
+            base = total_net + charged if component.compound else total_net
+            exact = base * component.rate
+            if not component.compound:
+                shares = [item.net * component.rate for item in items]
+            elif total_net:
+                shares = [exact * item.net / total_net for item in items]
+            else:
+                shares = [Decimal(0) for _ in items]
+            group_tax = _round(exact, currency)
+            for row, item, amount in zip(
+                amounts, items, _allocate(group_tax, shares, currency), strict=True
+            ):
+                row.append(min(amount, item.remaining.taxes[position]))
+            charged += group_tax
+        for index, item, row in zip(members, items, amounts, strict=True):
+            result[index] = _components(item.line, row)
+    return [components for components in result if components is not None]
 
 
-def credit_line(
+def _components(line: InvoiceLine, amounts: Sequence[Decimal]) -> tuple[TaxComponent, ...]:
+    return tuple(
+        TaxComponent(original.rule_id, original.name, original.rate, amount, original.compound)
+        for original, amount in zip(line.taxes, amounts, strict=True)
+    )
+
+
+def _credited_net(
     line: InvoiceLine, request: CreditRequestLine, remaining: LineBalance, currency: str
-) -> CreditNoteLine:
-    """The credited part of one line. Raises CreditExceedsInvoiced past what is left."""
+) -> _Credited:
+    """The credited net of one line. Raises CreditExceedsInvoiced past what is left."""
     if request.quantity is None and request.amount is None:
         net = remaining.net  # the whole line (what is left of it)
         quantity: Decimal | None = None
@@ -234,7 +288,18 @@ def credit_line(
             position=line.position,
             remaining_net=str(remaining.net),
         )
-    taxes = _taxes_at_original_rates(line, net, remaining, currency)
+    return _Credited(line, request, remaining, net, quantity)
+
+
+def _credit_line(
+    credited: _Credited, taxes: tuple[TaxComponent, ...], currency: str
+) -> CreditNoteLine:
+    line, request, remaining, net = (
+        credited.line,
+        credited.request,
+        credited.remaining,
+        credited.net,
+    )
     tax = sum((component.amount for component in taxes), Decimal(0).quantize(quantum(currency)))
     if request.amount is not None and net + tax != request.amount:
         # Rounding the split may miss the requested gross by a cent: the net takes it.
@@ -251,7 +316,7 @@ def credit_line(
     return CreditNoteLine(
         position=line.position,
         description=line.description,
-        quantity=quantity,
+        quantity=credited.quantity,
         net=net,
         tax=tax,
         total=net + tax,
@@ -281,7 +346,7 @@ def credit_lines(
         if not requested:
             raise CreditExceedsInvoiced(f"invoice {invoice.id} is credited in full already")
     seen: set[int] = set()
-    lines: list[CreditNoteLine] = []
+    credited: list[_Credited] = []
     for request in requested:
         if request.position in seen:
             raise InvalidInvoice(f"line {request.position} is named twice")
@@ -289,8 +354,12 @@ def credit_lines(
         line = by_position.get(request.position)
         if line is None:
             raise InvalidInvoice(f"invoice {invoice.id} has no line {request.position}")
-        lines.append(credit_line(line, request, remaining[request.position], invoice.currency))
-    return lines
+        credited.append(_credited_net(line, request, remaining[request.position], invoice.currency))
+    taxes = _taxes_at_original_rates(credited, invoice.currency)
+    return [
+        _credit_line(item, components, invoice.currency)
+        for item, components in zip(credited, taxes, strict=True)
+    ]
 
 
 def check_settlement(

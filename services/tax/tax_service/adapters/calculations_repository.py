@@ -28,6 +28,7 @@ from tax_service.domain.model import (
     PriceMode,
     Seller,
     TaxCalculation,
+    TaxRounding,
     TaxStatus,
     Treatment,
     VatCategory,
@@ -219,6 +220,7 @@ def _calculation_from_row(row: TaxCalculationRow) -> TaxCalculation:
         seller=None
         if seller is None
         else Seller(Jurisdiction(**seller["location"]), seller["vat_id"]),
+        rounding=TaxRounding(row.rounding) if row.rounding else TaxRounding.PER_LINE,
     )
     return TaxCalculation(
         id=row.id,
@@ -258,6 +260,7 @@ def calculation_columns(calculation: TaxCalculation, tenant: str) -> dict[str, A
         "treatment": calculation.treatment.value,
         "parties": _parties_to_json(request),
         "evidence": _evidence_to_json(calculation.evidence),
+        "rounding": request.rounding.value,
     }
 
 

@@ -87,6 +87,9 @@ class TaxCalculationRow(SQLModel, table=True):
     treatment: str | None = Field(default=None, max_length=32)
     parties: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     evidence: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Where the taxes were rounded (migration 0004): NULL on calculations made before it,
+    # which were all rounded per line.
+    rounding: str | None = Field(default=None, max_length=16)
 
 
 class TaxRulesVersionRow(SQLModel, table=True):

@@ -50,6 +50,13 @@ class PriceMode(StrEnum):
     INCLUSIVE = "inclusive"  # prices are gross; tax is backed out
 
 
+class TaxRounding(StrEnum):
+    """Where a calculation rounds its taxes (see calculator)."""
+
+    PER_BREAKDOWN = "per_breakdown"  # once per VAT category and rate (EN 16931); default
+    PER_LINE = "per_line"  # once per line and tax, as the engine did before issue 13
+
+
 class TaxStatus(StrEnum):
     STANDARD = "standard"
     EXEMPT = "exempt"
@@ -386,6 +393,7 @@ class CalculationRequest:
     reference: str | None = None
     seller: Seller | None = None
     """None: the seller is in `jurisdiction` (a domestic supply, as before sellers existed)."""
+    rounding: TaxRounding = TaxRounding.PER_BREAKDOWN
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "currency", check_currency(self.currency))

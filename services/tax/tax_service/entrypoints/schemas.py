@@ -38,6 +38,7 @@ from tax_service.domain.model import (
     PriceMode,
     Supply,
     TaxCalculation,
+    TaxRounding,
     TaxRule,
 )
 from tax_service.entrypoints.vat_schemas import (
@@ -267,6 +268,11 @@ class CalculationIn(_In):
     customer: CustomerIO = Field(default_factory=CustomerIO)
     seller: SellerIO | None = None
     price_mode: Literal["exclusive", "inclusive"] = "exclusive"
+    tax_rounding: Literal["per_breakdown", "per_line"] = Field(
+        default="per_breakdown",
+        description="round each VAT breakdown (category and rate) once, as EN 16931 does "
+        "(default), or each line and tax on its own",
+    )
     date: IsoDate | None = Field(default=None, description="default: today (UTC)")
     reference: StrictStr | None = Field(default=None, max_length=128, examples=["inv_123"])
     lines: list[LineIn] = Field(min_length=1, max_length=1000)
@@ -278,6 +284,7 @@ class CalculationIn(_In):
             customer=self.customer.to_domain(),
             seller=self.seller.to_domain() if self.seller is not None else None,
             price_mode=PriceMode(self.price_mode),
+            rounding=TaxRounding(self.tax_rounding),
             date=self.date or today,
             reference=self.reference,
             lines=tuple(
@@ -367,6 +374,7 @@ class CalculationOut(BaseModel):
     id: str
     currency: str
     price_mode: str
+    tax_rounding: str
     jurisdiction: JurisdictionIO
     customer: CustomerOut
     date: dt.date
@@ -390,6 +398,7 @@ class CalculationOut(BaseModel):
             id=calculation.id,
             currency=request.currency,
             price_mode=request.price_mode.value,
+            tax_rounding=request.rounding.value,
             jurisdiction=JurisdictionIO.of(request.jurisdiction),
             customer=CustomerOut(
                 id=request.customer.id,

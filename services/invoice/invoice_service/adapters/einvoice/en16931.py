@@ -16,6 +16,11 @@ How the platform's invoice maps:
   VAT breakdown's taxable amount is exactly the lines' taxed base. For tax-inclusive prices
   the discount share is gross, so the line is written with its net base (BT-131 = the taxed
   net) and a net price derived from it (BT-146), with no allowance.
+* The VAT breakdown (BG-23) is the lines' own figures: BT-116 and BT-117 per category and
+  rate are the sums of the lines' net and tax, so they reconcile with the lines and totals
+  by construction. The tax service rounds each breakdown once and allocates it to the lines
+  (issue 13), so BT-117 = round(BT-116 x rate) for net prices and within one minor unit of
+  it for tax-inclusive prices (BR-CO-17 allows 1 of the currency).
 * One VAT rate per line (EN 16931 has no compound taxes): a line with several tax components
   (e.g. US state + county) cannot be an EN 16931 invoice and is reported as missing data.
 * The supply date (BT-72) is the issue date: the platform bills at the time of supply and
