@@ -5,10 +5,12 @@ was), and taken by the credit notes of the invoice."""
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import Any
 
 import pytest
+from pypdf import PdfReader
 
 from .test_invoice_pdf import pdf_text
 from .test_invoice_sellers_api import add_seller, finalize
@@ -122,3 +124,21 @@ async def test_credit_notes_are_written_in_their_invoice_s_language(
     assert "Avoir CN-000001" in text and "Total TTC crédité" in text, text
     # 1 234,56 € + 19 % = 1 469,13 €, credited: written as babel writes it in French.
     assert "-1\u202f469,13\u00a0€" in text, text
+
+
+async def test_the_visible_part_of_facturx_is_in_the_invoice_s_language(
+    api: Any, make_body: Any
+) -> None:
+    await add_seller(api, is_default=True)
+    body = make_body(language="de")
+    body["customer"] |= {"email": "ap@kunde.example"}
+    invoice = await finalize(api, (await api.create(body)).json()["id"])
+    response = await api.client.get(
+        f"/v1/invoices/{invoice['id']}/einvoice?format=facturx", headers=api.headers()
+    )
+    assert response.status_code == 200, response.text
+    reader = PdfReader(io.BytesIO(response.content))
+    assert reader.trailer["/Root"]["/Lang"] == "de"
+    assert reader.metadata is not None and reader.metadata.title == "Rechnung MS-000001"
+    text = pdf_text(response.content)
+    assert "Rechnung MS-000001" in text and "Zu zahlender Betrag" in text, text
