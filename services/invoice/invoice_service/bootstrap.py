@@ -20,6 +20,7 @@ from billing_common.runtime import EmbeddedPlatform, ServiceContext
 from billing_common.settings import ServiceSettings
 from invoice_service import samples
 from invoice_service.adapters.credit_note_html import JinjaCreditNoteHtml
+from invoice_service.adapters.document_locale import DocumentLocales
 from invoice_service.adapters.einvoice.writer import EN16931Writer
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
@@ -46,6 +47,7 @@ from invoice_service.domain.errors import (
     SellerInactive,
     SellerInUse,
     SellerNotFound,
+    UnsupportedLanguage,
 )
 from invoice_service.entrypoints.api import router
 from invoice_service.entrypoints.consumers import subscribe_all
@@ -69,6 +71,7 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
     ConcurrentModification: 409,
     CreationAbandoned: 409,
     InvalidInvoice: 422,
+    UnsupportedLanguage: 422,
     CouponNotApplicable: 422,
     PeerRejected: 422,
     PeerContractViolation: 502,
@@ -176,11 +179,12 @@ def service_spec() -> ServiceSpec[Dependencies]:
 
     async def wire(wiring: Wiring) -> Dependencies:
         ctx = wiring.ctx
-        html = JinjaInvoiceHtml(seller)
+        locales = DocumentLocales()  # the catalogs, read once for both documents
+        html = JinjaInvoiceHtml(seller, locales)
         renderer = pdf_settings.renderer(html.stylesheet)
         if isinstance(renderer, ProcessPoolRenderer):
             wiring.on_close(lambda: asyncio.to_thread(renderer.close))
-        wiring.state.credit_note_html = JinjaCreditNoteHtml(seller)
+        wiring.state.credit_note_html = JinjaCreditNoteHtml(seller, locales)
         wiring.state.einvoice_writer = EN16931Writer(html)
         wiring.state.documents = DocumentServices(  # read by entrypoints/deps.py
             html=html,

@@ -1,30 +1,35 @@
 """The credit note document as HTML (Jinja2, autoescaped), rendered to PDF by the same
-renderer as invoices, with the invoices' stylesheet."""
+renderer as invoices, with the invoices' stylesheet, in its invoice's language."""
 
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
 from importlib import resources
 from typing import Any
 
 from jinja2 import Environment, StrictUndefined, select_autoescape
 
-from billing_common.money import format_amount, quantum
+from invoice_service.adapters.document_locale import (
+    CREDIT_NOTE_STATUS_CONTEXT,
+    CREDIT_NOTE_STATUSES,
+    N_,
+    DocumentLocales,
+    template_context,
+)
 from invoice_service.adapters.html import STYLESHEET, Seller
 from invoice_service.domain.credit_notes import CreditNote
 from invoice_service.domain.model import Invoice
 
 TEMPLATE = "credit_note.html.j2"
 SETTLEMENTS = {
-    "apply": "deducted from the amount owed",
-    "refund": "refunded",
-    "customer_balance": "credited to the customer's balance",
+    "apply": N_("deducted from the amount owed"),
+    "refund": N_("refunded"),
+    "customer_balance": N_("credited to the customer's balance"),
 }
 
 
 class JinjaCreditNoteHtml:
-    def __init__(self, seller: Seller) -> None:
+    def __init__(self, seller: Seller, locales: DocumentLocales | None = None) -> None:
         templates = resources.files("invoice_service.adapters").joinpath("templates")
         template_text = templates.joinpath(TEMPLATE).read_text(encoding="utf-8")
         self.stylesheet = templates.joinpath(STYLESHEET).read_text(encoding="utf-8")
@@ -36,35 +41,30 @@ class JinjaCreditNoteHtml:
         )
         self._template = env.from_string(template_text)
         self._seller = seller
+        self.locales = locales or DocumentLocales()
         self.version = hashlib.sha256(
-            "\n".join([template_text, self.stylesheet, seller.name, seller.address]).encode()
+            "\n".join(
+                [template_text, self.stylesheet, self.locales.version, seller.name, seller.address]
+            ).encode()
         ).hexdigest()[:16]
 
     def render(self, note: CreditNote, invoice: Invoice, *, embed_stylesheet: bool = True) -> str:
-        step = quantum(note.currency)
-
-        def amt(value: Decimal) -> str:
-            return f"{value.quantize(step):,}"
-
-        def qty(value: Decimal) -> str:
-            return format_amount(value.normalize())
-
-        def pct(rate: Decimal) -> str:
-            return f"{format_amount((rate * 100).normalize())}%"
-
+        # A credit note is written in its invoice's language (fixed when it was issued).
+        loc = self.locales.get(invoice.language)
         context: dict[str, Any] = {
+            **template_context(loc, note.currency),
             "note": note,
             "invoice": invoice,
             "seller": self._seller,
-            "settlement": SETTLEMENTS[note.settlement.value],
+            "settlement": loc.gettext(SETTLEMENTS[note.settlement.value]),
+            "status_label": loc.translations.pgettext(
+                CREDIT_NOTE_STATUS_CONTEXT, CREDIT_NOTE_STATUSES[note.status.value]
+            ),
             "customer_address_lines": [
                 line.strip()
                 for line in (invoice.customer.address or "").splitlines()
                 if line.strip()
             ],
-            "amt": amt,
-            "qty": qty,
-            "pct": pct,
             "stylesheet": self.stylesheet if embed_stylesheet else None,
         }
         return self._template.render(context)

@@ -1,5 +1,6 @@
 """The invoice document as HTML (Jinja2, autoescaped): served at /html and fed to the PDF
-renderer, so both show exactly the same thing."""
+renderer, so both show exactly the same thing; written in the invoice's language (labels
+from the catalogs, amounts and dates formatted by babel: adapters/document_locale.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from typing import Any
 
 from jinja2 import Environment, StrictUndefined, select_autoescape
 
-from billing_common.money import format_amount, quantum
+from invoice_service.adapters.document_locale import (
+    INVOICE_STATUS_CONTEXT,
+    INVOICE_STATUSES,
+    DocumentLocales,
+    template_context,
+)
 from invoice_service.domain.model import Invoice, TaxStatus
 
 TEMPLATE = "invoice.html.j2"
@@ -48,7 +54,7 @@ def taxes_by_rule(invoice: Invoice) -> list[TaxByRule]:
 
 
 class JinjaInvoiceHtml:
-    def __init__(self, seller: Seller) -> None:
+    def __init__(self, seller: Seller, locales: DocumentLocales | None = None) -> None:
         templates = resources.files("invoice_service.adapters").joinpath("templates")
         template_text = templates.joinpath(TEMPLATE).read_text(encoding="utf-8")
         # Kept apart from the template so a PDF renderer can parse it once and reuse it.
@@ -61,11 +67,14 @@ class JinjaInvoiceHtml:
         )
         self._template = self._env.from_string(template_text)
         self._seller = seller
-        # A new template or other seller details change every document: new ETags.
+        self.locales = locales or DocumentLocales()
+        # A new template, translation or other seller details change every document: new
+        # ETags.
         self.version = hashlib.sha256(
             "\n".join(
                 [
                     template_text,
+                    self.locales.version,
                     self.stylesheet,
                     seller.name,
                     seller.address,
@@ -75,21 +84,20 @@ class JinjaInvoiceHtml:
             ).encode()
         ).hexdigest()[:16]
 
+    def title(self, invoice: Invoice) -> str:
+        loc = self.locales.get(invoice.language)
+        return f"{loc.gettext('Invoice')} {invoice.number or loc.gettext('DRAFT')}"
+
     def render(self, invoice: Invoice, *, embed_stylesheet: bool = True) -> str:
         """The document; without the stylesheet for a renderer that applies `stylesheet`
         itself (what it shows is the same)."""
-        step = quantum(invoice.currency)
-
-        def amt(value: Decimal) -> str:
-            return f"{value.quantize(step):,}"
-
-        def qty(value: Decimal) -> str:
-            return format_amount(value.normalize())
-
-        def pct(rate: Decimal) -> str:
-            return f"{format_amount((rate * 100).normalize())}%"
-
+        loc = self.locales.get(invoice.language)
         context: dict[str, Any] = {
+            **template_context(loc, invoice.currency),
+            "title": self.title(invoice),
+            "status_label": loc.translations.pgettext(
+                INVOICE_STATUS_CONTEXT, INVOICE_STATUSES[invoice.status.value]
+            ),
             "invoice": invoice,
             "totals": invoice.totals,
             "seller": self._seller,
@@ -102,9 +110,6 @@ class JinjaInvoiceHtml:
             # Claimed by the caller, or decided by the tax service (category AE).
             "reverse_charge": invoice.customer.tax_status is TaxStatus.REVERSE_CHARGE
             or any(line.vat_category == "AE" for line in invoice.lines),
-            "amt": amt,
-            "qty": qty,
-            "pct": pct,
             "stylesheet": self.stylesheet if embed_stylesheet else None,
         }
         return self._template.render(context)

@@ -74,6 +74,7 @@ def invoice_row(invoice: Invoice, *, idempotency_key: str, request_hash: str) ->
         "customer_exemption_certificate": customer.exemption_certificate,
         "tax_treatment": invoice.tax_treatment,
         "tax_breakdown": breakdown_json(invoice.tax_breakdown),
+        "requested_language": invoice.requested_language,
     }
 
 

@@ -24,6 +24,7 @@ from invoice_service.adapters.orm import (
     InvoiceStatusHistoryRow,
 )
 from invoice_service.domain.errors import ConcurrentModification
+from invoice_service.domain.languages import DEFAULT_LANGUAGE
 from invoice_service.domain.model import (
     AppliedDiscount,
     Customer,
@@ -79,13 +80,19 @@ class SqlInvoiceRepository:
         row = (
             await (await self._session.connection()).execute(
                 core_select(
-                    _INVOICES.c.tenant_id, _INVOICES.c.id, _INVOICES.c.number, _INVOICES.c.version
+                    _INVOICES.c.tenant_id,
+                    _INVOICES.c.id,
+                    _INVOICES.c.number,
+                    _INVOICES.c.version,
+                    _INVOICES.c.language,
                 ).where(_INVOICES.c.tenant_id == self._tenant, _INVOICES.c.id == invoice_id)
             )
         ).first()
         if row is None:
             return None
-        return DocumentStamp(row.tenant_id, row.id, row.number, row.version)
+        return DocumentStamp(
+            row.tenant_id, row.id, row.number, row.version, row.language or DEFAULT_LANGUAGE
+        )
 
     async def find_by_idempotency_key(self, key: str) -> StoredIdempotency | None:
         # Every creation asks, and almost every one finds nothing: a core SELECT of the id,
@@ -222,6 +229,8 @@ class SqlInvoiceRepository:
             seller=snapshot_of(row.seller_snapshot),
             tax_treatment=row.tax_treatment,
             tax_breakdown=breakdown_of(row.tax_breakdown),
+            language=row.language or DEFAULT_LANGUAGE,
+            requested_language=row.requested_language,
         )
         self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
         return invoice
@@ -344,6 +353,7 @@ class SqlInvoiceRepository:
             "paid_at": invoice.paid_at,
             "voided_at": invoice.voided_at,
             "version": invoice.version,
+            "language": invoice.language,
         }
 
     async def _add_children(

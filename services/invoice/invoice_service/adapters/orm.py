@@ -94,6 +94,10 @@ class InvoiceRow(SQLModel, table=True):
     tax_breakdown: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # Credit notes (0004): the sum of their totals; NULL on rows written before is 0.
     amount_credited: Decimal | None = _money(nullable=True)
+    # Document language (0005): as decided (NULL on rows written before: "en") and as the
+    # customer asked for it at creation.
+    language: str | None = Field(default=None, max_length=35)
+    requested_language: str | None = Field(default=None, max_length=35)
 
 
 class InvoiceLineRow(SQLModel, table=True):

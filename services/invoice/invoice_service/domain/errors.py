@@ -195,3 +195,16 @@ class CreditNoteNotFound(InvoiceError):
 
     def __init__(self, credit_note_id: str) -> None:
         super().__init__(f"no credit note {credit_note_id!r}", credit_note_id=credit_note_id)
+
+
+class UnsupportedLanguage(InvalidInvoice):
+    """A document language the platform has no translations for (or a tag that is not one):
+    422, listing the supported languages."""
+
+    def __init__(self, tag: str, supported: tuple[str, ...]) -> None:
+        super().__init__(
+            f"language {tag!r} is not supported for documents: use one of "
+            f"{', '.join(supported)}, optionally with a region (de-CH, fr-BE, en-GB)",
+            language=tag,
+            supported_languages=list(supported),
+        )

@@ -27,6 +27,7 @@ from typing import Final
 
 from billing_common.money import quantum
 from invoice_service.domain.errors import InvalidInvoice, InvalidTransition
+from invoice_service.domain.languages import DEFAULT_LANGUAGE, document_language
 from invoice_service.domain.sellers import SellerSnapshot
 
 
@@ -313,6 +314,11 @@ class Invoice:
     # From the tax answer when it has them: "domestic", "intra_eu_reverse_charge", ...
     tax_treatment: str | None = None
     tax_breakdown: tuple[VatBreakdown, ...] = ()
+    # The documents' language (domain/languages.py): the customer's as asked for at creation
+    # (`requested_language`, normalised), else the seller's default language, else English.
+    # Taken at creation and again at finalization, with the seller snapshot, then kept.
+    language: str = DEFAULT_LANGUAGE
+    requested_language: str | None = None
 
     def __post_init__(self) -> None:
         if not self.lines:
@@ -349,6 +355,8 @@ class Invoice:
         seller: SellerSnapshot | None = None,
         tax_treatment: str | None = None,
         tax_breakdown: tuple[VatBreakdown, ...] = (),
+        requested_language: str | None = None,
+        seller_language: str | None = None,
     ) -> Invoice:
         invoice = cls(
             id=id,
@@ -371,6 +379,8 @@ class Invoice:
             seller=seller,
             tax_treatment=tax_treatment,
             tax_breakdown=tax_breakdown,
+            language=document_language(requested_language, seller_language),
+            requested_language=requested_language,
         )
         invoice.history.append(
             StatusChange(None, InvoiceStatus.DRAFT, at, reason="created", actor=actor)
@@ -458,9 +468,12 @@ class Invoice:
         at: datetime,
         actor: str | None = None,
         seller: SellerSnapshot | None = None,
+        seller_language: str | None = None,
     ) -> None:
         """Issue the invoice under its gapless number, with the seller's data as it is now
-        (`seller`: the snapshot of its seller; it stays on the invoice for good). An invoice
+        (`seller`: the snapshot of its seller; it stays on the invoice for good) and the
+        documents' language decided again from the seller's default language as it is now
+        (`seller_language`; None keeps the language taken at creation). An invoice
         with nothing to pay is settled at once (issued, then paid), so it never waits for a
         payment that cannot come."""
         self.check_can_finalize()
@@ -468,6 +481,8 @@ class Invoice:
             if seller.seller_id != self.seller_id:
                 raise InvalidInvoice("an invoice is issued by the seller it names")
             self.seller = seller
+        if seller_language is not None:
+            self.language = document_language(self.requested_language, seller_language)
         self.number = number
         self.sequence = sequence
         self.issued_at = at

@@ -58,7 +58,10 @@ def _utc(value: datetime | None) -> datetime | None:
     responses={
         200: {"model": InvoiceOut, "description": "replay: this key was seen with this body"},
         409: {"description": "Idempotency-Key reused with another body"},
-        422: {"description": "invalid request, unknown jurisdiction, coupon not applicable"},
+        422: {
+            "description": "invalid request, unknown jurisdiction, coupon not applicable, "
+            "unsupported language (the problem lists `supported_languages`)"
+        },
         502: {"description": "a peer service answered outside its contract"},
         503: {"description": "the tax or discount service is unavailable; nothing was written"},
         **_PROBLEMS,

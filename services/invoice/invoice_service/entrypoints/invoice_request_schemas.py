@@ -11,6 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from billing_common.idempotency import request_fingerprint
 from billing_common.wire import Currency, DecimalString, Quantity
 from invoice_service.domain.errors import InvalidInvoice
+from invoice_service.domain.languages import (
+    MAX_TAG_LENGTH,
+    SUPPORTED_LANGUAGES,
+    normalise_language,
+)
 from invoice_service.domain.model import Customer, CustomerKind, PriceMode, TaxStatus
 from invoice_service.domain.numbering import DEFAULT_SERIES, check_series
 from invoice_service.domain.pricing import LineDraft
@@ -125,6 +130,17 @@ class InvoiceCreate(_In):
         max_length=64,
         description="the issuing seller; default: the tenant's default seller, if any",
     )
+    language: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TAG_LENGTH,
+        description=(
+            "the customer's language for the documents (PDF, Factur-X), a BCP 47 tag: "
+            f"{', '.join(SUPPORTED_LANGUAGES)}, optionally with a region (de-CH, fr-BE, "
+            "en-GB); default: the seller's default language, else en. Others: 422"
+        ),
+        examples=["de"],
+    )
 
     @field_validator("series")
     @classmethod
@@ -137,6 +153,9 @@ class InvoiceCreate(_In):
     def fingerprint(self) -> str:
         """Hash of the normalised body: the same request under the same key is a replay."""
         body = self.model_dump(mode="json")
+        if self.language is not None:
+            # "de-ch" and "de-CH" are one request (an unsupported tag is refused before).
+            body["language"] = normalise_language(self.language)
         # Fields added later count only when sent, so a request made before they existed
         # keeps its fingerprint (and its replay) under the same key.
         for name in _ADDED_FIELDS:
@@ -148,7 +167,9 @@ class InvoiceCreate(_In):
         return request_fingerprint(body)
 
     def to_command(self, *, tenant: str, actor: str, idempotency_key: str) -> CreateInvoice:
+        """Raises UnsupportedLanguage (422) for a language without translations."""
         c = self.customer
+        language = normalise_language(self.language) if self.language is not None else None
         return CreateInvoice(
             tenant=tenant,
             actor=actor,
@@ -186,10 +207,11 @@ class InvoiceCreate(_In):
             due_days=self.due_days,
             memo=self.memo,
             seller_id=self.seller_id,
+            language=language,
         )
 
 
-_ADDED_FIELDS = ("seller_id",)
+_ADDED_FIELDS = ("seller_id", "language")
 _ADDED_CUSTOMER_FIELDS = ("country", "region", "kind", "exemption_certificate")
 
 

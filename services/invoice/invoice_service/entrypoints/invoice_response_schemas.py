@@ -189,6 +189,15 @@ class InvoiceOut(_Totals):
     )
     tax_treatment: str | None = None
     tax_breakdown: list[VatBreakdownOut] = Field(default_factory=list)
+    language: str = Field(
+        default="en",
+        description="the documents' language (BCP 47): the one asked for at creation, else "
+        "the seller's default language, else en; fixed once issued",
+        examples=["de-CH"],
+    )
+    requested_language: str | None = Field(
+        default=None, description="the language asked for at creation, normalised"
+    )
 
     @classmethod
     def of(cls, invoice: Invoice, received: list[ReceivedEvent] | None = None) -> InvoiceOut:
@@ -271,6 +280,8 @@ class InvoiceOut(_Totals):
             seller=SellerSnapshotOut.of(invoice.seller) if invoice.seller else None,
             tax_treatment=invoice.tax_treatment,
             tax_breakdown=[VatBreakdownOut.of(b) for b in invoice.tax_breakdown],
+            language=invoice.language,
+            requested_language=invoice.requested_language,
         )
 
     @classmethod

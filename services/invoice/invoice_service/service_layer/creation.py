@@ -67,6 +67,8 @@ class CreateInvoice:
     memo: str | None = None
     # None: the tenant's default seller, if it has one.
     seller_id: str | None = None
+    # The customer's document language, normalised (domain/languages.py); None: the seller's.
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,8 @@ async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult
             seller=snapshot,
             tax_treatment=tax.treatment,
             tax_breakdown=tax.breakdown,
+            requested_language=cmd.language,
+            seller_language=seller.language if seller else None,
         )
         return await _store(cmd, deps, invoice, pending)
     except Exception:

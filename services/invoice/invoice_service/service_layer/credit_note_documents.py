@@ -1,6 +1,6 @@
 """The credit note as a PDF: rendered by the invoices' renderer (worker processes) under the
-tenant's render slots. A credit note changes only its status, so its ETag names its number
-and status with the template version."""
+tenant's render slots, in its invoice's language. A credit note changes only its status, so
+its ETag names its number and status with the language and the template version."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ async def credit_note_pdf(
         if invoice is None:
             raise InvoiceNotFound(note.invoice_id)
     digest = hashlib.sha256(
-        f"{tenant}\n{note.id}\n{note.status.value}\n{html.version}".encode()
+        f"{tenant}\n{note.id}\n{note.status.value}\n{invoice.language}\n{html.version}".encode()
     ).hexdigest()[:32]
     etag = f'"pdf-{digest}"'
     if etag_matches(if_none_match, etag):

@@ -1,14 +1,15 @@
 """The invoice as a document: HTML and PDF, with ETags and a PDF cache.
 
-The ETag names the invoice's version (bumped by every change: status, payment, refund) and
-the template version, so a cached or client-held document is reused exactly as long as it is
-still what the invoice would render to. The ETag is computed from a one-row read of the
-invoice's header (its `DocumentStamp`); the whole invoice is loaded only to render.
+The ETag names the invoice's version (bumped by every change: status, payment, refund), its
+documents' language and the template version (translations included), so a cached or
+client-held document is reused exactly as long as it is still what the invoice would render
+to. The ETag is computed from a one-row read of the invoice's header (its `DocumentStamp`);
+the whole invoice is loaded only to render.
 
 Rendered PDFs are kept in the key/value store (shared by replicas, survives restarts) and, in
-front of it, in a small per-process memory cache. Both are keyed by invoice and checked
-against the ETag of the version just read, so neither can serve a document of an older
-version, whichever replica changed the invoice.
+front of it, in a small per-process memory cache. Both are keyed by invoice and language and
+checked against the ETag of the version just read, so neither can serve a document of an
+older version or of another language, whichever replica changed the invoice.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class Document:
 
 def document_etag(stamp: DocumentStamp, template_version: str, kind: Kind) -> str:
     digest = hashlib.sha256(
-        f"{stamp.tenant_id}\n{stamp.invoice_id}\n{stamp.version}\n{template_version}\n{kind}".encode()
+        f"{stamp.tenant_id}\n{stamp.invoice_id}\n{stamp.version}\n{stamp.language}\n"
+        f"{template_version}\n{kind}".encode()
     ).hexdigest()[:32]
     return f'"{kind}-{digest}"'
 
@@ -134,7 +136,9 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def pdf_cache_key(stamp: DocumentStamp) -> str:
-    return f"invoice-pdf:{stamp.tenant_id}:{stamp.invoice_id}"
+    """One entry per invoice and language (the ETag, checked on every read, names the
+    version): the German PDF never answers for the French one."""
+    return f"invoice-pdf:{stamp.tenant_id}:{stamp.invoice_id}:{stamp.language}"
 
 
 async def _load(tenant: str, invoice_id: str, uow: UnitOfWorkFactory) -> Invoice:
@@ -207,7 +211,8 @@ async def invoice_pdf(
         pdf = await asyncio.to_thread(render)
     memory.put(key, etag, pdf)
     try:
-        # One entry per invoice, overwritten by each new version: the cache stays bounded.
+        # One entry per invoice and language (an invoice changes its language at most once,
+        # at finalization), overwritten by each new version: the cache stays bounded.
         await cache.set(
             key,
             {"etag": etag, "pdf": base64.b64encode(pdf).decode()},

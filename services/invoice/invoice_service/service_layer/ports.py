@@ -11,6 +11,7 @@ from typing import Any, Protocol, Self
 
 from billing_common.events import CloudEvent
 from invoice_service.domain.credit_notes import CreditNote
+from invoice_service.domain.languages import DEFAULT_LANGUAGE
 from invoice_service.domain.model import (
     Customer,
     Invoice,
@@ -132,6 +133,11 @@ class InvoiceHtml(Protocol):
         PDF renderer that applies the (pre-parsed) stylesheet itself."""
         ...
 
+    def title(self, invoice: Invoice) -> str:
+        """The document's title in its language ("Rechnung INV-000001"): the HTML <title>
+        and the PDF's metadata."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class InvoiceQuery:
@@ -173,10 +179,12 @@ class DocumentStamp:
     invoice_id: str
     number: str | None
     version: int
+    # The documents' language: a document in another language is another document.
+    language: str = DEFAULT_LANGUAGE
 
     @classmethod
     def of(cls, invoice: Invoice) -> DocumentStamp:
-        return cls(invoice.tenant_id, invoice.id, invoice.number, invoice.version)
+        return cls(invoice.tenant_id, invoice.id, invoice.number, invoice.version, invoice.language)
 
 
 class InvoiceRepository(Protocol):

@@ -18,14 +18,19 @@ async def _locked(uow: UnitOfWork, invoice_id: str) -> Invoice:
     return invoice
 
 
-async def _seller_snapshot(uow: UnitOfWork, invoice: Invoice) -> SellerSnapshot | None:
-    """The seller's data as it is at finalization: what the issued invoice keeps for good.
-    (A seller named by an invoice, a draft too, cannot be deleted; should its row be gone all
-    the same, the draft keeps the snapshot it took at creation.)"""
+async def _seller_snapshot(
+    uow: UnitOfWork, invoice: Invoice
+) -> tuple[SellerSnapshot | None, str | None]:
+    """The seller's data and default language as they are at finalization: what the issued
+    invoice keeps for good. (A seller named by an invoice, a draft too, cannot be deleted;
+    should its row be gone all the same, the draft keeps the snapshot and the language it
+    took at creation.)"""
     if invoice.seller_id is None:
-        return None
+        return None, None
     seller = await uow.sellers.get(invoice.seller_id)
-    return seller.snapshot() if seller is not None else invoice.seller
+    if seller is None:
+        return invoice.seller, None
+    return seller.snapshot(), seller.language
 
 
 async def finalize_invoice(tenant: str, invoice_id: str, actor: str, deps: Dependencies) -> Invoice:
@@ -33,7 +38,7 @@ async def finalize_invoice(tenant: str, invoice_id: str, actor: str, deps: Depen
         invoice = await _locked(uow, invoice_id)
         # Refuse before drawing a number; the number and the status change commit together.
         invoice.check_can_finalize()
-        snapshot = await _seller_snapshot(uow, invoice)
+        snapshot, seller_language = await _seller_snapshot(uow, invoice)
         sequence = await uow.numbers.next_sequence(
             invoice.series, seller_id=invoice.seller_id, document_type=DocumentType.INVOICE
         )
@@ -43,6 +48,7 @@ async def finalize_invoice(tenant: str, invoice_id: str, actor: str, deps: Depen
             at=deps.clock(),
             actor=actor,
             seller=snapshot,
+            seller_language=seller_language,
         )
         await uow.invoices.save(invoice)
         uow.emit(events.finalized(invoice), aggregate=events.aggregate(invoice))

@@ -96,11 +96,17 @@ class EN16931Writer:
         metadata = {
             "author": seller.legal_name if seller else "",
             "keywords": "Factur-X, Invoice",
-            "title": f"Invoice {invoice.number}",
+            "title": self._html.title(invoice),  # in the invoice's language
             "subject": f"Factur-X invoice {invoice.number}",
         }
         result: bytes = generate_from_binary(
-            pdf, xml, flavor="factur-x", level="en16931", check_xsd=True, pdf_metadata=metadata
+            pdf,
+            xml,
+            flavor="factur-x",
+            level="en16931",
+            check_xsd=True,
+            pdf_metadata=metadata,
+            lang=invoice.language,
         )
         logger.bind(service="invoice").debug(
             "factur-x {} rendered ({} bytes)", invoice.number, len(result)
