@@ -168,3 +168,13 @@ def test_the_creditnote_rules_run_a_wrong_payable_amount_is_reported() -> None:
     # And the CreditNote XSD is the one applied: an Invoice line in it is refused.
     etree.SubElement(root, f"{{{CAC}}}InvoiceLine")
     assert schema_errors(etree.tostring(root), ubl=True) != []
+
+
+def test_only_an_issued_invoice_is_offered_as_an_einvoice() -> None:
+    issued = build([Spec("Consulting", "1", "100.00", "0.19")])
+    issued.offer_einvoice(EInvoiceFormat.UBL)
+    assert issued.einvoice_format is EInvoiceFormat.UBL
+    draft = replace(issued, number=None, einvoice_format=None)
+    with pytest.raises(InvalidInvoice, match="only an issued invoice"):
+        draft.offer_einvoice(EInvoiceFormat.UBL)
+    assert draft.einvoice_format is None
