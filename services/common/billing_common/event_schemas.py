@@ -86,6 +86,16 @@ class InvoiceCreated(_EventData):
     version: int | None = None
 
 
+class DocumentLink(_EventData):
+    """A document of an invoice that can be downloaded: `kind` "pdf" or "einvoice" (then
+    `format` is facturx, xrechnung or ubl); `href` is the path on the invoice service."""
+
+    kind: str
+    href: str
+    format: str | None = None
+    media_type: str | None = None
+
+
 class InvoiceFinalized(_EventData):
     invoice_id: str
     number: str
@@ -95,6 +105,10 @@ class InvoiceFinalized(_EventData):
     amount_due: Decimal
     due_date: str | None = None
     version: int | None = None
+    # Added with e-invoices (optional: producers before it send none, consumers before it
+    # ignore it): the documents available for the issued invoice, the PDF and the e-invoice
+    # in the customer's default format when there is one.
+    documents: list[DocumentLink] | None = None
 
 
 class InvoicePaid(_EventData):

@@ -184,8 +184,10 @@ def service_spec() -> ServiceSpec[Dependencies]:
         renderer = pdf_settings.renderer(html.stylesheet)
         if isinstance(renderer, ProcessPoolRenderer):
             wiring.on_close(lambda: asyncio.to_thread(renderer.close))
-        wiring.state.credit_note_html = JinjaCreditNoteHtml(seller, locales)
-        wiring.state.einvoice_writer = EN16931Writer(html)
+        credit_note_html = JinjaCreditNoteHtml(seller, locales)
+        einvoice_writer = EN16931Writer(html, credit_note_html)
+        wiring.state.credit_note_html = credit_note_html
+        wiring.state.einvoice_writer = einvoice_writer
         wiring.state.documents = DocumentServices(  # read by entrypoints/deps.py
             html=html,
             renderer=renderer,
@@ -196,6 +198,7 @@ def service_spec() -> ServiceSpec[Dependencies]:
             uow=uow_factory(ctx.sessions, ctx.relay),
             tax=InvokerTaxClient(ctx.invoker, ctx.tokens),
             discounts=InvokerDiscountClient(ctx.invoker, ctx.tokens),
+            einvoices=einvoice_writer,
         )
 
     return ServiceSpec(
@@ -218,6 +221,7 @@ def service_spec() -> ServiceSpec[Dependencies]:
             {"name": "invoices", "description": "create, read, change, render"},
             {"name": "sellers", "description": "the tenant's legal entities that issue invoices"},
             {"name": "credit notes", "description": "corrections of issued invoices"},
+            {"name": "customers", "description": "balances and e-invoice settings"},
         ],
         exception_handlers={PeerRejected: _on_peer_rejected},
     )

@@ -6,11 +6,18 @@ lines by largest remainder with ties to the earlier line (the tax service's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from billing_common.money import quantum
+from invoice_service.domain.credit_notes import (
+    CreditNote,
+    CreditRequestLine,
+    Settlement,
+    credit_lines,
+)
+from invoice_service.domain.einvoicing import PostalAddress
 from invoice_service.domain.model import (
     AppliedDiscount,
     Customer,
@@ -259,3 +266,43 @@ def corpus() -> list[tuple[str, Invoice]]:
             ),
         ),
     ]
+
+
+BUYER_ADDRESS = PostalAddress(
+    country="DE", street=("Kundenweg 5",), city="München", postcode="80331", subdivision="Bayern"
+)
+LEITWEG_ID = "04011000-12345-34"
+
+
+def for_xrechnung(invoice: Invoice, address: PostalAddress = BUYER_ADDRESS) -> Invoice:
+    """The invoice with what XRechnung asks of the buyer: the structured postal address
+    (BR-DE-8/9) and the Leitweg-ID as buyer reference (BR-DE-15)."""
+    country = invoice.customer.location_country or invoice.customer.country
+    invoice.customer = replace(
+        invoice.customer,
+        postal_address=replace(address, country=country),
+        buyer_reference=LEITWEG_ID,
+    )
+    return invoice
+
+
+def credit_note_of(
+    invoice: Invoice, requested: tuple[CreditRequestLine, ...] = (), number: str = "CN-2026-0001"
+) -> CreditNote:
+    """A credit note of the invoice as the domain computes it (empty: all of it)."""
+    return CreditNote(
+        id="cn_1",
+        tenant_id=invoice.tenant_id,
+        invoice_id=invoice.id,
+        invoice_number=invoice.number or "",
+        customer_id=invoice.customer.id,
+        currency=invoice.currency,
+        settlement=Settlement.APPLY,
+        reason="Returned goods",
+        lines=credit_lines(invoice, requested, []),
+        created_at=AT,
+        series="CN",
+        sequence=1,
+        number=number,
+        seller_id=invoice.seller_id,
+    )

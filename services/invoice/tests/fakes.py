@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Self
 
 from billing_common.events import CloudEvent
+from invoice_service.domain.einvoicing import CustomerEInvoiceSettings
 from invoice_service.domain.errors import ConcurrentModification
 from invoice_service.domain.model import (
     AppliedDiscount,
@@ -55,6 +56,7 @@ class TenantData:
     default_seller: str | None = None
     # (seller id or "", series, document type) -> last number, for sellers' documents
     document_numbers: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    customer_settings: dict[str, CustomerEInvoiceSettings] = field(default_factory=dict)
 
 
 @dataclass
@@ -217,6 +219,17 @@ class FakePendingCreations:
         return True
 
 
+class FakeCustomerSettings:
+    def __init__(self, data: TenantData) -> None:
+        self._data = data
+
+    async def get(self, customer_id: str) -> CustomerEInvoiceSettings | None:
+        return self._data.customer_settings.get(customer_id)
+
+    async def put(self, settings: CustomerEInvoiceSettings) -> None:
+        self._data.customer_settings[settings.customer_id] = settings
+
+
 class FakeUnitOfWork:
     """One tenant's transaction on an `InvoiceStore`: works on a copy of the tenant's data,
     applies it on commit unless an invoice it saves was saved by another meanwhile."""
@@ -233,6 +246,7 @@ class FakeUnitOfWork:
         self.received = FakeReceivedEventLog(self._data)
         self.pending = FakePendingCreations(self._data)
         self.sellers = FakeSellerRepository(self._data, self.tenant)
+        self.customer_settings = FakeCustomerSettings(self._data)
         self._outbox: list[tuple[CloudEvent, str]] = []
         return self
 

@@ -66,7 +66,8 @@ async def test_ubl_and_xrechnung_xml(api: Any, make_body: Any) -> None:
     assert_valid(ubl.content, ubl=True)
     assert b"<cbc:BuyerReference>PO-77</cbc:BuyerReference>" in ubl.content
 
-    # XRechnung needs the buyer's city and postcode as fields, which invoices do not keep.
+    # XRechnung needs the buyer's city and postcode as fields (`postal_address`), which this
+    # invoice was created without (see test_einvoice_formats_api for one created with them).
     xrechnung = await _get(api, invoice["id"], "format=xrechnung&buyer_reference=991-1")
     assert xrechnung.status_code == 422
     problem = xrechnung.json()

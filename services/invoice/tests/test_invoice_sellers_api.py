@@ -222,12 +222,24 @@ def test_the_fingerprint_of_a_request_without_the_new_fields_is_unchanged(make_b
     before = request.model_dump(mode="json")
     for name in ("seller_id", "language"):  # fields added since, not sent
         before.pop(name)
-    for name in ("country", "region", "kind", "exemption_certificate"):
+    # The customer's fields of issue 12, and of issue 13 (e-invoices: postal_address,
+    # buyer_reference), did not exist before: a request without them hashes as it did.
+    for name in (
+        "country",
+        "region",
+        "kind",
+        "exemption_certificate",
+        "postal_address",
+        "buyer_reference",
+    ):
         before["customer"].pop(name)
     canonical = json.dumps(before, sort_keys=True, separators=(",", ":"))
     assert request.fingerprint() == hashlib.sha256(canonical.encode()).hexdigest()
     with_seller = InvoiceCreate.model_validate(make_body(seller_id="s-1"))
     assert with_seller.fingerprint() != request.fingerprint()
+    body = make_body()
+    body["customer"]["buyer_reference"] = "991-1"
+    assert InvoiceCreate.model_validate(body).fingerprint() != request.fingerprint()
 
 
 async def test_the_pdf_of_an_issued_invoice_shows_the_seller_as_it_was(

@@ -48,6 +48,11 @@ class JinjaCreditNoteHtml:
             ).encode()
         ).hexdigest()[:16]
 
+    def title(self, note: CreditNote, invoice: Invoice) -> str:
+        """The document's title, in its invoice's language."""
+        loc = self.locales.get(invoice.language)
+        return f"{loc.gettext('Credit note')} {note.number}"
+
     def render(self, note: CreditNote, invoice: Invoice, *, embed_stylesheet: bool = True) -> str:
         # A credit note is written in its invoice's language (fixed when it was issued).
         loc = self.locales.get(invoice.language)

@@ -12,7 +12,7 @@ from sqlalchemy import Table
 from sqlalchemy import insert as sql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from invoice_service.adapters.json_columns import breakdown_json
+from invoice_service.adapters.json_columns import breakdown_json, postal_address_columns
 from invoice_service.adapters.orm import (
     InvoiceDiscountRow,
     InvoiceLineRow,
@@ -75,6 +75,8 @@ def invoice_row(invoice: Invoice, *, idempotency_key: str, request_hash: str) ->
         "tax_treatment": invoice.tax_treatment,
         "tax_breakdown": breakdown_json(invoice.tax_breakdown),
         "requested_language": invoice.requested_language,
+        **postal_address_columns(customer.postal_address),
+        "buyer_reference": customer.buyer_reference,
     }
 
 

@@ -14,7 +14,7 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from invoice_service.adapters import invoice_rows as rows
-from invoice_service.adapters.json_columns import breakdown_of, snapshot_of
+from invoice_service.adapters.json_columns import breakdown_of, postal_address_of, snapshot_of
 from invoice_service.adapters.orm import (
     InvoiceDiscountRow,
     InvoiceLineRow,
@@ -23,6 +23,7 @@ from invoice_service.adapters.orm import (
     InvoiceRow,
     InvoiceStatusHistoryRow,
 )
+from invoice_service.domain.einvoicing import EInvoiceFormat
 from invoice_service.domain.errors import ConcurrentModification
 from invoice_service.domain.languages import DEFAULT_LANGUAGE
 from invoice_service.domain.model import (
@@ -158,6 +159,14 @@ class SqlInvoiceRepository:
                 location_region=row.customer_location_region,
                 kind=CustomerKind(row.customer_kind) if row.customer_kind else None,
                 exemption_certificate=row.customer_exemption_certificate,
+                postal_address=postal_address_of(
+                    row.customer_address_country,
+                    row.customer_street,
+                    row.customer_city,
+                    row.customer_postcode,
+                    row.customer_subdivision,
+                ),
+                buyer_reference=row.buyer_reference,
             ),
             currency=row.currency,
             price_mode=PriceMode(row.price_mode),
@@ -231,6 +240,7 @@ class SqlInvoiceRepository:
             tax_breakdown=breakdown_of(row.tax_breakdown),
             language=row.language or DEFAULT_LANGUAGE,
             requested_language=row.requested_language,
+            einvoice_format=EInvoiceFormat(row.einvoice_format) if row.einvoice_format else None,
         )
         self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
         return invoice
@@ -354,6 +364,7 @@ class SqlInvoiceRepository:
             "voided_at": invoice.voided_at,
             "version": invoice.version,
             "language": invoice.language,
+            "einvoice_format": invoice.einvoice_format.value if invoice.einvoice_format else None,
         }
 
     async def _add_children(

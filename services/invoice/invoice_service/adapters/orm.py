@@ -98,6 +98,15 @@ class InvoiceRow(SQLModel, table=True):
     # customer asked for it at creation.
     language: str | None = Field(default=None, max_length=35)
     requested_language: str | None = Field(default=None, max_length=35)
+    # E-invoices (0006): the buyer's postal address (BG-8; street lines JSON), the buyer
+    # reference (BT-10) and the e-invoice format offered since finalization.
+    customer_street: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    customer_city: str | None = Field(default=None, max_length=100)
+    customer_postcode: str | None = Field(default=None, max_length=16)
+    customer_subdivision: str | None = Field(default=None, max_length=100)
+    customer_address_country: str | None = Field(default=None, max_length=2)
+    buyer_reference: str | None = Field(default=None, max_length=200)
+    einvoice_format: str | None = Field(default=None, max_length=16)
 
 
 class InvoiceLineRow(SQLModel, table=True):
@@ -330,3 +339,15 @@ class CustomerBalanceEntryRow(SQLModel, table=True):
     credit_note_id: str | None = Field(default=None, max_length=36)
     description: str = Field(sa_column=Column(Text, nullable=False))
     at: datetime = _when()
+
+
+class CustomerSettingsRow(SQLModel, table=True):
+    """Per-customer settings of a tenant (0006): the default e-invoice format."""
+
+    __tablename__ = "invoice_customer_settings"
+
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    customer_id: str = Field(primary_key=True, max_length=128)
+    einvoice_format: str = Field(max_length=16)
+    updated_at: datetime = _when()
+    updated_by: str | None = Field(default=None, max_length=200)

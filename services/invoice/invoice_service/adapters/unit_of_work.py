@@ -11,6 +11,7 @@ from invoice_service.adapters.credit_notes_repository import (
     SqlCreditNoteRepository,
     SqlCustomerBalance,
 )
+from invoice_service.adapters.customer_settings_repository import SqlCustomerSettings
 from invoice_service.adapters.invoices_repository import SqlInvoiceRepository
 from invoice_service.adapters.number_series_repository import SqlNumberSeries
 from invoice_service.adapters.pending_creations_repository import SqlPendingCreations
@@ -19,6 +20,7 @@ from invoice_service.adapters.sellers_repository import SqlSellerRepository
 from invoice_service.service_layer.ports import (
     CreditNoteRepository,
     CustomerBalance,
+    CustomerSettingsRepository,
     InvoiceRepository,
     NumberSeries,
     PendingCreations,
@@ -38,6 +40,7 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
     sellers: SellerRepository
     credit_notes: CreditNoteRepository
     balances: CustomerBalance
+    customer_settings: CustomerSettingsRepository
 
     def _open(self) -> None:
         self.invoices = SqlInvoiceRepository(self.session, self.tenant)
@@ -47,6 +50,7 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
         self.sellers = SqlSellerRepository(self.session, self.tenant)
         self.credit_notes = SqlCreditNoteRepository(self.session, self.tenant)
         self.balances = SqlCustomerBalance(self.session, self.tenant)
+        self.customer_settings = SqlCustomerSettings(self.session, self.tenant)
 
 
 def uow_factory(

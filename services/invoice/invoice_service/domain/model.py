@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Final
 
 from billing_common.money import quantum
+from invoice_service.domain.einvoicing import EInvoiceFormat, PostalAddress, check_buyer_reference
 from invoice_service.domain.errors import InvalidInvoice, InvalidTransition
 from invoice_service.domain.languages import DEFAULT_LANGUAGE, document_language
 from invoice_service.domain.sellers import SellerSnapshot
@@ -158,10 +159,15 @@ class Customer:
     location_region: str | None = None
     kind: CustomerKind | None = None
     exemption_certificate: str | None = None
+    # E-invoices (issue 13): the buyer's structured postal address (BG-8) and the reference
+    # the buyer gives (BT-10, for XRechnung the Leitweg-ID). `address` stays the printed text.
+    postal_address: PostalAddress | None = None
+    buyer_reference: str | None = None
 
     def __post_init__(self) -> None:
         if self.tax_status is TaxStatus.REVERSE_CHARGE and not self.tax_id:
             raise InvalidInvoice("a reverse-charge customer needs a tax_id")
+        object.__setattr__(self, "buyer_reference", check_buyer_reference(self.buyer_reference))
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +325,9 @@ class Invoice:
     # Taken at creation and again at finalization, with the seller snapshot, then kept.
     language: str = DEFAULT_LANGUAGE
     requested_language: str | None = None
+    # The e-invoice offered with the issued invoice besides its PDF: the customer's default
+    # format when the invoice had what that format needs at finalization, else None.
+    einvoice_format: EInvoiceFormat | None = None
 
     def __post_init__(self) -> None:
         if not self.lines:
@@ -490,6 +499,13 @@ class Invoice:
         self._transition(InvoiceStatus.ISSUED, at, reason="finalized", actor=actor)
         if self.total == 0:
             self._settle(at, reason="nothing to pay", actor=actor)
+
+    def offer_einvoice(self, fmt: EInvoiceFormat | None) -> None:
+        """The e-invoice this issued invoice is offered with besides its PDF (chosen in the
+        transaction that finalizes it; None: the PDF only)."""
+        if self.number is None:
+            raise InvalidInvoice("only an issued invoice is offered as an e-invoice")
+        self.einvoice_format = fmt
 
     def void(self, *, at: datetime, reason: str | None = None, actor: str | None = None) -> None:
         if (

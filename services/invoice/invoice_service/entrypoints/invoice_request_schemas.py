@@ -19,6 +19,7 @@ from invoice_service.domain.languages import (
 from invoice_service.domain.model import Customer, CustomerKind, PriceMode, TaxStatus
 from invoice_service.domain.numbering import DEFAULT_SERIES, check_series
 from invoice_service.domain.pricing import LineDraft
+from invoice_service.entrypoints.einvoice_schemas import PostalAddressIn
 from invoice_service.entrypoints.seller_schemas import CustomerKindField
 from invoice_service.service_layer.creation import CreateInvoice
 
@@ -57,6 +58,17 @@ class CustomerIn(_In):
         default=None, description="default (tax service): business with a tax_id, else consumer"
     )
     exemption_certificate: str | None = Field(default=None, min_length=1, max_length=128)
+    # Issue 13 (e-invoices), optional.
+    postal_address: PostalAddressIn | None = Field(
+        default=None, description="the structured address e-invoices carry (BG-8)"
+    )
+    buyer_reference: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="BT-10: the reference the buyer gives (for XRechnung the Leitweg-ID)",
+        examples=["04011000-12345-34"],
+    )
 
     @field_validator("country", "region")
     @classmethod
@@ -189,6 +201,8 @@ class InvoiceCreate(_In):
                 location_region=c.region,
                 kind=CustomerKind(c.kind) if c.kind else None,
                 exemption_certificate=c.exemption_certificate,
+                postal_address=c.postal_address.to_domain() if c.postal_address else None,
+                buyer_reference=c.buyer_reference,
             ),
             currency=self.currency,
             lines=tuple(
@@ -212,7 +226,14 @@ class InvoiceCreate(_In):
 
 
 _ADDED_FIELDS = ("seller_id", "language")
-_ADDED_CUSTOMER_FIELDS = ("country", "region", "kind", "exemption_certificate")
+_ADDED_CUSTOMER_FIELDS = (
+    "country",
+    "region",
+    "kind",
+    "exemption_certificate",
+    "postal_address",
+    "buyer_reference",
+)
 
 
 class ReasonIn(_In):

@@ -11,11 +11,13 @@ from pydantic import BaseModel, Field
 
 from billing_common.wire import DecimalString
 from invoice_service.domain.model import Invoice, InvoiceLine, InvoiceSummary, TaxComponent
+from invoice_service.entrypoints.einvoice_schemas import DocumentOut, PostalAddressOut
 from invoice_service.entrypoints.seller_schemas import (
     SellerSnapshotOut,
     VatBreakdownOut,
     line_vat,
 )
+from invoice_service.service_layer.einvoices import available_documents
 from invoice_service.service_layer.ports import ReceivedEvent
 from invoice_service.service_layer.queries import InvoiceDetails
 
@@ -38,6 +40,8 @@ class CustomerOut(BaseModel):
     region: str | None = None
     kind: str | None = None
     exemption_certificate: str | None = None
+    postal_address: PostalAddressOut | None = None
+    buyer_reference: str | None = None
 
 
 class TaxOut(BaseModel):
@@ -198,6 +202,12 @@ class InvoiceOut(_Totals):
     requested_language: str | None = Field(
         default=None, description="the language asked for at creation, normalised"
     )
+    documents: list[DocumentOut] = Field(
+        default_factory=list,
+        description="what can be downloaded for the issued invoice: its PDF, and the "
+        "e-invoice in the customer's default format when it has one (none for drafts and "
+        "void invoices); the same list as the billing.invoice.finalized.v1 event's",
+    )
 
     @classmethod
     def of(cls, invoice: Invoice, received: list[ReceivedEvent] | None = None) -> InvoiceOut:
@@ -223,6 +233,8 @@ class InvoiceOut(_Totals):
                 region=c.location_region,
                 kind=c.kind.value if c.kind else None,
                 exemption_certificate=c.exemption_certificate,
+                postal_address=PostalAddressOut.of(c.postal_address) if c.postal_address else None,
+                buyer_reference=c.buyer_reference,
             ),
             subtotal=totals.subtotal,
             discount_total=totals.discount_total,
@@ -282,6 +294,7 @@ class InvoiceOut(_Totals):
             tax_breakdown=[VatBreakdownOut.of(b) for b in invoice.tax_breakdown],
             language=invoice.language,
             requested_language=invoice.requested_language,
+            documents=[DocumentOut.of(d) for d in available_documents(invoice)],
         )
 
     @classmethod

@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from billing_common.clock import utcnow
-from invoice_service.service_layer.ports import DiscountPort, TaxPort, UnitOfWorkFactory
+from invoice_service.service_layer.ports import (
+    DiscountPort,
+    EInvoiceRequirements,
+    TaxPort,
+    UnitOfWorkFactory,
+)
 
 
 @dataclass(frozen=True)
@@ -16,3 +21,6 @@ class Dependencies:
     tax: TaxPort
     discounts: DiscountPort
     clock: Callable[[], datetime] = field(default=utcnow)
+    # Which e-invoice a finalized invoice can be offered with (bootstrap: the EN 16931
+    # writer). None: finalized invoices are offered with their PDF only.
+    einvoices: EInvoiceRequirements | None = None

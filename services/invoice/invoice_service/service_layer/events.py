@@ -11,6 +11,7 @@ from billing_common.event_schemas import (
     INVOICE_PAYMENT_REJECTED,
     INVOICE_STATUS_CHANGED,
     INVOICE_VOIDED,
+    DocumentLink,
     InvoiceCreated,
     InvoiceFinalized,
     InvoicePaid,
@@ -20,6 +21,7 @@ from billing_common.event_schemas import (
 )
 from billing_common.events import CloudEvent, new_event
 from invoice_service.domain.model import Invoice, InvoiceStatus, PaymentRecord
+from invoice_service.service_layer.einvoices import available_documents
 
 SOURCE = "/billing/invoice"
 
@@ -79,6 +81,15 @@ def finalized(invoice: Invoice) -> CloudEvent:
             amount_due=invoice.amount_due,
             due_date=invoice.due_date.isoformat() if invoice.due_date else None,
             version=invoice.version,
+            documents=[
+                DocumentLink(
+                    kind=document.kind,
+                    href=document.href,
+                    format=document.format.value if document.format else None,
+                    media_type=document.media_type,
+                )
+                for document in available_documents(invoice)
+            ],
         ),
     )
 

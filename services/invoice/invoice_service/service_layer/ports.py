@@ -11,6 +11,7 @@ from typing import Any, Protocol, Self
 
 from billing_common.events import CloudEvent
 from invoice_service.domain.credit_notes import CreditNote
+from invoice_service.domain.einvoicing import CustomerEInvoiceSettings, EInvoiceFormat
 from invoice_service.domain.languages import DEFAULT_LANGUAGE
 from invoice_service.domain.model import (
     Customer,
@@ -295,6 +296,24 @@ class CustomerBalance(Protocol):
     async def entries(self, customer_id: str) -> list[BalanceEntry]: ...
 
 
+class CustomerSettingsRepository(Protocol):
+    """Per-customer settings of the tenant (the default e-invoice format)."""
+
+    async def get(self, customer_id: str) -> CustomerEInvoiceSettings | None: ...
+
+    async def put(self, settings: CustomerEInvoiceSettings) -> None:
+        """Insert or replace the customer's settings."""
+
+
+class EInvoiceRequirements(Protocol):
+    """What an e-invoice format needs that a document lacks (pure, no I/O): the writer's
+    own pre-flight checks, asked at finalization to know which e-invoice can be offered."""
+
+    def missing(self, invoice: Invoice, fmt: EInvoiceFormat) -> list[str]:
+        """Empty: the finalized `invoice` can be written in `fmt`."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction of one tenant: its repositories, the outbox (events emitted inside
     commit atomically with the change) and the inbox (events claimed once per consumer).
@@ -307,6 +326,7 @@ class UnitOfWork(Protocol):
     sellers: SellerRepository
     credit_notes: CreditNoteRepository
     balances: CustomerBalance
+    customer_settings: CustomerSettingsRepository
 
     async def __aenter__(self) -> Self: ...
 
@@ -337,4 +357,8 @@ class CreditNoteHtml(Protocol):
 
     def render(self, note: CreditNote, invoice: Invoice, *, embed_stylesheet: bool = True) -> str:
         """The HTML document; embed_stylesheet=False as for InvoiceHtml.render."""
+        ...
+
+    def title(self, note: CreditNote, invoice: Invoice) -> str:
+        """The document's title ("Gutschrift CN-0001"), in its invoice's language."""
         ...

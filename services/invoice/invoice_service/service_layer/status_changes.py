@@ -6,7 +6,7 @@ from invoice_service.domain.errors import InvoiceNotFound
 from invoice_service.domain.model import Invoice, InvoiceStatus
 from invoice_service.domain.numbering import format_number
 from invoice_service.domain.sellers import DocumentType, SellerSnapshot
-from invoice_service.service_layer import events
+from invoice_service.service_layer import einvoices, events
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.ports import UnitOfWork
 
@@ -50,6 +50,7 @@ async def finalize_invoice(tenant: str, invoice_id: str, actor: str, deps: Depen
             seller=snapshot,
             seller_language=seller_language,
         )
+        invoice.offer_einvoice(await einvoices.offered_format(uow, invoice, deps))
         await uow.invoices.save(invoice)
         uow.emit(events.finalized(invoice), aggregate=events.aggregate(invoice))
         if invoice.status is InvoiceStatus.PAID:

@@ -126,8 +126,9 @@ def to_cii(doc: EInvoice, *, guideline: str = FACTURX_EN16931) -> bytes:
     delivery = _el(transaction, "ram:ApplicableHeaderTradeDelivery")  # BG-13
     if any(entry.category == "K" for entry in doc.vat):
         # BR-IC-12: an intra-community supply names the country it is delivered to.
-        ship_to = _el(delivery, "ram:ShipToTradeParty")
-        _el(_el(ship_to, "ram:PostalTradeAddress"), "ram:CountryID", doc.buyer.address.country)
+        # The platform keeps no delivery address: the goods go to the buyer's address (BG-15
+        # with city and postcode when the buyer's address has them, BR-DE-10/11).
+        _address(_el(delivery, "ram:ShipToTradeParty"), doc.buyer.address)
     event = _el(delivery, "ram:ActualDeliverySupplyChainEvent")
     _date(event, "ram:OccurrenceDateTime", doc.delivery_date)  # BT-72
 
@@ -148,7 +149,9 @@ def to_cii(doc: EInvoice, *, guideline: str = FACTURX_EN16931) -> bytes:
         _el(tax, "ram:CategoryCode", entry.category)  # BT-118
         if entry.exemption_reason_code:
             _el(tax, "ram:ExemptionReasonCode", entry.exemption_reason_code)  # BT-121
-        if entry.category != "O":
+        if entry.category != "O" or guideline == XRECHNUNG_3:
+            # BT-119 is 1..1 in the model; XRechnung asks for it on every category
+            # (BR-DE-14), the Factur-X rules do not want it for "not subject to VAT".
             _el(tax, "ram:RateApplicablePercent", _amount(entry.rate))  # BT-119
     for allowance in doc.allowances:  # BG-20
         node = _el(settlement, "ram:SpecifiedTradeAllowanceCharge")

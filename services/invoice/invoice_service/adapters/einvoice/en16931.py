@@ -27,6 +27,12 @@ How the platform's invoice maps:
   keeps no separate delivery date (BR-IC-11 needs one for intra-community supplies).
 * The document is the invoice as issued: nothing is shown as prepaid (BT-113 = 0), so the
   e-invoice does not change when payments arrive.
+* The buyer's address (BG-8) is the structured `postal_address` the invoice was created
+  with (BT-50/51/163 street lines, BT-52 city, BT-53 postcode, BT-54 subdivision, BT-55
+  country); without it, the printed address lines and the customer's country. The buyer
+  reference (BT-10, the Leitweg-ID) is the invoice's unless a download names another.
+* A credit note (`from_credit_note`) is its invoice's parties with the credited lines, type
+  code 381 and its invoice's number as the preceding invoice reference (BT-25).
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from billing_common.money import quantum
+from invoice_service.domain.credit_notes import CreditNote
 from invoice_service.domain.model import Invoice, InvoiceLine, PriceMode
 from invoice_service.domain.sellers import SellerSnapshot
 
@@ -181,16 +189,9 @@ def from_invoice(
     type_code: str = COMMERCIAL_INVOICE,
 ) -> EInvoice:
     """The EN 16931 model of a finalized invoice with its seller snapshot; raises MissingData
-    naming every field EN 16931 itself requires that the invoice lacks."""
-    missing: list[str] = []
-    seller = invoice.seller
-    customer = invoice.customer
-    if seller is None:
-        missing.append("seller (the invoice has no seller)")
-    if not customer.name:
-        missing.append("customer.name (BT-44 buyer name)")
-    if invoice.number is None or invoice.issued_at is None:
-        missing.append("number and issue date (finalize the invoice)")
+    naming every field EN 16931 itself requires that the invoice lacks. `buyer_reference`
+    (BT-10): default, the one the invoice keeps from its creation."""
+    missing = _header_missing(invoice)
     lines: list[Line] = []
     groups: dict[tuple[str, Decimal], list[InvoiceLine]] = {}
     for line in invoice.lines:
@@ -214,10 +215,115 @@ def from_invoice(
                 vat_rate=rate,
             )
         )
-    if missing or seller is None or invoice.number is None or invoice.issued_at is None:
+    if missing:
         raise MissingData(missing)
     allowances = _allowances(invoice, groups)
+    vat = tuple(
+        _breakdown(category, rate, [(m, m.net, m.tax) for m in members])
+        for (category, rate), members in groups.items()
+    )
+    return _document(
+        invoice,
+        number=invoice.number or "",
+        type_code=type_code,
+        buyer_reference=buyer_reference,
+        preceding_invoice=preceding_invoice,
+        lines=tuple(lines),
+        allowances=allowances,
+        vat=vat,
+        missing=missing,
+    )
+
+
+def from_credit_note(
+    note: CreditNote, invoice: Invoice, *, buyer_reference: str | None = None
+) -> EInvoice:
+    """The EN 16931 model of a credit note (BT-3 381): its invoice's parties and payment
+    means, BT-25 the invoice's number, each credited line with the invoice line's VAT
+    category and rate. A credit note's line is already net of the invoice's discount (its
+    share was credited with it), so it carries no allowance: BT-131 is the credited net and
+    BT-146 the net price derived from it (BT-129: the credited quantity; the invoiced
+    quantity when the whole line is credited; 1 when an amount is)."""
+    missing = _header_missing(invoice)
+    by_position = {line.position: line for line in invoice.lines}
+    lines: list[Line] = []
+    groups: dict[tuple[str, Decimal], list[tuple[InvoiceLine, Decimal, Decimal]]] = {}
+    for credited in note.lines:
+        original = by_position.get(credited.position)
+        if original is None:
+            missing.append(f"lines[{credited.position}]: not a line of invoice {invoice.id}")
+            continue
+        rate = _line_rate(original, missing)
+        category = credited.vat_category or original.vat_category or ("S" if rate else "Z")
+        groups.setdefault((category, rate), []).append((original, credited.net, credited.tax))
+        if credited.quantity is not None:
+            quantity = credited.quantity
+        elif credited.net == original.net:
+            quantity = original.quantity
+        else:
+            quantity = Decimal(1)
+        lines.append(
+            Line(
+                id=str(credited.position),
+                name=credited.description,
+                quantity=quantity.normalize(),
+                unit=UNIT_ONE,
+                net_price=(credited.net / quantity).quantize(PRICE_PLACES).normalize(),
+                net_amount=credited.net,
+                vat_category=category,
+                vat_rate=rate,
+            )
+        )
+    if missing:
+        raise MissingData(missing)
     vat = tuple(_breakdown(category, rate, members) for (category, rate), members in groups.items())
+    return _document(
+        invoice,
+        number=note.number,
+        type_code=CREDIT_NOTE,
+        buyer_reference=buyer_reference,
+        preceding_invoice=note.invoice_number,
+        lines=tuple(lines),
+        allowances=(),
+        vat=vat,
+        missing=missing,
+        issue_date=note.created_at.date(),
+        note_text=note.reason,
+        due_date=None,
+    )
+
+
+def _header_missing(invoice: Invoice) -> list[str]:
+    missing: list[str] = []
+    if invoice.seller is None:
+        missing.append("seller (the invoice has no seller)")
+    if not invoice.customer.name:
+        missing.append("customer.name (BT-44 buyer name)")
+    if invoice.number is None or invoice.issued_at is None:
+        missing.append("number and issue date (finalize the invoice)")
+    return missing
+
+
+_UNSET: Any = object()
+
+
+def _document(
+    invoice: Invoice,
+    *,
+    number: str,
+    type_code: str,
+    buyer_reference: str | None,
+    preceding_invoice: str | None,
+    lines: tuple[Line, ...],
+    allowances: tuple[DocumentAllowance, ...],
+    vat: tuple[VatBreakdown, ...],
+    missing: list[str],
+    issue_date: date | None = None,
+    note_text: str | None = None,
+    due_date: date | None = _UNSET,
+) -> EInvoice:
+    seller, customer = invoice.seller, invoice.customer
+    assert seller is not None and invoice.issued_at is not None  # _header_missing
     for entry in vat:
         if entry.category in REASON_CATEGORIES and not (
             entry.exemption_reason or entry.exemption_reason_code
@@ -241,15 +347,31 @@ def from_invoice(
         due=tax_exclusive + vat_total,
     )
     bank = seller.bank_account
+    postal = customer.postal_address
+    buyer_address = (
+        Address(
+            country=postal.country,
+            lines=postal.street,
+            city=postal.city,
+            postcode=postal.postcode,
+            region=postal.subdivision,
+        )
+        if postal is not None
+        else Address(
+            country=customer.location_country or customer.country,
+            lines=_address_lines(customer.address),
+            region=customer.location_region,
+        )
+    )
     return EInvoice(
-        number=invoice.number,
-        issue_date=invoice.issued_at.date(),
+        number=number,
+        issue_date=issue_date or invoice.issued_at.date(),
         type_code=type_code,
         currency=invoice.currency,
-        due_date=invoice.due_date,
+        due_date=invoice.due_date if due_date is _UNSET else due_date,
         delivery_date=invoice.issued_at.date(),
-        buyer_reference=buyer_reference,
-        note=invoice.memo,
+        buyer_reference=buyer_reference or customer.buyer_reference,
+        note=note_text if note_text is not None else invoice.memo,
         preceding_invoice=preceding_invoice,
         seller=Party(
             name=seller.legal_name,
@@ -267,18 +389,14 @@ def from_invoice(
         ),
         buyer=Party(
             name=customer.name or "",
-            address=Address(
-                country=customer.location_country or customer.country,
-                lines=_address_lines(customer.address),
-                region=customer.location_region,
-            ),
+            address=buyer_address,
             vat_id=customer.tax_id,
             identifier=customer.id,
             email=customer.email,
         ),
         payment=PaymentMeans(SEPA_CREDIT_TRANSFER, bank.iban, bank.bic) if bank else None,
         allowances=allowances,
-        lines=tuple(lines),
+        lines=lines,
         vat=vat,
         totals=totals,
     )
@@ -305,18 +423,23 @@ def _allowances(
     )
 
 
-def _breakdown(category: str, rate: Decimal, members: Iterable[InvoiceLine]) -> VatBreakdown:
+def _breakdown(
+    category: str, rate: Decimal, members: Iterable[tuple[InvoiceLine, Decimal, Decimal]]
+) -> VatBreakdown:
+    """BG-23 of one category and rate: `members` are (invoice line, net, tax) — the line's
+    own for an invoice, the credited part for a credit note."""
     members = list(members)
-    reason = next((m.vat_exemption_reason for m in members if m.vat_exemption_reason), None)
-    code = next((m.vat_exemption_reason_code for m in members if m.vat_exemption_reason_code), None)
+    lines = [line for line, _, _ in members]
+    reason = next((m.vat_exemption_reason for m in lines if m.vat_exemption_reason), None)
+    code = next((m.vat_exemption_reason_code for m in lines if m.vat_exemption_reason_code), None)
     if category in REASON_CATEGORIES and not (reason or code):
         # The platform's own exemption marker (exempt customer, reverse charge) is the reason.
-        reason = next((m.exemption for m in members if m.exemption), None)
+        reason = next((m.exemption for m in lines if m.exemption), None)
     return VatBreakdown(
         category=category,
         rate=rate,
-        taxable_amount=sum((m.net for m in members), Decimal(0)),
-        tax_amount=sum((m.tax for m in members), Decimal(0)),
+        taxable_amount=sum((net for _, net, _ in members), Decimal(0)),
+        tax_amount=sum((tax for _, _, tax in members), Decimal(0)),
         exemption_reason=reason,
         exemption_reason_code=code,
     )

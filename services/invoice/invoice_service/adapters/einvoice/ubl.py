@@ -1,5 +1,7 @@
-"""EN 16931 model -> UBL 2.1 Invoice, Peppol BIS Billing 3.0. Element order follows the
-UBL XSD; each element names its business term."""
+"""EN 16931 model -> UBL 2.1 Invoice or CreditNote (type code 381), Peppol BIS Billing 3.0.
+Element order follows the UBL XSDs; each element names its business term. The CreditNote
+differs from the Invoice in its root, CreditNoteTypeCode, CreditNoteLine/CreditedQuantity
+and in where the due date goes (PaymentMeans/PaymentDueDate: the CreditNote has no DueDate)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ from decimal import Decimal
 
 from lxml import etree
 
-from invoice_service.adapters.einvoice.en16931 import Address, EInvoice, Party
+from invoice_service.adapters.einvoice.en16931 import CREDIT_NOTE, Address, EInvoice, Party
 
 INVOICE = "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
+CREDIT_NOTE_NS = "urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2"
 CAC = "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
 CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
 NSMAP = {None: INVOICE, "cac": CAC, "cbc": CBC}
@@ -55,8 +58,8 @@ def _category(
     _el(_el(node, "cac:TaxScheme"), "cbc:ID", "VAT")
 
 
-def _address(parent: etree._Element, address: Address) -> None:
-    postal = _el(parent, "cac:PostalAddress")
+def _address(parent: etree._Element, address: Address, tag: str = "cac:PostalAddress") -> None:
+    postal = _el(parent, tag)
     if address.lines:
         _el(postal, "cbc:StreetName", address.lines[0])  # BT-35 / BT-50
     if len(address.lines) > 1:
@@ -98,15 +101,22 @@ def _party(parent: etree._Element, tag: str, party: Party, *, seller: bool) -> N
 
 
 def to_ubl(doc: EInvoice) -> bytes:
+    """A UBL Invoice, or a UBL CreditNote when the document's type code is 381."""
     cur = doc.currency
-    root = etree.Element(f"{{{INVOICE}}}Invoice", nsmap=NSMAP)
+    credit = doc.type_code == CREDIT_NOTE
+    if credit:
+        root = etree.Element(
+            f"{{{CREDIT_NOTE_NS}}}CreditNote", nsmap={**NSMAP, None: CREDIT_NOTE_NS}
+        )
+    else:
+        root = etree.Element(f"{{{INVOICE}}}Invoice", nsmap=NSMAP)
     _el(root, "cbc:CustomizationID", PEPPOL_BIS_3)  # BT-24
     _el(root, "cbc:ProfileID", PEPPOL_BILLING_PROCESS)  # BT-23
     _el(root, "cbc:ID", doc.number)  # BT-1
     _el(root, "cbc:IssueDate", doc.issue_date.isoformat())  # BT-2
-    if doc.due_date:
+    if doc.due_date and not credit:
         _el(root, "cbc:DueDate", doc.due_date.isoformat())  # BT-9
-    _el(root, "cbc:InvoiceTypeCode", doc.type_code)  # BT-3
+    _el(root, "cbc:CreditNoteTypeCode" if credit else "cbc:InvoiceTypeCode", doc.type_code)
     if doc.note:
         _el(root, "cbc:Note", doc.note)  # BT-22
     _el(root, "cbc:DocumentCurrencyCode", cur)  # BT-5
@@ -121,11 +131,13 @@ def to_ubl(doc: EInvoice) -> bytes:
     _el(delivery, "cbc:ActualDeliveryDate", doc.delivery_date.isoformat())  # BT-72
     if any(entry.category == "K" for entry in doc.vat):
         # BR-IC-12: an intra-community supply names the country it is delivered to.
-        address = _el(_el(delivery, "cac:DeliveryLocation"), "cac:Address")
-        _el(_el(address, "cac:Country"), "cbc:IdentificationCode", doc.buyer.address.country)
+        # No delivery address is kept: the buyer's (BG-15, city and postcode when known).
+        _address(_el(delivery, "cac:DeliveryLocation"), doc.buyer.address, tag="cac:Address")
     if doc.payment:  # BG-16
         means = _el(root, "cac:PaymentMeans")
         _el(means, "cbc:PaymentMeansCode", doc.payment.code)  # BT-81
+        if credit and doc.due_date:
+            _el(means, "cbc:PaymentDueDate", doc.due_date.isoformat())  # BT-9
         _el(_el(means, "cac:PayeeFinancialAccount"), "cbc:ID", doc.payment.iban)  # BT-84
     for allowance in doc.allowances:  # BG-20
         node = _el(root, "cac:AllowanceCharge")
@@ -158,9 +170,10 @@ def to_ubl(doc: EInvoice) -> bytes:
     _money(monetary, "cbc:PrepaidAmount", totals.paid, cur)  # BT-113
     _money(monetary, "cbc:PayableAmount", totals.due, cur)  # BT-115
     for line in doc.lines:  # BG-25
-        node = _el(root, "cac:InvoiceLine")
+        node = _el(root, "cac:CreditNoteLine" if credit else "cac:InvoiceLine")
         _el(node, "cbc:ID", line.id)  # BT-126
-        _el(node, "cbc:InvoicedQuantity", _s(line.quantity), unitCode=line.unit)  # BT-129
+        quantity = "cbc:CreditedQuantity" if credit else "cbc:InvoicedQuantity"
+        _el(node, quantity, _s(line.quantity), unitCode=line.unit)  # BT-129
         _money(node, "cbc:LineExtensionAmount", line.net_amount, cur)  # BT-131
         item = _el(node, "cac:Item")
         _el(item, "cbc:Name", line.name)  # BT-153

@@ -1,16 +1,28 @@
-"""The e-invoice writer: checks what the chosen format requires beyond EN 16931, maps the
-invoice (en16931.py) and serializes it; the Factur-X PDF is the invoice's own document
+"""The e-invoice writer: checks what the chosen format requires beyond EN 16931 (each check
+with its rule id; the XRechnung ones re-implemented from the KoSIT rules), maps the invoice
+or credit note (en16931.py) and serializes it; the Factur-X PDF is the invoice's own document
 rendered as PDF/A-3b by WeasyPrint, with factur-x.xml embedded by the `factur-x` library
 (AFRelationship /Data, the Factur-X XMP extension schema, conformance level EN 16931)."""
 
 from __future__ import annotations
 
+import re
 import threading
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from loguru import logger
+from schwifty import IBAN
+from schwifty.exceptions import SchwiftyException
 
-from invoice_service.adapters.einvoice.en16931 import MissingData, from_invoice
+from invoice_service.adapters.einvoice.en16931 import (
+    EInvoice,
+    MissingData,
+    from_credit_note,
+    from_invoice,
+)
+from invoice_service.domain.credit_notes import CreditNote
 from invoice_service.domain.errors import PdfUnavailable
 from invoice_service.domain.model import Invoice
 from invoice_service.service_layer.einvoices import (
@@ -18,66 +30,234 @@ from invoice_service.service_layer.einvoices import (
     EInvoiceDocument,
     EInvoiceFormat,
 )
-from invoice_service.service_layer.ports import InvoiceHtml
+from invoice_service.service_layer.ports import CreditNoteHtml, InvoiceHtml
 
 XML = "application/xml"
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """One thing a format needs that the document lacks: what (the field to give, with its
+    business term) and the rule that asks for it."""
+
+    rule: str
+    what: str
+
+
+_DIGITS = re.compile(r"\d")
+# BR-DE-28 as the KoSIT rule states it: exactly one "@", at least two characters on each
+# side, neither a blank nor a dot next to it, no dot at the start or the end.
+_XRECHNUNG_EMAIL = re.compile(r"^[^@\s.][^@\s]*[^@\s.]@[^@\s.][^@\s]*[^@\s.]$")
+
+
+def _en16931_requirements(invoice: Invoice) -> list[Missing]:
+    """What EN 16931 needs that the mapping cannot see as missing."""
+    seller = invoice.seller
+    if seller is not None and not seller.vat_id:
+        # BR-CO-26 wants BT-29, BT-30 or BT-31; sellers keep only the VAT id of the three.
+        return [Missing("BR-CO-26", "seller.vat_id (BT-31, BR-CO-26)")]
+    return []
+
+
+def _peppol_requirements(invoice: Invoice, buyer_reference: str | None) -> list[Missing]:
+    """Peppol BIS Billing 3.0 on top of EN 16931 (and, as the XRechnung 3.0 rules carry
+    the same PEPPOL-EN16931 rules, XRechnung too)."""
+    seller, customer = invoice.seller, invoice.customer
+    missing: list[Missing] = []
+    if not (buyer_reference or customer.buyer_reference):
+        missing.append(
+            Missing("PEPPOL-EN16931-R003", "buyer_reference (BT-10, e.g. the Leitweg-ID)")
+        )
+    if seller is not None and not seller.email:
+        missing.append(Missing("PEPPOL-EN16931-R020", "seller.email (BT-34 electronic address)"))
+    if not customer.email:
+        missing.append(Missing("PEPPOL-EN16931-R010", "customer.email (BT-49 electronic address)"))
+    return missing
+
+
+def xrechnung_requirements(invoice: Invoice, buyer_reference: str | None) -> list[Missing]:
+    """The rules of the German CIUS, XRechnung 3.0, that the platform's data can break,
+    RE-IMPLEMENTED here from the rules the KoSIT publishes (XRechnung 3.0.2 schematron; the
+    official artefact is not on a registry these machines reach, see the README). Each check
+    names its rule id; rules about what the platform never writes (direct debit BR-DE-24..31,
+    payment cards, attachments BR-DEX-*, delivery addresses BR-DE-10/11, Skonto BR-DE-18)
+    cannot fail and are not restated. BR-DE-14 (a rate on every VAT breakdown), BR-DE-17
+    (type code) and BR-DE-21 (the XRechnung BT-24) hold by how the CII is written."""
+    seller, customer = invoice.seller, invoice.customer
+    missing: list[Missing] = []
+    reference = buyer_reference or customer.buyer_reference
+    if not reference:
+        missing.append(
+            Missing(
+                "BR-DE-15",
+                "customer.buyer_reference (BT-10 buyer reference, the Leitweg-ID, BR-DE-15)",
+            )
+        )
+    if not customer.email:
+        missing.append(
+            Missing(
+                "PEPPOL-EN16931-R010",
+                "customer.email (BT-49 buyer electronic address, PEPPOL-EN16931-R010)",
+            )
+        )
+    address = customer.postal_address
+    if address is None or not address.city:
+        missing.append(
+            Missing("BR-DE-8", "customer.postal_address.city (BT-52 buyer city, BR-DE-8)")
+        )
+    if address is None or not address.postcode:
+        missing.append(
+            Missing("BR-DE-9", "customer.postal_address.postcode (BT-53 buyer post code, BR-DE-9)")
+        )
+    if seller is None:
+        return missing
+    if seller.bank_account is None:
+        missing.append(
+            Missing(
+                "BR-DE-1", "seller.bank_account (BG-16 payment instructions, BT-84 IBAN, BR-DE-1)"
+            )
+        )
+    else:
+        try:
+            IBAN(seller.bank_account.iban)
+        except SchwiftyException:
+            missing.append(
+                Missing("BR-DE-19", "seller.bank_account.iban (BT-84: a valid IBAN, BR-DE-19)")
+            )
+    if not seller.address.city:
+        missing.append(Missing("BR-DE-3", "seller.address.city (BT-37 seller city, BR-DE-3)"))
+    if not seller.address.postcode:
+        missing.append(
+            Missing("BR-DE-4", "seller.address.postcode (BT-38 seller post code, BR-DE-4)")
+        )
+    # BR-DE-2 / BR-DE-5: the seller contact (BG-6) and its point (BT-41, the seller's name)
+    # are written whenever the telephone or e-mail is there, which BR-DE-6/7 require.
+    if not seller.phone:
+        missing.append(Missing("BR-DE-6", "seller.phone (BT-42 seller contact telephone, BR-DE-6)"))
+    elif len(_DIGITS.findall(seller.phone)) < 3:
+        missing.append(Missing("BR-DE-27", "seller.phone (BT-42: at least three digits, BR-DE-27)"))
+    if not seller.email:
+        missing.append(Missing("BR-DE-7", "seller.email (BT-43 seller contact e-mail, BR-DE-7)"))
+        missing.append(
+            Missing(
+                "PEPPOL-EN16931-R020",
+                "seller.email (BT-34 electronic address, PEPPOL-EN16931-R020)",
+            )
+        )
+    elif not _XRECHNUNG_EMAIL.fullmatch(seller.email):
+        missing.append(
+            Missing("BR-DE-28", "seller.email (BT-43: one @, two characters around, BR-DE-28)")
+        )
+    if not (seller.vat_id or seller.tax_registrations):
+        missing.append(
+            Missing("BR-DE-16", "seller.vat_id (BT-31) or a tax registration (BT-32, BR-DE-16)")
+        )
+    return missing
+
+
+def requirements(
+    invoice: Invoice, fmt: EInvoiceFormat, buyer_reference: str | None
+) -> list[Missing]:
+    """What the format needs beyond what the mapping checks: EN 16931 for all three, Peppol
+    BIS 3.0 for `ubl`, XRechnung 3.0 (which carries the Peppol rules) for `xrechnung`."""
+    missing = _en16931_requirements(invoice)
+    if fmt is EInvoiceFormat.UBL:
+        missing += _peppol_requirements(invoice, buyer_reference)
+    elif fmt is EInvoiceFormat.XRECHNUNG:
+        missing += xrechnung_requirements(invoice, buyer_reference)
+    return missing
 
 
 def format_requirements(
     invoice: Invoice, fmt: EInvoiceFormat, buyer_reference: str | None
 ) -> list[str]:
-    """What EN 16931 needs that the mapping cannot see as missing, and what the CIUS
-    (XRechnung 3.0) or Peppol BIS 3.0 require on top of it."""
-    seller, customer = invoice.seller, invoice.customer
-    missing: list[str] = []
-    if seller is not None and not seller.vat_id:
-        # BR-CO-26 wants BT-29, BT-30 or BT-31; sellers keep only the VAT id of the three.
-        missing.append("seller.vat_id (BT-31, BR-CO-26)")
-    if fmt is EInvoiceFormat.FACTURX:
-        return missing
-    if not buyer_reference:
-        # BR-DE-15 (XRechnung: the Leitweg-ID), PEPPOL-EN16931-R003
-        missing.append("buyer_reference (BT-10, e.g. the Leitweg-ID)")
-    if seller is not None and not seller.email:
-        missing.append("seller.email (BT-34 electronic address)")  # BR-DE / PEPPOL R020
-    if not customer.email:
-        missing.append("customer.email (BT-49 electronic address)")  # PEPPOL R010
-    if fmt is EInvoiceFormat.XRECHNUNG:
-        if seller is not None:
-            if not seller.address.postcode:
-                missing.append("seller.address.postcode (BR-DE-4)")
-            if not seller.phone:
-                missing.append("seller.phone (BT-42, BR-DE-6)")
-            if seller.bank_account is None:
-                missing.append("seller.bank_account (BG-16 payment instructions, BR-DE-1)")
-        # The customer's address is free text on an invoice: XRechnung needs the buyer's
-        # city and postcode as fields, which the platform does not keep yet.
-        missing.append("customer city and postcode as structured fields (BR-DE-8, BR-DE-9)")
-    return missing
+    """`requirements` as the problem's `missing` list."""
+    return [item.what for item in requirements(invoice, fmt, buyer_reference)]
+
+
+def _refuse(fmt: EInvoiceFormat, missing: list[Missing]) -> NoReturn:
+    rules = list(dict.fromkeys(item.rule for item in missing if item.rule != "EN 16931"))
+    raise EInvoiceDataMissing(fmt.value, [item.what for item in missing], rules)
 
 
 class EN16931Writer:
-    def __init__(self, html: InvoiceHtml) -> None:
+    def __init__(self, html: InvoiceHtml, credit_note_html: CreditNoteHtml | None = None) -> None:
         self._html = html
+        self._credit_note_html = credit_note_html
         self._lock = threading.Lock()  # Pango/fontconfig: one WeasyPrint render at a time
         self._weasyprint: Any = None
+
+    def missing(self, invoice: Invoice, fmt: EInvoiceFormat) -> list[str]:
+        """Everything `write` would refuse the invoice for (empty: it can be written)."""
+        found = [item.what for item in requirements(invoice, fmt, None)]
+        try:
+            from_invoice(invoice)
+        except MissingData as exc:
+            found = exc.missing + found
+        return found
 
     def write(
         self, invoice: Invoice, fmt: EInvoiceFormat, *, buyer_reference: str | None
     ) -> EInvoiceDocument:
-        missing = format_requirements(invoice, fmt, buyer_reference)
+        checks = requirements(invoice, fmt, buyer_reference)
         try:
             doc = from_invoice(invoice, buyer_reference=buyer_reference)
         except MissingData as exc:
-            missing = exc.missing + missing
-        if missing:
-            raise EInvoiceDataMissing(fmt.value, missing)
+            _refuse(fmt, [*[Missing("EN 16931", what) for what in exc.missing], *checks])
+        if checks:
+            _refuse(fmt, checks)
+        stem = invoice.number or invoice.id
+        return self._serialize(
+            doc,
+            fmt,
+            stem,
+            lambda: self._html.render(invoice),
+            self._html.title(invoice),  # in the invoice's language
+            invoice.language,
+        )
+
+    def write_credit_note(
+        self,
+        note: CreditNote,
+        invoice: Invoice,
+        fmt: EInvoiceFormat,
+        *,
+        buyer_reference: str | None,
+    ) -> EInvoiceDocument:
+        """The credit note as UBL CreditNote (Peppol), XRechnung CII or Factur-X (CII 381
+        embedded in the credit note's own PDF/A-3)."""
+        checks = requirements(invoice, fmt, buyer_reference)
+        try:
+            doc = from_credit_note(note, invoice, buyer_reference=buyer_reference)
+        except MissingData as exc:
+            _refuse(fmt, [*[Missing("EN 16931", what) for what in exc.missing], *checks])
+        if checks:
+            _refuse(fmt, checks)
+        html = self._credit_note_html
+        if fmt is EInvoiceFormat.FACTURX and html is None:
+            raise PdfUnavailable("credit note documents are not configured")
+
+        def render() -> str:
+            assert html is not None
+            return html.render(note, invoice)
+
+        title = html.title(note, invoice) if html is not None else f"Credit note {note.number}"
+        return self._serialize(doc, fmt, note.number, render, title, invoice.language)
+
+    def _serialize(
+        self,
+        doc: EInvoice,
+        fmt: EInvoiceFormat,
+        stem: str,
+        render_html: Callable[[], str],
+        title: str,
+        language: str,
+    ) -> EInvoiceDocument:
         # Deferred like factur-x below: the serializers load lxml (about 5 MB of RSS), which
         # an invoice service that never writes an e-invoice need not carry.
         from invoice_service.adapters.einvoice.cii import FACTURX_EN16931, XRECHNUNG_3, to_cii
         from invoice_service.adapters.einvoice.ubl import to_ubl
 
-        stem = invoice.number or invoice.id
         if fmt is EInvoiceFormat.UBL:
             return EInvoiceDocument(to_ubl(doc), XML, f"{stem}-ubl.xml")
         if fmt is EInvoiceFormat.XRECHNUNG:
@@ -85,19 +265,26 @@ class EN16931Writer:
                 to_cii(doc, guideline=XRECHNUNG_3), XML, f"{stem}-xrechnung.xml"
             )
         xml = to_cii(doc, guideline=FACTURX_EN16931)
-        return EInvoiceDocument(self._facturx(invoice, xml), "application/pdf", f"{stem}.pdf")
+        pdf = self._facturx(render_html, xml, doc, title, language)
+        return EInvoiceDocument(pdf, "application/pdf", f"{stem}.pdf")
 
-    def _facturx(self, invoice: Invoice, xml: bytes) -> bytes:
+    def _facturx(
+        self,
+        render_html: Callable[[], str],
+        xml: bytes,
+        doc: EInvoice,
+        title: str,
+        language: str,
+    ) -> bytes:
         from facturx import generate_from_binary  # deferred: it imports pypdf
 
         with self._lock:
-            pdf = self._render_pdf_a3(self._html.render(invoice))
-        seller = invoice.seller
+            pdf = self._render_pdf_a3(render_html())
         metadata = {
-            "author": seller.legal_name if seller else "",
-            "keywords": "Factur-X, Invoice",
-            "title": self._html.title(invoice),  # in the invoice's language
-            "subject": f"Factur-X invoice {invoice.number}",
+            "author": doc.seller.name,
+            "keywords": "Factur-X, EN 16931",
+            "title": title,  # in the document's language
+            "subject": f"Factur-X: {title}",
         }
         result: bytes = generate_from_binary(
             pdf,
@@ -106,10 +293,10 @@ class EN16931Writer:
             level="en16931",
             check_xsd=True,
             pdf_metadata=metadata,
-            lang=invoice.language,
+            lang=language,
         )
         logger.bind(service="invoice").debug(
-            "factur-x {} rendered ({} bytes)", invoice.number, len(result)
+            "factur-x {} rendered ({} bytes)", doc.number, len(result)
         )
         return result
 
