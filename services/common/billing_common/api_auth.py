@@ -25,7 +25,13 @@ async def current_principal(
 
 
 def requires(scope: str) -> Callable[..., Awaitable[Principal]]:
-    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    # One dependency over the bearer scheme, not a chain through `current_principal`:
+    # FastAPI resolves each level of sub-dependencies anew on every request.
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        principal = await current_principal(request, credentials)
         principal.require(scope)
         return principal
 

@@ -61,13 +61,25 @@ class Principal:
 
 class TokenService:
     ALGORITHM = "HS256"
+    LEEWAY_SECONDS = 30
+    # Verified tokens remembered per process (a client sends the same token for its whole
+    # lifetime: a user's session, a service token cached until near expiry).
+    VERIFIED_CACHE_SIZE = 4096
 
-    def __init__(self, signing_key: str, *, issuer: str, audience: str) -> None:
+    def __init__(
+        self,
+        signing_key: str,
+        *,
+        issuer: str,
+        audience: str,
+    ) -> None:
         if len(signing_key) < 32:
             raise ValueError("the JWT signing key must be at least 32 characters")
         self._key = signing_key
         self._issuer = issuer
         self._audience = audience
+        # token -> (its principal, first and last instant it is valid, leeway included)
+        self._verified: dict[str, tuple[Principal, float, float]] = {}
 
     def mint(
         self,
@@ -92,6 +104,27 @@ class TokenService:
         return jwt.encode(claims, self._key, algorithm=self.ALGORITHM)
 
     def verify(self, token: str) -> Principal:
+        """The token's principal, or AuthError.
+
+        A token that passed once is remembered with its validity window: until it expires
+        the same string gives the same principal without a second decode. PyJWT prepares
+        the HMAC key anew on every decode (it tries it as PEM, SSH, DER and JSON to refuse
+        asymmetric keys), which was most of the ~0.2 ms a check cost per request. Only the
+        time claims can change the answer for the same bytes, and they are checked on every
+        use; a token that failed is not remembered (it is checked in full each time)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, valid_from, valid_until = cached
+            if valid_from <= time.time() < valid_until:
+                return principal
+            del self._verified[token]
+        principal, valid_from, valid_until = self._decode(token)
+        if len(self._verified) >= self.VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = (principal, valid_from, valid_until)
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, float, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -100,7 +133,7 @@ class TokenService:
                 issuer=self._issuer,
                 audience=self._audience,
                 options={"require": ["exp", "sub", "iss", "aud"]},
-                leeway=30,
+                leeway=self.LEEWAY_SECONDS,
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("the token has expired") from exc
@@ -119,4 +152,9 @@ class TokenService:
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise AuthError("the scope claim must be a space-separated string")
-        return Principal(subject, tenant, frozenset(scope.split()))
+        # PyJWT has checked these are integers: exp <= now - leeway is expired, nbf or
+        # iat > now + leeway not yet valid.
+        leeway = self.LEEWAY_SECONDS
+        starts = max(int(claims.get("nbf", 0) or 0), int(claims.get("iat", 0) or 0)) - leeway
+        ends = int(claims["exp"]) + leeway
+        return Principal(subject, tenant, frozenset(scope.split())), starts, ends

@@ -381,6 +381,30 @@ class PostgresDriver:
             sql = _INSERTS_SQL.setdefault(shape, _inserts_sql(shape))
         await self.execute(sql, *(value for _, values in rows for value in values.values()))
 
+    async def insert_all_if(
+        self,
+        rows: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        guard: str,
+        guard_args: Sequence[Any],
+        expected: Any,
+    ) -> Any:
+        """The rows of `insert_all`, in ONE statement, written only if the scalar query
+        `guard` (a SELECT that never answers NULL, its parameters `$1`.. from `guard_args`)
+        answers `expected`; returns what it answered (written iff that equals `expected`).
+        The guard and the INSERTs read the statement's one snapshot: a check-then-write in
+        one round trip, for an optimistic use of something cached (see the tax rules)."""
+        shape = tuple((table, tuple(values)) for table, values in rows)
+        key = (guard, len(guard_args), shape)
+        sql = _GUARDED_INSERTS_SQL.get(key)
+        if sql is None:
+            sql = _GUARDED_INSERTS_SQL.setdefault(key, _guarded_inserts_sql(*key))
+        args = (*guard_args, expected, *(value for _, values in rows for value in values.values()))
+        try:
+            return await self._driver.fetchval(sql, *args)
+        except Exception as exc:
+            raise await self._translated(exc) from exc
+
     async def _translated(self, error: Exception) -> Exception:
         if not _signals_outage(error):
             return error
@@ -408,6 +432,24 @@ def _inserts_sql(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
     # PostgreSQL runs every data-modifying CTE to completion, whether or not it is read.
     ctes = ", ".join(f"w{i} AS ({statement})" for i, statement in enumerate(first))
     return f"WITH {ctes} {last}"
+
+
+_GUARDED_INSERTS_SQL: dict[tuple[str, int, tuple[tuple[str, tuple[str, ...]], ...]], str] = {}
+
+
+def _guarded_inserts_sql(
+    guard: str, guard_params: int, shape: tuple[tuple[str, tuple[str, ...]], ...]
+) -> str:
+    expected = f"${guard_params + 1}"
+    position = guard_params + 1
+    ctes = [f"guard AS (SELECT ({guard}) AS value)"]
+    for i, (table, columns) in enumerate(shape):
+        params = ", ".join(f"${position + j + 1}" for j in range(len(columns)))
+        position += len(columns)
+        # Identifiers and the guard from the code, never from input; values are parameters.
+        insert = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {params}"
+        ctes.append(f"w{i} AS ({insert} FROM guard WHERE guard.value = {expected})")
+    return f"WITH {', '.join(ctes)} SELECT value FROM guard"  # noqa: S608
 
 
 async def postgres_driver(session: AsyncSession) -> PostgresDriver | None:

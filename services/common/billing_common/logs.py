@@ -6,10 +6,13 @@ for people at a terminal.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import traceback
 from typing import Any
 
+import orjson
 from loguru import logger
 
 from billing_common.tracing import current_request_id, current_trace_id
@@ -37,6 +40,33 @@ def _add_context(record: Any) -> None:
     extra.setdefault("service", "-")
 
 
+def _json_sink(message: Any) -> None:
+    """One JSON object per line: time, level, message, logger and the record's extra (the
+    trace id, request id and service among them), and the traceback of an exception.
+
+    Built from the record with orjson instead of loguru's `serialize=True`, which encodes a
+    nested copy of every record field (file, function, process, thread, elapsed...) with the
+    stdlib encoder: half of a request's logging cost, for fields no one reads."""
+    record = message.record
+    line: dict[str, Any] = {
+        "time": record["time"].isoformat(),
+        "level": record["level"].name,
+        "message": record["message"],
+        "logger": record["name"],
+        **record["extra"],
+    }
+    exception = record["exception"]
+    if exception is not None:
+        line["exception"] = "".join(
+            traceback.format_exception(exception.type, exception.value, exception.traceback)
+        )
+    try:
+        encoded = orjson.dumps(line, default=str).decode()
+    except TypeError:  # what orjson cannot hold (an int past 64 bits, a non-str key)
+        encoded = json.dumps(line, default=str)
+    sys.stderr.write(encoded + "\n")
+
+
 class _InterceptHandler(logging.Handler):
     """Route stdlib logging (uvicorn, sqlalchemy, aio-pika) into loguru."""
 
@@ -56,7 +86,8 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
     logger.remove()
     logger.configure(patcher=_add_context)
     if json:
-        logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
+        # format="{message}": the sink builds the line from the record, nothing to format.
+        logger.add(_json_sink, level=level, format="{message}", backtrace=False, diagnose=False)
     else:
         logger.add(
             sys.stderr,

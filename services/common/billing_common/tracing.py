@@ -10,6 +10,8 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 _traceparent: ContextVar[str | None] = ContextVar("traceparent", default=None)
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+# The trace id of `_traceparent`, parsed once by `bind` (every log line reads it).
+_trace_id: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
 
 def new_traceparent(trace_id: str | None = None) -> str:
@@ -33,7 +35,7 @@ def current_traceparent() -> str | None:
 
 
 def current_trace_id() -> str | None:
-    return parse_trace_id(_traceparent.get())
+    return _trace_id.get()
 
 
 def current_request_id() -> str | None:
@@ -42,5 +44,10 @@ def current_request_id() -> str | None:
 
 def bind(traceparent: str | None, request_id: str | None = None) -> None:
     """Set the trace context for the current task (a request or an event delivery)."""
-    _traceparent.set(traceparent if parse_trace_id(traceparent) else new_traceparent())
+    trace_id = parse_trace_id(traceparent)
+    if trace_id is None:
+        trace_id = secrets.token_hex(16)
+        traceparent = new_traceparent(trace_id)
+    _traceparent.set(traceparent)
+    _trace_id.set(trace_id)
     _request_id.set(request_id)

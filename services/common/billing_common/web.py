@@ -68,16 +68,24 @@ class RequestContextMiddleware:
         self.service = service
         self.metrics = metrics
         self.max_body = max_body
+        self._log = logger.bind(service=service)  # once, not per request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        tracing.bind(headers.get("traceparent"), headers.get("x-request-id"))
+        # The three headers read here, without decoding every header into a dict (the last
+        # of a repeated name wins, as it did in that dict).
+        traceparent = request_id = declared = None
+        for name, value in scope["headers"]:
+            if name == b"traceparent":
+                traceparent = value.decode("latin-1")
+            elif name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value.decode("latin-1")
+        tracing.bind(traceparent, request_id)
         started = time.perf_counter()
-        status_holder = {"status": 500}
-        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             await self._too_large(scope, receive, send)
             self._record(scope, 413, started)
@@ -98,6 +106,8 @@ class RequestContextMiddleware:
             return
 
         received = 0
+        status = 500
+        trace_header = (b"x-trace-id", (tracing.current_trace_id() or "").encode())
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -109,21 +119,19 @@ class RequestContextMiddleware:
             return message
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                trace_id = tracing.current_trace_id()
-                if trace_id:
-                    message.setdefault("headers", [])
-                    message["headers"] = [*message["headers"], (b"x-trace-id", trace_id.encode())]
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), trace_header]
             await send(message)
 
         try:
             await self.app(scope, limited_receive, send_wrapper)
         except _BodyTooLarge:
-            status_holder["status"] = 413
+            status = 413
             await self._too_large(scope, receive, send)
         finally:
-            self._record(scope, status_holder["status"], started)
+            self._record(scope, status, started)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _problem(scope, receive, send, _BodyTooLarge(self.max_body))
@@ -135,7 +143,7 @@ class RequestContextMiddleware:
         method = scope.get("method", "")
         path = scope.get("path", "")
         if path not in ("/healthz", "/readyz", "/metrics"):
-            logger.bind(service=self.service).info(
+            self._log.info(
                 "{} {} {} {:.1f}ms",
                 printable(method),
                 printable(path),

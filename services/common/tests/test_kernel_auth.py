@@ -40,6 +40,40 @@ def test_expired_wrong_key_wrong_audience_and_missing_tenant_are_rejected() -> N
         tokens.verify(no_tenant)
 
 
+def test_a_verified_token_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = _service()
+    token = tokens.mint(subject="u1", tenant="acme", scopes=["tax:read"])
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: object, **kwargs: object) -> object:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    first, second = tokens.verify(token), tokens.verify(token)
+    assert first == second and first.tenant == "acme" and first.scopes == {"tax:read"}
+    assert decoded == [token]
+    # A token that failed is checked in full every time, and never remembered.
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            tokens.verify(forged)
+    assert decoded == [token, forged, forged]
+
+
+def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    tokens = _service()
+    started = int(time.time())
+    # Expired 28 s ago: inside the 30 s leeway until `started + 2`, at least a second more.
+    claims = {"sub": "u", "tenant": "t", "iss": "billing-platform", "aud": "billing-api"}
+    token = jwt.encode({**claims, "exp": started - 28}, KEY, algorithm="HS256")
+    assert tokens.verify(token).tenant == "t"
+    time.sleep(max(0.0, started + 2 - time.time()) + 0.05)
+    with pytest.raises(AuthError, match="expired"):
+        tokens.verify(token)
+
+
 def test_none_algorithm_is_rejected() -> None:
     unsigned = jwt.encode(
         {

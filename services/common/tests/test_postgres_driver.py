@@ -73,6 +73,47 @@ async def test_statements_join_the_open_transaction_and_roll_back_with_it(
         await engine.dispose()
 
 
+async def test_guarded_inserts_write_all_rows_only_while_the_guard_holds(
+    postgres_url: str,
+) -> None:
+    engine = create_engine(postgres_url)
+    sessions = session_factory(engine)
+    try:
+        async with engine.begin() as conn:
+            for statement in TABLES.split(";"):
+                await conn.execute(text(statement))
+            await conn.execute(text("CREATE TABLE versions (name text PRIMARY KEY, n int)"))
+            await conn.execute(text("INSERT INTO versions VALUES ('a', 3)"))
+        guard = "SELECT coalesce((SELECT n FROM versions WHERE name = $1), 0)"
+        rows = [("parent", {"id": "p-1"}), ("child", {"parent_id": "p-1"})]
+        async with sessions() as session:
+            driver = await postgres_driver(session)
+            assert driver is not None
+            # Out of date: nothing written, the current value answered.
+            assert await driver.insert_all_if(rows, guard=guard, guard_args=("a",), expected=2) == 3
+            assert (await _count(postgres_url, "parent"), await _count(postgres_url, "child")) == (
+                0,
+                0,
+            )
+            assert await driver.insert_all_if(rows, guard=guard, guard_args=("a",), expected=3) == 3
+            assert (await _count(postgres_url, "parent"), await _count(postgres_url, "child")) == (
+                1,
+                1,
+            )
+            # A name without a row answers the guard's default.
+            other = [("parent", {"id": "p-2"})]
+            written = await driver.insert_all_if(other, guard=guard, guard_args=("b",), expected=0)
+            assert written == 0
+            assert await _count(postgres_url, "parent") == 2
+            # All of it or none, as insert_all.
+            broken = [("parent", {"id": "p-3"}), ("child", {"parent_id": "x"})]
+            with pytest.raises(asyncpg.ForeignKeyViolationError):
+                await driver.insert_all_if(broken, guard=guard, guard_args=("a",), expected=3)
+            assert await _count(postgres_url, "parent") == 2
+    finally:
+        await engine.dispose()
+
+
 async def test_a_connection_the_server_terminated_is_database_unavailable_then_heals(
     postgres_url: str,
 ) -> None:

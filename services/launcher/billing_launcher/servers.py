@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
@@ -59,6 +60,16 @@ def make_server(
     return _QuietServer(config)
 
 
+def _freeze_startup_heap() -> None:
+    """Move what start-up allocated (modules, the apps, their routes and models, pools) out of
+    the cyclic collector's reach: it lives as long as the process, yet every full collection
+    under load walked all of it again (~150,000 objects per service; the collections were
+    a visible share of a request's CPU in the profile). Collected once first, so the garbage
+    of start-up is not kept."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve_all(servers: list[uvicorn.Server], on_started: Any = None) -> None:
     loop = asyncio.get_running_loop()
 
@@ -70,13 +81,14 @@ async def serve_all(servers: list[uvicorn.Server], on_started: Any = None) -> No
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop)
     tasks = [asyncio.create_task(server.serve()) for server in servers]
-    if on_started is not None:
-        while not all(server.started for server in servers):
-            if any(task.done() for task in tasks):
-                stop()
-                break
-            await asyncio.sleep(0.05)
-        else:
+    while not all(server.started for server in servers):
+        if any(task.done() for task in tasks):
+            stop()
+            break
+        await asyncio.sleep(0.05)
+    else:
+        _freeze_startup_heap()
+        if on_started is not None:
             on_started()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     failed = [r for r in results if isinstance(r, BaseException)]

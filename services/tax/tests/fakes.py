@@ -117,7 +117,10 @@ class FakeRuleRepository:
         found = sorted((r for r in self._rules.values() if _matches(r, query)), key=_search_order)
         return found[offset : offset + limit], len(found)
 
-    async def for_jurisdiction(self, jurisdiction: Jurisdiction, on: date) -> list[TaxRule]:
+    async def for_jurisdiction(
+        self, jurisdiction: Jurisdiction, on: date, *, confirmed: bool = True
+    ) -> list[TaxRule]:
+        # This transaction's view is always the current one: confirmed or not.
         return [rule for rule in self._rules.values() if rule.applies(jurisdiction, on)]
 
     async def version(self) -> int:

@@ -11,10 +11,11 @@ from tax_service.domain.model import TaxRule
 class RuleCache:
     """Each tenant's rules held in this process, tagged with the tenant's rules version.
 
-    Every rule change bumps the version in its own transaction, and a calculation reads the
-    version in its transaction before using the copy, so a copy is used only while it is
-    still the tenant's current rule set, whichever replica made the last change. Bounded:
-    the least recently used tenants are dropped."""
+    Every rule change bumps the version in its own transaction, and a calculation either
+    reads the version before using the copy or writes its result only if the version is
+    still the copy's (checked in the INSERT itself, then calculated again with the current
+    rules otherwise), so a result rests only on the tenant's current rule set, whichever
+    replica made the last change. Bounded: the least recently used tenants are dropped."""
 
     def __init__(self, max_tenants: int = 1024) -> None:
         self._max_tenants = max_tenants
@@ -26,6 +27,20 @@ class RuleCache:
             return None
         self._entries.move_to_end(tenant)
         return entry[1]
+
+    def latest(self, tenant: str) -> tuple[int, tuple[TaxRule, ...]] | None:
+        """The copy held for `tenant` and its version, whatever the current version is: for
+        a write that checks the version itself (see SqlTaxUnitOfWork)."""
+        entry = self._entries.get(tenant)
+        if entry is not None:
+            self._entries.move_to_end(tenant)
+        return entry
+
+    def forget(self, tenant: str, version: int) -> None:
+        """Drop the tenant's copy if it is still the one of `version` (found out of date)."""
+        entry = self._entries.get(tenant)
+        if entry is not None and entry[0] == version:
+            del self._entries[tenant]
 
     def put(self, tenant: str, version: int, rules: Sequence[TaxRule]) -> None:
         self._entries[tenant] = (version, tuple(rules))

@@ -25,6 +25,10 @@ from tax_service.service_layer.ports import RuleQuery
 _RULES: Table = TaxRuleRow.__table__  # type: ignore[attr-defined]
 _RULES_VERSIONS: Table = TaxRulesVersionRow.__table__  # type: ignore[attr-defined]
 _VERSION_SQL = "SELECT version FROM tax_rules_versions WHERE tenant_id = $1"
+# The same as a scalar that is never NULL (0: never changed), for a guarded INSERT.
+VERSION_GUARD_SQL = (
+    "SELECT coalesce((SELECT version FROM tax_rules_versions WHERE tenant_id = $1), 0)"
+)
 
 
 def _rule_from_row(row: TaxRuleRow) -> TaxRule:
@@ -93,10 +97,24 @@ def _write_rule(row: TaxRuleRow, rule: TaxRule) -> None:
 
 
 class SqlRuleRepository:
-    def __init__(self, session: AsyncSession, tenant: str, cache: RuleCache | None = None) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        tenant: str,
+        cache: RuleCache | None = None,
+        *,
+        version_checked_on_write: bool = False,
+    ) -> None:
+        """`version_checked_on_write`: the unit of work checks `assumed_version` when it
+        writes (PostgreSQL), so `for_jurisdiction(confirmed=False)` may use the cached copy
+        unread; without it every call reads the version."""
         self._session = session
         self._tenant = tenant
         self._cache = cache
+        self._version_checked_on_write = version_checked_on_write
+        self.assumed_version: int | None = None
+        """Set when `for_jurisdiction(confirmed=False)` answered from the cached copy of this
+        version without reading the current one: the unit of work's commit checks it."""
 
     async def _bump_version(self) -> None:
         """Move the tenant's rules version on, in the transaction of the change (every
@@ -255,11 +273,15 @@ class SqlRuleRepository:
         ).all()
         return [_rule_from_row(row) for row in rows], int(total)
 
-    async def for_jurisdiction(self, jurisdiction: Jurisdiction, on: date) -> list[TaxRule]:
+    async def for_jurisdiction(
+        self, jurisdiction: Jurisdiction, on: date, *, confirmed: bool = True
+    ) -> list[TaxRule]:
         """Every rule that covers `jurisdiction` on `on` (country-wide and regional).
 
         With a cache, the tenant's whole rule set comes from memory while the version read
-        in this transaction says it is current, and is loaded (and cached) otherwise."""
+        in this transaction says it is current, and is loaded (and cached) otherwise. With
+        `confirmed=False` and a copy in the cache, the copy is used without reading the
+        version (`assumed_version` says which): the caller's write must check it."""
         if self._cache is None:
             regions: list[Any] = [_RULES.c.region.is_(None)]
             if jurisdiction.region is not None:
@@ -269,12 +291,24 @@ class SqlRuleRepository:
                 core_select(_RULES).where(*conditions, or_(*regions))
             )
             return [_rule_from_mapping(row) for row in found.mappings()]
-        version = await self.version()
-        rules = self._cache.get(self._tenant, version)
-        if rules is None:
-            found = await (await self._session.connection()).execute(
-                core_select(_RULES).where(_RULES.c.tenant_id == self._tenant)
-            )
-            rules = tuple(_rule_from_mapping(row) for row in found.mappings())
-            self._cache.put(self._tenant, version, rules)
+        unread = not confirmed and self._version_checked_on_write
+        latest = self._cache.latest(self._tenant) if unread else None
+        if latest is not None:
+            self.assumed_version, rules = latest
+        else:
+            self.assumed_version = None
+            version = await self.version()
+            cached = self._cache.get(self._tenant, version)
+            if cached is None:
+                found = await (await self._session.connection()).execute(
+                    core_select(_RULES).where(_RULES.c.tenant_id == self._tenant)
+                )
+                cached = tuple(_rule_from_mapping(row) for row in found.mappings())
+                self._cache.put(self._tenant, version, cached)
+            rules = cached
         return [rule for rule in rules if _covers(rule, jurisdiction, on)]
+
+    def forget_assumed(self) -> None:
+        """The assumed version was not the current one: drop that copy from the cache."""
+        if self._cache is not None and self.assumed_version is not None:
+            self._cache.forget(self._tenant, self.assumed_version)

@@ -14,20 +14,24 @@ from billing_common.events import CloudEvent
 from billing_common.outbox import OutboxRelay, TenantUnitOfWork, outbox_row
 from tax_service.adapters.calculations_repository import SqlCalculationRepository
 from tax_service.adapters.rule_cache import RuleCache
-from tax_service.adapters.rules_repository import SqlRuleRepository
+from tax_service.adapters.rules_repository import VERSION_GUARD_SQL, SqlRuleRepository
 from tax_service.service_layer.ports import (
     CalculationRepository,
     RuleRepository,
+    StaleRules,
     UnitOfWorkFactory,
 )
 
 
 class SqlTaxUnitOfWork(TenantUnitOfWork):
     """On PostgreSQL a calculation and its outbox row are written at commit as ONE
-    statement on the asyncpg connection: with the rules from the cache (the version read
-    is a single autocommit SELECT), a calculation costs two round trips instead of five
-    (BEGIN, version, INSERT, outbox INSERT, COMMIT). On SQLite every write goes through
-    SQLAlchemy in the session's transaction, as before."""
+    statement on the asyncpg connection. With rules the repository took from the cache
+    unconfirmed (`for_jurisdiction(confirmed=False)`), that statement also checks the
+    tenant's rules version and writes only if it is still the copy's: a calculation is
+    ONE round trip (five before the cache: BEGIN, version, INSERT, outbox INSERT, COMMIT);
+    when the version moved, nothing is written and `commit` raises StaleRules. With
+    confirmed rules (the version read first) it is two. On SQLite every write goes through
+    SQLAlchemy in the session's transaction, and the version is always read."""
 
     rules: RuleRepository
     calculations: CalculationRepository
@@ -46,7 +50,10 @@ class SqlTaxUnitOfWork(TenantUnitOfWork):
     def _open(self) -> None:
         self._postgres = self.session.get_bind().dialect.name == "postgresql"
         self._outbox_rows = []
-        self.rules = SqlRuleRepository(self.session, self.tenant, self._rule_cache)
+        self._rules = SqlRuleRepository(
+            self.session, self.tenant, self._rule_cache, version_checked_on_write=self._postgres
+        )
+        self.rules = self._rules
         self._calculations = SqlCalculationRepository(
             self.session, self.tenant, defer_inserts=self._postgres
         )
@@ -65,9 +72,19 @@ class SqlTaxUnitOfWork(TenantUnitOfWork):
         if rows:
             driver = await postgres_driver(self.session)
             assert driver is not None, "rows are deferred on PostgreSQL only"
-            # Inside the session's transaction if a statement through SQLAlchemy began one
-            # (a rules cache miss); then the commit below commits both.
-            await driver.insert_all(rows)
+            assumed = self._rules.assumed_version
+            if assumed is None:
+                # Inside the session's transaction if a statement through SQLAlchemy began
+                # one (a rules cache miss); then the commit below commits both.
+                await driver.insert_all(rows)
+            else:
+                current = await driver.insert_all_if(
+                    rows, guard=VERSION_GUARD_SQL, guard_args=(self.tenant,), expected=assumed
+                )
+                if current != assumed:
+                    self._rules.forget_assumed()
+                    self._emitted = False
+                    raise StaleRules(f"rules version {assumed} is now {current}")
         await super().commit()
 
 

@@ -10,10 +10,10 @@ from datetime import datetime
 from billing_common.event_schemas import TAX_CALCULATED, TaxCalculated
 from billing_common.events import new_event
 from tax_service.domain import calculator, vat_treatment
-from tax_service.domain.errors import CalculationNotFound
+from tax_service.domain.errors import CalculationNotFound, TaxError
 from tax_service.domain.model import CalculationRequest, TaxCalculation, VatIdCheck
 from tax_service.service_layer.dependencies import Dependencies
-from tax_service.service_layer.ports import CalculationPosition, CalculationQuery
+from tax_service.service_layer.ports import CalculationPosition, CalculationQuery, StaleRules
 
 EVENT_SOURCE = "/billing/tax"
 
@@ -27,13 +27,44 @@ async def calculate(
 ) -> TaxCalculation:
     """Tax the request with the tenant's rules, store it in the history and publish
     `billing.tax.calculated.v1`, all in one transaction. `now` (default: the clock) is the
-    instant the caller dated the request with, so the two never disagree."""
+    instant the caller dated the request with, so the two never disagree.
+
+    The rules are first taken as the repository holds them, unconfirmed (on PostgreSQL the
+    write itself then checks the tenant's rules version: one round trip); if they were out
+    of date, or the calculation on them was refused, nothing was written and it is done
+    once more on rules read as current, whose answer stands."""
     created_at = now if now is not None else deps.clock()
     # The online check before the transaction: no connection is held while VIES answers.
     check = await check_vat_id(request, deps, now=created_at)
+    try:
+        # First with the rules as cached, unconfirmed: the commit checks they were current.
+        return await _calculate_and_store(tenant, request, deps, check, created_at, confirmed=False)
+    except StaleRules:
+        # They had changed (or the calculation they gave failed): again with the current.
+        return await _calculate_and_store(tenant, request, deps, check, created_at, confirmed=True)
+
+
+async def _calculate_and_store(
+    tenant: str,
+    request: CalculationRequest,
+    deps: Dependencies,
+    check: VatIdCheck | None,
+    created_at: datetime,
+    *,
+    confirmed: bool,
+) -> TaxCalculation:
     async with deps.uow(tenant) as uow:
-        rules = await uow.rules.for_jurisdiction(request.jurisdiction, request.date)
-        lines = calculator.calculate(request, rules, check)
+        rules = await uow.rules.for_jurisdiction(
+            request.jurisdiction, request.date, confirmed=confirmed
+        )
+        try:
+            lines = calculator.calculate(request, rules, check)
+        except TaxError as exc:
+            if confirmed:
+                raise
+            # An unknown jurisdiction or category may be a rule the cached copy misses:
+            # refused only on confirmed rules.
+            raise StaleRules(str(exc)) from exc
         calculation = TaxCalculation.of(
             calculation_id=str(uuid.uuid4()),
             request=request,

@@ -33,6 +33,11 @@ CalculationPosition = tuple[datetime, str]
 """A calculation's place in the newest-first history: (created_at, id)."""
 
 
+class StaleRules(Exception):
+    """The rules a calculation used (unconfirmed, see `RuleRepository.for_jurisdiction`)
+    were changed meanwhile: nothing was written; calculate again with confirmed rules."""
+
+
 class RuleRepository(Protocol):
     """One tenant's rules. Every change bumps the tenant's rules version in its
     transaction (see adapters.rule_cache)."""
@@ -58,8 +63,14 @@ class RuleRepository(Protocol):
     ) -> tuple[list[TaxRule], int]:
         """One page of rules in a stable order, and how many match in all."""
 
-    async def for_jurisdiction(self, jurisdiction: Jurisdiction, on: date) -> list[TaxRule]:
-        """Every rule that covers `jurisdiction` on `on` (country-wide and regional)."""
+    async def for_jurisdiction(
+        self, jurisdiction: Jurisdiction, on: date, *, confirmed: bool = True
+    ) -> list[TaxRule]:
+        """Every rule that covers `jurisdiction` on `on` (country-wide and regional).
+
+        `confirmed=False` lets the repository answer from a copy it has not yet confirmed
+        to be the tenant's current rule set; the unit of work's `commit` then raises
+        StaleRules (writing nothing) if it was not."""
 
     async def version(self) -> int:
         """The tenant's rules version (0: its rules were never changed)."""
@@ -117,7 +128,9 @@ class UnitOfWork(Protocol):
 
     def emit(self, event: CloudEvent, *, aggregate: str) -> None: ...
 
-    async def commit(self) -> None: ...
+    async def commit(self) -> None:
+        """Commit the transaction; StaleRules (nothing written) if a calculation in it used
+        unconfirmed rules that are no longer current."""
 
 
 UnitOfWorkFactory = Callable[[str], UnitOfWork]
