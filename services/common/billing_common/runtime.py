@@ -18,7 +18,6 @@ from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.adapters.asgi_invoker import AsgiServiceInvoker
 from billing_common.adapters.env_secrets import EnvSecretStore
 from billing_common.adapters.inprocess_bus import InProcessEventBus
 from billing_common.adapters.sql_state import SqlKeyValueStore
@@ -59,6 +58,11 @@ def select_adapters(
     secrets = EnvSecretStore(settings.secrets_file)
     match settings.runtime:
         case "embedded":
+            # Imported per runtime, like the others' adapters: this one brings httpx (and
+            # with it click, rich and pygments where installed) that the direct runtime,
+            # on aiohttp, never uses.
+            from billing_common.adapters.asgi_invoker import AsgiServiceInvoker
+
             platform = platform or EmbeddedPlatform()
             return Adapters(
                 bus=platform.bus,

@@ -2,6 +2,7 @@ import asyncio
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from billing_common.adapters.inprocess_bus import InProcessEventBus
@@ -155,3 +156,33 @@ async def test_inprocess_bus_retries_then_dead_letters_and_isolates_consumers() 
         await bus.stop()
     assert seen == {"flaky": 2, "poison": 3, "permanent": 1, "steady": 1}
     assert sorted(d.consumer for d in bus.dead_letters) == ["b", "c"]
+
+
+async def test_relay_leaves_the_outbox_to_the_replica_holding_its_lock(postgres_url: str) -> None:
+    # The lock, the batch and the relaxed commit are one statement on PostgreSQL: a relay that
+    # is not granted the lock must publish nothing and leave its pending count alone.
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(SQLModel.metadata.create_all, tables=KERNEL_TABLES)
+        bus = RecordingBus()
+        relay = OutboxRelay(engine, bus, poll_seconds=60)
+        async with SqlUnitOfWork(session_factory(engine), relay) as uow:
+            uow.emit(_event("inv_a"), aggregate="invoice:a")
+            uow.emit(_event("inv_b"), aggregate="invoice:a")
+            await uow.commit()
+        relay.pending = 7
+        async with engine.connect() as other_replica, other_replica.begin():
+            await other_replica.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": OutboxRelay.ADVISORY_LOCK_KEY}
+            )
+            assert await relay.publish_pending() == 0
+            assert bus.published == []
+            assert relay.pending == 7
+        assert await relay.publish_pending() == 2
+        assert [e.subject for e in bus.published] == ["inv_a", "inv_b"]
+        assert await relay.pending_count() == 0
+        assert relay.pending == 0
+        assert await relay.publish_pending() == 0
+    finally:
+        await engine.dispose()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from loguru import logger
@@ -69,6 +70,12 @@ async def _serve_one(name: str, runtime: str, host: str, port: int | None) -> No
     if port is not None:
         overrides["port"] = port
     settings = ServiceSettings.for_service(name, **overrides)
+    if settings.development.migrate_on_start:
+        # In a child process, before the app is built: Alembic (its DDL implementations load
+        # SQLAlchemy's MySQL, MSSQL and Oracle dialects, and Mako with Pygments) costs the
+        # server about 13 MB of resident memory for good when it migrates itself.
+        await _migrate_in_child(name, settings.runtime)
+        settings = ServiceSettings.for_service(name, **overrides, migrate_on_start=False)
     app = app_factory(name)(settings, None)
     server = make_server(
         app,
@@ -77,6 +84,18 @@ async def _serve_one(name: str, runtime: str, host: str, port: int | None) -> No
         graceful_shutdown_seconds=settings.graceful_shutdown_seconds,
     )
     await serve_all([server])
+
+
+async def _migrate_in_child(name: str, runtime: str) -> None:
+    """`billing migrate <name>` in a child process with this one's environment (and its
+    runtime, which decides the default database); raises if it fails."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "billing_launcher", "migrate", name),
+        env={**os.environ, "RUNTIME": runtime},
+    )
+    if await child.wait() != 0:
+        raise SystemExit(f"{name}: migrations failed (exit status {child.returncode})")
 
 
 async def _migrate(names: list[str]) -> None:

@@ -17,7 +17,7 @@ from billing_common.settings import ServiceSettings
 from payment_service.adapters.invoice_directory import InvokerInvoiceDirectory
 from payment_service.adapters.sandbox import SANDBOX, SandboxGateway, SandboxWebhookBuilder
 from payment_service.adapters.stalled_attempts import SqlStalledAttempts
-from payment_service.adapters.stripe_gateway import STRIPE, StripeGateway
+from payment_service.adapters.stripe_name import STRIPE
 from payment_service.adapters.unit_of_work import uow_factory
 from payment_service.config import PaymentOptions
 from payment_service.domain import errors
@@ -60,6 +60,8 @@ async def _gateways(secrets: SecretStore, options: PaymentOptions) -> dict[str, 
     gateways: dict[str, PaymentGateway] = {SANDBOX: SandboxGateway()}
     api_key = await secrets.get_secret("stripe-api-key")
     if api_key:
+        from payment_service.adapters.stripe_gateway import StripeGateway
+
         gateways[STRIPE] = StripeGateway(
             api_key,
             api_base=options.stripe_api_base,

@@ -6,23 +6,18 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Table, and_, or_, update
+from sqlalchemy import Row, Select, Table, and_, bindparam, or_, update
 from sqlalchemy import select as core_select
-from sqlmodel import SQLModel, col, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from invoice_service.adapters import invoice_rows as rows
 from invoice_service.adapters.json_columns import breakdown_of, postal_address_of, snapshot_of
-from invoice_service.adapters.orm import (
-    InvoiceDiscountRow,
-    InvoiceLineRow,
-    InvoiceLineTaxRow,
-    InvoicePaymentRow,
-    InvoiceRow,
-    InvoiceStatusHistoryRow,
-)
+from invoice_service.adapters.orm import InvoiceRow
 from invoice_service.domain.einvoicing import EInvoiceFormat
 from invoice_service.domain.errors import ConcurrentModification
 from invoice_service.domain.languages import DEFAULT_LANGUAGE
@@ -51,7 +46,26 @@ from invoice_service.service_layer.ports import (
 _INVOICES: Table = InvoiceRow.__table__  # type: ignore[attr-defined]
 
 
-ChildRowT = TypeVar("ChildRowT", bound=SQLModel)
+def _children_statement(table: Table, *order: str) -> Select[Any]:
+    """One child table's rows of an invoice, in their stored order: a constant statement
+    (compiled once, prepared once per connection), bound with the invoice and tenant."""
+    return (
+        core_select(table)
+        .where(
+            table.c.tenant_id == bindparam("tenant_id"),
+            table.c.invoice_id == bindparam("invoice_id"),
+        )
+        .order_by(*(table.c[name] for name in order))
+    )
+
+
+_CHILDREN: dict[str, Select[Any]] = {
+    rows.LINES.name: _children_statement(rows.LINES, "position"),
+    rows.LINE_TAXES.name: _children_statement(rows.LINE_TAXES, "position", "seq"),
+    rows.DISCOUNTS.name: _children_statement(rows.DISCOUNTS, "seq"),
+    rows.HISTORY.name: _children_statement(rows.HISTORY, "seq"),
+    rows.PAYMENTS.name: _children_statement(rows.PAYMENTS, "seq"),
+}
 
 
 class SqlInvoiceRepository:
@@ -65,17 +79,19 @@ class SqlInvoiceRepository:
     # ---- reads ---------------------------------------------------------------------------
 
     async def get(self, invoice_id: str, *, for_update: bool = False) -> Invoice | None:
-        statement = (
-            select(InvoiceRow)
-            .where(InvoiceRow.tenant_id == self._tenant, InvoiceRow.id == invoice_id)
-            .execution_options(populate_existing=True)
+        # Core statements on the unit of work's connection: the aggregate is built from plain
+        # rows, with no ORM identity map or instrumented objects (this is the path of every
+        # payment event as well as of every API read).
+        statement = core_select(_INVOICES).where(
+            _INVOICES.c.tenant_id == self._tenant, _INVOICES.c.id == invoice_id
         )
         if for_update:
             # PostgreSQL: concurrent changes of one invoice queue here. SQLite runs one
             # transaction at a time per service, so it needs no lock (and has no FOR UPDATE).
             statement = statement.with_for_update()
-        row = (await self._session.exec(statement)).first()
-        return None if row is None else await self._load(row)
+        connection = await self._session.connection()
+        row = (await connection.execute(statement)).first()
+        return None if row is None else await self._load(connection, row)
 
     async def stamp(self, invoice_id: str) -> DocumentStamp | None:
         row = (
@@ -111,32 +127,23 @@ class SqlInvoiceRepository:
         return None if invoice is None else StoredIdempotency(invoice, found.request_hash)
 
     async def _children(
-        self, table: type[ChildRowT], invoice_id: str, *order: Any
-    ) -> list[ChildRowT]:
+        self, connection: AsyncConnection, table: Table, invoice_id: str
+    ) -> Sequence[Row[Any]]:
         """An invoice's rows in one child table, in their stored order."""
-        rows = await self._session.exec(
-            select(table)
-            .where(table.tenant_id == self._tenant, table.invoice_id == invoice_id)  # type: ignore[attr-defined]
-            .order_by(*order)
-        )
-        return list(rows.all())
+        found: Sequence[Row[Any]] = (
+            await connection.execute(
+                _CHILDREN[table.name], {"invoice_id": invoice_id, "tenant_id": self._tenant}
+            )
+        ).all()
+        return found
 
-    async def _load(self, row: InvoiceRow) -> Invoice:
+    async def _load(self, connection: AsyncConnection, row: Row[Any]) -> Invoice:
         invoice_id = row.id
-        lines = await self._children(InvoiceLineRow, invoice_id, col(InvoiceLineRow.position))
-        taxes = await self._children(
-            InvoiceLineTaxRow,
-            invoice_id,
-            col(InvoiceLineTaxRow.position),
-            col(InvoiceLineTaxRow.seq),
-        )
-        discounts = await self._children(
-            InvoiceDiscountRow, invoice_id, col(InvoiceDiscountRow.seq)
-        )
-        history = await self._children(
-            InvoiceStatusHistoryRow, invoice_id, col(InvoiceStatusHistoryRow.seq)
-        )
-        payments = await self._children(InvoicePaymentRow, invoice_id, col(InvoicePaymentRow.seq))
+        lines = await self._children(connection, rows.LINES, invoice_id)
+        taxes = await self._children(connection, rows.LINE_TAXES, invoice_id)
+        discounts = await self._children(connection, rows.DISCOUNTS, invoice_id)
+        history = await self._children(connection, rows.HISTORY, invoice_id)
+        payments = await self._children(connection, rows.PAYMENTS, invoice_id)
         taxes_by_line: dict[int, list[TaxComponent]] = defaultdict(list)
         for tax in taxes:
             taxes_by_line[tax.position].append(
@@ -317,15 +324,14 @@ class SqlInvoiceRepository:
         version, history_count, payment_count = loaded
         if invoice.version == version:
             return  # nothing changed
-        result = await self._session.exec(
-            update(InvoiceRow)
+        result = await (await self._session.connection()).execute(
+            update(_INVOICES)
             .where(
-                col(InvoiceRow.tenant_id) == self._tenant,
-                col(InvoiceRow.id) == invoice.id,
-                col(InvoiceRow.version) == version,
+                _INVOICES.c.tenant_id == self._tenant,
+                _INVOICES.c.id == invoice.id,
+                _INVOICES.c.version == version,
             )
             .values(**self._header(invoice))
-            .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
             raise ConcurrentModification(invoice.id)

@@ -21,6 +21,7 @@ import stripe
 from loguru import logger
 
 from billing_common.money import Money
+from payment_service.adapters.stripe_name import STRIPE as STRIPE
 from payment_service.domain.errors import MalformedWebhook
 from payment_service.domain.gateway import (
     ChargeResult,
@@ -30,8 +31,6 @@ from payment_service.domain.gateway import (
     WebhookKind,
     WebhookNotification,
 )
-
-STRIPE = "stripe"
 
 # https://docs.stripe.com/currencies: Stripe's exponent differs from ISO 4217 for some.
 _ZERO_DECIMAL = frozenset(

@@ -6,7 +6,6 @@ import json
 import time
 from typing import Annotated
 
-import httpx
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from billing_common import json_body
@@ -265,6 +264,9 @@ async def confirm_sandbox_payment(
         )
     ).encode()
     # Through our own HTTP stack, exactly as the gateway would: signature checks included.
+    # httpx is imported here, by the sandbox alone: the service itself calls out on aiohttp.
+    import httpx
+
     transport = httpx.ASGITransport(app=request.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://payment.sandbox") as client:
         answer = await client.post(
