@@ -267,6 +267,29 @@ class FakeUnitOfWork:
         self._data.claimed.add((consumer, event.id))
         return True
 
+    async def finish_creation(
+        self,
+        invoice: Invoice,
+        *,
+        idempotency_key: str,
+        request_hash: str,
+        event: CloudEvent,
+        aggregate: str,
+    ) -> bool:
+        await self.invoices.add(invoice, idempotency_key=idempotency_key, request_hash=request_hash)
+        if not await self.pending.remove(invoice.id, unless_releasing=True):
+            return False
+        self.emit(event, aggregate=aggregate)
+        await self.commit()
+        return True
+
+    async def keep_event(self, consumer: str, event: CloudEvent, kept: ReceivedEvent) -> bool:
+        if not await self.claim_event(consumer, event):
+            return False
+        await self.received.add(kept)
+        await self.commit()
+        return True
+
     async def commit(self) -> None:
         committed = self._store.data(self.tenant)
         for invoice_id, version in self.invoices.loaded.items():

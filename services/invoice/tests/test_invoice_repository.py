@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from billing_common.cursors import decode_timestamp_and_id
 from billing_common.db import create_engine, session_factory
+from billing_common.events import CloudEvent
 from billing_common.outbox import OutboxMessage
 from billing_common.uniqueness import UniqueViolation
 from invoice_service.adapters.unit_of_work import uow_factory
@@ -30,7 +31,7 @@ from invoice_service.domain.model import (
     TaxComponent,
     TaxStatus,
 )
-from invoice_service.service_layer import queries, status_changes
+from invoice_service.service_layer import events, queries, status_changes
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.ports import (
     InvoiceQuery,
@@ -307,6 +308,112 @@ async def test_received_events_by_reference(uow: UnitOfWorkFactory) -> None:
         assert await unit.received.for_reference("inv-1") == []
     assert [e.event_id for e in events] == ["ev-0", "ev-1"]
     assert events[0].data == {"total_tax": "1.00"}
+
+
+# ---- the writes of a creation and of a kept peer event ----------------------------------
+
+
+async def _begin_pending(
+    uow: UnitOfWorkFactory, invoice_id: str, *, releasing: bool = False
+) -> None:
+    async with uow("acme") as unit:
+        pending = PendingCreation("acme", invoice_id, f"invoice:acme:{invoice_id}", T0)
+        assert await unit.pending.begin(pending)
+        if releasing:
+            await unit.pending.put(replace(pending, releasing=True))
+        await unit.commit()
+
+
+async def _finish(uow: UnitOfWorkFactory, invoice: Invoice, key: str) -> bool:
+    async with uow(invoice.tenant_id) as unit:
+        return await unit.finish_creation(
+            invoice,
+            idempotency_key=key,
+            request_hash="h" * 64,
+            event=events.created(invoice),
+            aggregate=events.aggregate(invoice),
+        )
+
+
+async def _outbox_events(uow: UnitOfWorkFactory) -> list[str]:
+    async with uow("acme") as unit:
+        session = unit.session  # type: ignore[attr-defined]
+        return [row.aggregate for row in (await session.exec(select(OutboxMessage))).all()]
+
+
+async def test_finish_creation_stores_every_value_ends_the_record_and_emits(
+    uow: UnitOfWorkFactory,
+) -> None:
+    original = make_invoice("inv-1")
+    await _begin_pending(uow, "inv-1")
+    assert await _finish(uow, original, "key-1")
+    async with uow("acme") as unit:
+        loaded = await unit.invoices.get("inv-1")
+        stored = await unit.invoices.find_by_idempotency_key("key-1")
+        assert await unit.pending.get("inv-1") is None
+    assert loaded is not None and stored is not None
+    assert stored.request_hash == "h" * 64 and stored.invoice.id == "inv-1"
+    assert loaded.lines == original.lines  # Decimals exact: 0.000123, 1500.5
+    assert loaded.discounts == original.discounts
+    assert loaded.customer == original.customer
+    assert loaded.history == original.history
+    assert loaded.created_at == T0 and loaded.created_at.tzinfo is not None
+    assert loaded.totals == original.totals
+    assert (loaded.status, loaded.version, loaded.memo) == (InvoiceStatus.DRAFT, 1, "thanks")
+    assert await _outbox_events(uow) == ["invoice:inv-1"]
+
+
+@pytest.mark.parametrize("record", ["gone", "releasing"])
+async def test_finish_creation_writes_nothing_without_a_live_pending_record(
+    uow: UnitOfWorkFactory, record: str
+) -> None:
+    if record == "releasing":
+        await _begin_pending(uow, "inv-1", releasing=True)
+    assert not await _finish(uow, make_invoice("inv-1"), "key-1")
+    async with uow("acme") as unit:
+        assert await unit.invoices.get("inv-1") is None
+        assert await unit.invoices.find_by_idempotency_key("key-1") is None
+        kept = await unit.pending.get("inv-1")
+    assert (kept is not None and kept.releasing) if record == "releasing" else kept is None
+    assert await _outbox_events(uow) == []
+
+
+async def test_finish_creation_with_a_taken_key_raises_and_writes_nothing(
+    uow: UnitOfWorkFactory,
+) -> None:
+    await add(uow, make_invoice("inv-1"), key="k")
+    await _begin_pending(uow, "inv-2")
+    with pytest.raises(UniqueViolation):
+        await _finish(uow, make_invoice("inv-2"), "k")
+    async with uow("acme") as unit:
+        assert await unit.invoices.get("inv-2") is None
+        assert await unit.pending.get("inv-2") is not None  # given back by the caller
+    assert await _outbox_events(uow) == []
+
+
+def _peer_event(event_id: str) -> CloudEvent:
+    return CloudEvent(
+        id=event_id,
+        type="billing.tax.calculated.v1",
+        source="/tax",
+        tenant="acme",
+        data={"reference": "inv-1", "total_tax": "1.00"},
+    )
+
+
+async def test_keep_event_claims_and_keeps_once(uow: UnitOfWorkFactory) -> None:
+    event = _peer_event("ev-1")
+    kept = ReceivedEvent("ev-1", event.type, "/tax", "inv-1", None, T0, T0, {"total_tax": "1.00"})
+    async with uow("acme") as unit:
+        assert await unit.keep_event("invoice", event, kept)
+    async with uow("acme") as unit:  # a redelivery: claimed before, nothing kept twice
+        assert not await unit.keep_event("invoice", event, replace(kept, received_at=T0))
+    async with uow("acme") as unit:  # another consumer has its own claim
+        assert await unit.claim_event("other", event)
+    async with uow("acme") as unit:
+        assert await unit.received.for_reference("inv-1") == [kept]
+    async with uow("acme") as unit:
+        assert not await unit.claim_event("invoice", event)
 
 
 # ---- numbering --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ another tenant's rows."""
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -15,9 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing_common.db import postgres_driver
 from invoice_service.adapters import invoice_rows as rows
+from invoice_service.adapters import postgres_writes
 from invoice_service.adapters.json_columns import breakdown_of, postal_address_of, snapshot_of
-from invoice_service.adapters.orm import InvoiceRow
+from invoice_service.adapters.orm import (
+    InvoiceRow,
+)
 from invoice_service.domain.einvoicing import EInvoiceFormat
 from invoice_service.domain.errors import ConcurrentModification
 from invoice_service.domain.languages import DEFAULT_LANGUAGE
@@ -112,19 +117,24 @@ class SqlInvoiceRepository:
         )
 
     async def find_by_idempotency_key(self, key: str) -> StoredIdempotency | None:
-        # Every creation asks, and almost every one finds nothing: a core SELECT of the id,
-        # the whole aggregate only for a replay.
-        found = (
-            await (await self._session.connection()).execute(
-                core_select(_INVOICES.c.id, _INVOICES.c.request_hash).where(
-                    _INVOICES.c.tenant_id == self._tenant, _INVOICES.c.idempotency_key == key
+        # Every creation asks, and almost every one finds nothing: a SELECT of the id (on
+        # PostgreSQL prepared, on the asyncpg connection), the whole aggregate only for a
+        # replay.
+        driver = await postgres_driver(self._session)
+        if driver is not None:
+            found = await postgres_writes.find_by_idempotency_key(driver, self._tenant, key)
+        else:
+            found = (
+                await (await self._session.connection()).execute(
+                    core_select(_INVOICES.c.id, _INVOICES.c.request_hash).where(
+                        _INVOICES.c.tenant_id == self._tenant, _INVOICES.c.idempotency_key == key
+                    )
                 )
-            )
-        ).first()
+            ).first()
         if found is None:
             return None
-        invoice = await self.get(found.id)
-        return None if invoice is None else StoredIdempotency(invoice, found.request_hash)
+        invoice = await self.get(found[0])
+        return None if invoice is None else StoredIdempotency(invoice, found[1])
 
     async def _children(
         self, connection: AsyncConnection, table: Table, invoice_id: str
@@ -301,19 +311,32 @@ class SqlInvoiceRepository:
 
     # ---- writes --------------------------------------------------------------------------
 
-    async def add(self, invoice: Invoice, *, idempotency_key: str, request_hash: str) -> None:
-        """The invoice's rows as core INSERTs, one statement per table (children after the
-        header they reference): no ORM unit-of-work bookkeeping on the hot path."""
+    def new_rows(
+        self, invoice: Invoice, *, idempotency_key: str, request_hash: str
+    ) -> builtins.list[tuple[Table, builtins.list[dict[str, Any]]]]:
+        """The rows of a new invoice, table by table, children after the header they
+        reference (a table without rows has an empty list)."""
         self._check_tenant(invoice)
-        connection = await self._session.connection()
         header = rows.invoice_row(
             invoice, idempotency_key=idempotency_key, request_hash=request_hash
         )
-        await rows.insert(connection, rows.INVOICES, [{**header, **self._header(invoice)}])
-        await rows.insert(connection, rows.LINES, rows.line_rows(invoice))
-        await rows.insert(connection, rows.LINE_TAXES, rows.tax_rows(invoice))
-        await rows.insert(connection, rows.DISCOUNTS, rows.discount_rows(invoice))
-        await self._add_children(invoice, history_from=0, payments_from=0)
+        return [
+            (rows.INVOICES, [{**header, **self._header(invoice)}]),
+            (rows.LINES, rows.line_rows(invoice)),
+            (rows.LINE_TAXES, rows.tax_rows(invoice)),
+            (rows.DISCOUNTS, rows.discount_rows(invoice)),
+            (rows.HISTORY, rows.history_rows(invoice, 0)),
+            (rows.PAYMENTS, rows.payment_rows(invoice, 0)),
+        ]
+
+    async def add(self, invoice: Invoice, *, idempotency_key: str, request_hash: str) -> None:
+        """The invoice's rows as core INSERTs, one statement per table (children after the
+        header they reference): no ORM unit-of-work bookkeeping on the hot path."""
+        connection = await self._session.connection()
+        for table, table_rows in self.new_rows(
+            invoice, idempotency_key=idempotency_key, request_hash=request_hash
+        ):
+            await rows.insert(connection, table, table_rows)
         self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
 
     async def save(self, invoice: Invoice) -> None:

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing_common.db import postgres_driver
+from invoice_service.adapters import postgres_writes
 from invoice_service.adapters.orm import PendingCreationRow
 from invoice_service.service_layer.ports import PendingCreation
 
@@ -65,16 +67,18 @@ class SqlPendingCreations:
         over) unless an earlier attempt's record is being released; then False and nothing
         changes. On PostgreSQL the conflict row-locks the record until commit, as the
         `get(for_update=True)` before a `put` did."""
+        row = {
+            "tenant_id": self._tenant,
+            "invoice_id": pending.invoice_id,
+            "redemption_key": pending.redemption_key,
+            "started_at": pending.started_at,
+        }
+        driver = await postgres_driver(self._session)
+        if driver is not None:  # the same upsert, prepared, on the asyncpg connection
+            return await postgres_writes.begin_pending(driver, self._session.bind.dialect, row)  # type: ignore[union-attr]
         dialect = self._session.bind.dialect.name  # type: ignore[union-attr]
         result = await (await self._session.connection()).execute(
-            _begin_statement(dialect),
-            {
-                "tenant_id": self._tenant,
-                "invoice_id": pending.invoice_id,
-                "redemption_key": pending.redemption_key,
-                "started_at": pending.started_at,
-                "releasing": False,
-            },
+            _begin_statement(dialect), {**row, "releasing": False}
         )
         return result.first() is not None
 

@@ -4,6 +4,7 @@ SQL. Built for one tenant; every query filters by it."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from sqlalchemy import insert
 from sqlmodel import col, select
@@ -20,22 +21,23 @@ class SqlReceivedEventLog:
         self._session = session
         self._tenant = tenant
 
+    def row(self, event: ReceivedEvent) -> dict[str, Any]:
+        """The stored row of `event`, column by column."""
+        return {
+            "event_id": event.event_id,
+            "tenant_id": self._tenant,
+            "event_type": event.event_type,
+            "reference": event.reference,
+            "subject": event.subject,
+            "source": event.source,
+            "occurred_at": event.occurred_at,
+            "received_at": event.received_at,
+            "data": json.dumps(event.data, sort_keys=True),
+        }
+
     async def add(self, event: ReceivedEvent) -> None:
         # A core INSERT of a constant statement: every peer event of every invoice lands here.
-        await (await self._session.connection()).execute(
-            _INSERT,
-            {
-                "event_id": event.event_id,
-                "tenant_id": self._tenant,
-                "event_type": event.event_type,
-                "reference": event.reference,
-                "subject": event.subject,
-                "source": event.source,
-                "occurred_at": event.occurred_at,
-                "received_at": event.received_at,
-                "data": json.dumps(event.data, sort_keys=True),
-            },
-        )
+        await (await self._session.connection()).execute(_INSERT, self.row(event))
 
     async def for_reference(self, reference: str) -> list[ReceivedEvent]:
         rows = (

@@ -1,12 +1,25 @@
 """The invoice service's SQL unit of work: the kernel's (one transaction, outbox, inbox,
-UniqueViolation) building this service's tenant-scoped repositories."""
+UniqueViolation) building this service's tenant-scoped repositories.
+
+On PostgreSQL the two writes every invoice makes go out as one statement each
+(adapters/postgres_writes.py): storing a new invoice with its pending record's end and its
+outbox row, and keeping each peer event it receives with its inbox claim. On SQLite, and
+inside a transaction already begun, they are the repositories' statements in the session's
+transaction, as before."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.outbox import OutboxRelay, TenantUnitOfWork
+from billing_common.clock import utcnow
+from billing_common.db import PostgresDriver, postgres_driver
+from billing_common.events import CloudEvent
+from billing_common.outbox import OutboxMessage, OutboxRelay, TenantUnitOfWork, outbox_row
+from invoice_service.adapters import postgres_writes
 from invoice_service.adapters.credit_notes_repository import (
     SqlCreditNoteRepository,
     SqlCustomerBalance,
@@ -17,6 +30,7 @@ from invoice_service.adapters.number_series_repository import SqlNumberSeries
 from invoice_service.adapters.pending_creations_repository import SqlPendingCreations
 from invoice_service.adapters.received_events_repository import SqlReceivedEventLog
 from invoice_service.adapters.sellers_repository import SqlSellerRepository
+from invoice_service.domain.model import Invoice
 from invoice_service.service_layer.ports import (
     CreditNoteRepository,
     CustomerBalance,
@@ -24,10 +38,13 @@ from invoice_service.service_layer.ports import (
     InvoiceRepository,
     NumberSeries,
     PendingCreations,
+    ReceivedEvent,
     ReceivedEventLog,
     SellerRepository,
     UnitOfWorkFactory,
 )
+
+_OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 
 
 class SqlInvoiceUnitOfWork(TenantUnitOfWork):
@@ -43,14 +60,84 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
     customer_settings: CustomerSettingsRepository
 
     def _open(self) -> None:
-        self.invoices = SqlInvoiceRepository(self.session, self.tenant)
+        self._postgres = self.session.get_bind().dialect.name == "postgresql"
+        self._invoices = SqlInvoiceRepository(self.session, self.tenant)
+        self.invoices = self._invoices
         self.numbers = SqlNumberSeries(self.session, self.tenant)
-        self.received = SqlReceivedEventLog(self.session, self.tenant)
+        self._received = SqlReceivedEventLog(self.session, self.tenant)
+        self.received = self._received
         self.pending = SqlPendingCreations(self.session, self.tenant)
         self.sellers = SqlSellerRepository(self.session, self.tenant)
         self.credit_notes = SqlCreditNoteRepository(self.session, self.tenant)
         self.balances = SqlCustomerBalance(self.session, self.tenant)
         self.customer_settings = SqlCustomerSettings(self.session, self.tenant)
+
+    async def _driver_on_its_own(self) -> PostgresDriver | None:
+        """The asyncpg connection if a statement sent on it commits on its own: PostgreSQL,
+        and nothing of this unit of work's transaction sent yet."""
+        if not self._postgres:
+            return None
+        driver = await postgres_driver(self.session)
+        return None if driver is None or driver.in_transaction() else driver
+
+    async def finish_creation(
+        self,
+        invoice: Invoice,
+        *,
+        idempotency_key: str,
+        request_hash: str,
+        event: CloudEvent,
+        aggregate: str,
+    ) -> bool:
+        driver = await self._driver_on_its_own()
+        if driver is None:
+            await self.invoices.add(
+                invoice, idempotency_key=idempotency_key, request_hash=request_hash
+            )
+            if not await self.pending.remove(invoice.id, unless_releasing=True):
+                return False
+            self.emit(event, aggregate=aggregate)
+            await self.commit()
+            return True
+        rows: list[tuple[Table, dict[str, Any]]] = [
+            (table, row)
+            for table, table_rows in self._invoices.new_rows(
+                invoice, idempotency_key=idempotency_key, request_hash=request_hash
+            )
+            for row in table_rows
+        ]
+        rows.append((_OUTBOX, outbox_row(event, aggregate=aggregate)))
+        if not await postgres_writes.finish_creation(
+            driver,
+            self.session.get_bind().dialect,
+            tenant=self.tenant,
+            invoice_id=invoice.id,
+            rows=rows,
+        ):
+            return False
+        self._emitted = True  # written and committed: the commit below wakes the relay
+        await self.commit()
+        return True
+
+    async def keep_event(self, consumer: str, event: CloudEvent, kept: ReceivedEvent) -> bool:
+        driver = await self._driver_on_its_own()
+        if driver is None:
+            if not await self.claim_event(consumer, event):
+                return False
+            await self.received.add(kept)
+            await self.commit()
+            return True
+        return await postgres_writes.keep_event(
+            driver,
+            self.session.get_bind().dialect,
+            claim={
+                "consumer": consumer,
+                "event_id": event.id,
+                "event_type": event.type,
+                "processed_at": utcnow(),
+            },
+            received=self._received.row(kept),
+        )
 
 
 def uow_factory(

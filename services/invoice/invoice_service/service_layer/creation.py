@@ -170,26 +170,38 @@ async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult
 async def _store(
     cmd: CreateInvoice, deps: Dependencies, invoice: Invoice, pending: PendingCreation
 ) -> CreateResult:
-    """4. Invoice, history, the created event and the end of the pending record in one
-    transaction: either the invoice exists and keeps its redemption, or neither does."""
+    """4. Invoice, history, the created event and the end of the pending record at once
+    (one transaction; one statement on PostgreSQL): either the invoice exists and keeps its
+    redemption, or neither does."""
     try:
         async with deps.uow(cmd.tenant) as uow:
-            await uow.invoices.add(
-                invoice, idempotency_key=cmd.idempotency_key, request_hash=cmd.request_hash
+            stored_now = await uow.finish_creation(
+                invoice,
+                idempotency_key=cmd.idempotency_key,
+                request_hash=cmd.request_hash,
+                event=events.created(invoice),
+                aggregate=events.aggregate(invoice),
             )
-            if not await uow.pending.remove(pending.invoice_id, unless_releasing=True):
-                # The sweeper judged this attempt abandoned and is giving the discount back.
-                raise CreationAbandoned(cmd.idempotency_key)
-            uow.emit(events.created(invoice), aggregate=events.aggregate(invoice))
-            await uow.commit()
-    except UniqueViolation:
+    except UniqueViolation as exc:
         # A concurrent request with the same key won the insert: answer as its replay.
-        async with deps.uow(cmd.tenant) as uow:
-            stored = await uow.invoices.find_by_idempotency_key(cmd.idempotency_key)
-        if stored is None:
-            raise
-        return _replay(stored.invoice, stored.request_hash, cmd)
+        return await _replay_stored(deps, cmd, otherwise=exc)
+    if not stored_now:
+        # The pending record was gone: a concurrent request with this key stored the
+        # invoice (answer as its replay), or the sweeper judged this attempt abandoned and
+        # is giving the discount back.
+        return await _replay_stored(deps, cmd, otherwise=CreationAbandoned(cmd.idempotency_key))
     return CreateResult(invoice, created=True)
+
+
+async def _replay_stored(
+    deps: Dependencies, cmd: CreateInvoice, *, otherwise: Exception
+) -> CreateResult:
+    """The stored invoice of this Idempotency-Key as a replay; `otherwise` if there is none."""
+    async with deps.uow(cmd.tenant) as uow:
+        stored = await uow.invoices.find_by_idempotency_key(cmd.idempotency_key)
+    if stored is None:
+        raise otherwise
+    return _replay(stored.invoice, stored.request_hash, cmd)
 
 
 async def _take_over(

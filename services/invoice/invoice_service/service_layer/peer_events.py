@@ -19,22 +19,20 @@ async def on_peer_event(event: CloudEvent, deps: Dependencies) -> None:
     """Keep tax.calculated / discount.applied events in the received-events history, by
     their reference (the invoice id when the calculation was made for an invoice)."""
     reference = _peer_data(event).reference
+    kept = ReceivedEvent(
+        event_id=event.id,
+        event_type=event.type,
+        source=event.source,
+        reference=reference,
+        subject=event.subject,
+        occurred_at=event_time(event),
+        received_at=deps.clock(),
+        data=event.data,
+    )
     async with deps.uow(tenant_of(event)) as uow:
-        if not await uow.claim_event(CONSUMER, event):
-            return
-        await uow.received.add(
-            ReceivedEvent(
-                event_id=event.id,
-                event_type=event.type,
-                source=event.source,
-                reference=reference,
-                subject=event.subject,
-                occurred_at=event_time(event),
-                received_at=deps.clock(),
-                data=event.data,
-            )
-        )
-        await uow.commit()
+        # The claim and the record at once (one statement on PostgreSQL): a redelivery
+        # finds it claimed and keeps nothing twice.
+        await uow.keep_event(CONSUMER, event, kept)
 
 
 def _peer_data(event: CloudEvent) -> TaxCalculated | DiscountApplied:

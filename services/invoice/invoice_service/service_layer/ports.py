@@ -345,6 +345,27 @@ class UnitOfWork(Protocol):
 
     async def commit(self) -> None: ...
 
+    async def finish_creation(
+        self,
+        invoice: Invoice,
+        *,
+        idempotency_key: str,
+        request_hash: str,
+        event: CloudEvent,
+        aggregate: str,
+    ) -> bool:
+        """Store a new invoice, end its pending-creation record, emit `event`, and commit,
+        all or nothing. False, writing nothing, when that record is gone or being released
+        (the sweeper judged the attempt abandoned). UniqueViolation when the Idempotency-Key
+        is taken. The unit of work is done afterwards."""
+        ...
+
+    async def keep_event(self, consumer: str, event: CloudEvent, kept: ReceivedEvent) -> bool:
+        """Claim `event` for `consumer` and add `kept` to the received-events history, and
+        commit, all or nothing; False, writing nothing, if it was claimed before. The unit
+        of work is done afterwards."""
+        ...
+
 
 UnitOfWorkFactory = Callable[[str], UnitOfWork]
 """Builds a unit of work for one tenant."""

@@ -1,0 +1,149 @@
+"""The invoice service's hottest statements on PostgreSQL, sent on the session's asyncpg
+connection (billing_common.db.PostgresDriver) as prepared statements. The two writes every
+invoice makes are ONE statement each, sent on their own, so they commit atomically without
+BEGIN and COMMIT round trips:
+
+- a new invoice: the end of its pending-creation record (DELETE … RETURNING) and, only if
+  that record was there and not being released, every row of the invoice and its outbox row
+  (data-modifying CTEs reading the DELETE's row): one round trip where SQLAlchemy took nine;
+- a peer event kept with its invoice: the inbox claim (INSERT … ON CONFLICT DO NOTHING
+  RETURNING) and, only if it claimed, the received-event row: one round trip where it took
+  four.
+
+Values go through each column's own SQLAlchemy bind processing (UtcDateTime refuses naive
+datetimes, ExactDecimal takes ints and strings), exactly as the core INSERTs did; the SQL is
+built from the tables' metadata, once per shape, never from input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache
+from typing import Any
+
+import asyncpg
+from sqlalchemy import Table
+from sqlalchemy.engine import Dialect
+
+from billing_common.db import PostgresDriver
+from billing_common.outbox import InboxRecord
+from billing_common.uniqueness import unique_violation_from
+from invoice_service.adapters.orm import PendingCreationRow, ReceivedEventRow
+
+_PENDING: Table = PendingCreationRow.__table__  # type: ignore[attr-defined]
+_RECEIVED: Table = ReceivedEventRow.__table__  # type: ignore[attr-defined]
+_INBOX: Table = InboxRecord.__table__  # type: ignore[attr-defined]
+
+Row = tuple[Table, Mapping[str, Any]]
+_Processor = Callable[[Any], Any] | None
+
+
+@cache
+def _processor(table: Table, column: str, dialect: Dialect) -> _Processor:
+    return table.c[column].type._cached_bind_processor(dialect)
+
+
+def _values(rows: Sequence[Row], dialect: Dialect) -> list[Any]:
+    values: list[Any] = []
+    for table, row in rows:
+        for column, value in row.items():
+            process = _processor(table, column, dialect)
+            values.append(process(value) if process is not None and value is not None else value)
+    return values
+
+
+def _shape(rows: Sequence[Row]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple((table.name, tuple(row)) for table, row in rows)
+
+
+def _selects(shape: tuple[tuple[str, tuple[str, ...]], ...], first: int, source: str) -> list[str]:
+    """One `INSERT … SELECT $n, … FROM source` per row: written only if `source` has its
+    (single) row. PostgreSQL types the parameters from the columns they go into."""
+    statements: list[str] = []
+    position = first
+    for table, columns in shape:
+        params = ", ".join(f"${position + i}" for i in range(len(columns)))
+        position += len(columns)
+        # Identifiers from the code's table metadata, never from input; values are parameters.
+        statements.append(
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {params} FROM {source}"  # noqa: S608
+        )
+    return statements
+
+
+@cache
+def _finish_creation_sql(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
+    gone = (
+        f"DELETE FROM {_PENDING.name} WHERE tenant_id = $1 AND invoice_id = $2"  # noqa: S608
+        " AND releasing IS FALSE RETURNING invoice_id"
+    )
+    writes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(_selects(shape, 3, "gone")))
+    return f"WITH gone AS ({gone}), {writes} SELECT count(*) FROM gone"  # noqa: S608
+
+
+async def finish_creation(
+    driver: PostgresDriver, dialect: Dialect, *, tenant: str, invoice_id: str, rows: Sequence[Row]
+) -> bool:
+    """End the pending creation of `invoice_id` and write `rows`, all in one statement;
+    False, writing nothing, if the record is gone or being released. A unique key already
+    taken (the invoice's Idempotency-Key) raises UniqueViolation, nothing written."""
+    sql = _finish_creation_sql(_shape(rows))
+    try:
+        found = await driver.fetchrow(sql, tenant, invoice_id, *_values(rows, dialect))
+    except asyncpg.PostgresError as exc:
+        raise unique_violation_from(exc) or exc from exc
+    return bool(found[0])
+
+
+@cache
+def _keep_event_sql(inbox: tuple[str, ...], received: tuple[str, ...]) -> str:
+    claim = (
+        f"INSERT INTO {_INBOX.name} ({', '.join(inbox)})"  # noqa: S608
+        f" VALUES ({', '.join(f'${i + 1}' for i in range(len(inbox)))})"
+        " ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+    )
+    (keep,) = _selects(((_RECEIVED.name, received),), len(inbox) + 1, "claimed")
+    return f"WITH claimed AS ({claim}) {keep} RETURNING event_id"
+
+
+async def keep_event(
+    driver: PostgresDriver,
+    dialect: Dialect,
+    *,
+    claim: Mapping[str, Any],
+    received: Mapping[str, Any],
+) -> bool:
+    """Claim an event in the inbox and, only if this delivery claimed it, keep its row, in
+    one statement; False, writing nothing, if it was claimed before. Two deliveries at once:
+    the second waits for the first, then finds it claimed."""
+    sql = _keep_event_sql(tuple(claim), tuple(received))
+    values = _values(((_INBOX, claim), (_RECEIVED, received)), dialect)
+    try:
+        found = await driver.fetchrow(sql, *values)
+    except asyncpg.PostgresError as exc:
+        raise unique_violation_from(exc) or exc from exc
+    return found is not None
+
+
+_IDEMPOTENCY_SQL = (
+    "SELECT id, request_hash FROM invoice_invoices WHERE tenant_id = $1 AND idempotency_key = $2"
+)
+
+
+async def find_by_idempotency_key(driver: PostgresDriver, tenant: str, key: str) -> Any:
+    """(id, request_hash) of the tenant's invoice created with `key`, or None."""
+    return await driver.fetchrow(_IDEMPOTENCY_SQL, tenant, key)
+
+
+_BEGIN_PENDING_SQL = (
+    f"INSERT INTO {_PENDING.name} (tenant_id, invoice_id, redemption_key, started_at, releasing)"  # noqa: S608
+    " VALUES ($1, $2, $3, $4, FALSE) ON CONFLICT (tenant_id, invoice_id) DO UPDATE"
+    " SET redemption_key = excluded.redemption_key, started_at = excluded.started_at,"
+    f" releasing = FALSE WHERE {_PENDING.name}.releasing IS FALSE RETURNING invoice_id"
+)
+
+
+async def begin_pending(driver: PostgresDriver, dialect: Dialect, row: Mapping[str, Any]) -> bool:
+    """The upsert of PendingCreations.begin (see there); True if the record is this one."""
+    tenant, invoice_id, key, started_at = _values(((_PENDING, row),), dialect)
+    found = await driver.fetchrow(_BEGIN_PENDING_SQL, tenant, invoice_id, key, started_at)
+    return found is not None
