@@ -26,6 +26,7 @@ from billing_common.settings import ServiceSettings
 from billing_common.testing import create_postgres_database, drop_postgres_database
 from billing_launcher.registry import app_factory
 from billing_launcher.seed_flows import ORDER, key
+from invoice_service.adapters import postgres_writes
 from invoice_service.adapters.invoices_repository import SqlInvoiceRepository
 from invoice_service.adapters.pending_creations_repository import SqlAbandonedCreations
 from invoice_service.service_layer import creation
@@ -141,10 +142,14 @@ async def create(trio: Trio, idempotency_key: str) -> httpx.Response:
 
 
 def final_write_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def add(self: SqlInvoiceRepository, *args: Any, **kwargs: Any) -> None:
+    """The invoice's final write fails: the repository's inserts (SQLite) or the one
+    statement that writes it on PostgreSQL (adapters/postgres_writes.py)."""
+
+    async def fail(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("INSERT INTO invoice_invoices", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(SqlInvoiceRepository, "add", add)
+    monkeypatch.setattr(SqlInvoiceRepository, "add", fail)
+    monkeypatch.setattr(postgres_writes, "finish_creation", fail)
 
 
 async def test_a_failed_final_write_gives_the_coupon_use_back(
