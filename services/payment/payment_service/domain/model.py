@@ -47,7 +47,7 @@ MAX_GATEWAY_ATTEMPTS = 3
 # While an attempt is in flight no other request starts one. An attempt whose outcome was
 # never recorded (the process died, the database went away at the wrong moment) frees the
 # payment again when its lease ends. The service sizes the lease from its gateway
-# (service_layer/recovery.py); this is the default for callers that do not.
+# (service_layer/outcomes.py, attempt_lease); this is the default for callers that do not.
 ATTEMPT_LEASE = timedelta(seconds=60)
 
 
