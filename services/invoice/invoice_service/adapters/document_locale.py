@@ -110,21 +110,17 @@ class DocumentLocale:
 
     def money(self, value: Decimal, currency: str) -> str:
         """`1.234,56 €` (de), `1 234,56 €` (fr), `€1,234.56` (en), `¥1,234` (en, JPY)."""
-        exact = value.quantize(quantum(currency), rounding=ROUND_HALF_UP)
-        return str(
-            self._patterns(currency)[0].apply(
-                exact, self.locale, currency=currency, currency_digits=False
-            )
-        )
+        return self._format(value, currency, with_sign=True)
 
     def amount(self, value: Decimal, currency: str) -> str:
         """The number alone (`1.234,56`), for table cells under a currency named once."""
+        return self._format(value, currency, with_sign=False)
+
+    def _format(self, value: Decimal, currency: str, *, with_sign: bool) -> str:
         exact = value.quantize(quantum(currency), rounding=ROUND_HALF_UP)
-        return str(
-            self._patterns(currency)[1].apply(
-                exact, self.locale, currency=currency, currency_digits=False
-            )
-        )
+        sign, plain = self._patterns(currency)
+        pattern = sign if with_sign else plain
+        return str(pattern.apply(exact, self.locale, currency=currency, currency_digits=False))
 
     def quantity(self, value: Decimal) -> str:
         """Every decimal the quantity has, none more (`2`, `1,5`, `0,0001`)."""

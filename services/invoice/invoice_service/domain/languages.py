@@ -48,7 +48,7 @@ def document_language(requested: str | None, seller_language: str | None) -> str
     if requested:
         return requested
     if seller_language:
-        for candidate in (seller_language, seller_language.split("-")[0]):
+        for candidate in (seller_language, base_language(seller_language)):
             try:
                 return normalise_language(candidate)
             except UnsupportedLanguage:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from invoice_service.domain.errors import CreditNoteNotFound, InvoiceNotFound
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.documents import DocumentServices, etag_matches
 from invoice_service.service_layer.ports import CreditNoteHtml
+from invoice_service.service_layer.queries import note_with_invoice
 
 
 async def credit_note_pdf(
@@ -24,12 +24,7 @@ async def credit_note_pdf(
 ) -> tuple[str, str, bytes | None]:
     """(ETag, file stem, PDF or None when the client's copy is current)."""
     async with deps.uow(tenant) as uow:
-        note = await uow.credit_notes.get(credit_note_id)
-        if note is None:
-            raise CreditNoteNotFound(credit_note_id)
-        invoice = await uow.invoices.get(note.invoice_id)
-        if invoice is None:
-            raise InvoiceNotFound(note.invoice_id)
+        note, invoice = await note_with_invoice(uow, credit_note_id)
     digest = hashlib.sha256(
         f"{tenant}\n{note.id}\n{note.status.value}\n{invoice.language}\n{html.version}".encode()
     ).hexdigest()[:32]

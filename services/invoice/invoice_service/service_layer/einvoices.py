@@ -20,10 +20,11 @@ from invoice_service.domain.einvoicing import (
     DefaultEInvoiceFormat,
     EInvoiceFormat,
 )
-from invoice_service.domain.errors import CreditNoteNotFound, InvoiceNotFound
+from invoice_service.domain.errors import InvoiceNotFound
 from invoice_service.domain.model import Invoice, InvoiceStatus
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.ports import UnitOfWork
+from invoice_service.service_layer.queries import note_with_invoice
 
 __all__ = [
     "AvailableDocument",
@@ -127,12 +128,7 @@ async def credit_note_einvoice(
     """The credit note (type 381, BT-25 naming its invoice) in `fmt`. A credit note exists
     only for an issued invoice, so it always has a number; its parties are its invoice's."""
     async with deps.uow(tenant) as uow:
-        note = await uow.credit_notes.get(credit_note_id)
-        if note is None:
-            raise CreditNoteNotFound(credit_note_id)
-        invoice = await uow.invoices.get(note.invoice_id)
-    if invoice is None:
-        raise InvoiceNotFound(note.invoice_id)
+        note, invoice = await note_with_invoice(uow, credit_note_id)
     return await asyncio.to_thread(
         writer.write_credit_note, note, invoice, fmt, buyer_reference=buyer_reference
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from billing_common.cursors import encode_cursor
-from invoice_service.domain.errors import InvoiceNotFound
+from invoice_service.domain.credit_notes import CreditNote
+from invoice_service.domain.errors import CreditNoteNotFound, InvoiceNotFound
 from invoice_service.domain.model import Invoice, InvoiceSummary
 from invoice_service.service_layer.dependencies import Dependencies
-from invoice_service.service_layer.ports import InvoiceQuery, ReceivedEvent
+from invoice_service.service_layer.ports import InvoiceQuery, ReceivedEvent, UnitOfWork
 
 MAX_PAGE_SIZE = 100
 
@@ -46,3 +47,14 @@ async def list_invoices(tenant: str, query: InvoiceQuery, deps: Dependencies) ->
     # Opaque to clients (billing_common.cursors): the last row's (created_at, id).
     next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more and items else None
     return InvoicePage(items, next_cursor)
+
+
+async def note_with_invoice(uow: UnitOfWork, credit_note_id: str) -> tuple[CreditNote, Invoice]:
+    """A credit note and the invoice it corrects (its parties, language and references)."""
+    note = await uow.credit_notes.get(credit_note_id)
+    if note is None:
+        raise CreditNoteNotFound(credit_note_id)
+    invoice = await uow.invoices.get(note.invoice_id)
+    if invoice is None:
+        raise InvoiceNotFound(note.invoice_id)
+    return note, invoice

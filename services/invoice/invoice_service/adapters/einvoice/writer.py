@@ -168,13 +168,6 @@ def requirements(
     return missing
 
 
-def format_requirements(
-    invoice: Invoice, fmt: EInvoiceFormat, buyer_reference: str | None
-) -> list[str]:
-    """`requirements` as the problem's `missing` list."""
-    return [item.what for item in requirements(invoice, fmt, buyer_reference)]
-
-
 def _refuse(fmt: EInvoiceFormat, missing: list[Missing]) -> NoReturn:
     rules = list(dict.fromkeys(item.rule for item in missing if item.rule != "EN 16931"))
     raise EInvoiceDataMissing(fmt.value, [item.what for item in missing], rules)
