@@ -369,6 +369,12 @@ class PostgresDriver:
         except Exception as exc:
             raise await self._translated(exc) from exc
 
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        try:
+            return await self._driver.fetchval(sql, *args)
+        except Exception as exc:
+            raise await self._translated(exc) from exc
+
     async def execute(self, sql: str, *args: Any) -> str:
         try:
             return str(await self._driver.execute(sql, *args))
@@ -408,10 +414,7 @@ class PostgresDriver:
         if sql is None:
             sql = _GUARDED_INSERTS_SQL.setdefault(key, _guarded_inserts_sql(*key))
         args = (*guard_args, expected, *(value for _, values in rows for value in values.values()))
-        try:
-            return await self._driver.fetchval(sql, *args)
-        except Exception as exc:
-            raise await self._translated(exc) from exc
+        return await self.fetchval(sql, *args)
 
     async def _translated(self, error: Exception) -> Exception:
         if not _signals_outage(error):

@@ -75,7 +75,7 @@ async def _serve_one(name: str, runtime: str, host: str, port: int | None) -> No
         # SQLAlchemy's MySQL, MSSQL and Oracle dialects, and Mako with Pygments) costs the
         # server about 13 MB of resident memory for good when it migrates itself.
         await _migrate_in_child(name, settings.runtime)
-        settings = ServiceSettings.for_service(name, **overrides, migrate_on_start=False)
+        settings = settings.model_copy(update={"migrate_on_start": False})
     app = app_factory(name)(settings, None)
     server = make_server(
         app,

@@ -26,9 +26,7 @@ _RULES: Table = TaxRuleRow.__table__  # type: ignore[attr-defined]
 _RULES_VERSIONS: Table = TaxRulesVersionRow.__table__  # type: ignore[attr-defined]
 _VERSION_SQL = "SELECT version FROM tax_rules_versions WHERE tenant_id = $1"
 # The same as a scalar that is never NULL (0: never changed), for a guarded INSERT.
-VERSION_GUARD_SQL = (
-    "SELECT coalesce((SELECT version FROM tax_rules_versions WHERE tenant_id = $1), 0)"
-)
+VERSION_GUARD_SQL = f"SELECT coalesce(({_VERSION_SQL}), 0)"
 
 
 def _rule_from_row(row: TaxRuleRow) -> TaxRule:
