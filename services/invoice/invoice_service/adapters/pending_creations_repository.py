@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, delete
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -32,10 +31,10 @@ def _pending(row: PendingCreationRow) -> PendingCreation:
 
 
 @functools.cache
-def _begin_statement(dialect: str) -> Any:
-    """The upsert of `begin`, built once per dialect (building `excluded` is costly)."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(_PENDING)
+def _sqlite_begin_statement() -> Any:
+    """The upsert of `begin` on SQLite, built once (building `excluded` is costly); on
+    PostgreSQL it is postgres_writes.begin_pending, prepared on the asyncpg connection."""
+    statement = sqlite_insert(_PENDING)
     return statement.on_conflict_do_update(
         index_elements=[_PENDING.c.tenant_id, _PENDING.c.invoice_id],
         set_={
@@ -76,9 +75,8 @@ class SqlPendingCreations:
         driver = await postgres_driver(self._session)
         if driver is not None:  # the same upsert, prepared, on the asyncpg connection
             return await postgres_writes.begin_pending(driver, self._session.bind.dialect, row)  # type: ignore[union-attr]
-        dialect = self._session.bind.dialect.name  # type: ignore[union-attr]
         result = await (await self._session.connection()).execute(
-            _begin_statement(dialect), {**row, "releasing": False}
+            _sqlite_begin_statement(), {**row, "releasing": False}
         )
         return result.first() is not None
 
