@@ -7,8 +7,9 @@ rounding names its mode. Arithmetic refuses to mix currencies.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Final
 
 # ISO 4217 minor units for the currencies the platform accepts. A currency not listed here
@@ -179,6 +180,26 @@ class Money:
         for i in order[: abs(leftover)]:
             floors[i] += step if leftover > 0 else -step
         return [Money(f, self.currency) for f in floors]
+
+    def split_exact(self, exact_shares: Sequence[Decimal]) -> list[Money]:
+        """Split this rounded amount over exact (unrounded) shares that it is the rounding
+        of (largest remainder method): VAT rounded once per breakdown, given back to lines.
+
+        Every share is rounded down, then the minor units left over go one each to the
+        shares with the largest remainders, the earlier share on a tie. The leftover never
+        exceeds the number of shares with a remainder (the amount is the rounded sum of the
+        shares, or a share of such an amount split this way), so no share gets a unit it has
+        no claim to, and a zero share always gets exactly 0. Unlike `allocate`, the shares
+        are not rescaled to the amount."""
+        step = quantum(self.currency)
+        floors = [share.quantize(step, rounding=ROUND_DOWN) for share in exact_shares]
+        leftover = int((self.amount - sum(floors, Decimal(0))) / step)
+        by_remainder = sorted(
+            range(len(floors)), key=lambda i: (exact_shares[i] - floors[i], -i), reverse=True
+        )
+        for index in by_remainder[: max(leftover, 0)]:
+            floors[index] += step
+        return [Money(amount, self.currency) for amount in floors]
 
     def to_wire(self) -> dict[str, str]:
         """Decimal string on the wire, never a JSON number."""

@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Final
 
-from billing_common.money import quantum
+from billing_common.money import Money, quantum
 from invoice_service.domain.errors import (
     CreditExceedsInvoiced,
     InvalidInvoice,
@@ -198,15 +198,8 @@ class _Credited:
 
 
 def _allocate(total: Decimal, exact: Sequence[Decimal], currency: str) -> list[Decimal]:
-    """`total` over exact shares: each rounded down, the minor units left over one each to
-    the largest remainders (the earlier line on a tie) -- the tax service's allocation."""
-    step = quantum(currency)
-    floors = [share.quantize(step, rounding=ROUND_DOWN) for share in exact]
-    left = int((total - sum(floors, Decimal(0))) / step)
-    order = sorted(range(len(exact)), key=lambda i: (exact[i] - floors[i], -i), reverse=True)
-    for index in order[: max(left, 0)]:
-        floors[index] += step
-    return floors
+    """`total` over exact shares, as the tax service allocates (Money.split_exact)."""
+    return [part.amount for part in Money(total, currency).split_exact(exact)]
 
 
 def _taxes_at_original_rates(

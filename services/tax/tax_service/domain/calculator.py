@@ -30,9 +30,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
-from billing_common.money import Money, quantum
+from billing_common.money import Money
 from tax_service.domain import vat_treatment
 from tax_service.domain.errors import UnknownCategory, UnknownJurisdiction
 from tax_service.domain.model import (
@@ -276,20 +276,6 @@ def _factors(rules: Sequence[TaxRule]) -> list[Decimal]:
 
 
 def _split(total: Money, exact_shares: Sequence[Decimal]) -> list[Money]:
-    """Split a rounded total over exact shares (largest remainder method).
-
-    Every share is rounded down, then the minor units left over go one each to the shares
-    with the largest remainders (earlier rules first on a tie). The leftover never exceeds
-    the number of shares with a remainder (the total is the rounded sum of the shares, or
-    a share of such a total split this way), so no share gets a unit it has no claim to,
-    and a zero-rated rule (share 0) always gets exactly 0. On a tie of remainders the
-    earlier share (rule, or line in request order) gets the unit."""
-    step = quantum(total.currency)
-    floors = [share.quantize(step, rounding=ROUND_DOWN) for share in exact_shares]
-    leftover = int((total.amount - sum(floors, Decimal(0))) / step)
-    by_remainder = sorted(
-        range(len(floors)), key=lambda i: (exact_shares[i] - floors[i], -i), reverse=True
-    )
-    for index in by_remainder[: max(leftover, 0)]:
-        floors[index] += step
-    return [Money(amount, total.currency) for amount in floors]
+    """A rounded total back over the exact shares it rounds (Money.split_exact): earlier
+    rules, or lines in request order, first on a tie."""
+    return total.split_exact(exact_shares)
