@@ -64,6 +64,17 @@ def outbox_row(event: CloudEvent, *, aggregate: str) -> dict[str, object]:
     }
 
 
+def inbox_row(consumer: str, event: CloudEvent) -> dict[str, object]:
+    """The inbox row that claims `event` for `consumer`, column by column (claim_event, and
+    units of work that claim with their own statement)."""
+    return {
+        "consumer": consumer,
+        "event_id": event.id,
+        "event_type": event.type,
+        "processed_at": utcnow(),
+    }
+
+
 class InboxRecord(SQLModel, table=True):
     __tablename__ = "inbox"
 
@@ -356,13 +367,7 @@ class SqlUnitOfWork:
         it gets False once the first commits, or the claim if the first rolled back."""
         connection = await self.session.connection()
         claimed = await connection.execute(
-            _CLAIMS[connection.dialect.name],
-            {
-                "consumer": consumer,
-                "event_id": event.id,
-                "event_type": event.type,
-                "processed_at": utcnow(),
-            },
+            _CLAIMS[connection.dialect.name], inbox_row(consumer, event)
         )
         return claimed.first() is not None
 

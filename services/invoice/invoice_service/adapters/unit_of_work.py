@@ -15,10 +15,15 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.clock import utcnow
 from billing_common.db import PostgresDriver, postgres_driver
 from billing_common.events import CloudEvent
-from billing_common.outbox import OutboxMessage, OutboxRelay, TenantUnitOfWork, outbox_row
+from billing_common.outbox import (
+    OutboxMessage,
+    OutboxRelay,
+    TenantUnitOfWork,
+    inbox_row,
+    outbox_row,
+)
 from invoice_service.adapters import postgres_writes
 from invoice_service.adapters.credit_notes_repository import (
     SqlCreditNoteRepository,
@@ -130,12 +135,7 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
         return await postgres_writes.keep_event(
             driver,
             self.session.get_bind().dialect,
-            claim={
-                "consumer": consumer,
-                "event_id": event.id,
-                "event_type": event.type,
-                "processed_at": utcnow(),
-            },
+            claim=inbox_row(consumer, event),
             received=self._received.row(kept),
         )
 
