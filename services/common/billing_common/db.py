@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import json
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -353,8 +354,8 @@ class PostgresDriver:
 
     __slots__ = ("_connection", "_driver")
 
-    def __init__(self, connection: AsyncConnection, driver: Any) -> None:
-        self._connection = connection
+    def __init__(self, connection: AsyncConnection | PoolProxiedConnection, driver: Any) -> None:
+        self._connection = connection  # what to invalidate on an outage
         self._driver = driver
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
@@ -420,7 +421,10 @@ class PostgresDriver:
         if not _signals_outage(error):
             return error
         with contextlib.suppress(Exception):
-            await self._connection.invalidate()
+            if isinstance(self._connection, AsyncConnection):
+                await self._connection.invalidate()
+            else:
+                self._connection.invalidate()
         return DatabaseUnavailable(f"PostgreSQL is unavailable: {_describe(error)}")
 
 
@@ -471,3 +475,23 @@ async def postgres_driver(session: AsyncSession) -> PostgresDriver | None:
         return None
     raw = await connection.get_raw_connection()
     return PostgresDriver(connection, raw.driver_connection)
+
+
+@contextlib.asynccontextmanager
+async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[PostgresDriver]:
+    """A connection of `engine`'s pool as a `PostgresDriver`, outside any session, for the
+    block's statements only (each commits on its own): a checkout and a checkin, with none
+    of a session's or an engine connection's transaction bookkeeping (about 60 against 280
+    microseconds of CPU around one statement). The pool's events still apply (a connection
+    PostgreSQL closed is replaced, a refused connect is DatabaseUnavailable)."""
+    pooled = await engine.raw_connection()
+    try:
+        yield PostgresDriver(pooled, pooled.driver_connection)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            # Cancelled mid-statement: the connection's state is unknown, do not reuse it.
+            pooled.invalidate()
+        raise
+    finally:
+        # Nothing was begun on it, so the pool's rollback-on-return sends nothing.
+        pooled.close()

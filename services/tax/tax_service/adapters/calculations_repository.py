@@ -4,7 +4,7 @@ and never reads or writes another tenant's rows."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -265,13 +265,20 @@ def calculation_columns(calculation: TaxCalculation, tenant: str) -> dict[str, A
 
 
 class SqlCalculationRepository:
-    def __init__(self, session: AsyncSession, tenant: str, *, defer_inserts: bool = False) -> None:
-        """With `defer_inserts` (PostgreSQL), `add` only queues the row: the unit of work
-        writes it at commit in one statement with its outbox row (`take_pending`)."""
-        self._session = session
+    def __init__(
+        self, session: Callable[[], AsyncSession], tenant: str, *, defer_inserts: bool = False
+    ) -> None:
+        """`session`: the unit of work's, opened when first asked for. With `defer_inserts`
+        (PostgreSQL), `add` only queues the row: the unit of work writes it at commit in one
+        statement with its outbox row (`take_pending`)."""
+        self._sessions = session
         self._tenant = tenant
         self._defer_inserts = defer_inserts
         self._pending: list[dict[str, Any]] = []
+
+    @property
+    def _session(self) -> AsyncSession:
+        return self._sessions()
 
     async def add(self, calculation: TaxCalculation) -> None:
         values = calculation_columns(calculation, self._tenant)

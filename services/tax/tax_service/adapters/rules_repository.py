@@ -3,6 +3,8 @@ or writes another tenant's rows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import date
 from typing import Any
 
@@ -14,7 +16,7 @@ from sqlalchemy.engine import RowMapping
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import postgres_driver
+from billing_common.db import PostgresDriver
 from billing_common.uniqueness import UniqueViolation
 from tax_service.adapters.orm import TaxRuleRow, TaxRulesVersionRow
 from tax_service.adapters.rule_cache import RuleCache
@@ -97,22 +99,30 @@ def _write_rule(row: TaxRuleRow, rule: TaxRule) -> None:
 class SqlRuleRepository:
     def __init__(
         self,
-        session: AsyncSession,
+        session: Callable[[], AsyncSession],
         tenant: str,
         cache: RuleCache | None = None,
         *,
         version_checked_on_write: bool = False,
+        postgres: Callable[[], AbstractAsyncContextManager[PostgresDriver]] | None = None,
     ) -> None:
-        """`version_checked_on_write`: the unit of work checks `assumed_version` when it
-        writes (PostgreSQL), so `for_jurisdiction(confirmed=False)` may use the cached copy
-        unread; without it every call reads the version."""
-        self._session = session
+        """`session`: the unit of work's, opened when first asked for (a calculation on
+        cached rules needs none). `version_checked_on_write`: the unit of work checks
+        `assumed_version` when it writes (PostgreSQL), so `for_jurisdiction(confirmed=False)`
+        may use the cached copy unread; without it every call reads the version.
+        `postgres` (PostgreSQL): the unit of work's asyncpg connection, for the version."""
+        self._sessions = session
+        self._postgres = postgres
         self._tenant = tenant
         self._cache = cache
         self._version_checked_on_write = version_checked_on_write
         self.assumed_version: int | None = None
         """Set when `for_jurisdiction(confirmed=False)` answered from the cached copy of this
         version without reading the current one: the unit of work's commit checks it."""
+
+    @property
+    def _session(self) -> AsyncSession:
+        return self._sessions()
 
     async def _bump_version(self) -> None:
         """Move the tenant's rules version on, in the transaction of the change (every
@@ -134,9 +144,9 @@ class SqlRuleRepository:
         On PostgreSQL one prepared SELECT on the asyncpg connection: before any write it
         runs on its own (no BEGIN), and it sees every change committed before it, as it
         would as the transaction's first statement."""
-        driver = await postgres_driver(self._session)
-        if driver is not None:
-            row = await driver.fetchrow(_VERSION_SQL, self._tenant)
+        if self._postgres is not None:
+            async with self._postgres() as driver:
+                row = await driver.fetchrow(_VERSION_SQL, self._tenant)
             return int(row[0]) if row is not None else 0
         found = await (await self._session.connection()).execute(
             core_select(_RULES_VERSIONS.c.version).where(

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import postgres_driver
 from billing_common.events import CloudEvent
 from billing_common.outbox import OutboxRelay, TenantUnitOfWork, outbox_row
 from tax_service.adapters.calculations_repository import SqlCalculationRepository
@@ -48,16 +47,23 @@ class SqlTaxUnitOfWork(TenantUnitOfWork):
         self._outbox_rows: list[tuple[str, dict[str, Any]]] = []
 
     def _open(self) -> None:
-        self._postgres = self.session.get_bind().dialect.name == "postgresql"
+        self._postgres = self.postgres_dialect
         self._outbox_rows = []
         self._rules = SqlRuleRepository(
-            self.session, self.tenant, self._rule_cache, version_checked_on_write=self._postgres
+            self._session_on_demand,
+            self.tenant,
+            self._rule_cache,
+            version_checked_on_write=self._postgres,
+            postgres=self.postgres if self._postgres else None,
         )
         self.rules = self._rules
         self._calculations = SqlCalculationRepository(
-            self.session, self.tenant, defer_inserts=self._postgres
+            self._session_on_demand, self.tenant, defer_inserts=self._postgres
         )
         self.calculations = self._calculations
+
+    def _session_on_demand(self) -> AsyncSession:
+        return self.session
 
     def emit(self, event: CloudEvent, *, aggregate: str) -> None:
         if not self._postgres:
@@ -70,21 +76,22 @@ class SqlTaxUnitOfWork(TenantUnitOfWork):
         rows = [*self._calculations.take_pending(), *self._outbox_rows]
         self._outbox_rows = []
         if rows:
-            driver = await postgres_driver(self.session)
-            assert driver is not None, "rows are deferred on PostgreSQL only"
             assumed = self._rules.assumed_version
-            if assumed is None:
-                # Inside the session's transaction if a statement through SQLAlchemy began
-                # one (a rules cache miss); then the commit below commits both.
-                await driver.insert_all(rows)
-            else:
-                current = await driver.insert_all_if(
-                    rows, guard=VERSION_GUARD_SQL, guard_args=(self.tenant,), expected=assumed
-                )
-                if current != assumed:
-                    self._rules.forget_assumed()
-                    self._emitted = False
-                    raise StaleRules(f"rules version {assumed} is now {current}")
+            # In the session's transaction if a statement through SQLAlchemy began one (a
+            # rules cache miss), and the commit below commits both; else on a pooled
+            # connection, with no session at all (a calculation on cached rules).
+            async with self.postgres() as driver:
+                if assumed is None:
+                    await driver.insert_all(rows)
+                    current = assumed
+                else:
+                    current = await driver.insert_all_if(
+                        rows, guard=VERSION_GUARD_SQL, guard_args=(self.tenant,), expected=assumed
+                    )
+            if current != assumed:
+                self._rules.forget_assumed()
+                self._emitted = False
+                raise StaleRules(f"rules version {assumed} is now {current}")
         await super().commit()
 
 
