@@ -88,10 +88,12 @@ def calculate(
     the VAT treatment vat_treatment decides (`vat_id_check`: the VIES answer, if asked)."""
     by_category = applicable_rules(request, rules)
     decision = vat_treatment.decide(request, vat_id_check)
-    # Once per category, not per line: the relief depends on the category's supply kind only.
-    reliefs = {
-        category: decision.for_supply(supply_of(found)) for category, found in by_category.items()
-    }
+    # Once per category of the lines (not per line, nor for the jurisdiction's others): the
+    # relief depends on the category's supply kind only.
+    reliefs: dict[str, LineVat | None] = {}
+    for line in request.lines:
+        if line.category not in reliefs:
+            reliefs[line.category] = decision.for_supply(supply_of(by_category[line.category]))
     with localcontext() as ctx:
         ctx.prec = _PRECISION
         results: dict[int, LineResult] = {}
@@ -183,7 +185,10 @@ def _taxed(
         )
         for rule, tax in zip(rules, amounts, strict=True)
     )
-    tax_total = sum(amounts, Money.zero(net.currency).rounded())
+    # Summed as Decimals: the amounts are rounded to the minor unit and share the net's
+    # sign, so the total has the same value and exponent as their Money sum from a rounded
+    # zero (a category always has a rule, so `amounts` is never empty).
+    tax_total = Money(sum((tax.amount for tax in amounts), Decimal(0)), net.currency)
     zero_rated = all(rule.zero_rated for rule in rules)
     return LineResult(
         line=line,
