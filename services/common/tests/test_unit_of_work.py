@@ -244,3 +244,47 @@ async def test_emitted_events_are_one_insert_at_commit_in_order(engine: AsyncEng
 def test_errors_that_report_no_unique_violation_translate_to_none() -> None:
     assert unique_violation_from(ValueError("UNIQUE constraint failed: x.y")) is None
     assert unique_violation_from(RuntimeError("boom")) is None
+
+
+def _engine_connections(engine: AsyncEngine) -> list[object]:
+    """Every SQLAlchemy engine connection opened from now on (a session's statements open
+    one; `SqlUnitOfWork.postgres` outside a session's transaction does not)."""
+    opened: list[object] = []
+    event.listen(engine.sync_engine, "engine_connect", opened.append)
+    return opened
+
+
+async def test_postgres_outside_a_transaction_commits_on_its_own_with_no_session(
+    engine: AsyncEngine,
+) -> None:
+    if not _is_postgres(engine):
+        pytest.skip("the asyncpg connection is PostgreSQL's")
+    sessions = session_factory(engine)
+    opened = _engine_connections(engine)
+    async with SqlUnitOfWork(sessions) as unit:
+        async with unit.postgres() as driver:
+            assert not driver.in_transaction()
+            await driver.insert_all([("things", {"id": "t1", "tenant_id": "a", "code": "A"})])
+        await unit.commit()
+    # Not committed, but each statement commits on its own: it stays.
+    async with SqlUnitOfWork(sessions) as unit, unit.postgres() as driver:
+        await driver.insert_all([("things", {"id": "t2", "tenant_id": "a", "code": "B"})])
+    assert opened == []  # neither unit of work opened a session's connection
+    async with ThingUnitOfWork(sessions, None, "a") as unit:
+        assert await unit.things.count() == 2
+
+
+async def test_postgres_joins_the_sessions_transaction_and_rolls_back_with_it(
+    engine: AsyncEngine,
+) -> None:
+    if not _is_postgres(engine):
+        pytest.skip("the asyncpg connection is PostgreSQL's")
+    uow = ThingUnitOfWork.per_tenant(session_factory(engine), None)
+    async with uow("a") as unit:
+        await unit.things.add("t1", "A")  # SQLAlchemy begins the transaction
+        async with unit.postgres() as driver:
+            assert driver.in_transaction()
+            await driver.insert_all([("things", {"id": "t2", "tenant_id": "a", "code": "B"})])
+        await unit.rollback()
+    async with uow("a") as unit:
+        assert await unit.things.count() == 0

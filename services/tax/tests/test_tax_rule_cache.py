@@ -230,6 +230,22 @@ async def test_a_calculation_on_cached_rules_is_one_statement_on_postgresql(
     assert await _counts(db) == (2, 2)
 
 
+async def test_a_calculation_on_cached_rules_opens_no_session_on_postgresql(
+    db: Any, make_rule: Callable[..., Any]
+) -> None:
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writes go through the session")
+    await _put_rule(db, make_rule, "0.19")
+    deps = Dependencies(uow=uow_factory(db.sessions, None, RuleCache()), clock=lambda: WHEN)
+    await calculations.calculate("acme", _request(), deps)  # loads the cache
+    opened: list[object] = []
+    event.listen(db.engine.sync_engine, "engine_connect", opened.append)
+    warm = await calculations.calculate("acme", _request(), deps)
+    assert warm.total_tax == Money.of("19.00", "EUR")
+    assert opened == []  # a pooled asyncpg connection only: no session, no engine connection
+    assert await _counts(db) == (2, 2)
+
+
 async def test_a_stale_cached_copy_writes_nothing_and_is_calculated_again(
     db: Any, make_rule: Callable[..., Any]
 ) -> None:
