@@ -23,7 +23,7 @@ from discount_service.adapters.config_cache import ConfigView, TenantConfig
 from discount_service.adapters.orm import CouponRow, CouponUsageRow
 from discount_service.domain.errors import DuplicateCouponCode
 from discount_service.domain.model import AmountOff, Benefit, Coupon, PercentOff, normalize_code
-from discount_service.service_layer.ports import CouponQuery
+from discount_service.service_layer.ports import CouponQuery, CustomerCoupons
 
 
 def _benefit_columns(benefit: Benefit) -> dict[str, Any]:
@@ -115,6 +115,17 @@ _COUPONS_SQL = (
     " LEFT JOIN discount_config_versions AS v ON v.tenant_id = t.tenant_id"
     " LEFT JOIN discount_coupons AS c ON c.tenant_id = t.tenant_id"
     " AND c.code_key = ANY($2::varchar[])"
+)
+# The same with the customer's usage of each of those coupons: an evaluation's whole read of
+# coupons in one round trip.
+_CUSTOMER_COUPONS_SQL = (
+    "SELECT v.version AS config_version, u.redeemed_count AS customer_redeemed_count, c.*"
+    " FROM (SELECT $1::varchar AS tenant_id) AS t"
+    " LEFT JOIN discount_config_versions AS v ON v.tenant_id = t.tenant_id"
+    " LEFT JOIN discount_coupons AS c ON c.tenant_id = t.tenant_id"
+    " AND c.code_key = ANY($2::varchar[])"
+    " LEFT JOIN discount_coupon_usage AS u ON u.tenant_id = t.tenant_id"
+    " AND u.coupon_id = c.id AND u.customer_id = $3::varchar"
 )
 _USAGE_SQL = (
     "SELECT coupon_id, redeemed_count FROM discount_coupon_usage"
@@ -247,6 +258,41 @@ class SqlCouponRepository:
             )
         )
         return {row.coupon_id: row.redeemed_count for row in rows}
+
+    async def for_customer(self, codes: Iterable[str], customer_id: str) -> CustomerCoupons:
+        keys = sorted({normalize_code(code) for code in codes})
+        if not keys:
+            return CustomerCoupons({}, {})
+        coupons: dict[str, Coupon] = {}
+        usage: dict[str, int] = {}
+        driver = await postgres_driver(self._session)
+        if driver is not None:
+            rows = await driver.fetch(_CUSTOMER_COUPONS_SQL, self._tenant, keys, customer_id)
+            cached = self._config.observe(int(rows[0]["config_version"] or 0))
+            for row in rows:
+                if row["id"] is None:
+                    continue
+                coupons[row["code_key"]] = self._definition(cached, row["code_key"], row)
+                if row["customer_redeemed_count"] is not None:
+                    usage[row["id"]] = row["customer_redeemed_count"]
+            return CustomerCoupons(coupons, usage)
+        cached = await self._config.current()
+        found = await (await self._session.connection()).execute(
+            core_select(_COUPONS, _USAGE.c.redeemed_count.label("customer_redeemed_count"))
+            .outerjoin(
+                _USAGE,
+                (_USAGE.c.tenant_id == _COUPONS.c.tenant_id)
+                & (_USAGE.c.coupon_id == _COUPONS.c.id)
+                & (_USAGE.c.customer_id == customer_id),
+            )
+            .where(_COUPONS.c.tenant_id == self._tenant, _COUPONS.c.code_key.in_(keys))
+        )
+        for row in found:
+            values = row._mapping
+            coupons[row.code_key] = self._definition(cached, row.code_key, values)
+            if values["customer_redeemed_count"] is not None:
+                usage[row.id] = values["customer_redeemed_count"]
+        return CustomerCoupons(coupons, usage)
 
     async def try_count_redemption(self, coupon_id: str) -> bool:
         """redeemed_count += 1 unless that would pass max_redemptions, atomically.

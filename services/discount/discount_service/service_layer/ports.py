@@ -35,6 +35,15 @@ class CouponQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomerCoupons:
+    """The coupons a request names, with how often one customer redeemed each: what an
+    evaluation reads about coupons, read together (on PostgreSQL in one statement)."""
+
+    coupons: dict[str, Coupon]  # by normalised code; unknown codes are absent
+    usage: dict[str, int]  # by coupon id; coupons the customer never redeemed are absent
+
+
+@dataclass(frozen=True, slots=True)
 class RedemptionQuery:
     """One page of the redemption history, newest first, strictly older than `before`."""
 
@@ -63,6 +72,9 @@ class CouponRepository(Protocol):
 
     async def customer_usage(self, coupon_ids: Iterable[str], customer_id: str) -> dict[str, int]:
         """How often the customer redeemed each coupon (coupons never redeemed are absent)."""
+
+    async def for_customer(self, codes: Iterable[str], customer_id: str) -> CustomerCoupons:
+        """`by_codes(codes)` with the `customer_usage` of those coupons by `customer_id`."""
 
     async def try_count_redemption(self, coupon_id: str) -> bool:
         """Count one use unless that would pass max_redemptions, atomically; False if not."""

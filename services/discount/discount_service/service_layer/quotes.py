@@ -16,19 +16,16 @@ async def evaluate_in(
 ) -> tuple[DiscountResult, dict[str, Coupon]]:
     """Evaluate `request` at `now` against what `uow` reads; also the coupons it found,
     by normalised code."""
-    coupons = await uow.coupons.by_codes(request.coupon_codes)
-    usage = await uow.coupons.customer_usage(
-        (coupon.id for coupon in coupons.values()), request.customer_id
-    )
+    found = await uow.coupons.for_customer(request.coupon_codes, request.customer_id)
     result = evaluate(
         request,
-        coupons=coupons,
-        customer_usage=usage,
+        coupons=found.coupons,
+        customer_usage=found.usage,
         policies=await uow.policies.active(),
         settings=await uow.settings.get(),
         now=now,
     )
-    return result, coupons
+    return result, found.coupons
 
 
 async def quote(tenant: str, request: DiscountRequest, deps: Dependencies) -> DiscountResult:
