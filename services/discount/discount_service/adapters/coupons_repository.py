@@ -4,7 +4,7 @@ concurrency on PostgreSQL (row locks, re-checked WHERE) and on SQLite (one write
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
@@ -118,7 +118,7 @@ _COUPONS_SQL = (
 )
 # The same with the customer's usage of each of those coupons: an evaluation's whole read of
 # coupons in one round trip.
-_CUSTOMER_COUPONS_SQL = (
+CUSTOMER_COUPONS_SQL = (
     "SELECT v.version AS config_version, u.redeemed_count AS customer_redeemed_count, c.*"
     " FROM (SELECT $1::varchar AS tenant_id) AS t"
     " LEFT JOIN discount_config_versions AS v ON v.tenant_id = t.tenant_id"
@@ -131,6 +131,44 @@ _USAGE_SQL = (
     "SELECT coupon_id, redeemed_count FROM discount_coupon_usage"
     " WHERE tenant_id = $1 AND customer_id = $2 AND coupon_id = ANY($3::varchar[])"
 )
+
+
+def _definition(cached: TenantConfig | None, key: str, row: Mapping[Any, Any]) -> Coupon:
+    """The coupon of `row`: its definition from the cache when it holds it at the version
+    read, with the row's live counter."""
+    coupon = cached.coupons.get(key) if cached is not None else None
+    if coupon is None:
+        coupon = _coupon_from_mapping(row)
+        if cached is not None:
+            cached.coupons[key] = coupon
+        return coupon
+    return replace(coupon, redeemed_count=row["redeemed_count"])
+
+
+def coupon_keys(codes: Iterable[str]) -> list[str]:
+    """The normalised codes, each once, in one order (the statements' parameter)."""
+    return sorted({normalize_code(code) for code in codes})
+
+
+def config_version(rows: Sequence[Mapping[Any, Any]]) -> int:
+    """The configuration version a CUSTOMER_COUPONS_SQL answer read (0: never changed)."""
+    return int(rows[0]["config_version"] or 0)
+
+
+def customer_coupons(
+    rows: Iterable[Mapping[Any, Any]], cached: TenantConfig | None
+) -> CustomerCoupons:
+    """The coupons and the customer's usage in the rows of CUSTOMER_COUPONS_SQL (or of its
+    SQLite equivalent), definitions from `cached` where it holds them."""
+    coupons: dict[str, Coupon] = {}
+    usage: dict[str, int] = {}
+    for row in rows:
+        if row["id"] is None:  # the version's row when no coupon matched
+            continue
+        coupons[row["code_key"]] = _definition(cached, row["code_key"], row)
+        if row["customer_redeemed_count"] is not None:
+            usage[row["id"]] = row["customer_redeemed_count"]
+    return CustomerCoupons(coupons, usage)
 
 
 class SqlCouponRepository:
@@ -218,7 +256,7 @@ class SqlCouponRepository:
             rows = await driver.fetch(_COUPONS_SQL, self._tenant, keys)
             cached = self._config.observe(int(rows[0]["config_version"] or 0))
             return {
-                row["code_key"]: self._definition(cached, row["code_key"], row)
+                row["code_key"]: _definition(cached, row["code_key"], row)
                 for row in rows
                 if row["id"] is not None
             }
@@ -228,19 +266,7 @@ class SqlCouponRepository:
                 _COUPONS.c.tenant_id == self._tenant, _COUPONS.c.code_key.in_(keys)
             )
         )
-        return {row.code_key: self._definition(cached, row.code_key, row._mapping) for row in found}
-
-    @staticmethod
-    def _definition(cached: TenantConfig | None, key: str, row: Mapping[Any, Any]) -> Coupon:
-        """The coupon of `row`: its definition from the cache when it holds it at the
-        version read, with the row's live counter."""
-        coupon = cached.coupons.get(key) if cached is not None else None
-        if coupon is None:
-            coupon = _coupon_from_mapping(row)
-            if cached is not None:
-                cached.coupons[key] = coupon
-            return coupon
-        return replace(coupon, redeemed_count=row["redeemed_count"])
+        return {row.code_key: _definition(cached, row.code_key, row._mapping) for row in found}
 
     async def customer_usage(self, coupon_ids: Iterable[str], customer_id: str) -> dict[str, int]:
         ids = sorted(set(coupon_ids))
@@ -260,22 +286,13 @@ class SqlCouponRepository:
         return {row.coupon_id: row.redeemed_count for row in rows}
 
     async def for_customer(self, codes: Iterable[str], customer_id: str) -> CustomerCoupons:
-        keys = sorted({normalize_code(code) for code in codes})
+        keys = coupon_keys(codes)
         if not keys:
             return CustomerCoupons({}, {})
-        coupons: dict[str, Coupon] = {}
-        usage: dict[str, int] = {}
         driver = await postgres_driver(self._session)
         if driver is not None:
-            rows = await driver.fetch(_CUSTOMER_COUPONS_SQL, self._tenant, keys, customer_id)
-            cached = self._config.observe(int(rows[0]["config_version"] or 0))
-            for row in rows:
-                if row["id"] is None:
-                    continue
-                coupons[row["code_key"]] = self._definition(cached, row["code_key"], row)
-                if row["customer_redeemed_count"] is not None:
-                    usage[row["id"]] = row["customer_redeemed_count"]
-            return CustomerCoupons(coupons, usage)
+            rows = await driver.fetch(CUSTOMER_COUPONS_SQL, self._tenant, keys, customer_id)
+            return customer_coupons(rows, self._config.observe(config_version(rows)))
         cached = await self._config.current()
         found = await (await self._session.connection()).execute(
             core_select(_COUPONS, _USAGE.c.redeemed_count.label("customer_redeemed_count"))
@@ -287,12 +304,7 @@ class SqlCouponRepository:
             )
             .where(_COUPONS.c.tenant_id == self._tenant, _COUPONS.c.code_key.in_(keys))
         )
-        for row in found:
-            values = row._mapping
-            coupons[row.code_key] = self._definition(cached, row.code_key, values)
-            if values["customer_redeemed_count"] is not None:
-                usage[row.id] = values["customer_redeemed_count"]
-        return CustomerCoupons(coupons, usage)
+        return customer_coupons([row._mapping for row in found], cached)
 
     async def try_count_redemption(self, coupon_id: str) -> bool:
         """redeemed_count += 1 unless that would pass max_redemptions, atomically.

@@ -126,6 +126,52 @@ class RedemptionRepository(Protocol):
     async def page(self, query: RedemptionQuery) -> list[Redemption]: ...
 
 
+class CouponReads(Protocol):
+    async def for_customer(self, codes: Iterable[str], customer_id: str) -> CustomerCoupons: ...
+
+
+class ActivePolicyReads(Protocol):
+    async def active(self) -> list[DiscountPolicy]: ...
+
+
+class StackingSettingsReads(Protocol):
+    async def get(self) -> StackingSettings: ...
+
+
+class EvaluationReads(Protocol):
+    """What evaluating a request reads: a unit of work's repositories offer it (a
+    redemption evaluates in its transaction), and so does a ReadView (a quote)."""
+
+    @property
+    def coupons(self) -> CouponReads: ...
+
+    @property
+    def policies(self) -> ActivePolicyReads: ...
+
+    @property
+    def settings(self) -> StackingSettingsReads: ...
+
+
+class ReadView(EvaluationReads, Protocol):
+    """One tenant's reads outside any transaction: each read is a snapshot of its own, as
+    with statements in autocommit. For a use case that writes nothing and needs no two
+    reads to agree beyond what one read returns (a quote reads coupons, counters and the
+    configuration version in one statement)."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+ReadViewFactory = Callable[[str], ReadView]
+"""Builds a read view for one tenant."""
+
+
 class UnitOfWork(Protocol):
     """One transaction for one tenant. Events emitted inside it are committed atomically
     with the change (transactional outbox); leaving without commit rolls everything back."""
