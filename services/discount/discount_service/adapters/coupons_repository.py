@@ -5,7 +5,6 @@ concurrency on PostgreSQL (row locks, re-checked WHERE) and on SQLite (one write
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -142,7 +141,10 @@ def _definition(cached: TenantConfig | None, key: str, row: Mapping[Any, Any]) -
         if cached is not None:
             cached.coupons[key] = coupon
         return coupon
-    return replace(coupon, redeemed_count=row["redeemed_count"])
+    counted = coupon.with_redeemed_count(row["redeemed_count"])
+    if cached is not None:
+        cached.coupons[key] = counted  # the same definition: the next read copies no more
+    return counted
 
 
 def coupon_keys(codes: Iterable[str]) -> list[str]:
