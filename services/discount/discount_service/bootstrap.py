@@ -11,6 +11,8 @@ from billing_common.lifecycle import ServiceSpec, Wiring, build_app, migrations_
 from billing_common.runtime import EmbeddedPlatform, ServiceContext
 from billing_common.settings import ServiceSettings
 from discount_service import samples
+from discount_service.adapters.config_cache import ConfigCache
+from discount_service.adapters.read_view import read_views
 from discount_service.adapters.unit_of_work import uow_factory
 from discount_service.domain.errors import (
     ConcurrentUpdate,
@@ -51,7 +53,11 @@ DOMAIN_ERRORS: dict[type[Exception], int] = {
 
 async def _wire(wiring: Wiring) -> Dependencies:
     ctx = wiring.ctx
-    return Dependencies(uow=uow_factory(ctx.sessions, ctx.relay), clock=utcnow)
+    cache = ConfigCache()  # one per process: the units of work's and the read views'
+    # On PostgreSQL a quote reads outside any Session or transaction (the read view);
+    # SQLite (the embedded runtime's one connection) keeps the unit of work for it.
+    reads = read_views(ctx.engine, cache) if ctx.engine.dialect.name == "postgresql" else None
+    return Dependencies(uow=uow_factory(ctx.sessions, ctx.relay, cache), clock=utcnow, reads=reads)
 
 
 async def _load_samples(ctx: ServiceContext, deps: Dependencies) -> int:

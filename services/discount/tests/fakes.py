@@ -31,6 +31,7 @@ from discount_service.domain.model import (
 )
 from discount_service.service_layer.ports import (
     CouponQuery,
+    CustomerCoupons,
     IdempotencyKeyTaken,
     PolicyKeyTaken,
     RedemptionQuery,
@@ -163,6 +164,11 @@ class FakeCouponRepository:
         usage = self._tx.view().usage
         counts = {i: usage.get((i, customer_id), 0) for i in coupon_ids}
         return {i: n for i, n in counts.items() if n}
+
+    async def for_customer(self, codes: Iterable[str], customer_id: str) -> CustomerCoupons:
+        coupons = await self.by_codes(codes)
+        usage = await self.customer_usage((c.id for c in coupons.values()), customer_id)
+        return CustomerCoupons(coupons, usage)
 
     async def try_count_redemption(self, coupon_id: str) -> bool:
         def count(data: TenantData) -> bool:

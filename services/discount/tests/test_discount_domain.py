@@ -482,3 +482,15 @@ def test_fingerprint_identifies_equal_requests() -> None:
     assert base.fingerprint() != replace(same, amount=eur("200.01")).fingerprint()
     assert base.fingerprint() != replace(same, reference="inv_2").fingerprint()
     assert base.fingerprint() != replace(same, customer_id="c-2").fingerprint()
+
+
+def test_a_coupon_with_another_counter_keeps_its_definition() -> None:
+    limited = coupon(max_redemptions=3, minimum=eur("20.00"), priority=7, exclusive=True)
+    counted = limited.with_redeemed_count(2)
+    assert counted == replace(limited, redeemed_count=2)
+    assert limited.redeemed_count == 0  # frozen: a copy, not a change
+    assert limited.with_redeemed_count(0) is limited
+    assert counted.rejection(eur("50.00"), NOW, 0) is None
+    assert counted.with_redeemed_count(3).rejection(eur("50.00"), NOW, 0) == RejectReason.EXHAUSTED
+    with pytest.raises(InvalidCoupon):
+        limited.with_redeemed_count(-1)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from billing_common.event_schemas import DISCOUNT_APPLIED
 from billing_common.money import Money
+from discount_service.adapters.config_cache import ConfigCache
+from discount_service.adapters.unit_of_work import DiscountUnitOfWork
 from discount_service.domain.errors import (
     CouponNotApplicable,
     CouponNotFound,
@@ -154,6 +158,57 @@ async def test_per_customer_counter_is_created_and_limited(db) -> None:
         assert await uow.coupons.customer_usage([coupon.id], "c-2") == {coupon.id: 2}
     async with db.uow("globex") as uow:
         assert await uow.coupons.customer_usage([coupon.id], "c-1") == {}
+
+
+async def test_coupons_for_a_customer_come_with_that_customers_usage(db) -> None:
+    await coupons.create_coupon("acme", make_coupon("ONCE"), db.deps())
+    await coupons.create_coupon("acme", make_coupon("FREE"), db.deps())
+    await coupons.create_coupon("globex", make_coupon("ONCE"), db.deps())
+    once = await coupons.get_coupon("acme", "ONCE", db.deps())
+    async with db.uow() as uow:
+        assert await uow.coupons.try_count_redemption(once.id)
+        assert await uow.coupons.try_count_customer_redemption(once.id, "c-1", None)
+        assert await uow.coupons.try_count_customer_redemption(once.id, "c-1", None)
+        await uow.commit()
+    cache = ConfigCache()
+    for _ in range(2):  # cold, then from the configuration cache: the same answer
+        async with DiscountUnitOfWork(db.sessions, None, "acme", cache) as uow:
+            found = await uow.coupons.for_customer(["once", "FREE", "NOPE", "once"], "c-1")
+        assert sorted(found.coupons) == ["FREE", "ONCE"]
+        assert found.coupons["ONCE"].id == once.id
+        assert found.coupons["ONCE"].redeemed_count == 1  # the live counter
+        assert found.usage == {once.id: 2}  # FREE never redeemed by c-1: absent
+    async with db.uow() as uow:
+        assert (await uow.coupons.for_customer(["ONCE"], "c-2")).usage == {}
+        assert (await uow.coupons.for_customer([], "c-1")).coupons == {}
+    async with db.uow("globex") as uow:
+        found = await uow.coupons.for_customer(["ONCE"], "c-1")
+        assert found.coupons["ONCE"].id != once.id
+        assert found.usage == {}
+
+
+async def test_coupons_for_a_customer_are_one_statement_on_postgresql(db) -> None:
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("counts the statements asyncpg sends")
+    await coupons.create_coupon("acme", make_coupon("ONCE"), db.deps())
+    cache = ConfigCache()
+    for _ in range(2):  # cold and warm configuration cache alike
+        sent: list[str] = []
+
+        def log(record: Any, sent: list[str] = sent) -> None:
+            sent.append(record.query)
+
+        async with DiscountUnitOfWork(db.sessions, None, "acme", cache) as uow:
+            raw = (await (await uow.session.connection()).get_raw_connection()).driver_connection
+            raw.add_query_logger(log)
+            try:
+                found = await uow.coupons.for_customer(["ONCE"], "c-1")
+            finally:
+                raw.remove_query_logger(log)
+        await asyncio.sleep(0)  # asyncpg calls its query loggers soon, not at once
+        # (asyncpg's own type introspection, once per connection, is not ours)
+        assert len([sql for sql in sent if "discount_" in sql]) == 1
+        assert "ONCE" in found.coupons
 
 
 async def test_policy_upsert_is_idempotent_and_replaces(db) -> None:

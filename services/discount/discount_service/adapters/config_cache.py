@@ -18,7 +18,7 @@ from discount_service.adapters.orm import DiscountConfigVersionRow
 from discount_service.domain.model import Coupon, DiscountPolicy, StackingSettings
 
 VERSIONS: Table = DiscountConfigVersionRow.__table__  # type: ignore[attr-defined]
-_VERSION_SQL = "SELECT version FROM discount_config_versions WHERE tenant_id = $1"
+VERSION_SQL = "SELECT version FROM discount_config_versions WHERE tenant_id = $1"
 
 
 @dataclass
@@ -88,7 +88,7 @@ class ConfigView:
     async def _read_version(self) -> int:
         driver = await postgres_driver(self._session)
         if driver is not None:
-            row = await driver.fetchrow(_VERSION_SQL, self._tenant)
+            row = await driver.fetchrow(VERSION_SQL, self._tenant)
         else:
             found = await (await self._session.connection()).execute(
                 core_select(VERSIONS.c.version).where(VERSIONS.c.tenant_id == self._tenant)

@@ -4,8 +4,7 @@ concurrency on PostgreSQL (row locks, re-checked WHERE) and on SQLite (one write
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,7 +22,7 @@ from discount_service.adapters.config_cache import ConfigView, TenantConfig
 from discount_service.adapters.orm import CouponRow, CouponUsageRow
 from discount_service.domain.errors import DuplicateCouponCode
 from discount_service.domain.model import AmountOff, Benefit, Coupon, PercentOff, normalize_code
-from discount_service.service_layer.ports import CouponQuery
+from discount_service.service_layer.ports import CouponQuery, CustomerCoupons
 
 
 def _benefit_columns(benefit: Benefit) -> dict[str, Any]:
@@ -116,10 +115,62 @@ _COUPONS_SQL = (
     " LEFT JOIN discount_coupons AS c ON c.tenant_id = t.tenant_id"
     " AND c.code_key = ANY($2::varchar[])"
 )
+# The same with the customer's usage of each of those coupons: an evaluation's whole read of
+# coupons in one round trip.
+CUSTOMER_COUPONS_SQL = (
+    "SELECT v.version AS config_version, u.redeemed_count AS customer_redeemed_count, c.*"
+    " FROM (SELECT $1::varchar AS tenant_id) AS t"
+    " LEFT JOIN discount_config_versions AS v ON v.tenant_id = t.tenant_id"
+    " LEFT JOIN discount_coupons AS c ON c.tenant_id = t.tenant_id"
+    " AND c.code_key = ANY($2::varchar[])"
+    " LEFT JOIN discount_coupon_usage AS u ON u.tenant_id = t.tenant_id"
+    " AND u.coupon_id = c.id AND u.customer_id = $3::varchar"
+)
 _USAGE_SQL = (
     "SELECT coupon_id, redeemed_count FROM discount_coupon_usage"
     " WHERE tenant_id = $1 AND customer_id = $2 AND coupon_id = ANY($3::varchar[])"
 )
+
+
+def _definition(cached: TenantConfig | None, key: str, row: Mapping[Any, Any]) -> Coupon:
+    """The coupon of `row`: its definition from the cache when it holds it at the version
+    read, with the row's live counter."""
+    coupon = cached.coupons.get(key) if cached is not None else None
+    if coupon is None:
+        coupon = _coupon_from_mapping(row)
+        if cached is not None:
+            cached.coupons[key] = coupon
+        return coupon
+    counted = coupon.with_redeemed_count(row["redeemed_count"])
+    if cached is not None:
+        cached.coupons[key] = counted  # the same definition: the next read copies no more
+    return counted
+
+
+def coupon_keys(codes: Iterable[str]) -> list[str]:
+    """The normalised codes, each once, in one order (the statements' parameter)."""
+    return sorted({normalize_code(code) for code in codes})
+
+
+def config_version(rows: Sequence[Mapping[Any, Any]]) -> int:
+    """The configuration version a CUSTOMER_COUPONS_SQL answer read (0: never changed)."""
+    return int(rows[0]["config_version"] or 0)
+
+
+def customer_coupons(
+    rows: Iterable[Mapping[Any, Any]], cached: TenantConfig | None
+) -> CustomerCoupons:
+    """The coupons and the customer's usage in the rows of CUSTOMER_COUPONS_SQL (or of its
+    SQLite equivalent), definitions from `cached` where it holds them."""
+    coupons: dict[str, Coupon] = {}
+    usage: dict[str, int] = {}
+    for row in rows:
+        if row["id"] is None:  # the version's row when no coupon matched
+            continue
+        coupons[row["code_key"]] = _definition(cached, row["code_key"], row)
+        if row["customer_redeemed_count"] is not None:
+            usage[row["id"]] = row["customer_redeemed_count"]
+    return CustomerCoupons(coupons, usage)
 
 
 class SqlCouponRepository:
@@ -207,7 +258,7 @@ class SqlCouponRepository:
             rows = await driver.fetch(_COUPONS_SQL, self._tenant, keys)
             cached = self._config.observe(int(rows[0]["config_version"] or 0))
             return {
-                row["code_key"]: self._definition(cached, row["code_key"], row)
+                row["code_key"]: _definition(cached, row["code_key"], row)
                 for row in rows
                 if row["id"] is not None
             }
@@ -217,19 +268,7 @@ class SqlCouponRepository:
                 _COUPONS.c.tenant_id == self._tenant, _COUPONS.c.code_key.in_(keys)
             )
         )
-        return {row.code_key: self._definition(cached, row.code_key, row._mapping) for row in found}
-
-    @staticmethod
-    def _definition(cached: TenantConfig | None, key: str, row: Mapping[Any, Any]) -> Coupon:
-        """The coupon of `row`: its definition from the cache when it holds it at the
-        version read, with the row's live counter."""
-        coupon = cached.coupons.get(key) if cached is not None else None
-        if coupon is None:
-            coupon = _coupon_from_mapping(row)
-            if cached is not None:
-                cached.coupons[key] = coupon
-            return coupon
-        return replace(coupon, redeemed_count=row["redeemed_count"])
+        return {row.code_key: _definition(cached, row.code_key, row._mapping) for row in found}
 
     async def customer_usage(self, coupon_ids: Iterable[str], customer_id: str) -> dict[str, int]:
         ids = sorted(set(coupon_ids))
@@ -247,6 +286,27 @@ class SqlCouponRepository:
             )
         )
         return {row.coupon_id: row.redeemed_count for row in rows}
+
+    async def for_customer(self, codes: Iterable[str], customer_id: str) -> CustomerCoupons:
+        keys = coupon_keys(codes)
+        if not keys:
+            return CustomerCoupons({}, {})
+        driver = await postgres_driver(self._session)
+        if driver is not None:
+            rows = await driver.fetch(CUSTOMER_COUPONS_SQL, self._tenant, keys, customer_id)
+            return customer_coupons(rows, self._config.observe(config_version(rows)))
+        cached = await self._config.current()
+        found = await (await self._session.connection()).execute(
+            core_select(_COUPONS, _USAGE.c.redeemed_count.label("customer_redeemed_count"))
+            .outerjoin(
+                _USAGE,
+                (_USAGE.c.tenant_id == _COUPONS.c.tenant_id)
+                & (_USAGE.c.coupon_id == _COUPONS.c.id)
+                & (_USAGE.c.customer_id == customer_id),
+            )
+            .where(_COUPONS.c.tenant_id == self._tenant, _COUPONS.c.code_key.in_(keys))
+        )
+        return customer_coupons([row._mapping for row in found], cached)
 
     async def try_count_redemption(self, coupon_id: str) -> bool:
         """redeemed_count += 1 unless that would pass max_redemptions, atomically.

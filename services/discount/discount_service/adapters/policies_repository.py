@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Row, Table
 from sqlalchemy import select as core_select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -110,6 +111,16 @@ def _policy_columns(policy: DiscountPolicy) -> dict[str, Any]:
     }
 
 
+async def load_active_policies(connection: AsyncConnection, tenant: str) -> list[DiscountPolicy]:
+    """The tenant's active policies in key order, read on `connection`."""
+    rows = await connection.execute(
+        core_select(_POLICIES)
+        .where(_POLICIES.c.tenant_id == tenant, _POLICIES.c.active.is_(True))
+        .order_by(_POLICIES.c.key)
+    )
+    return [_policy_from_row(row) for row in rows]
+
+
 class SqlPolicyRepository:
     """The active policies come from the process's cache while the tenant's configuration
     version says they are current (discount_service.adapters.config_cache)."""
@@ -141,12 +152,7 @@ class SqlPolicyRepository:
         cached = await self._config.current()
         if cached is not None and cached.active_policies is not None:
             return list(cached.active_policies)
-        rows = await (await self._session.connection()).execute(
-            core_select(_POLICIES)
-            .where(_POLICIES.c.tenant_id == self._tenant, _POLICIES.c.active.is_(True))
-            .order_by(_POLICIES.c.key)
-        )
-        policies = [_policy_from_row(row) for row in rows]
+        policies = await load_active_policies(await self._session.connection(), self._tenant)
         if cached is not None:
             # Read after the version: at worst newer than it, never older.
             cached.active_policies = tuple(policies)

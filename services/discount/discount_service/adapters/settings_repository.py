@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import Table
 from sqlalchemy import select as core_select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.money import Money, format_amount
@@ -17,6 +18,24 @@ from discount_service.domain.model import StackingSettings
 
 # Read on every quote: selected with SQLAlchemy core, plain rows.
 _SETTINGS: Table = StackingSettingsRow.__table__  # type: ignore[attr-defined]
+
+
+async def load_settings(connection: AsyncConnection, tenant: str) -> StackingSettings:
+    """The tenant's stacking settings read on `connection`, the defaults if none are stored."""
+    row = (
+        await connection.execute(
+            core_select(_SETTINGS.c.max_fraction, _SETTINGS.c.max_amounts).where(
+                _SETTINGS.c.tenant_id == tenant
+            )
+        )
+    ).first()
+    if row is None:
+        return StackingSettings()
+    caps = json.loads(row.max_amounts)
+    return StackingSettings(
+        max_fraction=row.max_fraction,
+        max_amounts=tuple(Money(Decimal(v), c) for c, v in sorted(caps.items())),
+    )
 
 
 class SqlStackingSettingsRepository:
@@ -32,26 +51,10 @@ class SqlStackingSettingsRepository:
         cached = await self._config.current()
         if cached is not None and cached.settings is not None:
             return cached.settings
-        settings = await self._load()
+        settings = await load_settings(await self._session.connection(), self._tenant)
         if cached is not None:
             cached.settings = settings  # read after the version: never older than it
         return settings
-
-    async def _load(self) -> StackingSettings:
-        row = (
-            await (await self._session.connection()).execute(
-                core_select(_SETTINGS.c.max_fraction, _SETTINGS.c.max_amounts).where(
-                    _SETTINGS.c.tenant_id == self._tenant
-                )
-            )
-        ).first()
-        if row is None:
-            return StackingSettings()
-        caps = json.loads(row.max_amounts)
-        return StackingSettings(
-            max_fraction=row.max_fraction,
-            max_amounts=tuple(Money(Decimal(v), c) for c, v in sorted(caps.items())),
-        )
 
     async def put(self, settings: StackingSettings) -> None:
         row = await self._session.get(StackingSettingsRow, self._tenant)

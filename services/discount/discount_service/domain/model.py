@@ -197,6 +197,19 @@ class Coupon:
     def key(self) -> str:
         return normalize_code(self.code)
 
+    def with_redeemed_count(self, redeemed_count: int) -> Coupon:
+        """This coupon with the counter `redeemed_count` (a cached definition with the live
+        counter). Only the counter is checked: the definition was when it was made."""
+        if redeemed_count == self.redeemed_count:
+            return self
+        if redeemed_count < 0:
+            raise InvalidCoupon("redeemed_count cannot be negative")
+        counted = object.__new__(Coupon)
+        for name in Coupon.__slots__:
+            object.__setattr__(counted, name, getattr(self, name))
+        object.__setattr__(counted, "redeemed_count", redeemed_count)
+        return counted
+
     def rejection(
         self, amount: Money, now: datetime, customer_redemptions: int
     ) -> RejectReason | None:

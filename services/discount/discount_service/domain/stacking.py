@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 
 from billing_common.money import Money
 from discount_service.domain.model import (
@@ -37,6 +38,8 @@ from discount_service.domain.model import (
     StackingSettings,
     normalize_code,
 )
+
+_ZERO = Decimal(0)
 
 
 def apply_sequentially(
@@ -54,11 +57,9 @@ def apply_sequentially(
     return lines
 
 
-def _total(lines: Iterable[tuple[Candidate, Money]], currency: str) -> Money:
-    total = Money.zero(currency)
-    for _, taken in lines:
-        total += taken
-    return total
+def _total(lines: Iterable[tuple[Candidate, Money]]) -> Decimal:
+    # Every line is in the request's currency (taken from what remains of its amount).
+    return sum((taken.amount for _, taken in lines), _ZERO)
 
 
 def evaluate(
@@ -97,16 +98,16 @@ def evaluate(
     stacked = [c for c in candidates if not c.exclusive]
     options = [apply_sequentially(amount, stacked, cap)]
     options += [apply_sequentially(amount, [c], cap) for c in candidates if c.exclusive]
+    totals = [_total(lines) for lines in options]
     # max() keeps the first of equal totals: the stack, then exclusives in order.
-    best = max(options, key=lambda lines: _total(lines, amount.currency).amount)
+    chosen_option = max(range(len(options)), key=totals.__getitem__)
+    best = options[chosen_option]
 
     chosen = {id(candidate) for candidate, _ in best}
     typed_codes = {normalize_code(code): code for code in request.coupon_codes}
     # When even the best option takes nothing, no coupon lost to another: none had an effect.
     outranked = (
-        RejectReason.NO_EFFECT
-        if _total(best, amount.currency).is_zero
-        else RejectReason.NOT_COMBINABLE
+        RejectReason.NO_EFFECT if totals[chosen_option] == 0 else RejectReason.NOT_COMBINABLE
     )
     for candidate in candidates:
         if candidate.code is not None and id(candidate) not in chosen:

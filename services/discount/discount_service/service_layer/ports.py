@@ -35,6 +35,15 @@ class CouponQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomerCoupons:
+    """The coupons a request names, with how often one customer redeemed each: what an
+    evaluation reads about coupons, read together (on PostgreSQL in one statement)."""
+
+    coupons: dict[str, Coupon]  # by normalised code; unknown codes are absent
+    usage: dict[str, int]  # by coupon id; coupons the customer never redeemed are absent
+
+
+@dataclass(frozen=True, slots=True)
 class RedemptionQuery:
     """One page of the redemption history, newest first, strictly older than `before`."""
 
@@ -63,6 +72,9 @@ class CouponRepository(Protocol):
 
     async def customer_usage(self, coupon_ids: Iterable[str], customer_id: str) -> dict[str, int]:
         """How often the customer redeemed each coupon (coupons never redeemed are absent)."""
+
+    async def for_customer(self, codes: Iterable[str], customer_id: str) -> CustomerCoupons:
+        """`by_codes(codes)` with the `customer_usage` of those coupons by `customer_id`."""
 
     async def try_count_redemption(self, coupon_id: str) -> bool:
         """Count one use unless that would pass max_redemptions, atomically; False if not."""
@@ -112,6 +124,52 @@ class RedemptionRepository(Protocol):
     async def get(self, redemption_id: str) -> Redemption | None: ...
 
     async def page(self, query: RedemptionQuery) -> list[Redemption]: ...
+
+
+class CouponReads(Protocol):
+    async def for_customer(self, codes: Iterable[str], customer_id: str) -> CustomerCoupons: ...
+
+
+class ActivePolicyReads(Protocol):
+    async def active(self) -> list[DiscountPolicy]: ...
+
+
+class StackingSettingsReads(Protocol):
+    async def get(self) -> StackingSettings: ...
+
+
+class EvaluationReads(Protocol):
+    """What evaluating a request reads: a unit of work's repositories offer it (a
+    redemption evaluates in its transaction), and so does a ReadView (a quote)."""
+
+    @property
+    def coupons(self) -> CouponReads: ...
+
+    @property
+    def policies(self) -> ActivePolicyReads: ...
+
+    @property
+    def settings(self) -> StackingSettingsReads: ...
+
+
+class ReadView(EvaluationReads, Protocol):
+    """One tenant's reads outside any transaction: each read is a snapshot of its own, as
+    with statements in autocommit. For a use case that writes nothing and needs no two
+    reads to agree beyond what one read returns (a quote reads coupons, counters and the
+    configuration version in one statement)."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+ReadViewFactory = Callable[[str], ReadView]
+"""Builds a read view for one tenant."""
 
 
 class UnitOfWork(Protocol):
