@@ -3,37 +3,45 @@ caller's Principal."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated
-
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
+from fastapi.security import HTTPBearer
 
 from billing_common.auth import AuthError, Principal, TokenService
 
-_bearer = HTTPBearer(auto_error=False, description="JWT from `make token`")
+_NO_BEARER = "send a bearer token: Authorization: Bearer <jwt>"
 
 
-async def current_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise AuthError("send a bearer token: Authorization: Bearer <jwt>")
-    tokens: TokenService = request.app.state.ctx.tokens
-    return tokens.verify(credentials.credentials)
+class _ScopedBearer(HTTPBearer):
+    """The bearer scheme (in the OpenAPI document as `HTTPBearer`, as before) that answers the
+    caller's Principal with `scope`, or raises AuthError / ScopeError.
 
+    One dependency with no sub-dependency: the former `requires` depended on an
+    `HTTPBearer(auto_error=False)` for the header, and FastAPI resolves every level of a
+    dependency tree anew on each request (a second solve, a credentials model built and
+    validated) only to hand two strings over. The header is read here as HTTPBearer reads it."""
 
-def requires(scope: str) -> Callable[..., Awaitable[Principal]]:
-    # One dependency over the bearer scheme, not a chain through `current_principal`:
-    # FastAPI resolves each level of sub-dependencies anew on every request.
-    async def dependency(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
-        principal = await current_principal(request, credentials)
-        principal.require(scope)
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            auto_error=False, scheme_name="HTTPBearer", description="JWT from `make token`"
+        )
+        self.required_scope = scope
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        # HTTPBearer's parsing: "<scheme> <credentials>", both non-empty, scheme "bearer" in
+        # any case; the first Authorization header counts.
+        authorization = request.headers.get("authorization")
+        if not authorization:
+            raise AuthError(_NO_BEARER)
+        scheme, _, credentials = authorization.partition(" ")
+        credentials = credentials.strip()
+        if not scheme or not credentials or scheme.lower() != "bearer":
+            raise AuthError(_NO_BEARER)
+        tokens: TokenService = request.app.state.ctx.tokens
+        principal = tokens.verify(credentials)
+        principal.require(self.required_scope)
         return principal
 
-    dependency.__name__ = f"requires_{scope.replace(':', '_')}"
-    return dependency
+
+def requires(scope: str) -> _ScopedBearer:
+    """The dependency giving the caller's Principal, which must hold `scope`."""
+    return _ScopedBearer(scope)

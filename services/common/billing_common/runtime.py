@@ -157,6 +157,10 @@ class ServiceContext:
         """Subscribe this service to `event_type`, with one log line and metric per event."""
         service = self.settings.service_name
         metrics = self.metrics
+        log = logger.bind(service=service)  # once, not per event
+        # (type, outcome) -> its counter, looked up once: `labels` validates and looks the
+        # values up under a lock on every call.
+        handled: dict[tuple[str, str], Any] = {}
 
         async def logged(event: CloudEvent) -> None:
             bind(event.traceparent)
@@ -166,7 +170,7 @@ class ServiceContext:
                 await handler(event)
                 outcome = "ok"
             finally:
-                logger.bind(service=service).info(
+                log.info(
                     "event {} {} {} {:.1f}ms",
                     event.type,
                     event.id,
@@ -174,7 +178,12 @@ class ServiceContext:
                     (time.perf_counter() - started) * 1000,
                 )
                 if metrics is not None:
-                    metrics.events.labels(service, event.type, outcome).inc()
+                    counter = handled.get((event.type, outcome))
+                    if counter is None:
+                        counter = handled[event.type, outcome] = metrics.events.labels(
+                            service, event.type, outcome
+                        )
+                    counter.inc()
 
         self.adapters.bus.subscribe(service, event_type, logged)
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.telemetry import TelemetryConfig
 from loguru import logger
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +22,8 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing_common import json_body, tracing
@@ -69,6 +72,10 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self.max_body = max_body
         self._log = logger.bind(service=service)  # once, not per request
+        # (method, route, status) -> its request counter and latency histogram: `labels`
+        # validates and looks the label values up under a lock on every call. As many keys
+        # as the registry holds series for them.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,7 +133,11 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_wrapper)
+            # FastAPI's AsyncExitStackMiddleware, folded in (see _ServiceApp): the stack its
+            # request handler closes uploaded files on.
+            async with AsyncExitStack() as files:
+                scope["fastapi_middleware_astack"] = files
+                await self.app(scope, limited_receive, send_wrapper)
         except _BodyTooLarge:
             status = 413
             await self._too_large(scope, receive, send)
@@ -150,8 +161,15 @@ class RequestContextMiddleware:
                 status,
                 elapsed * 1000,
             )
-        self.metrics.requests.labels(self.service, method, route_path, str(status)).inc()
-        self.metrics.latency.labels(self.service, method, route_path).observe(elapsed)
+        key = (method, route_path, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                self.metrics.requests.labels(self.service, method, route_path, str(status)),
+                self.metrics.latency.labels(self.service, method, route_path),
+            )
+        series[0].inc()
+        series[1].observe(elapsed)
 
 
 class _BodyTooLarge(RequestRefused):
@@ -222,6 +240,39 @@ class StrictJsonRoute(APIRoute):
         return strict_json_handler
 
 
+class _ServiceApp(FastAPI):
+    """FastAPI with the middleware stack the services need and nothing that does no work.
+
+    FastAPI wraps every request in ServerErrorMiddleware, its OpenTelemetry exception
+    observer, its body-limit middleware, the user middleware, ExceptionMiddleware and an
+    AsyncExitStackMiddleware: each a coroutine (some with a `send` wrapper) per request.
+    Here the telemetry is off (the services configure no OpenTelemetry; RequestContext-
+    Middleware does the logs, metrics and trace context), the body limit is ours (FastAPI's
+    only acts with `max_body_size`, never set), and the exit stack is opened by
+    RequestContextMiddleware, the innermost user middleware. The rest is as FastAPI builds
+    it: the 500 handler outermost, the exception handlers inside the user middleware."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        error_handler = None
+        exception_handlers: dict[Any, Any] = {}
+        for key, value in self.exception_handlers.items():
+            if key in (500, Exception):
+                error_handler = value
+            else:
+                exception_handlers[key] = value
+        app: ASGIApp = ExceptionMiddleware(
+            self.router, handlers=exception_handlers, debug=self.debug
+        )
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return ServerErrorMiddleware(app, handler=error_handler, debug=self.debug)
+
+
+# FastAPI's native OpenTelemetry off: without it FastAPI asks the three global providers on
+# every request whether they are configured.
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_service_app(
     *,
     service: str,
@@ -235,7 +286,8 @@ def create_service_app(
     max_body_bytes: int = 1_048_576,
     openapi_tags: list[dict[str, Any]] | None = None,
 ) -> FastAPI:
-    app = FastAPI(
+    app = _ServiceApp(
+        telemetry=_NO_TELEMETRY,
         title=title,
         description=description,
         version=version,

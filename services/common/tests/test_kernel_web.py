@@ -95,6 +95,11 @@ async def test_happy_path_keeps_decimal_strings(client: httpx.AsyncClient) -> No
     [
         ({}, 401, "/problems/unauthorized"),
         ({"authorization": "Bearer nope"}, 401, "/problems/unauthorized"),
+        # What HTTPBearer would not take as a bearer token.
+        ({"authorization": "Basic YWNtZTpzZWNyZXQ="}, 401, "/problems/unauthorized"),
+        ({"authorization": "Bearer"}, 401, "/problems/unauthorized"),
+        ({"authorization": "Bearer    "}, 401, "/problems/unauthorized"),
+        ({"authorization": ""}, 401, "/problems/unauthorized"),
     ],
 )
 async def test_auth_problems(
@@ -105,6 +110,27 @@ async def test_auth_problems(
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["type"] == problem
     assert "Bearer" in r.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+async def test_bearer_scheme_in_any_case_and_padded_token_pass(
+    client: httpx.AsyncClient, scheme: str
+) -> None:
+    token = _auth("tax:admin")["authorization"].removeprefix("Bearer ")
+    r = await client.post(
+        "/things",
+        json={"amount": "1", "currency": "EUR"},
+        headers={"authorization": f"{scheme} {token}  "},
+    )
+    assert r.status_code == 200, r.text
+
+
+async def test_openapi_names_the_bearer_scheme(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    assert document["components"]["securitySchemes"] == {
+        "HTTPBearer": {"type": "http", "scheme": "bearer", "description": "JWT from `make token`"}
+    }
+    assert document["paths"]["/things"]["post"]["security"] == [{"HTTPBearer": []}]
 
 
 async def test_missing_scope_is_403(client: httpx.AsyncClient) -> None:
