@@ -46,8 +46,13 @@ class Replicas:
     def deps(self, uow: UnitOfWorkFactory) -> Dependencies:
         return Dependencies(uow=uow, tax=NoPeers(), discounts=NoPeers(), clock=lambda: T0)
 
+    # As a creation does: the idempotency lookup first (it reads the seller version too).
+    lookup_first = False
+
     async def issuer(self, uow: UnitOfWorkFactory, seller_id: str | None = None) -> str | None:
         async with uow("acme") as unit:
+            if self.lookup_first:
+                assert await unit.invoices.find_by_idempotency_key("no-such-key") is None
             seller = await sellers.seller_for_new_invoice(unit, seller_id)
         return None if seller is None else seller.legal_name
 
@@ -55,9 +60,12 @@ class Replicas:
         await self.engine.dispose()
 
 
-@pytest.fixture
-async def replicas(migrated_database_url: str) -> AsyncIterator[Replicas]:
+@pytest.fixture(params=[False, True], ids=["seller-lookup", "after-idempotency-lookup"])
+async def replicas(
+    migrated_database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Replicas]:
     both = Replicas(migrated_database_url)
+    both.lookup_first = request.param
     try:
         yield both
     finally:

@@ -124,13 +124,19 @@ async def keep_event(
     return found is not None
 
 
+# Always one row: the invoice's columns NULL when there is none. The tenant's seller version
+# rides along, for the seller lookup every creation makes next (SqlSellerRepository).
 _IDEMPOTENCY_SQL = (
-    "SELECT id, request_hash FROM invoice_invoices WHERE tenant_id = $1 AND idempotency_key = $2"
+    "SELECT i.id, i.request_hash,"
+    " (SELECT version FROM invoice_seller_versions WHERE tenant_id = $1)"
+    " FROM (SELECT 1) AS one LEFT JOIN invoice_invoices AS i"
+    " ON i.tenant_id = $1 AND i.idempotency_key = $2"
 )
 
 
 async def find_by_idempotency_key(driver: PostgresDriver, tenant: str, key: str) -> Any:
-    """(id, request_hash) of the tenant's invoice created with `key`, or None."""
+    """(id, request_hash, seller version) for the tenant's invoice created with `key`: id
+    and request_hash None if there is none, the version None if the tenant has none."""
     return await driver.fetchrow(_IDEMPOTENCY_SQL, tenant, key)
 
 

@@ -144,6 +144,12 @@ class SqlSellerRepository:
         self._tenant = tenant
         self._cache = cache
         self._changed = False  # this unit of work bumped the version: the cache is off
+        self._observed: int | None = None  # the version another statement of it read
+
+    def observe_version(self, version: int) -> None:
+        """The tenant's seller version, as a statement of this unit of work just read it
+        (the creation's idempotency lookup): the next cached lookup need not read it."""
+        self._observed = version
 
     async def _scalar(self, statement: Any) -> Any:
         return (await (await self._session.connection()).execute(statement)).scalar()
@@ -168,7 +174,8 @@ class SqlSellerRepository:
     async def _cached(self, cache: SellerCache, seller_id: str | None) -> Seller | None:
         """The seller `seller_id` (None: the default) from the copy at the tenant's current
         version, read with the version (and kept) when the copy does not have it yet."""
-        entry = cache.at(self._tenant, await self._version())
+        version, self._observed = self._observed, None
+        entry = cache.at(self._tenant, version if version is not None else await self._version())
         wanted = entry.default_id if seller_id is None else seller_id
         if seller_id is None and entry.default_known and wanted is None:
             return None

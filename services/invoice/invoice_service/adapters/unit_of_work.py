@@ -78,13 +78,16 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
 
     def _open(self) -> None:
         self._postgres = self.session.get_bind().dialect.name == "postgresql"
-        self._invoices = SqlInvoiceRepository(self.session, self.tenant)
+        sellers = SqlSellerRepository(self.session, self.tenant, self._seller_cache)
+        self.sellers = sellers
+        self._invoices = SqlInvoiceRepository(
+            self.session, self.tenant, sellers.observe_version if self._seller_cache else None
+        )
         self.invoices = self._invoices
         self.numbers = SqlNumberSeries(self.session, self.tenant)
         self._received = SqlReceivedEventLog(self.session, self.tenant)
         self.received = self._received
         self.pending = SqlPendingCreations(self.session, self.tenant)
-        self.sellers = SqlSellerRepository(self.session, self.tenant, self._seller_cache)
         self.credit_notes = SqlCreditNoteRepository(self.session, self.tenant)
         self.balances = SqlCustomerBalance(self.session, self.tenant)
         self.customer_settings = SqlCustomerSettings(self.session, self.tenant)
