@@ -38,17 +38,24 @@ _Processor = Callable[[Any], Any] | None
 
 
 @cache
-def _processor(table: Table, column: str, dialect: Dialect) -> _Processor:
-    return table.c[column].type._cached_bind_processor(dialect)
+def _processors(
+    shape: tuple[tuple[Table, tuple[str, ...]], ...], dialect: Dialect
+) -> tuple[_Processor, ...]:
+    """Each value's bind processor, in order, once per shape (not one lookup per value)."""
+    return tuple(
+        table.c[column].type._cached_bind_processor(dialect)
+        for table, columns in shape
+        for column in columns
+    )
 
 
 def _values(rows: Sequence[Row], dialect: Dialect) -> list[Any]:
-    values: list[Any] = []
-    for table, row in rows:
-        for column, value in row.items():
-            process = _processor(table, column, dialect)
-            values.append(process(value) if process is not None and value is not None else value)
-    return values
+    processors = _processors(tuple((table, tuple(row)) for table, row in rows), dialect)
+    values = [value for _, row in rows for value in row.values()]
+    return [
+        value if process is None or value is None else process(value)
+        for process, value in zip(processors, values, strict=True)
+    ]
 
 
 def _shape(rows: Sequence[Row]) -> tuple[tuple[str, tuple[str, ...]], ...]:
