@@ -7,10 +7,10 @@ from __future__ import annotations
 import builtins
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, Table, and_, bindparam, or_, update
+from sqlalchemy import Row, Select, String, Table, and_, bindparam, literal_column, or_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
@@ -20,9 +20,7 @@ from billing_common.db import postgres_driver
 from invoice_service.adapters import invoice_rows as rows
 from invoice_service.adapters import postgres_writes
 from invoice_service.adapters.json_columns import breakdown_of, postal_address_of, snapshot_of
-from invoice_service.adapters.orm import (
-    InvoiceRow,
-)
+from invoice_service.adapters.orm import InvoiceRow, InvoiceSellerVersionRow
 from invoice_service.domain.einvoicing import EInvoiceFormat
 from invoice_service.domain.errors import ConcurrentModification
 from invoice_service.domain.languages import DEFAULT_LANGUAGE
@@ -49,6 +47,7 @@ from invoice_service.service_layer.ports import (
 )
 
 _INVOICES: Table = InvoiceRow.__table__  # type: ignore[attr-defined]
+_SELLER_VERSIONS: Table = InvoiceSellerVersionRow.__table__  # type: ignore[attr-defined]
 
 
 def _children_statement(table: Table, *order: str) -> Select[Any]:
@@ -73,10 +72,35 @@ _CHILDREN: dict[str, Select[Any]] = {
 }
 
 
+def _sqlite_idempotency_statement() -> Select[Any]:
+    """As postgres_writes' idempotency lookup: one row, with the tenant's seller version."""
+    tenant = bindparam("tenant_id", type_=String)
+    version = core_select(_SELLER_VERSIONS.c.version).where(_SELLER_VERSIONS.c.tenant_id == tenant)
+    one = core_select(literal_column("1").label("one")).subquery("one")
+    return core_select(
+        _INVOICES.c.id, _INVOICES.c.request_hash, version.scalar_subquery()
+    ).select_from(
+        one.outerjoin(
+            _INVOICES,
+            and_(_INVOICES.c.tenant_id == tenant, _INVOICES.c.idempotency_key == bindparam("key")),
+        )
+    )
+
+
+_SQLITE_IDEMPOTENCY = _sqlite_idempotency_statement()
+
+
 class SqlInvoiceRepository:
-    def __init__(self, session: AsyncSession, tenant: str) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        tenant: str,
+        seller_version: Callable[[int], None] | None = None,
+    ) -> None:
         self._session = session
         self._tenant = tenant
+        # Told the tenant's seller version whenever a statement here read it.
+        self._seller_version = seller_version
         # What was loaded per invoice id: (version, history count, payment count). `save`
         # writes only what was appended since, and only if nobody saved in between.
         self._loaded: dict[str, tuple[int, int, int]] = {}
@@ -119,19 +143,20 @@ class SqlInvoiceRepository:
     async def find_by_idempotency_key(self, key: str) -> StoredIdempotency | None:
         # Every creation asks, and almost every one finds nothing: a SELECT of the id (on
         # PostgreSQL prepared, on the asyncpg connection), the whole aggregate only for a
-        # replay.
+        # replay. It reads the tenant's seller version too, for the seller lookup the
+        # creation makes next in this unit of work: one round trip for both.
         driver = await postgres_driver(self._session)
         if driver is not None:
             found = await postgres_writes.find_by_idempotency_key(driver, self._tenant, key)
         else:
             found = (
                 await (await self._session.connection()).execute(
-                    core_select(_INVOICES.c.id, _INVOICES.c.request_hash).where(
-                        _INVOICES.c.tenant_id == self._tenant, _INVOICES.c.idempotency_key == key
-                    )
+                    _SQLITE_IDEMPOTENCY, {"tenant_id": self._tenant, "key": key}
                 )
-            ).first()
-        if found is None:
+            ).one()
+        if self._seller_version is not None:
+            self._seller_version(int(found[2] or 0))
+        if found[0] is None:
             return None
         invoice = await self.get(found[0])
         return None if invoice is None else StoredIdempotency(invoice, found[1])

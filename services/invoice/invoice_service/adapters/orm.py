@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Date, Index, Text, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
 from billing_common.db import ExactDecimal, UtcDateTime
@@ -284,6 +284,19 @@ class InvoiceDefaultSellerRow(SQLModel, table=True):
 
     tenant_id: str = Field(primary_key=True, max_length=64)
     seller_id: str = Field(foreign_key="invoice_sellers.id", max_length=36)
+
+
+class InvoiceSellerVersionRow(SQLModel, table=True):
+    """One counter per tenant, bumped in the transaction of every change of the tenant's
+    sellers or of its default seller: a process uses its cached sellers only while they are
+    the tenant's current ones, whichever replica changed them."""
+
+    __tablename__ = "invoice_seller_versions"
+
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
 
 
 class CreditNoteRow(SQLModel, table=True):

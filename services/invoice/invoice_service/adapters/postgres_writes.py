@@ -38,17 +38,24 @@ _Processor = Callable[[Any], Any] | None
 
 
 @cache
-def _processor(table: Table, column: str, dialect: Dialect) -> _Processor:
-    return table.c[column].type._cached_bind_processor(dialect)
+def _processors(
+    shape: tuple[tuple[Table, tuple[str, ...]], ...], dialect: Dialect
+) -> tuple[_Processor, ...]:
+    """Each value's bind processor, in order, once per shape (not one lookup per value)."""
+    return tuple(
+        table.c[column].type._cached_bind_processor(dialect)
+        for table, columns in shape
+        for column in columns
+    )
 
 
 def _values(rows: Sequence[Row], dialect: Dialect) -> list[Any]:
-    values: list[Any] = []
-    for table, row in rows:
-        for column, value in row.items():
-            process = _processor(table, column, dialect)
-            values.append(process(value) if process is not None and value is not None else value)
-    return values
+    processors = _processors(tuple((table, tuple(row)) for table, row in rows), dialect)
+    values = [value for _, row in rows for value in row.values()]
+    return [
+        value if process is None or value is None else process(value)
+        for process, value in zip(processors, values, strict=True)
+    ]
 
 
 def _shape(rows: Sequence[Row]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -124,13 +131,19 @@ async def keep_event(
     return found is not None
 
 
+# Always one row: the invoice's columns NULL when there is none. The tenant's seller version
+# rides along, for the seller lookup every creation makes next (SqlSellerRepository).
 _IDEMPOTENCY_SQL = (
-    "SELECT id, request_hash FROM invoice_invoices WHERE tenant_id = $1 AND idempotency_key = $2"
+    "SELECT i.id, i.request_hash,"
+    " (SELECT version FROM invoice_seller_versions WHERE tenant_id = $1)"
+    " FROM (SELECT 1) AS one LEFT JOIN invoice_invoices AS i"
+    " ON i.tenant_id = $1 AND i.idempotency_key = $2"
 )
 
 
 async def find_by_idempotency_key(driver: PostgresDriver, tenant: str, key: str) -> Any:
-    """(id, request_hash) of the tenant's invoice created with `key`, or None."""
+    """(id, request_hash, seller version) for the tenant's invoice created with `key`: id
+    and request_hash None if there is none, the version None if the tenant has none."""
     return await driver.fetchrow(_IDEMPOTENCY_SQL, tenant, key)
 
 

@@ -1,21 +1,77 @@
-"""Sellers in SQL, for one tenant: every query filters by it."""
+"""Sellers in SQL, for one tenant: every query filters by it.
+
+With a SellerCache, `get` and `default` answer from this process's copy while the tenant's
+seller version (one small statement) is still the copy's; every write bumps that version in
+its own transaction. A unit of work that wrote neither reads nor fills the copy."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, or_, update
+from sqlalchemy import (
+    Row,
+    String,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal_column,
+    or_,
+    update,
+)
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from invoice_service.adapters.orm import InvoiceDefaultSellerRow, InvoiceRow, InvoiceSellerRow
+from billing_common.db import postgres_driver
+from invoice_service.adapters.orm import (
+    InvoiceDefaultSellerRow,
+    InvoiceRow,
+    InvoiceSellerRow,
+    InvoiceSellerVersionRow,
+)
+from invoice_service.adapters.seller_cache import SellerCache
 from invoice_service.domain.errors import ConcurrentModification
 from invoice_service.domain.sellers import BankAccount, Seller, SellerAddress, TaxRegistration
 from invoice_service.service_layer.ports import SellerQuery
+
+_SELLERS: Table = InvoiceSellerRow.__table__  # type: ignore[attr-defined]
+_DEFAULTS: Table = InvoiceDefaultSellerRow.__table__  # type: ignore[attr-defined]
+_VERSIONS: Table = InvoiceSellerVersionRow.__table__  # type: ignore[attr-defined]
+_VERSION_SQL = f"SELECT version FROM {_VERSIONS.name} WHERE tenant_id = $1"  # noqa: S608
+
+
+def _fill_statement() -> Any:
+    """The tenant's seller version, its default seller's id and one seller (the one named
+    by `seller_id`, else the default) in one statement, so in one snapshot: always one row,
+    the seller's columns NULL when there is none."""
+    tenant = bindparam("tenant_id", type_=String)
+    default_id = (
+        core_select(_DEFAULTS.c.seller_id).where(_DEFAULTS.c.tenant_id == tenant).scalar_subquery()
+    )
+    version = core_select(_VERSIONS.c.version).where(_VERSIONS.c.tenant_id == tenant)
+    one = core_select(literal_column("1").label("one")).subquery("one")
+    return core_select(
+        version.scalar_subquery().label("cached_version"),
+        default_id.label("cached_default_id"),
+        *_SELLERS.c,
+    ).select_from(
+        one.outerjoin(
+            _SELLERS,
+            and_(
+                _SELLERS.c.tenant_id == tenant,
+                _SELLERS.c.id == func.coalesce(bindparam("seller_id", type_=String), default_id),
+            ),
+        )
+    )
+
+
+_FILL = _fill_statement()
 
 
 def _columns(seller: Seller) -> dict[str, Any]:
@@ -48,7 +104,7 @@ def _columns(seller: Seller) -> dict[str, Any]:
     }
 
 
-def _seller(row: InvoiceSellerRow, default_id: str | None) -> Seller:
+def _seller(row: InvoiceSellerRow | Row[Any], default_id: str | None) -> Seller:
     return Seller(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -81,9 +137,19 @@ def _seller(row: InvoiceSellerRow, default_id: str | None) -> Seller:
 
 
 class SqlSellerRepository:
-    def __init__(self, session: AsyncSession, tenant: str) -> None:
+    def __init__(
+        self, session: AsyncSession, tenant: str, cache: SellerCache | None = None
+    ) -> None:
         self._session = session
         self._tenant = tenant
+        self._cache = cache
+        self._changed = False  # this unit of work bumped the version: the cache is off
+        self._observed: int | None = None  # the version another statement of it read
+
+    def observe_version(self, version: int) -> None:
+        """The tenant's seller version, as a statement of this unit of work just read it
+        (the creation's idempotency lookup): the next cached lookup need not read it."""
+        self._observed = version
 
     async def _scalar(self, statement: Any) -> Any:
         return (await (await self._session.connection()).execute(statement)).scalar()
@@ -95,7 +161,61 @@ class SqlSellerRepository:
         )
         return str(found) if found is not None else None
 
+    async def _version(self) -> int:
+        driver = await postgres_driver(self._session)
+        if driver is not None:
+            found = await driver.fetchval(_VERSION_SQL, self._tenant)
+        else:
+            found = await self._scalar(
+                core_select(_VERSIONS.c.version).where(_VERSIONS.c.tenant_id == self._tenant)
+            )
+        return int(found) if found is not None else 0
+
+    async def _cached(self, cache: SellerCache, seller_id: str | None) -> Seller | None:
+        """The seller `seller_id` (None: the default) from the copy at the tenant's current
+        version, read with the version (and kept) when the copy does not have it yet."""
+        version, self._observed = self._observed, None
+        entry = cache.at(self._tenant, version if version is not None else await self._version())
+        wanted = entry.default_id if seller_id is None else seller_id
+        if seller_id is None and entry.default_known and wanted is None:
+            return None
+        if (seller_id is not None or entry.default_known) and wanted in entry.sellers:
+            return entry.sellers[wanted]  # type: ignore[index]
+        found = (
+            await (await self._session.connection()).execute(
+                _FILL, {"tenant_id": self._tenant, "seller_id": seller_id}
+            )
+        ).one()
+        # Kept at the version read with the rows, which may be newer than the one above.
+        entry = cache.at(self._tenant, int(found.cached_version or 0))
+        default_id = found.cached_default_id
+        entry.default_id, entry.default_known = default_id, True
+        seller = None if found.id is None else _seller(found, default_id)
+        wanted = default_id if seller_id is None else seller_id
+        if wanted is not None:
+            entry.sellers[wanted] = seller
+        return seller
+
+    async def _bump_version(self) -> None:
+        """Move the tenant's seller version on, in the transaction of the change (every
+        write calls this first), so cached copies everywhere go out of date exactly when the
+        change commits. Once per unit of work."""
+        if self._changed:
+            return
+        self._changed = True
+        dialect = self._session.bind.dialect.name  # type: ignore[union-attr]
+        upsert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+        await (await self._session.connection()).execute(
+            upsert(_VERSIONS)
+            .values(tenant_id=self._tenant, version=1)
+            .on_conflict_do_update(
+                index_elements=[_VERSIONS.c.tenant_id], set_={"version": _VERSIONS.c.version + 1}
+            )
+        )
+
     async def get(self, seller_id: str, *, for_update: bool = False) -> Seller | None:
+        if self._cache is not None and not self._changed and not for_update:
+            return await self._cached(self._cache, seller_id)
         statement = select(InvoiceSellerRow).where(
             InvoiceSellerRow.tenant_id == self._tenant, InvoiceSellerRow.id == seller_id
         )
@@ -105,12 +225,15 @@ class SqlSellerRepository:
         return None if row is None else _seller(row, await self._default_id())
 
     async def default(self) -> Seller | None:
+        if self._cache is not None and not self._changed:
+            return await self._cached(self._cache, None)
         default_id = await self._default_id()
         return None if default_id is None else await self.get(default_id)
 
     async def add(self, seller: Seller) -> None:
         if seller.tenant_id != self._tenant:
             raise ValueError("a seller of another tenant cannot be written here")
+        await self._bump_version()
         self._session.add(
             InvoiceSellerRow(
                 id=seller.id,
@@ -122,6 +245,7 @@ class SqlSellerRepository:
         await self._session.flush()
 
     async def save(self, seller: Seller, *, expected_version: int) -> None:
+        await self._bump_version()
         result = await self._session.exec(
             update(InvoiceSellerRow)
             .where(
@@ -136,6 +260,7 @@ class SqlSellerRepository:
             raise ConcurrentModification(seller.id)
 
     async def set_default(self, seller_id: str | None) -> None:
+        await self._bump_version()
         table = InvoiceDefaultSellerRow.__table__  # type: ignore[attr-defined]
         if seller_id is None:
             await self._session.exec(delete(table).where(table.c.tenant_id == self._tenant))
@@ -185,6 +310,7 @@ class SqlSellerRepository:
         )
 
     async def delete(self, seller_id: str) -> None:
+        await self._bump_version()
         if await self._default_id() == seller_id:
             await self.set_default(None)
         await self._session.exec(

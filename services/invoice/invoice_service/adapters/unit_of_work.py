@@ -9,6 +9,7 @@ transaction, as before."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Table
@@ -34,6 +35,7 @@ from invoice_service.adapters.invoices_repository import SqlInvoiceRepository
 from invoice_service.adapters.number_series_repository import SqlNumberSeries
 from invoice_service.adapters.pending_creations_repository import SqlPendingCreations
 from invoice_service.adapters.received_events_repository import SqlReceivedEventLog
+from invoice_service.adapters.seller_cache import SellerCache
 from invoice_service.adapters.sellers_repository import SqlSellerRepository
 from invoice_service.domain.model import Invoice
 from invoice_service.service_layer.ports import (
@@ -64,15 +66,28 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
     balances: CustomerBalance
     customer_settings: CustomerSettingsRepository
 
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        relay: OutboxRelay | None,
+        tenant: str,
+        seller_cache: SellerCache | None = None,
+    ) -> None:
+        super().__init__(sessions, relay, tenant)
+        self._seller_cache = seller_cache  # this process's, shared by its units of work
+
     def _open(self) -> None:
         self._postgres = self.session.get_bind().dialect.name == "postgresql"
-        self._invoices = SqlInvoiceRepository(self.session, self.tenant)
+        sellers = SqlSellerRepository(self.session, self.tenant, self._seller_cache)
+        self.sellers = sellers
+        self._invoices = SqlInvoiceRepository(
+            self.session, self.tenant, sellers.observe_version if self._seller_cache else None
+        )
         self.invoices = self._invoices
         self.numbers = SqlNumberSeries(self.session, self.tenant)
         self._received = SqlReceivedEventLog(self.session, self.tenant)
         self.received = self._received
         self.pending = SqlPendingCreations(self.session, self.tenant)
-        self.sellers = SqlSellerRepository(self.session, self.tenant)
         self.credit_notes = SqlCreditNoteRepository(self.session, self.tenant)
         self.balances = SqlCustomerBalance(self.session, self.tenant)
         self.customer_settings = SqlCustomerSettings(self.session, self.tenant)
@@ -141,6 +156,12 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
 
 
 def uow_factory(
-    sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay | None
+    sessions: async_sessionmaker[AsyncSession],
+    relay: OutboxRelay | None,
+    *,
+    cache_sellers: bool = True,
 ) -> UnitOfWorkFactory:
-    return SqlInvoiceUnitOfWork.per_tenant(sessions, relay)
+    """Units of work per tenant; with `cache_sellers`, sharing one SellerCache (one per
+    factory: per database, so two databases never share a copy)."""
+    cache = SellerCache() if cache_sellers else None
+    return partial(SqlInvoiceUnitOfWork, sessions, relay, seller_cache=cache)

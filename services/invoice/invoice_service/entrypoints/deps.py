@@ -15,23 +15,26 @@ from invoice_service.service_layer.documents import DocumentServices
 from invoice_service.service_layer.einvoices import EInvoiceWriter
 from invoice_service.service_layer.ports import CreditNoteHtml
 
+# The providers are `async def`: FastAPI runs a plain `def` dependency in its thread pool,
+# a thread hop on every request for a read of app.state.
 
-def _dependencies(request: Request) -> Dependencies:
+
+async def _dependencies(request: Request) -> Dependencies:
     deps: Dependencies = request.app.state.deps
     return deps
 
 
-def _documents(request: Request) -> DocumentServices:
+async def _documents(request: Request) -> DocumentServices:
     documents: DocumentServices = request.app.state.documents
     return documents
 
 
-def _credit_note_html(request: Request) -> CreditNoteHtml:
+async def _credit_note_html(request: Request) -> CreditNoteHtml:
     html: CreditNoteHtml = request.app.state.credit_note_html
     return html
 
 
-def _einvoice_writer(request: Request) -> EInvoiceWriter:
+async def _einvoice_writer(request: Request) -> EInvoiceWriter:
     writer: EInvoiceWriter = request.app.state.einvoice_writer
     return writer
 
