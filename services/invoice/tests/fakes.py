@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -287,6 +287,22 @@ class FakeUnitOfWork:
         if not await self.claim_event(consumer, event):
             return False
         await self.received.add(kept)
+        await self.commit()
+        return True
+
+    async def apply_event(
+        self,
+        consumer: str,
+        event: CloudEvent,
+        invoice_id: str,
+        change: Callable[[Invoice | None], None],
+    ) -> bool:
+        if not await self.claim_event(consumer, event):
+            return False
+        invoice = await self.invoices.get(invoice_id, for_update=True)
+        change(invoice)
+        if invoice is not None:
+            await self.invoices.save(invoice)
         await self.commit()
         return True
 

@@ -8,6 +8,7 @@ import builtins
 import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, Select, String, Table, and_, bindparam, literal_column, or_, update
@@ -48,6 +49,17 @@ from invoice_service.service_layer.ports import (
 
 _INVOICES: Table = InvoiceRow.__table__  # type: ignore[attr-defined]
 _SELLER_VERSIONS: Table = InvoiceSellerVersionRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceChanges:
+    """What saving an invoice writes: its header's changing columns (if its version is still
+    `loaded_version`) and the history and payment rows appended since it was loaded."""
+
+    loaded_version: int
+    header: dict[str, Any]
+    history: list[dict[str, Any]]
+    payments: list[dict[str, Any]]
 
 
 def _children_statement(table: Table, *order: str) -> Select[Any]:
@@ -174,11 +186,27 @@ class SqlInvoiceRepository:
 
     async def _load(self, connection: AsyncConnection, row: Row[Any]) -> Invoice:
         invoice_id = row.id
-        lines = await self._children(connection, rows.LINES, invoice_id)
-        taxes = await self._children(connection, rows.LINE_TAXES, invoice_id)
-        discounts = await self._children(connection, rows.DISCOUNTS, invoice_id)
-        history = await self._children(connection, rows.HISTORY, invoice_id)
-        payments = await self._children(connection, rows.PAYMENTS, invoice_id)
+        return self.loaded(
+            row,
+            lines=await self._children(connection, rows.LINES, invoice_id),
+            taxes=await self._children(connection, rows.LINE_TAXES, invoice_id),
+            discounts=await self._children(connection, rows.DISCOUNTS, invoice_id),
+            history=await self._children(connection, rows.HISTORY, invoice_id),
+            payments=await self._children(connection, rows.PAYMENTS, invoice_id),
+        )
+
+    def loaded(
+        self,
+        row: Any,
+        *,
+        lines: Sequence[Any],
+        taxes: Sequence[Any],
+        discounts: Sequence[Any],
+        history: Sequence[Any],
+        payments: Sequence[Any],
+    ) -> Invoice:
+        """The invoice of a header row and its child rows (in their stored order; any rows
+        whose columns read as attributes), remembered for `save` as loaded here."""
         taxes_by_line: dict[int, list[TaxComponent]] = defaultdict(list)
         for tax in taxes:
             taxes_by_line[tax.position].append(
@@ -365,25 +393,44 @@ class SqlInvoiceRepository:
         self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
 
     async def save(self, invoice: Invoice) -> None:
-        self._check_tenant(invoice)
-        loaded = self._loaded.get(invoice.id)
-        if loaded is None:
-            raise ValueError("save() takes an invoice loaded through this repository")
-        version, history_count, payment_count = loaded
-        if invoice.version == version:
+        change = self.changes(invoice)
+        if change is None:
             return  # nothing changed
         result = await (await self._session.connection()).execute(
             update(_INVOICES)
             .where(
                 _INVOICES.c.tenant_id == self._tenant,
                 _INVOICES.c.id == invoice.id,
-                _INVOICES.c.version == version,
+                _INVOICES.c.version == change.loaded_version,
             )
-            .values(**self._header(invoice))
+            .values(**change.header)
         )
         if result.rowcount != 1:
             raise ConcurrentModification(invoice.id)
-        await self._add_children(invoice, history_from=history_count, payments_from=payment_count)
+        connection = await self._session.connection()
+        await rows.insert(connection, rows.HISTORY, change.history)
+        await rows.insert(connection, rows.PAYMENTS, change.payments)
+        self.saved(invoice)
+
+    def changes(self, invoice: Invoice) -> InvoiceChanges | None:
+        """What `save` writes for `invoice` (loaded through this repository): None if it did
+        not change since."""
+        self._check_tenant(invoice)
+        loaded = self._loaded.get(invoice.id)
+        if loaded is None:
+            raise ValueError("save() takes an invoice loaded through this repository")
+        version, history_count, payment_count = loaded
+        if invoice.version == version:
+            return None
+        return InvoiceChanges(
+            loaded_version=version,
+            header=self._header(invoice),
+            history=rows.history_rows(invoice, history_count),
+            payments=rows.payment_rows(invoice, payment_count),
+        )
+
+    def saved(self, invoice: Invoice) -> None:
+        """`invoice`'s changes are stored: later saves write only what comes after."""
         self._loaded[invoice.id] = (invoice.version, len(invoice.history), len(invoice.payments))
 
     def _check_tenant(self, invoice: Invoice) -> None:
@@ -420,10 +467,3 @@ class SqlInvoiceRepository:
             "language": invoice.language,
             "einvoice_format": invoice.einvoice_format.value if invoice.einvoice_format else None,
         }
-
-    async def _add_children(
-        self, invoice: Invoice, *, history_from: int, payments_from: int
-    ) -> None:
-        connection = await self._session.connection()
-        await rows.insert(connection, rows.HISTORY, rows.history_rows(invoice, history_from))
-        await rows.insert(connection, rows.PAYMENTS, rows.payment_rows(invoice, payments_from))

@@ -9,6 +9,7 @@ transaction, as before."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -25,7 +26,8 @@ from billing_common.outbox import (
     inbox_row,
     outbox_row,
 )
-from invoice_service.adapters import postgres_writes
+from invoice_service.adapters import invoice_rows as rows
+from invoice_service.adapters import postgres_invoice_events, postgres_writes
 from invoice_service.adapters.credit_notes_repository import (
     SqlCreditNoteRepository,
     SqlCustomerBalance,
@@ -37,6 +39,7 @@ from invoice_service.adapters.pending_creations_repository import SqlPendingCrea
 from invoice_service.adapters.received_events_repository import SqlReceivedEventLog
 from invoice_service.adapters.seller_cache import SellerCache
 from invoice_service.adapters.sellers_repository import SqlSellerRepository
+from invoice_service.domain.errors import ConcurrentModification
 from invoice_service.domain.model import Invoice
 from invoice_service.service_layer.ports import (
     CreditNoteRepository,
@@ -52,6 +55,9 @@ from invoice_service.service_layer.ports import (
 )
 
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
+# Reads and decisions an event's change gets on PostgreSQL when other writes to the invoice
+# keep landing between its read and its write; then it is retried as any failed delivery.
+_EVENT_ATTEMPTS = 5
 
 
 class SqlInvoiceUnitOfWork(TenantUnitOfWork):
@@ -153,6 +159,73 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
             claim=inbox_row(consumer, event),
             received=self._received.row(kept),
         )
+
+    async def apply_event(
+        self,
+        consumer: str,
+        event: CloudEvent,
+        invoice_id: str,
+        change: Callable[[Invoice | None], None],
+    ) -> bool:
+        driver = await self._driver_on_its_own()
+        if driver is None:
+            if not await self.claim_event(consumer, event):
+                return False
+            invoice = await self.invoices.get(invoice_id, for_update=True)
+            change(invoice)
+            if invoice is not None:
+                await self.invoices.save(invoice)
+            await self.commit()
+            return True
+        dialect = self.session.get_bind().dialect
+        for _ in range(_EVENT_ATTEMPTS):
+            found = await postgres_invoice_events.read(
+                driver,
+                consumer=consumer,
+                event_id=event.id,
+                tenant=self.tenant,
+                invoice_id=invoice_id,
+            )
+            if found.seen:
+                return False
+            invoice = None
+            if found.header is not None:
+                invoice = self._invoices.loaded(
+                    found.header,
+                    lines=found.lines,
+                    taxes=found.taxes,
+                    discounts=found.discounts,
+                    history=found.history,
+                    payments=found.payments,
+                )
+            self._outbox, self._emitted = [], False  # what an earlier attempt emitted
+            change(invoice)
+            changes = None if invoice is None else self._invoices.changes(invoice)
+            outbox, self._outbox = self._outbox, []
+            try:
+                written = await postgres_invoice_events.write(
+                    driver,
+                    dialect,
+                    tenant=self.tenant,
+                    invoice_id=invoice_id,
+                    loaded_version=changes.loaded_version if changes else None,
+                    header=changes.header if changes else None,
+                    inserts=[
+                        (rows.HISTORY, changes.history if changes else []),
+                        (rows.PAYMENTS, changes.payments if changes else []),
+                        (postgres_invoice_events.INBOX, [inbox_row(consumer, event)]),
+                        (_OUTBOX, outbox),
+                    ],
+                )
+            except postgres_invoice_events.ClaimedMeanwhile:
+                return False
+            if written:
+                if invoice is not None:
+                    self._invoices.saved(invoice)
+                self._emitted = bool(outbox)  # written and committed: commit wakes the relay
+                await self.commit()
+                return True
+        raise ConcurrentModification(invoice_id)
 
 
 def uow_factory(

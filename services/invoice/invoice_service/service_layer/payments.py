@@ -13,7 +13,7 @@ from billing_common.event_schemas import (
 from billing_common.events import CloudEvent
 from billing_common.ports import PermanentEventError
 from invoice_service.domain.errors import InvoiceError
-from invoice_service.domain.model import Invoice
+from invoice_service.domain.model import Invoice, InvoiceStatus
 from invoice_service.service_layer import credit_notes, events
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.inbox import CONSUMER, event_time, tenant_of
@@ -32,30 +32,57 @@ async def _apply(
     publish invoice.paid if `change` returns True. Events that can never apply are
     dead-lettered (PermanentEventError), never retried forever."""
     async with deps.uow(tenant_of(event)) as uow:
+        if after is None:
+
+            def decide(invoice: Invoice | None) -> None:
+                _emit(uow, event, *_changed(event, invoice_id, invoice, change))
+
+            # The claim, the read, the change and its events in as few statements as the
+            # unit of work can send them (this is how a payment settles an invoice).
+            await uow.apply_event(CONSUMER, event, invoice_id, decide)
+            return
         if not await uow.claim_event(CONSUMER, event):
             return
         invoice = await uow.invoices.get(invoice_id, for_update=True)
-        if invoice is None:
-            raise PermanentEventError(f"{event.type} {event.id}: no invoice {invoice_id!r}")
-        previous = invoice.status
-        try:
-            became_paid = change(invoice)
-        except InvoiceError as exc:
-            raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
-        await uow.invoices.save(invoice)
-        if after is not None:
-            await after(uow, invoice)
-        if became_paid:
-            uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
-        record_status_change(uow, invoice, previous, event.type)
-        if event.type == PAYMENT_RECEIVED:
-            rejected = invoice.rejected_payment(_payment_id(event), event.id)
-            if rejected is not None:
-                uow.emit(
-                    events.payment_rejected(invoice, rejected),
-                    aggregate=events.aggregate(invoice),
-                )
+        changed = _changed(event, invoice_id, invoice, change)
+        await uow.invoices.save(changed[0])
+        await after(uow, changed[0])
+        _emit(uow, event, *changed)
         await uow.commit()
+
+
+def _changed(
+    event: CloudEvent, invoice_id: str, invoice: Invoice | None, change: Callable[[Invoice], bool]
+) -> tuple[Invoice, InvoiceStatus, bool]:
+    """`change` applied: (the invoice, its status before, whether it became paid)."""
+    if invoice is None:
+        raise PermanentEventError(f"{event.type} {event.id}: no invoice {invoice_id!r}")
+    previous = invoice.status
+    try:
+        became_paid = change(invoice)
+    except InvoiceError as exc:
+        raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
+    return invoice, previous, became_paid
+
+
+def _emit(
+    uow: UnitOfWork,
+    event: CloudEvent,
+    invoice: Invoice,
+    previous: InvoiceStatus,
+    became_paid: bool,
+) -> None:
+    """The events a change made: invoice.paid, the status change, a payment refused."""
+    if became_paid:
+        uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
+    record_status_change(uow, invoice, previous, event.type)
+    if event.type == PAYMENT_RECEIVED:
+        rejected = invoice.rejected_payment(_payment_id(event), event.id)
+        if rejected is not None:
+            uow.emit(
+                events.payment_rejected(invoice, rejected),
+                aggregate=events.aggregate(invoice),
+            )
 
 
 def _payment_id(event: CloudEvent) -> str:

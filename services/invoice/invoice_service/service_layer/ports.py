@@ -366,6 +366,20 @@ class UnitOfWork(Protocol):
         of work is done afterwards."""
         ...
 
+    async def apply_event(
+        self,
+        consumer: str,
+        event: CloudEvent,
+        invoice_id: str,
+        change: Callable[[Invoice | None], None],
+    ) -> bool:
+        """Claim `event` for `consumer`, run `change` on the invoice as stored (None: there
+        is none; it may emit events here, and raises to write nothing), save the invoice,
+        and commit, all or nothing; False, doing nothing, if it was claimed before.
+        `change` may run more than once (on a fresh read each time, what it emitted before
+        dropped) when the invoice changed meanwhile. The unit of work is done afterwards."""
+        ...
+
 
 UnitOfWorkFactory = Callable[[str], UnitOfWork]
 """Builds a unit of work for one tenant."""

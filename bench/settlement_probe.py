@@ -1,0 +1,189 @@
+"""Where a settlement's time goes: the bench's settlement scenario (invoice creation paced at
+a given rate, payments spread over it, the invoice row polled every ms), plus, per payment,
+the timestamps the services write anyway — the payment's outbox row (created, published),
+the invoice's inbox claim and its invoice.paid outbox row — as segments of the path.
+
+python -m bench.settlement_probe [--rate 27] [--payments 40] [--seconds 10]
+
+A diagnostic, not a figure of `make bench`: the stages are read from wall-clock times
+written by different processes on one machine (same clock). The inbox row's time is when
+the consumer built its claim: at the start of its transaction before 6e4f797, with its one
+write since (so "claim -> invoice.paid emitted" reads about 0 from then on)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from bench import scenarios
+from bench.infra import Resources, pin_self, plain_url, plan_placement
+from bench.loadgen import Request, paced
+from bench.platform import Platform, start_platform
+from billing_launcher import seed_flows
+
+
+async def _pay_all(
+    platform: Platform, headers: dict[str, str], ids: list[str], spread: float
+) -> list[dict[str, float | str]]:
+    gap = spread / max(1, len(ids))
+    rows: list[dict[str, float | str]] = []
+    conn = await asyncpg.connect(plain_url(platform.database_urls["invoice"]))
+    try:
+        async with httpx.AsyncClient(base_url=platform.url("payment"), timeout=30) as client:
+            for invoice_id in ids:
+                began = time.perf_counter()
+                posted = time.time()
+                answer = await seed_flows.pay(
+                    client, headers, invoice_id, None, "tok_visa", seed_flows.key("probe")
+                )
+                payment = seed_flows.expect(answer, 201)
+                answered = time.time()
+                while (
+                    await conn.fetchval(
+                        "SELECT status FROM invoice_invoices WHERE id = $1", invoice_id
+                    )
+                ) != "paid":
+                    await asyncio.sleep(0.001)
+                rows.append(
+                    {
+                        "invoice_id": invoice_id,
+                        "payment_id": str(payment["id"]),
+                        "posted": posted,
+                        "answered": answered,
+                        "seen_paid": time.time(),
+                    }
+                )
+                rest = gap - (time.perf_counter() - began)
+                if rest > 0:
+                    await asyncio.sleep(rest)
+    finally:
+        await conn.close()
+    return rows
+
+
+def _ts(value: datetime | None) -> float:
+    return value.timestamp() if value is not None else float("nan")
+
+
+async def _stamp(platform: Platform, rows: list[dict[str, float | str]]) -> None:
+    """Add the services' own timestamps to each payment's row."""
+    payment_db = await asyncpg.connect(plain_url(platform.database_urls["payment"]))
+    invoice_db = await asyncpg.connect(plain_url(platform.database_urls["invoice"]))
+    try:
+        for row in rows:
+            out = await payment_db.fetchrow(
+                "SELECT event_id, created_at, published_at FROM outbox"
+                " WHERE event_type LIKE '%payment.received%'"
+                " AND payload::json->'data'->>'payment_id' = $1",
+                row["payment_id"],
+            )
+            row["outbox_created"] = _ts(out["created_at"])
+            row["published"] = _ts(out["published_at"])
+            claimed = await invoice_db.fetchval(
+                "SELECT processed_at FROM inbox WHERE event_id = $1", out["event_id"]
+            )
+            row["claimed"] = _ts(claimed)
+            paid = await invoice_db.fetchval(
+                "SELECT created_at FROM outbox WHERE event_type LIKE '%invoice.paid%'"
+                " AND aggregate LIKE '%' || $1",
+                row["invoice_id"],
+            )
+            row["paid_emitted"] = _ts(paid)
+    finally:
+        await payment_db.close()
+        await invoice_db.close()
+
+
+SEGMENTS = (
+    ("answer -> payment outbox row (before answer: negative)", "answered", "outbox_created"),
+    ("payment outbox row -> published (relay + confirm)", "outbox_created", "published"),
+    ("published -> invoice inbox claim (delivery)", "published", "claimed"),
+    ("answer -> invoice inbox claim", "answered", "claimed"),
+    ("claim -> invoice.paid emitted (load, apply, save)", "claimed", "paid_emitted"),
+    ("invoice.paid emitted -> paid seen (commit, poll)", "paid_emitted", "seen_paid"),
+    ("answer -> paid seen (the bench's settlement)", "answered", "seen_paid"),
+)
+
+
+def _summary(rows: list[dict[str, float | str]]) -> str:
+    lines = []
+    for label, start, end in SEGMENTS:
+        values = sorted(
+            (float(r[end]) - float(r[start])) * 1000
+            for r in rows
+            if r[end] == r[end] and r[start] == r[start]  # not NaN
+        )
+        if not values:
+            continue
+        p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
+        lines.append(
+            f"{label:58} p50 {statistics.median(values):7.2f}  p90 {p90:7.2f}"
+            f"  max {values[-1]:7.2f} ms"
+        )
+    return "\n".join(lines)
+
+
+async def probe(rate: float, payments: int, seconds: float, out: Path | None) -> None:
+    placement = plan_placement()
+    pin_self(placement)
+    resources = Resources()
+    with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
+        try:
+            platform = await start_platform(placement, Path(tmp), resources)
+            headers = {"authorization": f"Bearer {platform.token()}"}
+            ids = await scenarios.issued_invoices(platform, headers, payments)
+            await platform.wait_quiet(30)
+            idle_rows = await _pay_all(platform, headers, ids[:5], 1.0)
+            creating = paced(
+                platform.url("invoice"),
+                Request(
+                    "POST",
+                    "/v1/invoices",
+                    body=scenarios.body(scenarios.ORDER),
+                    token=platform.token(),
+                    idempotency_prefix=f"probe-{uuid.uuid4().hex[:8]}",
+                ),
+                rate=rate,
+                seconds=seconds,
+                connections=64,
+            )
+            load, rows = await asyncio.gather(
+                creating, _pay_all(platform, headers, ids[5:], seconds * 0.9)
+            )
+            await platform.wait_quiet(30)
+            await _stamp(platform, idle_rows + rows)
+            print(f"idle, {len(idle_rows)} payments one at a time:")
+            print(_summary(idle_rows))
+            print(
+                f"\ncreation paced at {rate:g}/s: {load.rate:.1f}/s p50 {load.p50_ms:.1f}"
+                f" p99 {load.p99_ms:.1f} ms ({load.errors} errors); {len(rows)} payments:"
+            )
+            print(_summary(rows))
+            if out is not None:
+                out.write_text(json.dumps({"idle": idle_rows, "load": rows}, indent=1))
+        finally:
+            await resources.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=27.0)
+    parser.add_argument("--payments", type=int, default=45)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    asyncio.run(probe(args.rate, args.payments, args.seconds, args.out))
+
+
+if __name__ == "__main__":
+    main()
