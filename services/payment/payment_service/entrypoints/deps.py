@@ -12,7 +12,9 @@ from billing_common.auth import Principal
 from payment_service.service_layer.dependencies import Dependencies
 
 
-def _dependencies(request: Request) -> Dependencies:
+async def _dependencies(request: Request) -> Dependencies:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hand-off
+    # per request for an attribute read.
     deps: Dependencies = request.app.state.deps
     return deps
 
