@@ -5,22 +5,15 @@ interpreter, as the direct runtime does."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-PROBE = """
-import inspect, json, sys
+from tests.app_probes import APP_PREAMBLE, probe_app
+
+PROBE = (
+    APP_PREAMBLE
+    + """
+import inspect
 from fastapi.routing import APIRoute
-from billing_common.settings import ServiceSettings
-from billing_launcher.registry import app_factory
-settings = ServiceSettings.for_service(
-    sys.argv[1], runtime="direct", database_url="postgresql+asyncpg://u@127.0.0.1:1/x",
-    amqp_url="amqp://guest:guest@127.0.0.1:1/", migrate_on_start=False, secrets_file=None,
-)
-app = app_factory(sys.argv[1])(settings, None)
 
 def is_async(call):
     if inspect.isclass(call):
@@ -49,17 +42,10 @@ for route in found:
     walk(route.dependant, route.path)
 print(json.dumps(sorted(sync)))
 """
+)
 
 
 @pytest.mark.parametrize("service", ["tax", "discount", "invoice", "payment"])
 def test_every_route_dependency_runs_on_the_event_loop(service: str) -> None:
-    found = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", PROBE, service],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        ).stdout.splitlines()[-1]
-    )
+    found = probe_app(service, PROBE)
     assert found == [], found
