@@ -31,6 +31,7 @@ from billing_common.db import PostgresDriver
 from billing_common.outbox import InboxRecord, OutboxMessage
 from billing_common.uniqueness import unique_violation_from
 from invoice_service.adapters import invoice_rows as rows
+from invoice_service.adapters.postgres_writes import bound_values
 
 _INBOX: Table = InboxRecord.__table__  # type: ignore[attr-defined]
 _OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
@@ -109,19 +110,6 @@ async def read(
 
 
 @cache
-def _processor(table: Table, column: str, dialect: Dialect) -> Any:
-    return table.c[column].type._cached_bind_processor(dialect)
-
-
-def _values(table: Table, row: Mapping[str, Any], dialect: Dialect) -> list[Any]:
-    values: list[Any] = []
-    for column, value in row.items():
-        process = _processor(table, column, dialect)
-        values.append(process(value) if process is not None and value is not None else value)
-    return values
-
-
-@cache
 def _cast(table: Table, column: str, dialect: Dialect) -> str:
     return str(table.c[column].type.compile(dialect=dialect))
 
@@ -192,13 +180,17 @@ async def write(
     between."""
     args: list[Any] = []
     if header is not None:
-        args = [tenant, invoice_id, loaded_version, *_values(rows.INVOICES, header, dialect)]
+        args = [
+            tenant,
+            invoice_id,
+            loaded_version,
+            *bound_values([(rows.INVOICES, header)], dialect),
+        ]
     shape: list[tuple[Table, tuple[str, ...], int]] = []
     for table, table_rows in inserts:
         if table_rows:
             shape.append((table, tuple(table_rows[0]), len(table_rows)))
-            for row in table_rows:
-                args += _values(table, row, dialect)
+            args += bound_values([(table, row) for row in table_rows], dialect)
     sql = _write_sql(tuple(header) if header is not None else None, tuple(shape), dialect)
     try:
         updated = await driver.fetchval(sql, *args)

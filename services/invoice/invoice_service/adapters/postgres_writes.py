@@ -49,7 +49,9 @@ def _processors(
     )
 
 
-def _values(rows: Sequence[Row], dialect: Dialect) -> list[Any]:
+def bound_values(rows: Sequence[Row], dialect: Dialect) -> list[Any]:
+    """The rows' values in order, each through its column's bind processor: what asyncpg
+    gets for the `$n` parameters of a statement built from these rows."""
     processors = _processors(tuple((table, tuple(row)) for table, row in rows), dialect)
     values = [value for _, row in rows for value in row.values()]
     return [
@@ -95,7 +97,7 @@ async def finish_creation(
     taken (the invoice's Idempotency-Key) raises UniqueViolation, nothing written."""
     sql = _finish_creation_sql(_shape(rows))
     try:
-        found = await driver.fetchrow(sql, tenant, invoice_id, *_values(rows, dialect))
+        found = await driver.fetchrow(sql, tenant, invoice_id, *bound_values(rows, dialect))
     except asyncpg.PostgresError as exc:
         raise unique_violation_from(exc) or exc from exc
     return bool(found[0])
@@ -123,7 +125,7 @@ async def keep_event(
     one statement; False, writing nothing, if it was claimed before. Two deliveries at once:
     the second waits for the first, then finds it claimed."""
     sql = _keep_event_sql(tuple(claim), tuple(received))
-    values = _values(((_INBOX, claim), (_RECEIVED, received)), dialect)
+    values = bound_values(((_INBOX, claim), (_RECEIVED, received)), dialect)
     try:
         found = await driver.fetchrow(sql, *values)
     except asyncpg.PostgresError as exc:
@@ -157,6 +159,6 @@ _BEGIN_PENDING_SQL = (
 
 async def begin_pending(driver: PostgresDriver, dialect: Dialect, row: Mapping[str, Any]) -> bool:
     """The upsert of PendingCreations.begin (see there); True if the record is this one."""
-    tenant, invoice_id, key, started_at = _values(((_PENDING, row),), dialect)
+    tenant, invoice_id, key, started_at = bound_values(((_PENDING, row),), dialect)
     found = await driver.fetchrow(_BEGIN_PENDING_SQL, tenant, invoice_id, key, started_at)
     return found is not None
