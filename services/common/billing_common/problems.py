@@ -98,12 +98,21 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def _allowed_methods(request: Request) -> str:
-    methods: set[str] = set()
+    """The methods of the resource the path names. Several templates can match one path
+    (`/redemptions/{id}` and `/redemptions/releases`); the resource is the most specific,
+    the one with the fewest path parameters, as a client reading the OpenAPI document sees
+    it, whatever order the routes were declared in."""
+    by_template: dict[str, set[str]] = {}
     for route in request.app.router.routes:
         match, _ = route.matches(request.scope)
         if match is not Match.NONE:
+            template = str(getattr(route, "path", ""))
+            methods = by_template.setdefault(template, set())
             methods |= set(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+    if not by_template:
+        return ""
+    resource = min(by_template, key=lambda template: template.count("{"))
+    return ", ".join(sorted(by_template[resource]))
 
 
 def install_problem_handlers(

@@ -343,9 +343,56 @@ def create_service_app(
                 f"routes {lenient} parse JSON leniently: create their router with "
                 "APIRouter(route_class=StrictJsonRoute)"
             )
-        app.include_router(router)
+        _add_routes(app, router)
     install_contract(app)
     return app
+
+
+def _add_routes(app: FastAPI, router: APIRouter) -> None:
+    """Add `router`'s routes to the app's own router, as FastAPI < 0.130 did on include.
+
+    `include_router` now appends one lazy `_IncludedRouter` that re-matches its routes on
+    every request (the app's router matches, then the include matches again) and exposes
+    no `methods`, so a 405 could not name the allowed ones. Service routers carry no
+    lifespan, startup or shutdown handler of their own (checked), and their prefix, tags
+    and dependencies are already in each route, so re-adding the routes loses nothing;
+    the app's router becomes their `dependency_overrides_provider`, as on include."""
+    if router.on_startup or router.on_shutdown:
+        raise TypeError("service routers must not carry startup or shutdown handlers")
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            raise TypeError(f"service routers hold API routes only, not {route!r}")
+        app.router.add_api_route(
+            route.path,
+            route.endpoint,
+            response_model=route.response_model,
+            status_code=route.status_code,
+            tags=list(route.tags),
+            dependencies=list(route.dependencies),
+            summary=route.summary,
+            description=route.description,
+            response_description=route.response_description,
+            responses=dict(route.responses),
+            deprecated=route.deprecated,
+            methods=route.methods,
+            operation_id=route.operation_id,
+            response_model_include=route.response_model_include,
+            response_model_exclude=route.response_model_exclude,
+            response_model_by_alias=route.response_model_by_alias,
+            response_model_exclude_unset=route.response_model_exclude_unset,
+            response_model_exclude_defaults=route.response_model_exclude_defaults,
+            response_model_exclude_none=route.response_model_exclude_none,
+            include_in_schema=route.include_in_schema,
+            response_class=route.response_class,
+            name=route.name,
+            route_class_override=type(route),
+            callbacks=route.callbacks,
+            openapi_extra=route.openapi_extra,
+            generate_unique_id_function=route.generate_unique_id_function,
+            strict_content_type=route.strict_content_type,
+            max_body_size=route.max_body_size,
+            form_limits=route.form_limits,
+        )
 
 
 def model_response(model: BaseModel, *, status_code: int = 200) -> Response:

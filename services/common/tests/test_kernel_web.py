@@ -40,6 +40,24 @@ async def create_thing(
     return {"tenant": who.tenant, **money.to_wire()}
 
 
+@router.get("/things")
+async def list_things(who: Annotated[Principal, Depends(requires("tax:read"))]) -> list[str]:
+    return []
+
+
+# Declared before the literal path it also matches, so Starlette alone would pick it.
+@router.get("/things/{thing_id}")
+async def get_thing(
+    thing_id: str, who: Annotated[Principal, Depends(requires("tax:read"))]
+) -> dict[str, str]:
+    return {"id": thing_id}
+
+
+@router.post("/things/archive")
+async def archive_things(who: Annotated[Principal, Depends(requires("tax:admin"))]) -> None:
+    return None
+
+
 @router.get("/peer")
 async def call_peer(who: Annotated[Principal, Depends(requires("tax:read"))]) -> None:
     raise PeerUnavailable("tax", "connection refused")
@@ -139,6 +157,24 @@ async def test_missing_scope_is_403(client: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 403
     assert r.json()["required_scope"] == "tax:admin"
+
+
+async def test_wrong_method_is_405_naming_every_allowed_method(
+    client: httpx.AsyncClient,
+) -> None:
+    # RFC 9110 15.5.6: a 405 MUST carry Allow. /things has a POST and a GET route; the
+    # /healthz route of the kernel a GET only.
+    r = await client.delete("/things", headers=_auth("tax:admin"))
+    assert r.status_code == 405
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["allow"] == "GET, POST"
+    r = await client.post("/healthz")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET"
+    # /things/archive is its own resource, not a thing named "archive".
+    r = await client.delete("/things/archive", headers=_auth("tax:admin"))
+    assert r.status_code == 405
+    assert r.headers["allow"] == "POST"
 
 
 @pytest.mark.parametrize(
