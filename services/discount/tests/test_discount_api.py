@@ -113,6 +113,21 @@ async def test_redemption_is_created_replayed_and_conflicts(api) -> None:
     assert [item["id"] for item in history.json()["items"]] == [body["id"]]
 
 
+async def test_the_redemption_answer_is_the_bytes_fastapi_sends_for_the_model(api) -> None:
+    """The redemption is serialised once (no response_model re-validation): its bytes are
+    those of the same redemption read back through FastAPI's response_model path."""
+    await setup_welcome_and_premium(api)
+    created = await redeem(api)
+    assert created.status_code == 201, created.text
+    assert created.headers["content-type"] == "application/json"
+    assert "idempotent-replayed" not in created.headers
+    replay = await redeem(api)
+    assert (replay.status_code, replay.headers["content-type"]) == (200, "application/json")
+    path = f"/v1/discounts/redemptions/{created.json()['id']}"
+    read = await api.client.get(path, headers=api.headers())
+    assert created.content == replay.content == read.content
+
+
 async def test_redemption_needs_an_idempotency_key(api) -> None:
     h = api.headers("discount:redeem")
     missing = await api.client.post("/v1/discounts/redemptions", json=REQUEST, headers=h)

@@ -5,12 +5,14 @@ for a warm quote and leaves no transaction behind."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from billing_common.db import create_engine
 from billing_common.money import Money
 from discount_service.adapters.config_cache import ConfigCache
 from discount_service.adapters.read_view import SqlReadView, read_views
@@ -81,7 +83,7 @@ async def test_a_warm_quote_is_one_statement_and_no_transaction(db, deps: Depend
 
     async with deps.reads("acme") as view:
         assert isinstance(view, SqlReadView)
-        raw = (await view.connection.get_raw_connection()).driver_connection
+        raw = view.driver_connection
         raw.add_query_logger(log)
         try:
             found = await view.coupons.for_customer(REQUEST.coupon_codes, "c-1")
@@ -94,3 +96,42 @@ async def test_a_warm_quote_is_one_statement_and_no_transaction(db, deps: Depend
     assert sorted(found.coupons) == ["LAUNCH3", "WELCOME10"]
     assert len([sql for sql in sent if "discount_" in sql]) == 1
     assert not [sql for sql in sent if sql.strip().upper() in ("BEGIN", "ROLLBACK", "COMMIT")]
+
+
+async def test_cold_quotes_on_a_one_connection_pool_all_complete(db, deps: Dependencies) -> None:
+    """A quote whose configuration is not cached loads it on the connection the view holds:
+    with one pooled connection and no overflow, concurrent cold quotes each finish (none
+    waits on a second checkout while holding the only connection)."""
+    engine = create_engine(
+        db.engine.url.render_as_string(hide_password=False),
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=5,
+    )
+    try:
+        cold = Dependencies(uow=deps.uow, clock=deps.clock, reads=read_views(engine, ConfigCache()))
+        expected = await quotes.quote("acme", REQUEST, Dependencies(uow=deps.uow, clock=deps.clock))
+        results = await asyncio.wait_for(
+            asyncio.gather(*(quotes.quote("acme", REQUEST, cold) for _ in range(8))), 20
+        )
+    finally:
+        await engine.dispose()
+    assert results == [expected] * 8
+
+
+async def test_the_views_raw_loads_read_what_the_unit_of_work_reads(db, deps: Dependencies) -> None:
+    """The configuration a cold view loads on asyncpg is the unit of work's (SQLAlchemy)
+    read of it, instants included (the last representable one comes back as infinity)."""
+    last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    await policies.put_policy(
+        "acme",
+        replace(SAMPLE_POLICIES[0], key="far-future", starts_at=NOW, ends_at=last),
+        deps,
+    )
+    async with db.uow("acme") as uow:  # no cache: read with SQLAlchemy
+        expected = (await uow.policies.active(), await uow.settings.get())
+    async with read_views(db.engine, ConfigCache())("acme") as view:  # cold: loaded raw
+        found = (await view.policies.active(), await view.settings.get())
+    assert found == expected
+    assert any(policy.ends_at == last for policy in found[0])
+    assert found[1] == SAMPLE_STACKING

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import UtcDateTime, postgres_driver
+from billing_common.db import PostgresDriver, UtcDateTime, postgres_driver
 from billing_common.money import Money
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
@@ -129,6 +129,22 @@ CUSTOMER_COUPONS_SQL = (
 _USAGE_SQL = (
     "SELECT coupon_id, redeemed_count FROM discount_coupon_usage"
     " WHERE tenant_id = $1 AND customer_id = $2 AND coupon_id = ANY($3::varchar[])"
+)
+
+
+# The counters' statements on PostgreSQL, the same as their SQLAlchemy forms below.
+_COUNT_SQL = (
+    "UPDATE discount_coupons SET redeemed_count = redeemed_count + 1"
+    " WHERE tenant_id = $1 AND id = $2"
+    " AND (max_redemptions IS NULL OR redeemed_count < max_redemptions)"
+)
+_COUNT_CUSTOMER_SQL = (
+    "INSERT INTO discount_coupon_usage (tenant_id, coupon_id, customer_id, redeemed_count)"
+    " VALUES ($1, $2, $3, 1)"
+    " ON CONFLICT (tenant_id, coupon_id, customer_id) DO UPDATE"
+    " SET redeemed_count = discount_coupon_usage.redeemed_count + 1"
+    " WHERE $4::integer IS NULL OR discount_coupon_usage.redeemed_count < $4::integer"
+    " RETURNING redeemed_count"
 )
 
 
@@ -308,11 +324,23 @@ class SqlCouponRepository:
         )
         return customer_coupons([row._mapping for row in found], cached)
 
+    async def _driver_in_transaction(self) -> PostgresDriver | None:
+        """The asyncpg connection when the session's transaction is open on it (PostgreSQL):
+        a counter statement sent there commits or rolls back with the unit of work. None
+        otherwise, where it goes through SQLAlchemy (which begins the transaction)."""
+        driver = await postgres_driver(self._session)
+        return driver if driver is not None and driver.in_transaction() else None
+
     async def try_count_redemption(self, coupon_id: str) -> bool:
         """redeemed_count += 1 unless that would pass max_redemptions, atomically.
 
         On PostgreSQL a concurrent transaction waits on the row lock and re-evaluates the
         WHERE clause against the committed count, so the last redemption goes to one only."""
+        driver = await self._driver_in_transaction()
+        if driver is not None:
+            # Every redemption runs it: asyncpg's prepared statement, not SQLAlchemy's
+            # compile, execution context and result (most of the statement's CPU).
+            return await driver.execute(_COUNT_SQL, self._tenant, coupon_id) == "UPDATE 1"
         result = await self._session.exec(
             update(CouponRow)
             .where(
@@ -336,6 +364,12 @@ class SqlCouponRepository:
         # One statement: the counter row is created at 1 (every limit is at least 1) or
         # moved on below the limit; a row is returned only if it counted. On PostgreSQL a
         # concurrent creator or counter waits on the row and the WHERE is re-checked.
+        driver = await self._driver_in_transaction()
+        if driver is not None:
+            counted_row = await driver.fetchrow(
+                _COUNT_CUSTOMER_SQL, self._tenant, coupon_id, customer_id, limit
+            )
+            return counted_row is not None
         dialect = self._session.get_bind().dialect.name
         upsert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing_common.db import PostgresDriver, UtcDateTime
 from billing_common.money import Money, format_amount
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
@@ -119,6 +121,39 @@ async def load_active_policies(connection: AsyncConnection, tenant: str) -> list
         .order_by(_POLICIES.c.key)
     )
     return [_policy_from_row(row) for row in rows]
+
+
+_ACTIVE_SQL = (
+    "SELECT key, name, kind, parameters, priority, exclusive, active, starts_at, ends_at"
+    " FROM discount_policies WHERE tenant_id = $1 AND active ORDER BY key"
+)
+_INSTANT = UtcDateTime()
+_NO_DIALECT: Any = None  # UtcDateTime's result processing does not depend on the dialect
+
+
+def _instant(value: Any) -> Any:
+    # asyncpg hands PostgreSQL's infinity back as a naive datetime.max: do what the column's
+    # UtcDateTime does (discount_service.adapters.coupons_repository, the same for coupons).
+    return _INSTANT.process_result_value(value, _NO_DIALECT) if value is not None else None
+
+
+def _policy_from_record(row: Mapping[str, Any]) -> DiscountPolicy:
+    return DiscountPolicy(
+        key=row["key"],
+        name=row["name"],
+        rule=_rule_from_json(row["kind"], row["parameters"]),
+        priority=row["priority"],
+        exclusive=row["exclusive"],
+        active=row["active"],
+        starts_at=_instant(row["starts_at"]),
+        ends_at=_instant(row["ends_at"]),
+    )
+
+
+async def fetch_active_policies(driver: PostgresDriver, tenant: str) -> list[DiscountPolicy]:
+    """`load_active_policies` on the asyncpg connection (PostgreSQL): the same policies in
+    the same order, with none of SQLAlchemy's statement and result machinery."""
+    return [_policy_from_record(row) for row in await driver.fetch(_ACTIVE_SQL, tenant)]
 
 
 class SqlPolicyRepository:

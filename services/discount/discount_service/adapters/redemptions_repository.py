@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Table, and_, delete, insert, or_
+from sqlalchemy import Row, Table, and_, delete, insert, or_
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -105,14 +106,15 @@ class SqlRedemptionRepository:
         )
 
     async def by_key(self, idempotency_key: str, *, for_update: bool = False) -> Redemption | None:
-        query = select(RedemptionRow).where(
-            RedemptionRow.tenant_id == self._tenant,
-            RedemptionRow.idempotency_key == idempotency_key,
+        # Every redemption starts with it (and begins its transaction): SQLAlchemy core,
+        # plain rows, no ORM identity map or instance state for a key that is mostly new.
+        query = core_select(_REDEMPTIONS).where(
+            _REDEMPTIONS.c.tenant_id == self._tenant,
+            _REDEMPTIONS.c.idempotency_key == idempotency_key,
         )
         if for_update:
             query = query.with_for_update()
-        rows = await self._session.exec(query)
-        row = rows.first()
+        row = (await (await self._session.connection()).execute(query)).first()
         return (await self._load([row]))[0] if row else None
 
     async def get(self, redemption_id: str) -> Redemption | None:
@@ -143,24 +145,26 @@ class SqlRedemptionRepository:
         rows = (await self._session.exec(statement)).all()
         return await self._load(rows)
 
-    async def _load(self, rows: Sequence[RedemptionRow]) -> list[Redemption]:
+    async def _load(self, rows: Sequence[RedemptionRow | Row[Any]]) -> list[Redemption]:
         if not rows:
             return []
-        lines_by_id: dict[str, list[RedemptionLineRow]] = {row.id: [] for row in rows}
-        lines = await self._session.exec(
-            select(RedemptionLineRow)
-            .where(
-                RedemptionLineRow.tenant_id == self._tenant,
-                col(RedemptionLineRow.redemption_id).in_(list(lines_by_id)),
+        lines_by_id: dict[str, list[Any]] = {row.id: [] for row in rows}
+        lines = await (await self._session.connection()).execute(
+            core_select(
+                _LINES.c.redemption_id, _LINES.c.kind, _LINES.c.code, _LINES.c.name, _LINES.c.amount
             )
-            .order_by(col(RedemptionLineRow.redemption_id), col(RedemptionLineRow.position))
+            .where(
+                _LINES.c.tenant_id == self._tenant,
+                _LINES.c.redemption_id.in_(list(lines_by_id)),
+            )
+            .order_by(_LINES.c.redemption_id, _LINES.c.position)
         )
-        for line in lines.all():
+        for line in lines:
             lines_by_id[line.redemption_id].append(line)
         return [_redemption_from_rows(row, lines_by_id[row.id]) for row in rows]
 
 
-def _redemption_from_rows(row: RedemptionRow, lines: Sequence[RedemptionLineRow]) -> Redemption:
+def _redemption_from_rows(row: RedemptionRow | Row[Any], lines: Sequence[Any]) -> Redemption:
     result = DiscountResult(
         amount=Money(row.amount, row.currency),
         applied=tuple(

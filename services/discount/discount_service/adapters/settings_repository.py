@@ -10,6 +10,7 @@ from sqlalchemy import select as core_select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing_common.db import PostgresDriver
 from billing_common.money import Money, format_amount
 from billing_common.outbox import utcnow
 from discount_service.adapters.config_cache import ConfigView
@@ -29,11 +30,27 @@ async def load_settings(connection: AsyncConnection, tenant: str) -> StackingSet
             )
         )
     ).first()
-    if row is None:
+    return _settings(None if row is None else (row.max_fraction, row.max_amounts))
+
+
+_SETTINGS_SQL = (
+    "SELECT max_fraction, max_amounts FROM discount_stacking_settings WHERE tenant_id = $1"
+)
+
+
+async def fetch_settings(driver: PostgresDriver, tenant: str) -> StackingSettings:
+    """`load_settings` on the asyncpg connection (PostgreSQL)."""
+    row = await driver.fetchrow(_SETTINGS_SQL, tenant)
+    return _settings(None if row is None else (row["max_fraction"], row["max_amounts"]))
+
+
+def _settings(stored: tuple[Decimal, str] | None) -> StackingSettings:
+    if stored is None:
         return StackingSettings()
-    caps = json.loads(row.max_amounts)
+    max_fraction, max_amounts = stored
+    caps = json.loads(max_amounts)
     return StackingSettings(
-        max_fraction=row.max_fraction,
+        max_fraction=max_fraction,
         max_amounts=tuple(Money(Decimal(v), c) for c, v in sorted(caps.items())),
     )
 

@@ -206,21 +206,23 @@ async def create_quote(body: DiscountRequestIn, principal: Quoter, deps: Deps) -
 )
 async def create_redemption(
     body: DiscountRequestIn,
-    response: Response,
     principal: Redeemer,
     deps: Deps,
     idempotency_key: Annotated[
         str | None, idempotency_key_header("Required: a redemption is applied once per key")
     ] = None,
-) -> RedemptionOut:
+) -> Response:
     idempotency_key = check_idempotency_key(
         idempotency_key, why="a redemption is applied once per key"
     )
     outcome = await redemptions.redeem(principal.tenant, body.to_domain(), idempotency_key, deps)
+    # One per invoice: serialised once, not re-validated (the schema is `response_model`'s).
+    answer = RedemptionOut.of_redemption(outcome.redemption)
     if outcome.replayed:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-    return RedemptionOut.of_redemption(outcome.redemption)
+        replayed = model_response(answer, status_code=status.HTTP_200_OK)
+        replayed.headers["Idempotent-Replayed"] = "true"
+        return replayed
+    return model_response(answer, status_code=status.HTTP_201_CREATED)
 
 
 @router.get(
