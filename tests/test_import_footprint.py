@@ -10,6 +10,25 @@ from tests.app_probes import APP_PREAMBLE, probe_app
 
 KEPT_OUT = ("alembic", "mako", "httpx", "rich", "stripe", "weasyprint")
 
+# The invoice service needs these for documents, e-invoices and seller checks only, not to
+# create an invoice: Jinja2 with MarkupSafe and babel (about 4.5 MB), schwifty, python-stdnum
+# and pycountry (about 1 MB), the e-invoice and PDF libraries (lxml, factur-x, pypdf, pikepdf,
+# drafthorse). Loaded on first use; the PDFs themselves are rendered in worker processes.
+KEPT_OUT_OF_INVOICE = (
+    *KEPT_OUT,
+    "jinja2",
+    "markupsafe",
+    "babel",
+    "schwifty",
+    "stdnum",
+    "pycountry",
+    "lxml",
+    "facturx",
+    "pypdf",
+    "pikepdf",
+    "drafthorse",
+)
+
 PROBE = (
     "import billing_launcher.__main__\n"
     + APP_PREAMBLE
@@ -20,8 +39,34 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
 )
 
+# As PROBE, and the invoice service's wiring too (what its lifespan builds before the first
+# request: the document renderers, the e-invoice writer), on a context that opens nothing.
+INVOICE_WIRED_PROBE = (
+    "import billing_launcher.__main__\n"
+    + APP_PREAMBLE
+    + """
+import asyncio
+from contextlib import AsyncExitStack
+from types import SimpleNamespace
+from starlette.datastructures import State
+from billing_common.lifecycle import Wiring
+from billing_common.runtime import select_adapters
+from invoice_service.bootstrap import service_spec
+select_adapters(settings)
+ctx = SimpleNamespace(sessions=None, relay=None, invoker=None, tokens=None, state=State())
+asyncio.run(service_spec().wire(Wiring(ctx=ctx, state=State(), _closing=AsyncExitStack())))
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+)
+
 
 @pytest.mark.parametrize("service", ["tax", "discount", "invoice", "payment"])
 def test_the_direct_runtime_app_does_not_import_what_it_does_not_use(service: str) -> None:
     loaded = set(probe_app(service, PROBE))
     assert loaded.isdisjoint(KEPT_OUT), sorted(loaded & set(KEPT_OUT))
+
+
+@pytest.mark.parametrize("probe", [PROBE, INVOICE_WIRED_PROBE], ids=["created", "wired"])
+def test_the_invoice_app_loads_document_libraries_on_first_use(probe: str) -> None:
+    loaded = set(probe_app("invoice", probe))
+    assert loaded.isdisjoint(KEPT_OUT_OF_INVOICE), sorted(loaded & set(KEPT_OUT_OF_INVOICE))

@@ -18,7 +18,6 @@ from billing_common.lifecycle import ServiceSpec, Wiring, build_app, migrations_
 from billing_common.problems import problem_response
 from billing_common.runtime import EmbeddedPlatform, ServiceContext
 from billing_common.settings import ServiceSettings
-from invoice_service import samples
 from invoice_service.adapters.credit_note_html import JinjaCreditNoteHtml
 from invoice_service.adapters.document_locale import DocumentLocales
 from invoice_service.adapters.einvoice.writer import EN16931Writer
@@ -152,6 +151,8 @@ async def _sweep_abandoned_creations(ctx: ServiceContext, deps: Dependencies) ->
 
 async def _load_samples(ctx: ServiceContext, deps: Dependencies) -> int:
     """The demo tenant's sample seller, so the seed invoices name who issued them."""
+    from invoice_service import samples  # deferred: its seller's IBAN check loads schwifty
+
     added = await ensure_sample_seller(samples.SAMPLE_TENANT, samples.SAMPLE_SELLER, deps)
     return 1 if added else 0
 

@@ -7,8 +7,6 @@ import hashlib
 from importlib import resources
 from typing import Any
 
-from jinja2 import Environment, StrictUndefined, select_autoescape
-
 from invoice_service.adapters.document_locale import (
     CREDIT_NOTE_STATUS_CONTEXT,
     CREDIT_NOTE_STATUSES,
@@ -16,7 +14,7 @@ from invoice_service.adapters.document_locale import (
     DocumentLocales,
     template_context,
 )
-from invoice_service.adapters.html import STYLESHEET, Seller
+from invoice_service.adapters.html import STYLESHEET, LazyTemplate, Seller
 from invoice_service.domain.credit_notes import CreditNote
 from invoice_service.domain.model import Invoice
 
@@ -33,13 +31,7 @@ class JinjaCreditNoteHtml:
         templates = resources.files("invoice_service.adapters").joinpath("templates")
         template_text = templates.joinpath(TEMPLATE).read_text(encoding="utf-8")
         self.stylesheet = templates.joinpath(STYLESHEET).read_text(encoding="utf-8")
-        env = Environment(
-            autoescape=select_autoescape(default=True, default_for_string=True),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self._template = env.from_string(template_text)
+        self._template = LazyTemplate(template_text)
         self._seller = seller
         self.locales = locales or DocumentLocales()
         self.version = hashlib.sha256(

@@ -3,9 +3,10 @@ catalogs, `locales/<language>/LC_MESSAGES/documents.po`) and amounts, quantities
 and dates formatted by babel with CLDR's rules for the language and region (`de-CH` writes
 1'234.50, `fr` 1 234,50 with a narrow no-break space).
 
-The catalogs are read from their .po files with babel when the service starts and compiled in
-memory, so there is no build step and no compiled .mo file to keep in step with its source;
-`version` hashes them, and a changed translation therefore changes every document's ETag.
+The catalogs' .po files are read when the service starts (`version` hashes them, so a changed
+translation changes every document's ETag) and compiled in memory with babel when the first
+document is written, so there is no build step and no compiled .mo file to keep in step with
+its source, and a process that never writes a document never loads babel (issue 11, RSS).
 
 Amounts are Decimals quantized to the currency's minor unit (ROUND_HALF_UP, as everywhere
 in the platform) and printed with exactly that many decimals: JPY with none, EUR with two,
@@ -22,14 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
-from typing import Final
-
-from babel import Locale
-from babel.dates import format_date
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.numbers import NumberPattern, format_decimal, format_percent, parse_pattern
-from babel.support import Translations
+from typing import TYPE_CHECKING, Final
 
 from billing_common.money import minor_unit, quantum
 from invoice_service.domain.languages import (
@@ -38,6 +32,10 @@ from invoice_service.domain.languages import (
     babel_locale,
     base_language,
 )
+
+if TYPE_CHECKING:  # babel itself is imported where a document is written
+    from babel import Locale
+    from babel.numbers import NumberPattern
 
 DOMAIN: Final = "documents"
 # How dates are printed: CLDR's medium format (02.12.2026, 2 déc. 2026, Dec 2, 2026).
@@ -57,21 +55,30 @@ VATEX_REASONS: Final = {
 }
 
 
-def _load_catalog(language: str) -> tuple[gettext.NullTranslations, str]:
-    """The compiled catalog of `language` and its .po text (English needs none: the msgids
-    are the English labels)."""
+def _read_catalog(language: str) -> str:
+    """The .po text of `language` (English has none: the msgids are the English labels)."""
     if language == DEFAULT_LANGUAGE:
-        return gettext.NullTranslations(), ""
-    po = (
+        return ""
+    return (
         resources.files("invoice_service.adapters")
         .joinpath("locales", language, "LC_MESSAGES", f"{DOMAIN}.po")
         .read_text(encoding="utf-8")
     )
+
+
+def _compile_catalog(language: str, po: str) -> gettext.NullTranslations:
+    """The catalog of `language` compiled from its .po text."""
+    if language == DEFAULT_LANGUAGE:
+        return gettext.NullTranslations()
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+    from babel.support import Translations
+
     catalog = read_po(io.StringIO(po), locale=language, domain=DOMAIN)
     compiled = io.BytesIO()
     write_mo(compiled, catalog, use_fuzzy=False)
     compiled.seek(0)
-    return Translations(compiled, domain=DOMAIN), po
+    return Translations(compiled, domain=DOMAIN)
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ class DocumentLocale:
         unit of decimals."""
         patterns = self._money_patterns.get(currency)
         if patterns is None:
+            from babel.numbers import parse_pattern
+
             digits = minor_unit(currency)
             sign = copy.copy(parse_pattern(self.locale.currency_formats["standard"]))
             plain = copy.copy(parse_pattern(self.locale.decimal_formats[None]))
@@ -124,6 +133,8 @@ class DocumentLocale:
 
     def quantity(self, value: Decimal) -> str:
         """Every decimal the quantity has, none more (`2`, `1,5`, `0,0001`)."""
+        from babel.numbers import format_decimal
+
         return str(
             format_decimal(value.normalize(), locale=self.locale, decimal_quantization=False)
         )
@@ -131,9 +142,13 @@ class DocumentLocale:
     def percent(self, rate: Decimal) -> str:
         """A tax rate (a fraction) as CLDR writes percentages, with all its decimals:
         `19 %`, `7,5 %` (de), `19%`, `9.975%` (en)."""
+        from babel.numbers import format_percent
+
         return str(format_percent(rate, locale=self.locale, decimal_quantization=False))
 
     def date(self, value: date) -> str:
+        from babel.dates import format_date
+
         return str(format_date(value, format=DATE_FORMAT, locale=self.locale))
 
     def exemption_reason(self, code: str | None, text: str | None) -> str:
@@ -150,20 +165,30 @@ class DocumentLocales:
     """The catalogs of every supported language, read once; one DocumentLocale per tag."""
 
     def __init__(self) -> None:
-        self._catalogs: dict[str, gettext.NullTranslations] = {}
-        texts = []
-        for language in SUPPORTED_LANGUAGES:
-            self._catalogs[language], po = _load_catalog(language)
-            texts.append(po)
-        self.version = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+        self._sources = {language: _read_catalog(language) for language in SUPPORTED_LANGUAGES}
+        self.version = hashlib.sha256("\n".join(self._sources.values()).encode()).hexdigest()[:16]
+        self._compiled: dict[str, gettext.NullTranslations] | None = None
         self._locales: dict[str, DocumentLocale] = {}
+
+    @property
+    def _catalogs(self) -> dict[str, gettext.NullTranslations]:
+        # Compiled with the first document written: a process that writes none never
+        # loads babel. Two threads compiling at once build equal catalogs; one is kept.
+        if self._compiled is None:
+            self._compiled = {
+                language: _compile_catalog(language, po) for language, po in self._sources.items()
+            }
+        return self._compiled
 
     def get(self, language: str) -> DocumentLocale:
         """`language` as stored with the invoice (normalised, supported)."""
         found = self._locales.get(language)
         if found is None:
+            from babel import Locale
+
             base = base_language(language)
-            catalog = self._catalogs.get(base) or self._catalogs[DEFAULT_LANGUAGE]
+            catalogs = self._catalogs
+            catalog = catalogs.get(base) or catalogs[DEFAULT_LANGUAGE]
             found = DocumentLocale(language, catalog, Locale.parse(babel_locale(language)))
             self._locales[language] = found
         return found

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import postgres_driver
 from invoice_service.adapters import invoice_rows as rows
 from invoice_service.adapters import postgres_writes
 from invoice_service.adapters.json_columns import breakdown_of, postal_address_of, snapshot_of
@@ -108,9 +107,11 @@ class SqlInvoiceRepository:
         session: AsyncSession,
         tenant: str,
         seller_version: Callable[[int], None] | None = None,
+        drivers: postgres_writes.Drivers | None = None,
     ) -> None:
         self._session = session
         self._tenant = tenant
+        self._drivers = drivers or postgres_writes.session_drivers(session)
         # Told the tenant's seller version whenever a statement here read it.
         self._seller_version = seller_version
         # What was loaded per invoice id: (version, history count, payment count). `save`
@@ -157,10 +158,10 @@ class SqlInvoiceRepository:
         # PostgreSQL prepared, on the asyncpg connection), the whole aggregate only for a
         # replay. It reads the tenant's seller version too, for the seller lookup the
         # creation makes next in this unit of work: one round trip for both.
-        driver = await postgres_driver(self._session)
-        if driver is not None:
-            found = await postgres_writes.find_by_idempotency_key(driver, self._tenant, key)
-        else:
+        async with self._drivers() as driver:
+            if driver is not None:
+                found = await postgres_writes.find_by_idempotency_key(driver, self._tenant, key)
+        if driver is None:
             found = (
                 await (await self._session.connection()).execute(
                     _SQLITE_IDEMPOTENCY, {"tenant_id": self._tenant, "key": key}

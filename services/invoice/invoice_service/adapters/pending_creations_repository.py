@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import postgres_driver
 from invoice_service.adapters import postgres_writes
 from invoice_service.adapters.orm import PendingCreationRow
 from invoice_service.service_layer.ports import PendingCreation
@@ -47,8 +46,11 @@ def _sqlite_begin_statement() -> Any:
 
 
 class SqlPendingCreations:
-    def __init__(self, session: AsyncSession, tenant: str) -> None:
+    def __init__(
+        self, session: AsyncSession, tenant: str, drivers: postgres_writes.Drivers | None = None
+    ) -> None:
         self._session = session
+        self._drivers = drivers or postgres_writes.session_drivers(session)
         self._tenant = tenant
 
     async def get(self, invoice_id: str, *, for_update: bool = False) -> PendingCreation | None:
@@ -72,9 +74,9 @@ class SqlPendingCreations:
             "redemption_key": pending.redemption_key,
             "started_at": pending.started_at,
         }
-        driver = await postgres_driver(self._session)
-        if driver is not None:  # the same upsert, prepared, on the asyncpg connection
-            return await postgres_writes.begin_pending(driver, self._session.bind.dialect, row)  # type: ignore[union-attr]
+        async with self._drivers() as driver:
+            if driver is not None:  # the same upsert, prepared, on the asyncpg connection
+                return await postgres_writes.begin_pending(driver, self._session.bind.dialect, row)  # type: ignore[union-attr]
         result = await (await self._session.connection()).execute(
             _sqlite_begin_statement(), {**row, "releasing": False}
         )

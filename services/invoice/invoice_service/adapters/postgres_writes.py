@@ -16,15 +16,18 @@ built from the tables' metadata, once per shape, never from input."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from functools import cache
 from typing import Any
 
 import asyncpg
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import PostgresDriver
+from billing_common.db import PostgresDriver, postgres_driver
 from billing_common.outbox import InboxRecord
 from billing_common.uniqueness import unique_violation_from
 from invoice_service.adapters.orm import PendingCreationRow, ReceivedEventRow
@@ -35,6 +38,20 @@ _INBOX: Table = InboxRecord.__table__  # type: ignore[attr-defined]
 
 Row = tuple[Table, Mapping[str, Any]]
 _Processor = Callable[[Any], Any] | None
+# Where a repository sends its hot-path statements: a block holding the asyncpg connection,
+# or None (SQLite: the statements go through SQLAlchemy).
+Drivers = Callable[[], AbstractAsyncContextManager[PostgresDriver | None]]
+
+
+def session_drivers(session: AsyncSession) -> Drivers:
+    """The session's own connection (checked out, and its transaction bookkeeping begun, by
+    the first use): for a repository used without a unit of work's `drivers`."""
+
+    @contextlib.asynccontextmanager
+    async def on_session() -> AsyncIterator[PostgresDriver | None]:
+        yield await postgres_driver(session)
+
+    return on_session
 
 
 @cache

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import postgres_driver
+from invoice_service.adapters import postgres_writes
 from invoice_service.adapters.orm import (
     InvoiceDefaultSellerRow,
     InvoiceRow,
@@ -138,9 +138,14 @@ def _seller(row: InvoiceSellerRow | Row[Any], default_id: str | None) -> Seller:
 
 class SqlSellerRepository:
     def __init__(
-        self, session: AsyncSession, tenant: str, cache: SellerCache | None = None
+        self,
+        session: AsyncSession,
+        tenant: str,
+        cache: SellerCache | None = None,
+        drivers: postgres_writes.Drivers | None = None,
     ) -> None:
         self._session = session
+        self._drivers = drivers or postgres_writes.session_drivers(session)
         self._tenant = tenant
         self._cache = cache
         self._changed = False  # this unit of work bumped the version: the cache is off
@@ -162,10 +167,10 @@ class SqlSellerRepository:
         return str(found) if found is not None else None
 
     async def _version(self) -> int:
-        driver = await postgres_driver(self._session)
-        if driver is not None:
-            found = await driver.fetchval(_VERSION_SQL, self._tenant)
-        else:
+        async with self._drivers() as driver:
+            if driver is not None:
+                found = await driver.fetchval(_VERSION_SQL, self._tenant)
+        if driver is None:
             found = await self._scalar(
                 core_select(_VERSIONS.c.version).where(_VERSIONS.c.tenant_id == self._tenant)
             )

@@ -12,8 +12,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-import pycountry
-
 from invoice_service.domain.errors import InvalidInvoice
 
 MAX_STREET_LINES: Final = 3  # BT-50, BT-51, BT-163
@@ -40,6 +38,8 @@ class DefaultEInvoiceFormat(StrEnum):
 
 def check_iso_country(country: str, field: str) -> str:
     """The ISO 3166-1 alpha-2 code, upper case; InvalidInvoice naming `field` otherwise."""
+    import pycountry  # deferred: the code list is loaded by the e-invoice settings only
+
     code = country.strip().upper()
     if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
         raise InvalidInvoice(

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from babel import Locale, UnknownLocaleError
-
 from invoice_service.domain.errors import UnsupportedLanguage
 
 # The languages the documents are translated into (adapters/locales holds the catalogs).
@@ -29,6 +27,12 @@ def normalise_language(tag: str) -> str:
     text = tag.strip()
     if not text or len(text) > MAX_TAG_LENGTH:
         raise UnsupportedLanguage(tag, SUPPORTED_LANGUAGES)
+    if text.lower() in SUPPORTED_LANGUAGES:
+        # What babel answers for a bare supported language, without loading babel (and its
+        # CLDR lookups) on every invoice of a seller that has a default language.
+        return text.lower()
+    from babel import Locale, UnknownLocaleError  # deferred: only region tags need CLDR
+
     try:
         locale = Locale.parse(text.replace("-", "_"))
     except (UnknownLocaleError, ValueError, TypeError):

@@ -15,12 +15,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from schwifty import BIC, IBAN
-from schwifty.exceptions import SchwiftyException
-from stdnum.eu import vat as eu_vat
-from stdnum.exceptions import ValidationError as StdnumValidationError
-from stdnum.util import clean
-
 from billing_common.money import UnknownCurrency, check_currency
 from invoice_service.domain.errors import InvalidInvoice, InvalidSeller
 from invoice_service.domain.numbering import DEFAULT_SERIES, check_series
@@ -81,6 +75,11 @@ def check_vat_id(vat_id: str, country: str) -> str:
     """The VAT id in compact form with its country prefix. For an EU seller it must be a VAT
     id of the seller's own member state with a valid format and check digits; for others it
     is kept as given (compacted), as there is no one offline check."""
+    # deferred (here and for IBAN/BIC): the API process loads them when a seller is checked
+    from stdnum.eu import vat as eu_vat
+    from stdnum.exceptions import ValidationError as StdnumValidationError
+    from stdnum.util import clean
+
     compact = clean(vat_id, " -./,").upper().strip()
     if country not in EU_COUNTRIES:
         if not compact.isalnum():
@@ -151,6 +150,9 @@ class BankAccount:
     bic: str | None = None
 
     def __post_init__(self) -> None:
+        from schwifty import BIC, IBAN
+        from schwifty.exceptions import SchwiftyException
+
         try:
             iban = IBAN(self.iban)
         except (SchwiftyException, ValueError) as exc:
@@ -169,6 +171,8 @@ class BankAccount:
 
     @property
     def iban_formatted(self) -> str:
+        from schwifty import IBAN
+
         return str(IBAN(self.iban).formatted)
 
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from loguru import logger
-from schwifty import IBAN
-from schwifty.exceptions import SchwiftyException
 
 from invoice_service.adapters.einvoice.en16931 import (
     EInvoice,
@@ -118,6 +116,9 @@ def xrechnung_requirements(invoice: Invoice, buyer_reference: str | None) -> lis
             )
         )
     else:
+        from schwifty import IBAN  # deferred: loaded by the first XRechnung
+        from schwifty.exceptions import SchwiftyException
+
         try:
             IBAN(seller.bank_account.iban)
         except SchwiftyException:
