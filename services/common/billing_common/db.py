@@ -478,18 +478,26 @@ async def postgres_driver(session: AsyncSession) -> PostgresDriver | None:
 
 
 @contextlib.asynccontextmanager
-async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[PostgresDriver]:
+async def pooled_driver(
+    engine: AsyncEngine, *, discard_on_error: bool = False
+) -> AsyncIterator[PostgresDriver]:
     """A connection of `engine`'s pool as a `PostgresDriver`, outside any session, for the
     block's statements only (each commits on its own): a checkout and a checkin, with none
     of a session's or an engine connection's transaction bookkeeping (about 60 against 280
     microseconds of CPU around one statement). The pool's events still apply (a connection
-    PostgreSQL closed is replaced, a refused connect is DatabaseUnavailable)."""
+    PostgreSQL closed is replaced, a refused connect is DatabaseUnavailable).
+
+    With `discard_on_error`, a block that raises anything closes the connection instead of
+    returning it: for a block that leaves session state behind until its end (a session
+    advisory lock, the outbox relay's), which closing is the one sure way to clear."""
     pooled = await engine.raw_connection()
     try:
         yield PostgresDriver(pooled, pooled.driver_connection)
     except BaseException as exc:
-        if not isinstance(exc, Exception):
+        if discard_on_error or not isinstance(exc, Exception):
             # Cancelled mid-statement: the connection's state is unknown, do not reuse it.
+            # (Outside a greenlet this closes the socket at once; the server then ends the
+            # backend, and with it every session lock it held.)
             pooled.invalidate()
         raise
     finally:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Self
 
 from loguru import logger
-from sqlalchemy import DateTime, Insert, Table, Text, func, insert, text, update
+from sqlalchemy import DateTime, Insert, Table, Text, func, insert, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -101,31 +101,52 @@ def _claim_statement(dialect: str) -> Insert:
 
 _CLAIMS = {dialect: _claim_statement(dialect) for dialect in ("postgresql", "sqlite")}
 
-# One relay pass on PostgreSQL opens with one statement: the advisory lock that keeps replicas
-# from publishing the same rows concurrently (`got`; no rows unless it was granted), the batch
-# in insertion order, and `synchronous_commit = off` for this transaction only. The pass only
-# marks rows published; should a crash lose that commit, the rows are published again, which
-# at-least-once delivery allows (consumers claim each event id once in their inbox). WAL is
-# replayed in order, so a lost commit loses every later relay commit too: rows are never
-# republished out of their order. Not waiting for the WAL flush keeps the pass, and with it
-# the next event's wait for the relay's lock, free of a disk sync per batch.
+# A relay pass on PostgreSQL runs on one pooled asyncpg connection, outside any transaction,
+# so no snapshot or transaction stays open while the broker confirms (a pass used to sit
+# "idle in transaction" for its whole publish). Its first statement takes the session
+# advisory lock that keeps replicas from publishing the same rows concurrently (which could
+# reorder them) and reads the batch in insertion order (`got`; no rows unless granted). The
+# lock is released by the pass's last statement, after the mark committed; a pass that fails
+# anywhere closes its connection instead (the server then releases the lock), so a session
+# lock never stays behind on a pooled connection.
+#
+# Deployers: a session lock needs the same server session from lock to unlock, so the
+# services must reach PostgreSQL directly or through a pooler in *session* mode. PgBouncer's
+# transaction (or statement) pooling would hand the unlock to another server connection and
+# leave the lock held by a connection no relay owns, and every relay would publish nothing.
 # (A CTE with volatile functions is evaluated once and never inlined.)
-_PG_BATCH = text(
-    """
-    WITH pass AS (
-        SELECT pg_try_advisory_xact_lock(:key) AS got,
-               set_config('synchronous_commit', 'off', true) AS relaxed
-    )
+_PG_BATCH_SQL = """
+    WITH pass AS (SELECT pg_try_advisory_lock($1::bigint) AS got)
     SELECT pass.got, batch.id, batch.aggregate, batch.payload
     FROM pass LEFT JOIN LATERAL (
         SELECT id, aggregate, payload FROM outbox
         WHERE pass.got AND published_at IS NULL
         ORDER BY id
-        LIMIT :limit
+        LIMIT $2
     ) AS batch ON true
     ORDER BY batch.id
-    """
-)
+"""
+# The mark commits with `synchronous_commit = off` (for its own implicit transaction only):
+# the events were published before it, so a crash that loses this commit only means those
+# rows are published again, which at-least-once delivery allows (consumers claim each event
+# id once in their inbox). WAL is replayed in order, so a lost mark loses every later mark
+# too: rows are never republished out of their order. Not waiting for the WAL flush keeps a
+# disk sync per batch out of the pass, and with it out of the next event's wait for the lock.
+_PG_MARK_SQL = """
+    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+    UPDATE outbox SET published_at = $2, attempts = attempts + 1
+    FROM relaxed WHERE outbox.id = ANY($1::integer[])
+"""
+_PG_FAILED_SQL = "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1"
+_PG_UNLOCK_SQL = "SELECT pg_advisory_unlock($1::bigint)"
+
+
+# A pass's outcome: rows read, ids published, (id, error) of each row that failed.
+_Pass = tuple[int, list[int], list[tuple[int, Exception]]]
+
+
+def _error_text(exc: Exception) -> str:
+    return str(exc)[:500] or type(exc).__name__
 
 
 class OutboxRelay:
@@ -233,44 +254,51 @@ class OutboxRelay:
         broker round trip per event of its longest chain, not one per row. On a bus failure
         that aggregate's later rows wait for the next batch, every row published stays
         marked, the failing row records the error, and the earliest failure is raised."""
-        async with self._lock, self._sessions() as session, session.begin():
-            connection = await session.connection()
-            if connection.dialect.name == "postgresql":
-                # The replicas' lock, the relaxed commit and the batch in one round trip.
-                found = (
-                    await connection.execute(
-                        _PG_BATCH, {"key": self.ADVISORY_LOCK_KEY, "limit": self._batch_size}
-                    )
-                ).all()
-                if not found[0].got:
-                    return 0
-                rows = [(r.id, r.aggregate, r.payload) for r in found if r.id is not None]
+        async with self._lock:
+            if self._engine.dialect.name == "postgresql":
+                found = await self._publish_postgres()
             else:
-                rows = [
-                    (r.id, r.aggregate, r.payload)
-                    for r in await connection.execute(
-                        core_select(_OUTBOX.c.id, _OUTBOX.c.aggregate, _OUTBOX.c.payload)
-                        .where(_OUTBOX.c.published_at.is_(None))
-                        .order_by(_OUTBOX.c.id)
-                        .limit(self._batch_size)
-                    )
-                ]
-            chains: dict[str, list[tuple[int, str]]] = {}
-            for row_id, aggregate, payload in rows:
-                chains.setdefault(aggregate, []).append((row_id, payload))
-            published: list[int] = []
-            failures: list[tuple[int, Exception]] = []
+                found = await self._publish_sqlite()
+        if found is None:
+            return 0  # another replica holds the lock: its pass publishes these rows
+        rows, published, failures = found
+        if rows < self._batch_size:
+            # The select saw every unpublished row: what is left is exactly what failed.
+            self.pending = rows - len(published)
+        if failures:
+            raise min(failures, key=lambda failure: failure[0])[1]
+        return len(published)
 
-            async def publish_chain(chain: list[tuple[int, str]]) -> None:
-                for row_id, payload in chain:
-                    try:
-                        await self._bus.publish(CloudEvent.from_json(payload))
-                    except Exception as exc:  # noqa: BLE001 - recorded on the row, raised below
-                        failures.append((row_id, exc))
-                        return  # later rows of this aggregate wait: its events keep their order
-                    published.append(row_id)
+    async def _publish_postgres(self) -> _Pass | None:
+        # discard_on_error: whatever fails (the database, a bug, a cancel), the connection
+        # is closed rather than returned with the lock possibly still held.
+        async with pooled_driver(self._engine, discard_on_error=True) as driver:
+            found = await driver.fetch(_PG_BATCH_SQL, self.ADVISORY_LOCK_KEY, self._batch_size)
+            if not found[0]["got"]:
+                return None
+            rows = [(r["id"], r["aggregate"], r["payload"]) for r in found if r["id"] is not None]
+            published, failures = await self._publish(rows)
+            if published:
+                await driver.execute(_PG_MARK_SQL, published, utcnow())
+            for row_id, exc in failures:
+                await driver.execute(_PG_FAILED_SQL, row_id, _error_text(exc))
+            if not await driver.fetchval(_PG_UNLOCK_SQL, self.ADVISORY_LOCK_KEY):
+                raise RuntimeError("the outbox relay's advisory lock was not held at unlock")
+        return len(rows), published, failures
 
-            await asyncio.gather(*(publish_chain(chain) for chain in chains.values()))
+    async def _publish_sqlite(self) -> _Pass:
+        async with self._sessions() as session, session.begin():
+            connection = await session.connection()
+            rows = [
+                (r.id, r.aggregate, r.payload)
+                for r in await connection.execute(
+                    core_select(_OUTBOX.c.id, _OUTBOX.c.aggregate, _OUTBOX.c.payload)
+                    .where(_OUTBOX.c.published_at.is_(None))
+                    .order_by(_OUTBOX.c.id)
+                    .limit(self._batch_size)
+                )
+            ]
+            published, failures = await self._publish(rows)
             if published:
                 await connection.execute(
                     update(_OUTBOX)
@@ -281,17 +309,32 @@ class OutboxRelay:
                 await connection.execute(
                     update(_OUTBOX)
                     .where(_OUTBOX.c.id == row_id)
-                    .values(
-                        attempts=_OUTBOX.c.attempts + 1,
-                        last_error=str(exc)[:500] or type(exc).__name__,
-                    )
+                    .values(attempts=_OUTBOX.c.attempts + 1, last_error=_error_text(exc))
                 )
-        if len(rows) < self._batch_size:
-            # The select saw every unpublished row: what is left is exactly what failed.
-            self.pending = len(rows) - len(published)
-        if failures:
-            raise min(failures, key=lambda failure: failure[0])[1]
-        return len(published)
+        return len(rows), published, failures
+
+    async def _publish(
+        self, rows: list[tuple[int, str, str]]
+    ) -> tuple[list[int], list[tuple[int, Exception]]]:
+        """Publish `rows` (id, aggregate, payload): the ids published, and (id, error) of the
+        row that failed in each aggregate whose chain stopped."""
+        chains: dict[str, list[tuple[int, str]]] = {}
+        for row_id, aggregate, payload in rows:
+            chains.setdefault(aggregate, []).append((row_id, payload))
+        published: list[int] = []
+        failures: list[tuple[int, Exception]] = []
+
+        async def publish_chain(chain: list[tuple[int, str]]) -> None:
+            for row_id, payload in chain:
+                try:
+                    await self._bus.publish(CloudEvent.from_json(payload))
+                except Exception as exc:  # noqa: BLE001 - recorded on the row, raised after
+                    failures.append((row_id, exc))
+                    return  # later rows of this aggregate wait: its events keep their order
+                published.append(row_id)
+
+        await asyncio.gather(*(publish_chain(chain) for chain in chains.values()))
+        return published, failures
 
     async def pending_count(self) -> int:
         async with self._sessions() as session:
