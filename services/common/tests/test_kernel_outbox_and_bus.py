@@ -1,5 +1,4 @@
 import asyncio
-from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
@@ -8,29 +7,13 @@ from sqlmodel import SQLModel
 from billing_common.adapters.inprocess_bus import InProcessEventBus
 from billing_common.adapters.sql_state import KeyValueRow, SqlKeyValueStore
 from billing_common.db import create_engine, session_factory
-from billing_common.event_schemas import INVOICE_CREATED, InvoiceCreated
-from billing_common.events import CloudEvent, new_event
+from billing_common.event_schemas import INVOICE_CREATED
+from billing_common.events import CloudEvent
 from billing_common.outbox import InboxRecord, OutboxMessage, OutboxRelay, SqlUnitOfWork
 from billing_common.ports import EtagMismatch, PermanentEventError
+from services.common.tests.sample_events import invoice_created
 
 KERNEL_TABLES = [OutboxMessage.__table__, InboxRecord.__table__, KeyValueRow.__table__]
-
-
-def _event(invoice_id: str) -> CloudEvent:
-    return new_event(
-        source="/billing/test",
-        event_type=INVOICE_CREATED,
-        subject=invoice_id,
-        tenant="t1",
-        data=InvoiceCreated(
-            invoice_id=invoice_id,
-            customer_id="c",
-            currency="EUR",
-            total=Decimal("1.00"),
-            amount_due=Decimal("1.00"),
-            status="draft",
-        ),
-    )
 
 
 @pytest.fixture
@@ -61,10 +44,10 @@ async def test_outbox_keeps_events_until_the_bus_takes_them_in_order(engine) -> 
     sessions = session_factory(engine)
     for i in range(3):
         async with SqlUnitOfWork(sessions, relay) as uow:
-            uow.emit(_event(f"inv_{i}"), aggregate="invoice:x")
+            uow.emit(invoice_created(f"inv_{i}"), aggregate="invoice:x")
             await uow.commit()
     async with SqlUnitOfWork(sessions, relay) as uow:
-        uow.emit(_event("rolled-back"), aggregate="invoice:y")
+        uow.emit(invoice_created("rolled-back"), aggregate="invoice:y")
         # no commit: leaving the block rolls back, and the event must vanish with the change
 
     bus.fail = True
@@ -85,7 +68,7 @@ async def test_relay_publishes_promptly_after_commit(engine) -> None:  # type: i
     await relay.start()
     try:
         async with SqlUnitOfWork(session_factory(engine), relay) as uow:
-            uow.emit(_event("inv_fast"), aggregate="invoice:fast")
+            uow.emit(invoice_created("inv_fast"), aggregate="invoice:fast")
             await uow.commit()
         async with asyncio.timeout(5):
             while not bus.published:
@@ -97,7 +80,7 @@ async def test_relay_publishes_promptly_after_commit(engine) -> None:  # type: i
 
 async def test_inbox_claims_an_event_once_per_consumer(engine) -> None:  # type: ignore[no-untyped-def]
     sessions = session_factory(engine)
-    event = _event("inv_1")
+    event = invoice_created("inv_1")
     async with SqlUnitOfWork(sessions) as uow:
         assert await uow.claim_event("payment", event)
         await uow.commit()
@@ -150,7 +133,7 @@ async def test_inprocess_bus_retries_then_dead_letters_and_isolates_consumers() 
     await bus.start()
     bus.subscribe("d", INVOICE_CREATED, steady)  # joining a running bus
     try:
-        await bus.publish(_event("inv_1"))
+        await bus.publish(invoice_created("inv_1"))
         await bus.wait_idle()
     finally:
         await bus.stop()
@@ -168,8 +151,8 @@ async def test_relay_leaves_the_outbox_to_the_replica_holding_its_lock(postgres_
         bus = RecordingBus()
         relay = OutboxRelay(engine, bus, poll_seconds=60)
         async with SqlUnitOfWork(session_factory(engine), relay) as uow:
-            uow.emit(_event("inv_a"), aggregate="invoice:a")
-            uow.emit(_event("inv_b"), aggregate="invoice:a")
+            uow.emit(invoice_created("inv_a"), aggregate="invoice:a")
+            uow.emit(invoice_created("inv_b"), aggregate="invoice:a")
             await uow.commit()
         relay.pending = 7
         async with engine.connect() as other_replica, other_replica.begin():

@@ -3,7 +3,6 @@ with the batch read and released after the mark, no transaction open while publi
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -12,9 +11,9 @@ from sqlmodel import SQLModel
 
 from billing_common.adapters.inprocess_bus import InProcessEventBus
 from billing_common.db import create_engine, session_factory
-from billing_common.event_schemas import INVOICE_CREATED, InvoiceCreated
-from billing_common.events import CloudEvent, new_event
+from billing_common.events import CloudEvent
 from billing_common.outbox import InboxRecord, OutboxMessage, OutboxRelay, SqlUnitOfWork
+from services.common.tests.sample_events import invoice_created
 
 pytestmark = pytest.mark.integration
 
@@ -25,23 +24,6 @@ _LOCK_HELD = """
     WHERE l.locktype = 'advisory' AND d.datname = current_database() AND l.granted
       AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1
 """
-
-
-def _event(invoice_id: str) -> CloudEvent:
-    return new_event(
-        source="/billing/test",
-        event_type=INVOICE_CREATED,
-        subject=invoice_id,
-        tenant="t1",
-        data=InvoiceCreated(
-            invoice_id=invoice_id,
-            customer_id="c",
-            currency="EUR",
-            total=Decimal("1.00"),
-            amount_due=Decimal("1.00"),
-            status="draft",
-        ),
-    )
 
 
 class HookBus(InProcessEventBus):
@@ -81,7 +63,7 @@ async def observer(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 async def _emit(engine: AsyncEngine, relay: OutboxRelay, subject: str) -> None:
     async with SqlUnitOfWork(session_factory(engine), relay) as uow:
-        uow.emit(_event(subject), aggregate=f"invoice:{subject}")
+        uow.emit(invoice_created(subject), aggregate=f"invoice:{subject}")
         await uow.commit()
 
 
