@@ -77,10 +77,17 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return utc_instant(value)
+
+
+def utc_instant(value: Any) -> datetime | None:
+    """What a UtcDateTime column makes of a value read from the database: UTC, a naive value
+    taken as UTC. For rows read on the raw driver, where no column type applies (asyncpg
+    hands PostgreSQL's infinity back as a naive datetime.max)."""
+    if value is None:
+        return None
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class DatabaseUnavailable(ConnectionError):

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import PostgresDriver, UtcDateTime, postgres_driver
+from billing_common.db import PostgresDriver, UtcDateTime, postgres_driver, utc_instant
 from billing_common.money import Money
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
@@ -97,15 +97,12 @@ def _coupon_from_mapping(row: Mapping[str, Any]) -> Coupon:
     the column's UtcDateTime would have made it UTC: do what that type does."""
     values = {name: row[name] for name in _COUPON_FIELDS}
     for name in _INSTANT_FIELDS:
-        if values[name] is not None:
-            values[name] = _INSTANT.process_result_value(values[name], _NO_DIALECT)
+        values[name] = utc_instant(values[name])
     return _coupon_from_row(SimpleNamespace(**values))
 
 
 _COUPON_FIELDS = tuple(column.name for column in _COUPONS.columns)
-_INSTANT = UtcDateTime()
 _INSTANT_FIELDS = tuple(c.name for c in _COUPONS.columns if isinstance(c.type, UtcDateTime))
-_NO_DIALECT: Any = None  # UtcDateTime's result processing does not depend on the dialect
 # The hot read on PostgreSQL: the tenant's configuration version and the asked-for coupons
 # in one statement (one snapshot), always one row at least (the version's).
 _COUPONS_SQL = (

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import PostgresDriver, UtcDateTime
+from billing_common.db import PostgresDriver, utc_instant
 from billing_common.money import Money, format_amount
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
@@ -127,14 +127,6 @@ _ACTIVE_SQL = (
     "SELECT key, name, kind, parameters, priority, exclusive, active, starts_at, ends_at"
     " FROM discount_policies WHERE tenant_id = $1 AND active ORDER BY key"
 )
-_INSTANT = UtcDateTime()
-_NO_DIALECT: Any = None  # UtcDateTime's result processing does not depend on the dialect
-
-
-def _instant(value: Any) -> Any:
-    # asyncpg hands PostgreSQL's infinity back as a naive datetime.max: do what the column's
-    # UtcDateTime does (discount_service.adapters.coupons_repository, the same for coupons).
-    return _INSTANT.process_result_value(value, _NO_DIALECT) if value is not None else None
 
 
 def _policy_from_record(row: Mapping[str, Any]) -> DiscountPolicy:
@@ -145,8 +137,8 @@ def _policy_from_record(row: Mapping[str, Any]) -> DiscountPolicy:
         priority=row["priority"],
         exclusive=row["exclusive"],
         active=row["active"],
-        starts_at=_instant(row["starts_at"]),
-        ends_at=_instant(row["ends_at"]),
+        starts_at=utc_instant(row["starts_at"]),
+        ends_at=utc_instant(row["ends_at"]),
     )
 
 
