@@ -113,10 +113,11 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
         if not self._postgres:
             yield None
             return
-        session = self._session
-        if not self.postgres_dialect or (session is not None and session.in_transaction()):
+        if not self.postgres_dialect:
+            # Sessions bound to no engine of their own: the session's connection is the one.
             yield await postgres_driver(self.session)
             return
+        # The kernel's choice: the session's connection once it began, else a pooled one.
         async with self.postgres() as driver:
             yield driver
 
