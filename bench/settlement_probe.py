@@ -1,14 +1,22 @@
 """Where a settlement's time goes: the bench's settlement scenario (invoice creation paced at
 a given rate, payments spread over it, the invoice row polled every ms), plus, per payment,
 the timestamps the services write anyway — the payment's outbox row (created, published),
-the invoice's inbox claim and its invoice.paid outbox row — as segments of the path.
+the invoice's inbox claim and its invoice.paid outbox row — and the moments the payment's
+and the invoice's transactions committed, as segments of the path.
 
 python -m bench.settlement_probe [--rate 27] [--payments 40] [--seconds 10]
 
 A diagnostic, not a figure of `make bench`: the stages are read from wall-clock times
 written by different processes on one machine (same clock). The inbox row's time is when
 the consumer built its claim: at the start of its transaction before 6e4f797, with its one
-write since (so "claim -> invoice.paid emitted" reads about 0 from then on)."""
+write since (so "claim -> invoice.paid emitted" reads about 0 from then on).
+
+Commit moments: a row's `created_at` is written before its transaction commits, and what
+the next stage can see is the commit, so the probe adds (to its own fresh databases only) a
+trigger on the payment service's outbox and the invoice service's inbox that notifies the
+probe with the event id; PostgreSQL delivers a notification only once its transaction has
+committed, so its arrival (on a LISTEN connection of the probe, on the probe's event loop
+like the poll that sees "paid") is the commit, give or take that loop's delay."""
 
 from __future__ import annotations
 
@@ -19,7 +27,10 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -71,12 +82,59 @@ async def _pay_all(
     return rows
 
 
+COMMIT_CHANNEL = "settlement_probe_commit"
+# (table, the condition on NEW that picks the rows to report): the payment's event as the
+# payment service commits it, the invoice's inbox claim as the settling write commits it.
+_COMMIT_TRIGGERS = {
+    "payment": ("outbox", "NEW.event_type LIKE '%payment.received%'"),
+    "invoice": ("inbox", "NEW.event_type LIKE '%payment.received%'"),
+}
+
+
+def _record_commit(
+    arrived: dict[str, float], _conn: object, _pid: int, _channel: str, event_id: str
+) -> None:
+    arrived.setdefault(event_id, time.time())
+
+
+@asynccontextmanager
+async def commit_times(platform: Platform) -> AsyncIterator[dict[str, dict[str, float]]]:
+    """Per database ("payment", "invoice"): event id -> the Unix time its row's transaction
+    was seen committed (a notification from a trigger the probe installs)."""
+    seen: dict[str, dict[str, float]] = {name: {} for name in _COMMIT_TRIGGERS}
+    connections: list[asyncpg.Connection] = []
+    try:
+        for name, (table, condition) in _COMMIT_TRIGGERS.items():
+            conn = await asyncpg.connect(plain_url(platform.database_urls[name]))
+            connections.append(conn)
+            await conn.execute(
+                f"""
+                CREATE OR REPLACE FUNCTION settlement_probe_notify() RETURNS trigger
+                LANGUAGE plpgsql AS $$
+                BEGIN PERFORM pg_notify('{COMMIT_CHANNEL}', NEW.event_id); RETURN NULL; END $$;
+                DROP TRIGGER IF EXISTS settlement_probe_commit ON {table};
+                CREATE TRIGGER settlement_probe_commit AFTER INSERT ON {table}
+                FOR EACH ROW WHEN ({condition}) EXECUTE FUNCTION settlement_probe_notify();
+                """
+            )
+            await conn.add_listener(COMMIT_CHANNEL, partial(_record_commit, seen[name]))
+        yield seen
+    finally:
+        for conn in connections:
+            await conn.close()
+
+
 def _ts(value: datetime | None) -> float:
     return value.timestamp() if value is not None else float("nan")
 
 
-async def _stamp(platform: Platform, rows: list[dict[str, float | str]]) -> None:
-    """Add the services' own timestamps to each payment's row."""
+async def _stamp(
+    platform: Platform,
+    rows: list[dict[str, float | str]],
+    committed: dict[str, dict[str, float]],
+) -> None:
+    """Add the services' own timestamps, and the commits the probe saw, to each row."""
+    nan = float("nan")
     payment_db = await asyncpg.connect(plain_url(platform.database_urls["payment"]))
     invoice_db = await asyncpg.connect(plain_url(platform.database_urls["invoice"]))
     try:
@@ -89,6 +147,8 @@ async def _stamp(platform: Platform, rows: list[dict[str, float | str]]) -> None
             )
             row["outbox_created"] = _ts(out["created_at"])
             row["published"] = _ts(out["published_at"])
+            row["payment_committed"] = committed["payment"].get(out["event_id"], nan)
+            row["invoice_committed"] = committed["invoice"].get(out["event_id"], nan)
             claimed = await invoice_db.fetchval(
                 "SELECT processed_at FROM inbox WHERE event_id = $1", out["event_id"]
             )
@@ -105,12 +165,18 @@ async def _stamp(platform: Platform, rows: list[dict[str, float | str]]) -> None
 
 
 SEGMENTS = (
-    ("answer -> payment outbox row (before answer: negative)", "answered", "outbox_created"),
-    ("payment outbox row -> published (relay + confirm)", "outbox_created", "published"),
-    ("published -> invoice inbox claim (delivery)", "published", "claimed"),
+    (
+        "payment outbox row -> payment committed (write, COMMIT)",
+        "outbox_created",
+        "payment_committed",
+    ),
+    ("answer -> payment committed (before answer: negative)", "answered", "payment_committed"),
+    ("payment committed -> published (relay + confirm)", "payment_committed", "published"),
+    ("payment committed -> invoice inbox claim (relay, delivery)", "payment_committed", "claimed"),
+    ("published -> invoice inbox claim (confirm vs delivery)", "published", "claimed"),
+    ("claim -> invoice committed (read, apply, write, COMMIT)", "claimed", "invoice_committed"),
+    ("invoice committed -> paid seen (poll)", "invoice_committed", "seen_paid"),
     ("answer -> invoice inbox claim", "answered", "claimed"),
-    ("claim -> invoice.paid emitted (load, apply, save)", "claimed", "paid_emitted"),
-    ("invoice.paid emitted -> paid seen (commit, poll)", "paid_emitted", "seen_paid"),
     ("answer -> paid seen (the bench's settlement)", "answered", "seen_paid"),
 )
 
@@ -126,9 +192,10 @@ def _summary(rows: list[dict[str, float | str]]) -> str:
         if not values:
             continue
         p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
+        p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
         lines.append(
-            f"{label:58} p50 {statistics.median(values):7.2f}  p90 {p90:7.2f}"
-            f"  max {values[-1]:7.2f} ms"
+            f"{label:60} p50 {statistics.median(values):7.2f}  p90 {p90:7.2f}"
+            f"  p99 {p99:7.2f}  max {values[-1]:7.2f} ms"
         )
     return "\n".join(lines)
 
@@ -143,25 +210,26 @@ async def probe(rate: float, payments: int, seconds: float, out: Path | None) ->
             headers = {"authorization": f"Bearer {platform.token()}"}
             ids = await scenarios.issued_invoices(platform, headers, payments)
             await platform.wait_quiet(30)
-            idle_rows = await _pay_all(platform, headers, ids[:5], 1.0)
-            creating = paced(
-                platform.url("invoice"),
-                Request(
-                    "POST",
-                    "/v1/invoices",
-                    body=scenarios.body(scenarios.ORDER),
-                    token=platform.token(),
-                    idempotency_prefix=f"probe-{uuid.uuid4().hex[:8]}",
-                ),
-                rate=rate,
-                seconds=seconds,
-                connections=64,
-            )
-            load, rows = await asyncio.gather(
-                creating, _pay_all(platform, headers, ids[5:], seconds * 0.9)
-            )
-            await platform.wait_quiet(30)
-            await _stamp(platform, idle_rows + rows)
+            async with commit_times(platform) as committed:
+                idle_rows = await _pay_all(platform, headers, ids[:5], 1.0)
+                creating = paced(
+                    platform.url("invoice"),
+                    Request(
+                        "POST",
+                        "/v1/invoices",
+                        body=scenarios.body(scenarios.ORDER),
+                        token=platform.token(),
+                        idempotency_prefix=f"probe-{uuid.uuid4().hex[:8]}",
+                    ),
+                    rate=rate,
+                    seconds=seconds,
+                    connections=64,
+                )
+                load, rows = await asyncio.gather(
+                    creating, _pay_all(platform, headers, ids[5:], seconds * 0.9)
+                )
+                await platform.wait_quiet(30)
+            await _stamp(platform, idle_rows + rows, committed)
             print(f"idle, {len(idle_rows)} payments one at a time:")
             print(_summary(idle_rows))
             print(
