@@ -416,6 +416,76 @@ async def test_keep_event_claims_and_keeps_once(uow: UnitOfWorkFactory) -> None:
         assert not await unit.claim_event("invoice", event)
 
 
+# ---- the unit of work's one connection for the hot path (PostgreSQL) --------------------
+
+_POSTGRES_ONLY = pytest.mark.parametrize("migrated_database_url", ["postgresql"], indirect=True)
+
+
+@pytest.fixture
+async def one_connection(migrated_database_url: str) -> AsyncIterator[Any]:
+    """An engine whose pool has ONE connection, given up on after 2 s of waiting."""
+    engine = create_engine(migrated_database_url, pool_size=1, pool_timeout=2)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@_POSTGRES_ONLY
+async def test_a_unit_of_work_lets_its_connection_go_before_its_session_takes_one(
+    one_connection: Any,
+) -> None:
+    uow = uow_factory(session_factory(one_connection), None)
+    await add(uow, make_invoice("inv-1"), key="k")
+    async with uow("acme") as unit:
+        # The lookup's connection is kept for the unit of work's next hot-path statement...
+        assert await unit.invoices.find_by_idempotency_key("nothing-here") is None
+        assert await unit.pending.begin(PendingCreation("acme", "inv-2", "invoice:acme:2", T0))
+        # ...and given back before the session checks one out: with one connection in the
+        # pool, holding it would leave the session waiting for it until the pool timed out.
+        stored = await unit.invoices.find_by_idempotency_key("k")  # a replay: session reads
+        assert stored is not None and stored.invoice.id == "inv-1"
+        assert await unit.pending.begin(PendingCreation("acme", "inv-3", "invoice:acme:3", T0))
+        await unit.commit()
+    async with uow("acme") as unit:
+        assert await unit.pending.get("inv-2") is not None
+        assert await unit.pending.get("inv-3") is not None
+    assert one_connection.sync_engine.pool.checkedout() == 0
+
+
+@_POSTGRES_ONLY
+async def test_a_failed_or_cancelled_statement_leaves_the_next_a_good_connection(
+    one_connection: Any,
+) -> None:
+    uow = uow_factory(session_factory(one_connection), None)
+    async with uow("acme") as unit:
+        drivers = unit._drivers  # type: ignore[attr-defined]
+        with pytest.raises(Exception, match="division by zero"):
+            async with drivers() as driver:
+                failed_on = await driver.fetchval("SELECT pg_backend_pid()")
+                await driver.fetchval("SELECT 1 / 0")
+        async with drivers() as driver:  # a fresh checkout, of the same (good) connection
+            assert await driver.fetchval("SELECT pg_backend_pid()") == failed_on
+        # Cancelled mid-statement: that connection's state is unknown, it is closed, never
+        # handed to the next block (nor back to the pool).
+        seen: list[Any] = []
+
+        async def sleep_in_a_block() -> None:
+            async with drivers() as driver:
+                seen.append(await driver.fetchval("SELECT pg_backend_pid()"))
+                await driver.fetchval("SELECT pg_sleep(30)")
+
+        sleeping = asyncio.ensure_future(sleep_in_a_block())
+        await asyncio.sleep(0.2)
+        sleeping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeping
+        async with drivers() as driver:
+            assert await driver.fetchval("SELECT 3") == 3
+            assert seen and await driver.fetchval("SELECT pg_backend_pid()") != seen[0]
+    assert one_connection.sync_engine.pool.checkedout() == 0
+
+
 # ---- numbering --------------------------------------------------------------------------
 
 

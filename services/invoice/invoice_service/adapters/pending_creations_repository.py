@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Table, delete
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -47,11 +48,18 @@ def _sqlite_begin_statement() -> Any:
 
 class SqlPendingCreations:
     def __init__(
-        self, session: AsyncSession, tenant: str, drivers: postgres_writes.Drivers | None = None
+        self,
+        session: AsyncSession,
+        tenant: str,
+        drivers: postgres_writes.Drivers | None = None,
+        *,
+        dialect: Dialect | None = None,
     ) -> None:
         self._session = session
         self._drivers = drivers or postgres_writes.session_drivers(session)
         self._tenant = tenant
+        # The session's dialect, if known without opening the session (the unit of work's).
+        self._dialect = dialect
 
     async def get(self, invoice_id: str, *, for_update: bool = False) -> PendingCreation | None:
         query = select(PendingCreationRow).where(
@@ -76,7 +84,8 @@ class SqlPendingCreations:
         }
         async with self._drivers() as driver:
             if driver is not None:  # the same upsert, prepared, on the asyncpg connection
-                return await postgres_writes.begin_pending(driver, self._session.bind.dialect, row)  # type: ignore[union-attr]
+                dialect = self._dialect or self._session.bind.dialect  # type: ignore[union-attr]
+                return await postgres_writes.begin_pending(driver, dialect, row)
         result = await (await self._session.connection()).execute(
             _sqlite_begin_statement(), {**row, "releasing": False}
         )
