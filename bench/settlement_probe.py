@@ -16,7 +16,10 @@ the next stage can see is the commit, so the probe adds (to its own fresh databa
 trigger on the payment service's outbox and the invoice service's inbox that notifies the
 probe with the event id; PostgreSQL delivers a notification only once its transaction has
 committed, so its arrival (on a LISTEN connection of the probe, on the probe's event loop
-like the poll that sees "paid") is the commit, give or take that loop's delay."""
+like the poll that sees "paid") is the commit, give or take that loop's delay. Likewise
+the probe binds a queue of its own to the payment event: its copy's arrival says when the
+relay's publish had reached the broker, which splits the relay from the invoice's consumer.
+The claim's time is taken after the consumer's snapshot read, just before its write."""
 
 from __future__ import annotations
 
@@ -33,13 +36,16 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
+import aio_pika
 import asyncpg
 import httpx
+from aio_pika.abc import AbstractIncomingMessage
 
 from bench import scenarios
 from bench.infra import Resources, pin_self, plain_url, plan_placement
 from bench.loadgen import Request, paced
 from bench.platform import Platform, start_platform
+from billing_common.event_schemas import PAYMENT_RECEIVED
 from billing_launcher import seed_flows
 
 
@@ -100,10 +106,22 @@ def _record_commit(
 @asynccontextmanager
 async def commit_times(platform: Platform) -> AsyncIterator[dict[str, dict[str, float]]]:
     """Per database ("payment", "invoice"): event id -> the Unix time its row's transaction
-    was seen committed (a notification from a trigger the probe installs)."""
-    seen: dict[str, dict[str, float]] = {name: {} for name in _COMMIT_TRIGGERS}
+    was seen committed (a notification from a trigger the probe installs); and "broker":
+    event id -> when the broker delivered the probe its own copy of the payment event (an
+    exclusive queue bound beside the invoice's), i.e. the relay's publish had gone out."""
+    seen: dict[str, dict[str, float]] = {name: {} for name in (*_COMMIT_TRIGGERS, "broker")}
     connections: list[asyncpg.Connection] = []
+    broker = await aio_pika.connect(platform.amqp_url)
     try:
+        channel = await broker.channel()
+        spy = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await spy.bind(platform.exchange, routing_key=PAYMENT_RECEIVED)
+
+        async def at_broker(message: AbstractIncomingMessage) -> None:
+            if message.message_id:
+                seen["broker"].setdefault(message.message_id, time.time())
+
+        await spy.consume(at_broker, no_ack=True)
         for name, (table, condition) in _COMMIT_TRIGGERS.items():
             conn = await asyncpg.connect(plain_url(platform.database_urls[name]))
             connections.append(conn)
@@ -122,6 +140,7 @@ async def commit_times(platform: Platform) -> AsyncIterator[dict[str, dict[str, 
     finally:
         for conn in connections:
             await conn.close()
+        await broker.close()
 
 
 def _ts(value: datetime | None) -> float:
@@ -149,6 +168,7 @@ async def _stamp(
             row["published"] = _ts(out["published_at"])
             row["payment_committed"] = committed["payment"].get(out["event_id"], nan)
             row["invoice_committed"] = committed["invoice"].get(out["event_id"], nan)
+            row["at_broker"] = committed["broker"].get(out["event_id"], nan)
             claimed = await invoice_db.fetchval(
                 "SELECT processed_at FROM inbox WHERE event_id = $1", out["event_id"]
             )
@@ -172,9 +192,15 @@ SEGMENTS = (
     ),
     ("answer -> payment committed (before answer: negative)", "answered", "payment_committed"),
     ("payment committed -> published (relay + confirm)", "payment_committed", "published"),
+    (
+        "payment committed -> at the broker (relay: wake, read, publish)",
+        "payment_committed",
+        "at_broker",
+    ),
+    ("at the broker -> invoice inbox claim (delivery, handler, read)", "at_broker", "claimed"),
     ("payment committed -> invoice inbox claim (relay, delivery)", "payment_committed", "claimed"),
     ("published -> invoice inbox claim (confirm vs delivery)", "published", "claimed"),
-    ("claim -> invoice committed (read, apply, write, COMMIT)", "claimed", "invoice_committed"),
+    ("claim -> invoice committed (write, COMMIT)", "claimed", "invoice_committed"),
     ("invoice committed -> paid seen (poll)", "invoice_committed", "seen_paid"),
     ("answer -> invoice inbox claim", "answered", "claimed"),
     ("answer -> paid seen (the bench's settlement)", "answered", "seen_paid"),
@@ -194,7 +220,7 @@ def _summary(rows: list[dict[str, float | str]]) -> str:
         p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
         p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
         lines.append(
-            f"{label:60} p50 {statistics.median(values):7.2f}  p90 {p90:7.2f}"
+            f"{label:66} p50 {statistics.median(values):7.2f}  p90 {p90:7.2f}"
             f"  p99 {p99:7.2f}  max {values[-1]:7.2f} ms"
         )
     return "\n".join(lines)
