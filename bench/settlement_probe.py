@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -226,7 +227,9 @@ def _summary(rows: list[dict[str, float | str]]) -> str:
     return "\n".join(lines)
 
 
-async def probe(rate: float, payments: int, seconds: float, out: Path | None) -> None:
+async def probe(
+    rate: float, payments: int, seconds: float, out: Path | None, logs: Path | None = None
+) -> None:
     placement = plan_placement()
     pin_self(placement)
     resources = Resources()
@@ -267,6 +270,10 @@ async def probe(rate: float, payments: int, seconds: float, out: Path | None) ->
                 out.write_text(json.dumps({"idle": idle_rows, "load": rows}, indent=1))
         finally:
             await resources.close()
+            if logs is not None:  # the services' logs, before the temporary directory goes
+                logs.mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp).glob("*.log"):
+                    shutil.copy(log, logs / log.name)
 
 
 def main() -> None:
@@ -275,8 +282,9 @@ def main() -> None:
     parser.add_argument("--payments", type=int, default=45)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--logs", type=Path, help="copy the services' logs into this directory")
     args = parser.parse_args()
-    asyncio.run(probe(args.rate, args.payments, args.seconds, args.out))
+    asyncio.run(probe(args.rate, args.payments, args.seconds, args.out, args.logs))
 
 
 if __name__ == "__main__":

@@ -540,3 +540,89 @@ async def test_events_about_one_subject_are_handled_in_order_others_meanwhile(
     await eventually(lambda: len(finished) == 3)
     # inv-31 did not wait for inv-30; inv-30's second event waited for its first.
     assert finished == [other.id, first.id, second.id]
+
+
+class StallingProxy:
+    """A TCP proxy in front of RabbitMQ that can stop passing on what one client connection
+    sends, as the broker's flow control does to a publishing connection (it stops reading
+    that connection's socket: its publishes, and any acks sent on it, wait)."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self.connections: list[asyncio.Event] = []  # set: pass on; cleared: stall
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        flowing = asyncio.Event()
+        flowing.set()
+        self.connections.append(flowing)
+        for task in (
+            self._pipe(reader, upstream_writer, flowing),
+            self._pipe(upstream_reader, writer, None),
+        ):
+            running = asyncio.create_task(task)
+            self._tasks.add(running)
+            running.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _pipe(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event | None
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                if flowing is not None:
+                    await flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    def resume(self) -> None:
+        for flowing in self.connections:
+            flowing.set()
+
+    async def close(self) -> None:
+        self.resume()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_consumers_keep_receiving_while_the_publishing_connection_is_throttled(
+    make_bus, amqp_url, eventually
+) -> None:
+    # One connection for both would carry the consumer's acks on the throttled connection:
+    # with prefetch 1, the second event would never be delivered while the relay waits.
+    parts = urlsplit(amqp_url)
+    proxy = StallingProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    port = await proxy.start()
+    credentials = f"{parts.username}:{parts.password}@" if parts.username else ""
+    proxied = urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{port}"))
+    bus = make_bus(amqp_url=proxied, prefetch=1)
+    try:
+        handler = Recorder()
+        bus.subscribe("invoice", INVOICE_CREATED, handler)
+        await bus.start()
+        proxy.connections[0].clear()  # the bus's first connection: the one it publishes on
+
+        events = [invoice_created(f"inv-4{n}") for n in range(3)]
+        connection = await aio_pika.connect(amqp_url)  # another service, not throttled
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange("billing.events")
+            for event in events:
+                await exchange.publish(
+                    aio_pika.Message(event.to_json(), message_id=event.id, type=event.type),
+                    routing_key=event.type,
+                )
+        await eventually(lambda: handler.ids() == [event.id for event in events])
+    finally:
+        proxy.resume()
+        await bus.stop()  # through the proxy, before it goes
+        await proxy.close()

@@ -19,6 +19,12 @@ Publishing waits for the broker's confirm and fails fast (never hangs) while the
 unreachable, so the outbox relay keeps the row. Consumers ack only after the handler returned,
 i.e. after its transaction committed; a crash before the ack makes RabbitMQ deliver again.
 
+Publishing and consuming use two connections. RabbitMQ's flow control throttles a connection
+that publishes faster than its queues persist by no longer reading from its socket, and that
+would hold back the acks of consumers on the same connection too: with the prefetch window
+full of unacked deliveries, nothing more is delivered, and a service whose relay was being
+throttled (a burst of invoice creations) stopped receiving (payment events waited seconds).
+
 The broker being down is never a reason for a service not to run: `start` does not wait for
 it. A lost connection is restored by aio-pika's robust connection (channels, QoS, topology and
 consumers included); a broker that is unreachable when the service starts is connected to in
@@ -117,7 +123,8 @@ class RabbitMqEventBus:
         self._connect_timeout = connect_timeout_seconds
         self._reconnect_interval = reconnect_interval_seconds
         self._stop_timeout = stop_timeout_seconds
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: AbstractRobustConnection | None = None  # publishing
+        self._consume_connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
@@ -190,8 +197,9 @@ class RabbitMqEventBus:
     async def _connect_and_consume(self) -> None:
         try:
             await self._publisher()
-            connection = self._connection
-            assert connection is not None  # set by _publisher
+            if not self._deliveries.handlers:
+                return
+            connection = self._consume_connection = await self._connect("consume")
             for consumer, handlers in self._deliveries.handlers.items():
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=self._prefetch)
@@ -217,13 +225,15 @@ class RabbitMqEventBus:
             return
 
     async def _disconnect(self) -> None:
-        connection, self._connection = self._connection, None
+        connections = (self._consume_connection, self._connection)
+        self._connection = self._consume_connection = None
         self._publish_channel = None
         self._exchange = None
         self._consumers.clear()
-        if connection is not None:
-            with contextlib.suppress(Exception):  # it may be half gone already
-                await connection.close()
+        for connection in connections:
+            if connection is not None:
+                with contextlib.suppress(Exception):  # it may be half gone already
+                    await connection.close()
 
     async def stop(self) -> None:
         """Stop taking deliveries, let the handlers in flight finish and ack, then close.
@@ -245,12 +255,14 @@ class RabbitMqEventBus:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-        connection, self._connection = self._connection, None
+        connections = (self._consume_connection, self._connection)
+        self._connection = self._consume_connection = None
         self._publish_channel = None
         self._exchange = None
         self._started = False
-        if connection is not None:
-            await connection.close()
+        for connection in connections:
+            if connection is not None:
+                await connection.close()
 
     # -- dead letters --------------------------------------------------------------------
 
@@ -270,12 +282,7 @@ class RabbitMqEventBus:
         """The confirming publish channel and the exchange, connecting on first use."""
         async with self._connect_lock:
             if self._connection is None:
-                connection = await aio_pika.connect_robust(
-                    self._url,
-                    timeout=self._connect_timeout,
-                    reconnect_interval=self._reconnect_interval,
-                    client_properties={"connection_name": f"billing {self._exchange_name}"},
-                )
+                connection = await self._connect("publish")
                 try:
                     channel = await connection.channel(
                         publisher_confirms=True, on_return_raises=True
@@ -295,6 +302,14 @@ class RabbitMqEventBus:
             # lets the outbox keep the row instead of waiting on a broker that may be gone.
             raise BrokerUnavailable("the connection to RabbitMQ is down; reconnecting")
         return self._publish_channel, self._exchange
+
+    async def _connect(self, purpose: str) -> AbstractRobustConnection:
+        return await aio_pika.connect_robust(
+            self._url,
+            timeout=self._connect_timeout,
+            reconnect_interval=self._reconnect_interval,
+            client_properties={"connection_name": f"billing {self._exchange_name} {purpose}"},
+        )
 
     def retry_delay(self, attempt: int) -> float:
         """Back-off before retry number `attempt` (1-based)."""
