@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -907,19 +908,18 @@ def operator_requests(cluster: Cluster) -> set[Grant]:
     return measured
 
 
-async def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
+def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
     """The chart as Helm renders it (charts/tests/render_chart.py, a child process)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(CHART_RENDER),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    rendered = subprocess.run(
+        [sys.executable, str(CHART_RENDER)],
+        input=json.dumps(values).encode(),
+        capture_output=True,
         env={**os.environ, "HELM_DRIVER": "memory"},
+        timeout=120,
+        check=False,
     )
-    out, err = await asyncio.wait_for(process.communicate(json.dumps(values).encode()), 120)
-    assert process.returncode == 0, err.decode()[-3000:]
-    return [o for o in yaml.safe_load_all(json.loads(out)["manifest"]) if o]
+    assert rendered.returncode == 0, rendered.stderr.decode()[-3000:]
+    return [o for o in yaml.safe_load_all(json.loads(rendered.stdout)["manifest"]) if o]
 
 
 def operator_grants(objects: list[dict[str, Any]]) -> set[Grant]:
@@ -1014,7 +1014,10 @@ async def test_chart_rbac_grants_exactly_the_requests_the_operator_makes(
     (The emulator authorizes nothing: the grant is computed from the rendered rules.)"""
     cluster.namespace("demo", tenant="acme")
     cluster.namespace("elsewhere", tenant="acme")
-    rendering = asyncio.create_task(render_chart(values))  # meanwhile
+    # Meanwhile, in a thread: at its shutdown Kopf cancels every task of the loop that appeared
+    # after it started (kopf._core.reactor.running.run_tasks), and asyncio's subprocess pipes
+    # read in such tasks, so a render still running then (a loaded machine) was cancelled.
+    rendering = asyncio.create_task(asyncio.to_thread(render_chart, values))
     async with operator(drift_interval=0.3, namespaces=namespaces):
         await exercise_every_path(cluster, services)
     measured = operator_requests(cluster)
