@@ -5,6 +5,7 @@ the invoice's inbox claim and its invoice.paid outbox row — and the moments th
 and the invoice's transactions committed, as segments of the path.
 
 python -m bench.settlement_probe [--rate 27] [--payments 40] [--seconds 10]
+    [--logs DIR] [--py-spy PATH [--service invoice] [--spy-out FILE.raw]]
 
 A diagnostic, not a figure of `make bench`: the stages are read from wall-clock times
 written by different processes on one machine (same clock). The inbox row's time is when
@@ -227,8 +228,22 @@ def _summary(rows: list[dict[str, float | str]]) -> str:
     return "\n".join(lines)
 
 
+async def _spy(py_spy: str, pid: int, seconds: float, out: Path) -> None:
+    """`py-spy record` (raw) of `pid` for `seconds`, into `out`."""
+    argv = [py_spy, "record", "-r", "200", "-f", "raw", "-d", str(max(1, round(seconds)))]
+    spy = await asyncio.create_subprocess_exec(
+        *argv, "-p", str(pid), "-o", str(out), stdout=asyncio.subprocess.DEVNULL
+    )
+    await spy.wait()
+
+
 async def probe(
-    rate: float, payments: int, seconds: float, out: Path | None, logs: Path | None = None
+    rate: float,
+    payments: int,
+    seconds: float,
+    out: Path | None,
+    logs: Path | None = None,
+    spy: tuple[str, str, Path] | None = None,
 ) -> None:
     placement = plan_placement()
     pin_self(placement)
@@ -254,9 +269,15 @@ async def probe(
                     seconds=seconds,
                     connections=64,
                 )
-                load, rows = await asyncio.gather(
-                    creating, _pay_all(platform, headers, ids[5:], seconds * 0.9)
-                )
+                paying = _pay_all(platform, headers, ids[5:], seconds * 0.9)
+                if spy is None:
+                    load, rows = await asyncio.gather(creating, paying)
+                else:
+                    py_spy, service, raw = spy
+                    pid = platform.servers[service].pid
+                    load, rows, _ = await asyncio.gather(
+                        creating, paying, _spy(py_spy, pid, seconds * 0.9, raw)
+                    )
                 await platform.wait_quiet(30)
             await _stamp(platform, idle_rows + rows, committed)
             print(f"idle, {len(idle_rows)} payments one at a time:")
@@ -283,8 +304,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--logs", type=Path, help="copy the services' logs into this directory")
+    parser.add_argument(
+        "--py-spy", dest="py_spy", help="py-spy's path: profile --service under the load"
+    )
+    parser.add_argument("--service", default="invoice", help="the service --py-spy records")
+    parser.add_argument(
+        "--spy-out", type=Path, help="the raw profile (default bench/out/<service>-settlement.raw)"
+    )
     args = parser.parse_args()
-    asyncio.run(probe(args.rate, args.payments, args.seconds, args.out, args.logs))
+    spy = None
+    if args.py_spy:
+        raw = args.spy_out or Path("bench/out") / f"{args.service}-settlement.raw"
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        spy = (args.py_spy, args.service, raw)
+    asyncio.run(probe(args.rate, args.payments, args.seconds, args.out, args.logs, spy))
 
 
 if __name__ == "__main__":
