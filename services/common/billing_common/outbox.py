@@ -186,6 +186,11 @@ class OutboxRelay:
     def notify(self) -> None:
         self._wake.set()
 
+    @property
+    def passing(self) -> bool:
+        """Whether a pass (read, publish, mark) is under way."""
+        return self._lock.locked()
+
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="outbox-relay")

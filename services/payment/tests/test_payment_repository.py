@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -9,7 +10,10 @@ from decimal import Decimal
 import pytest
 
 from billing_common.db import create_engine, session_factory
+from billing_common.event_schemas import PAYMENT_RECEIVED
+from billing_common.events import CloudEvent
 from billing_common.money import Money
+from billing_common.outbox import OutboxRelay
 from billing_common.uniqueness import UniqueViolation
 from payment_service.adapters.stalled_attempts import SqlStalledAttempts
 from payment_service.adapters.unit_of_work import SqlPaymentUnitOfWork
@@ -20,6 +24,7 @@ from payment_service.domain.model import (
     PaymentStatus,
     RefundStatus,
 )
+from payment_service.service_layer.payments import emit_received
 from payment_service.service_layer.ports import IdempotencyRecord, PaymentLocation
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -259,4 +264,36 @@ async def test_the_recovery_sweep_finds_only_attempts_whose_lease_ran_out(
         assert await sweep.refunds(at, 10) == [PaymentLocation("globex", "p-9", "r-1")]
         assert await sweep.payments(NOW + lease - timedelta(seconds=1), 10) == []
     finally:
+        await engine.dispose()
+
+
+async def test_a_commit_that_emitted_lets_the_relay_start_its_pass_first(
+    migrated_database_url: str,
+) -> None:
+    # The relay used to start only once the request that committed had answered (its
+    # serialising and logging before the loop came back to the woken relay).
+    engine = create_engine(migrated_database_url)
+    sessions = session_factory(engine)
+    published: list[CloudEvent] = []
+
+    class Bus:
+        async def publish(self, event: CloudEvent) -> None:
+            published.append(event)
+
+    relay = OutboxRelay(engine, Bus(), poll_seconds=30)  # type: ignore[arg-type]
+    await relay.start()
+    try:
+        await asyncio.sleep(0.05)  # the relay's first pass (nothing to publish) is over
+        async with SqlPaymentUnitOfWork(sessions, relay) as unit:
+            paid = payment("pay-relay")
+            await unit.payments("t1").add(paid)
+            emit_received(unit, "t1", paid)
+            await unit.commit()
+            assert relay.passing  # woken and under way before the commit returned
+        async with asyncio.timeout(5):
+            while len(published) < 1 or relay.passing:
+                await asyncio.sleep(0.01)
+        assert [event.type for event in published] == [PAYMENT_RECEIVED]
+    finally:
+        await relay.stop()
         await engine.dispose()
