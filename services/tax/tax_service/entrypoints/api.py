@@ -8,8 +8,9 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 from starlette.types import Message
 
 from billing_common import json_body
@@ -63,7 +64,7 @@ class _CalculationRoute(StrictJsonRoute):
             try:
                 body = await request.body()
             except HTTPException:
-                raise  # the body limit's 413
+                raise  # the body limit's 413 (Starlette's class, as FastAPI's handler catches)
             except Exception as exc:  # as FastAPI's handler answers a body it cannot read
                 raise HTTPException(400, "There was an error parsing the body") from exc
             parsed = _well_formed(request, body)
