@@ -5,11 +5,11 @@ server that went away as DatabaseUnavailable (a 503), as SQLAlchemy's statements
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
 from sqlalchemy import text
-
-from typing import Any
 
 from billing_common.db import (
     DatabaseUnavailable,
