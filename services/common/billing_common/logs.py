@@ -88,7 +88,9 @@ def _json_sink(message: Any) -> None:
 FLUSH_DELAY_SECONDS = 0.02
 _MAX_PENDING = 256
 _pending: list[str] = []
-_pending_lock = threading.Lock()  # loguru calls its sinks from any thread
+# Loguru calls its sinks from any thread; reentrant, so that a line logged while a flush
+# writes (a signal handler's) cannot deadlock.
+_pending_lock = threading.RLock()
 _flush_loop: asyncio.AbstractEventLoop | None = None  # the loop the flush is due on
 
 
@@ -131,8 +133,14 @@ def _flush_locked() -> None:
     text = "".join(_pending)
     _pending.clear()
     stream = sys.stderr
-    stream.write(text)
-    stream.flush()
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        # stderr closed or its reader gone: the lines cannot be written anywhere, and an
+        # error here would fail the request or the loop callback that logged them. Loguru
+        # drops them the same way (it reports the error on that same stderr).
+        pass
 
 
 atexit.register(flush)

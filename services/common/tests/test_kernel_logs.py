@@ -4,6 +4,7 @@ object loguru's JSON sink writes, the configured level honoured, nothing lost at
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 import sys
@@ -189,3 +190,13 @@ async def test_the_middleware_writes_one_access_line_per_request_with_its_trace_
         "billing_common.web",
     )
     assert line["trace_id"] == answer.headers["x-trace-id"] == TRACEPARENT[3:35]
+
+
+def test_a_stderr_that_cannot_be_written_fails_no_caller(
+    json_lines: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone = io.StringIO()
+    gone.close()  # writes raise ValueError, as on a closed stream
+    monkeypatch.setattr(sys, "stderr", gone)
+    AccessLog("tax", logged_as=__name__).info("GET /lost 200 0.1ms")
+    assert not logs._pending  # dropped, as loguru drops what its sink cannot write
