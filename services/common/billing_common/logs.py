@@ -146,6 +146,14 @@ def _flush_locked() -> None:
 atexit.register(flush)
 
 
+def _flush_then(hook: Any) -> Any:
+    def flush_before(*args: Any) -> None:
+        flush()  # the lines that led to the crash, before its traceback
+        hook(*args)
+
+    return flush_before
+
+
 # The local UTC offset, as loguru stamps its records (`time` of a line), kept until the next
 # whole minute: offsets change only on minute boundaries (DST), and looking the zone up is a
 # localtime call per line.
@@ -222,6 +230,7 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
     _threshold = logger.level(level).no
     _json_lines = json
     if json:
+        sys.excepthook = _flush_then(sys.excepthook)
         # format="{message}": the sink builds the line from the record, nothing to format.
         logger.add(_json_sink, level=level, format="{message}", backtrace=False, diagnose=False)
     else:

@@ -119,7 +119,9 @@ async def test_in_text_mode_the_access_line_goes_through_loguru() -> None:
     assert seen[0].record["name"] == __name__  # the caller's module, as before
 
 
-@pytest.mark.parametrize("ending", ["", "raise SystemExit(3)", "raise RuntimeError('crash')"])
+@pytest.mark.parametrize(
+    "ending", ["", "raise SystemExit(3)", "raise RuntimeError('crash')", "import sys; sys.exit(1)"]
+)
 def test_no_buffered_line_is_lost_at_exit(ending: str) -> None:
     """The loop ends before the flush timer fires: the lines are written at exit, a clean
     one or not."""
@@ -143,10 +145,11 @@ def test_no_buffered_line_is_lost_at_exit(ending: str) -> None:
     done = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
     )
-    messages = [
-        json.loads(line)["message"] for line in done.stderr.splitlines() if line.startswith("{")
-    ]
+    lines = done.stderr.splitlines()
+    messages = [json.loads(line)["message"] for line in lines if line.startswith("{")]
     assert messages == ["GET /0 200 0.1ms", "GET /1 200 0.1ms", "GET /2 200 0.1ms"], done.stderr
+    if "Traceback (most recent call last):" in lines:  # after the lines that led to it
+        assert lines.index("Traceback (most recent call last):") == 3, done.stderr
 
 
 @asynccontextmanager
