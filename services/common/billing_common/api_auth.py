@@ -28,8 +28,14 @@ class _ScopedBearer(HTTPBearer):
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         # HTTPBearer's parsing: "<scheme> <credentials>", both non-empty, scheme "bearer" in
-        # any case; the first Authorization header counts.
-        authorization = request.headers.get("authorization")
+        # any case; the first Authorization header counts. Read from the raw headers, as
+        # Starlette's Headers.get reads them (ASGI servers give lower-case names), without
+        # building the Headers mapping for one value.
+        authorization = None
+        for name, value in request.scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
         if not authorization:
             raise AuthError(_NO_BEARER)
         scheme, _, credentials = authorization.partition(" ")

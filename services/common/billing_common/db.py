@@ -196,13 +196,16 @@ def _report_outages(engine: AsyncEngine) -> None:
             # A cancelled task counts as a disconnect for SQLAlchemy (it drops the connection,
             # rightly), but replacing the CancelledError would make the task uncancellable.
             return None
-        if not (context.is_disconnect or _signals_outage(error)):
+        if not (context.is_disconnect or signals_outage(error)):
             return None
         context.is_disconnect = True
         return DatabaseUnavailable(f"PostgreSQL is unavailable: {_describe(error)}")
 
 
-def _signals_outage(error: BaseException) -> bool:
+def signals_outage(error: BaseException) -> bool:
+    """Whether `error` (or a cause under it) says PostgreSQL is unreachable or going away
+    rather than that the statement is wrong: what `DatabaseUnavailable` (503) stands for. For
+    an error raised outside the engine's `handle_error` hook, e.g. by a raw pool checkout."""
     import asyncpg
 
     seen: set[int] = set()
@@ -425,7 +428,7 @@ class PostgresDriver:
         return await self.fetchval(sql, *args)
 
     async def _translated(self, error: Exception) -> Exception:
-        if not _signals_outage(error):
+        if not signals_outage(error):
             return error
         with contextlib.suppress(Exception):
             if isinstance(self._connection, AsyncConnection):
@@ -492,12 +495,23 @@ async def pooled_driver(
     block's statements only (each commits on its own): a checkout and a checkin, with none
     of a session's or an engine connection's transaction bookkeeping (about 60 against 280
     microseconds of CPU around one statement). The pool's events still apply (a connection
-    PostgreSQL closed is replaced, a refused connect is DatabaseUnavailable).
+    PostgreSQL closed is replaced, a refused connect is DatabaseUnavailable, and so is one
+    the server answers with an outage SQLSTATE, 57P03 while it shuts down).
 
     With `discard_on_error`, a block that raises anything closes the connection instead of
     returning it: for a block that leaves session state behind until its end (a session
     advisory lock, the outbox relay's), which closing is the one sure way to clear."""
-    pooled = await engine.raw_connection()
+    try:
+        pooled = await engine.raw_connection()
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        # A server shutting down or starting up answers the connect with 57P03, which
+        # reaches `handle_error` only for connections opened through the engine, never for
+        # the pool's raw ones: it would be a 500.
+        if signals_outage(exc):
+            raise DatabaseUnavailable(f"PostgreSQL is unavailable: {_describe(exc)}") from exc
+        raise
     try:
         yield PostgresDriver(pooled, pooled.driver_connection)
     except BaseException as exc:

@@ -13,7 +13,6 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
-from loguru import logger
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -28,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing_common import json_body, tracing
 from billing_common.database_problems import install_database_problem_handler
-from billing_common.logs import printable
+from billing_common.logs import AccessLog, printable
 from billing_common.openapi import install_contract
 from billing_common.problems import PROBLEM_CONTENT_TYPE, RequestRefused, install_problem_handlers
 
@@ -71,7 +70,7 @@ class RequestContextMiddleware:
         self.service = service
         self.metrics = metrics
         self.max_body = max_body
-        self._log = logger.bind(service=service)  # once, not per request
+        self._log = AccessLog(service, logged_as=__name__)
         # (method, route, status) -> its request counter and latency histogram: `labels`
         # validates and looks the label values up under a lock on every call. As many keys
         # as the registry holds series for them.
@@ -154,13 +153,7 @@ class RequestContextMiddleware:
         method = scope.get("method", "")
         path = scope.get("path", "")
         if path not in ("/healthz", "/readyz", "/metrics"):
-            self._log.info(
-                "{} {} {} {:.1f}ms",
-                printable(method),
-                printable(path),
-                status,
-                elapsed * 1000,
-            )
+            self._log.info(f"{printable(method)} {printable(path)} {status} {elapsed * 1000:.1f}ms")
         key = (method, route_path, status)
         series = self._series.get(key)
         if series is None:

@@ -143,6 +143,20 @@ async def test_bearer_scheme_in_any_case_and_padded_token_pass(
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("first_is_valid", [True, False])
+async def test_of_two_authorization_headers_the_first_counts(
+    client: httpx.AsyncClient, first_is_valid: bool
+) -> None:
+    valid = _auth("tax:admin")["authorization"]
+    headers = [("authorization", valid), ("authorization", "Bearer nope")]
+    r = await client.post(
+        "/things",
+        json={"amount": "1", "currency": "EUR"},
+        headers=headers if first_is_valid else headers[::-1],
+    )
+    assert r.status_code == (200 if first_is_valid else 401), r.text
+
+
 async def test_openapi_names_the_bearer_scheme(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     assert document["components"]["securitySchemes"] == {

@@ -5,6 +5,8 @@ server that went away as DatabaseUnavailable (a 503), as SQLAlchemy's statements
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
 from sqlalchemy import text
@@ -13,8 +15,10 @@ from billing_common.db import (
     DatabaseUnavailable,
     create_engine,
     ping,
+    pooled_driver,
     postgres_driver,
     session_factory,
+    signals_outage,
 )
 
 pytestmark = pytest.mark.integration
@@ -137,6 +141,43 @@ async def test_a_connection_the_server_terminated_is_database_unavailable_then_h
         await ping(engine)  # the dead connection left the pool: the next one is fresh
     finally:
         await engine.dispose()
+
+
+async def test_a_pooled_connect_refused_while_the_server_shuts_down_is_unavailable(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """57P03 on connect ("the database system is shutting down") reaches no `handle_error`
+    hook for a raw pool checkout: pooled_driver translates it, a 503 rather than a 500."""
+    engine = create_engine(postgres_url, pool_size=1)
+    dialect = engine.sync_engine.dialect
+    connect = dialect.connect
+
+    def shutting_down(*_: Any, **__: Any) -> Any:
+        # What the asyncpg dialect raises for the server's answer to a new connection.
+        error = asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+        raise dialect.loaded_dbapi.Error(str(error)) from error
+
+    try:
+        monkeypatch.setattr(dialect, "connect", shutting_down)
+        with pytest.raises(DatabaseUnavailable, match="shutting down"):
+            async with pooled_driver(engine) as driver:
+                await driver.fetchval("SELECT 1")
+        monkeypatch.setattr(dialect, "connect", connect)
+        async with pooled_driver(engine) as driver:  # the server is back
+            assert await driver.fetchval("SELECT 1") == 1
+        assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
+def test_signals_outage_tells_a_server_going_away_from_a_wrong_statement() -> None:
+    shutting_down = asyncpg.exceptions.CannotConnectNowError("shutting down")
+    wrapper = RuntimeError("the dialect's wrapper")
+    wrapper.__cause__ = shutting_down
+    assert signals_outage(shutting_down) and signals_outage(wrapper)
+    assert signals_outage(ConnectionRefusedError())
+    assert not signals_outage(asyncpg.exceptions.UndefinedTableError("no such table"))
+    assert not signals_outage(ValueError("a bug"))
 
 
 async def test_sqlite_has_no_driver(tmp_path: object) -> None:

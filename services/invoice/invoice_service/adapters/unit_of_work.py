@@ -25,8 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import DatabaseUnavailable, PostgresDriver, postgres_driver
-from billing_common.db import _signals_outage as signals_outage  # the kernel's one test
+from billing_common.db import DatabaseUnavailable, PostgresDriver, postgres_driver, signals_outage
 from billing_common.events import CloudEvent
 from billing_common.outbox import (
     OutboxMessage,
