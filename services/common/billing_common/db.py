@@ -487,6 +487,21 @@ async def postgres_driver(session: AsyncSession) -> PostgresDriver | None:
     return PostgresDriver(connection, raw.driver_connection)
 
 
+async def raw_checkout(engine: AsyncEngine) -> PoolProxiedConnection:
+    """A connection of `engine`'s pool, checked out raw (no engine connection around it). A
+    server shutting down or starting up answers the connect with 57P03, which reaches the
+    engine's `handle_error` hook only for connections opened through the engine, never for
+    the pool's raw ones: here it is DatabaseUnavailable (a 503), not a 500."""
+    try:
+        return await engine.raw_connection()
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        if signals_outage(exc):
+            raise DatabaseUnavailable(f"PostgreSQL is unavailable: {_describe(exc)}") from exc
+        raise
+
+
 @contextlib.asynccontextmanager
 async def pooled_driver(
     engine: AsyncEngine, *, discard_on_error: bool = False
@@ -501,17 +516,7 @@ async def pooled_driver(
     With `discard_on_error`, a block that raises anything closes the connection instead of
     returning it: for a block that leaves session state behind until its end (a session
     advisory lock, the outbox relay's), which closing is the one sure way to clear."""
-    try:
-        pooled = await engine.raw_connection()
-    except DatabaseUnavailable:
-        raise
-    except Exception as exc:
-        # A server shutting down or starting up answers the connect with 57P03, which
-        # reaches `handle_error` only for connections opened through the engine, never for
-        # the pool's raw ones: it would be a 500.
-        if signals_outage(exc):
-            raise DatabaseUnavailable(f"PostgreSQL is unavailable: {_describe(exc)}") from exc
-        raise
+    pooled = await raw_checkout(engine)
     try:
         yield PostgresDriver(pooled, pooled.driver_connection)
     except BaseException as exc:

@@ -135,3 +135,29 @@ async def test_the_views_raw_loads_read_what_the_unit_of_work_reads(db, deps: De
     assert found == expected
     assert any(policy.ends_at == last for policy in found[0])
     assert found[1] == SAMPLE_STACKING
+
+
+async def test_a_quote_while_postgresql_shuts_down_is_unavailable(
+    db, deps: Dependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """57P03 on connect ("the database system is shutting down") reaches no `handle_error`
+    hook for the view's raw pool checkout: it is DatabaseUnavailable (a 503), not a 500."""
+    import asyncpg
+
+    from billing_common.db import DatabaseUnavailable
+
+    engine = create_engine(db.engine.url.render_as_string(hide_password=False), pool_size=1)
+    dialect = engine.sync_engine.dialect
+
+    def shutting_down(*_: Any, **__: Any) -> Any:
+        # What the asyncpg dialect raises for the server's answer to a new connection.
+        error = asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+        raise dialect.loaded_dbapi.Error(str(error)) from error
+
+    try:
+        monkeypatch.setattr(dialect, "connect", shutting_down)
+        with pytest.raises(DatabaseUnavailable, match="shutting down"):
+            async with SqlReadView(engine, "acme", ConfigCache()):
+                pass
+    finally:
+        await engine.dispose()

@@ -21,11 +21,11 @@ from types import TracebackType
 from typing import Any, cast
 
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import DatabaseUnavailable, PostgresDriver, postgres_driver, signals_outage
+from billing_common.db import PostgresDriver, postgres_driver, raw_checkout
 from billing_common.events import CloudEvent
 from billing_common.outbox import (
     OutboxMessage,
@@ -314,22 +314,6 @@ class _SessionOnFirstUse:
         return getattr(self._uow.session, name)
 
 
-async def _checked_out(engine: AsyncEngine) -> PoolProxiedConnection:
-    """A connection of `engine`'s pool; DatabaseUnavailable (503) if PostgreSQL refuses to
-    open one. The kernel's `do_connect` hook turns a refused socket into that, but a server
-    shutting down or starting up answers the connect with an error (57P03) that reaches
-    `handle_error` only for connections opened through the engine, never for the pool's
-    raw ones: it was a 500 (tests/test_faults_restart.py caught one)."""
-    try:
-        return await engine.raw_connection()
-    except DatabaseUnavailable:
-        raise
-    except Exception as exc:
-        if signals_outage(exc):
-            raise DatabaseUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
-        raise
-
-
 _HELD = "held"
 
 
@@ -376,7 +360,7 @@ class _HotPathConnection:
             self._blocks.append(block)
             return driver
         if self._driver is None:
-            held = self._held = await _checked_out(engine)
+            held = self._held = await raw_checkout(engine)
             self._driver = PostgresDriver(held, held.driver_connection)
         self._blocks.append(_HELD)
         self._in_use += 1
