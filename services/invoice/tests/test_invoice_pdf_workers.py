@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
-from invoice_service.adapters.pdf import ProcessPoolRenderer, local_documents
+from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer, local_documents
 from invoice_service.bootstrap import SellerSettings
 from invoice_service.domain.errors import PdfRenderBusy
 from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
@@ -289,3 +289,37 @@ def test_the_api_process_loads_no_template_locale_or_pdf_library(migrated_sqlite
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
+@pytest.mark.parametrize("language", ["en", "de-CH", "fr"])
+async def test_the_renderer_prints_what_stock_weasyprint_prints(api, make_body, language):
+    """The renderer leaves the user-agent stylesheet's universal pseudo-element rules out (a
+    cheaper render): the PDFs of an invoice and a credit note are still byte for byte those
+    of WeasyPrint with its own user-agent stylesheet."""
+    from weasyprint import CSS, HTML
+    from weasyprint.text.fonts import FontConfiguration
+
+    renderer = WeasyPrintRenderer(STYLESHEET)
+    documents = local_documents(SELLER, renderer)
+    fonts = FontConfiguration()
+    stock_sheets = [CSS(string=STYLESHEET, font_config=fonts)]
+
+    def stock(html: str) -> bytes:
+        pdf: bytes = HTML(string=html).write_pdf(stylesheets=stock_sheets, font_config=fonts)
+        return pdf
+
+    body = make_body(language=language, coupon_codes=["WELCOME10"])
+    draft = (await api.create(body)).json()
+    issued = (
+        await api.client.post(f"/v1/invoices/{draft['id']}/finalize", headers=api.headers())
+    ).json()
+    credited = await api.client.post(
+        f"/v1/invoices/{issued['id']}/credit-notes",
+        json={"reason": "cancelled"},
+        headers=api.headers(key=f"stock-{language}"),
+    )
+    invoice, note = await _stored(api, issued["id"], credited.json()["id"])
+    html = documents.invoices.render(invoice, embed_stylesheet=False)
+    assert renderer.render(html) == stock(html)
+    note_html = documents.credit_notes.render(note, invoice, embed_stylesheet=False)
+    assert renderer.render(note_html) == stock(note_html)

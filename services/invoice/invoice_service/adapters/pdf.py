@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -41,6 +42,38 @@ T = TypeVar("T")
 
 _WARM_UP_HTML = "<p>warm-up</p>"
 
+# Rules of WeasyPrint's user-agent stylesheet for pseudo-elements of *every* element: it
+# computes a style for each of them on each element (six per element, ~90% of an invoice's
+# styles) though a document here has no footnote or note, and list markers only on list
+# items. Without them (`::marker` kept for li and summary) the PDF is byte for byte the same
+# and a render ~7% cheaper (issue 11).
+_UNIVERSAL_PSEUDO_RULES = re.compile(
+    r"^::(?:footnote-call|footnote-marker|note-call|note-marker|note-callback) \{[^}]*\}\n",
+    re.MULTILINE,
+)
+_UNIVERSAL_MARKER = "\n::marker {"
+_LIST_MARKERS = "\nli::marker, summary::marker {"
+
+
+def _documents_html_class(html_class: Any, css_class: Any, user_agent: Any) -> Any:
+    """WeasyPrint's HTML with the user-agent stylesheet less the universal pseudo-element
+    rules; WeasyPrint's own HTML if its stylesheet is not the one this was written for."""
+    text = getattr(user_agent, "UA", None)
+    if not isinstance(text, str) or not hasattr(html_class, "_ua_stylesheets"):
+        return html_class
+    trimmed, removed = _UNIVERSAL_PSEUDO_RULES.subn("", text)
+    if removed != 5 or text.count(_UNIVERSAL_MARKER) != 1:
+        return html_class
+    trimmed = trimmed.replace(_UNIVERSAL_MARKER, _LIST_MARKERS)
+    sheet = css_class(string=trimmed, counter_style=user_agent.UA_COUNTER_STYLE)
+    form_sheet = user_agent.UA_FORM_STYLESHEET
+
+    class DocumentHTML(html_class):  # type: ignore[misc]
+        def _ua_stylesheets(self, forms: bool = False) -> list[Any]:
+            return [sheet, form_sheet] if forms else [sheet]
+
+    return DocumentHTML
+
 
 class WeasyPrintRenderer:
     def __init__(self, stylesheet: str | None = None) -> None:
@@ -55,6 +88,7 @@ class WeasyPrintRenderer:
             try:
                 # deferred: importing loads the C libraries
                 from weasyprint import CSS, HTML
+                from weasyprint import html as user_agent
                 from weasyprint.text.fonts import FontConfiguration
             except (OSError, ImportError) as exc:
                 logger.warning("WeasyPrint cannot load: {}", exc)
@@ -68,7 +102,7 @@ class WeasyPrintRenderer:
                 if self._stylesheet is None
                 else [CSS(string=self._stylesheet, font_config=fonts)]
             )
-            self._loaded = (HTML, fonts, sheets)
+            self._loaded = (_documents_html_class(HTML, CSS, user_agent), fonts, sheets)
         return self._loaded
 
     def render(self, html: str) -> bytes:
