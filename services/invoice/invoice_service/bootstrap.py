@@ -22,7 +22,7 @@ from invoice_service.adapters.credit_note_html import JinjaCreditNoteHtml
 from invoice_service.adapters.document_locale import DocumentLocales
 from invoice_service.adapters.einvoice.writer import EN16931Writer
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
-from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer
+from invoice_service.adapters.pdf import LocalDocuments, ProcessPoolRenderer, WeasyPrintRenderer
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
 from invoice_service.adapters.pending_creations_repository import SqlAbandonedCreations
 from invoice_service.adapters.unit_of_work import uow_factory
@@ -57,7 +57,7 @@ from invoice_service.service_layer.creation import release_abandoned
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
 from invoice_service.service_layer.einvoices import EInvoiceDataMissing, EInvoiceNotAvailable
-from invoice_service.service_layer.ports import PdfRenderer
+from invoice_service.service_layer.ports import DocumentRenderer
 from invoice_service.service_layer.sellers import ensure_sample_seller
 
 SERVICE = "invoice"
@@ -115,11 +115,17 @@ class PdfSettings(BaseSettings):
     # Renders of one tenant at once; a further request waits for a slot up to the timeout.
     per_tenant: int = Field(default=1, ge=1, le=32)
 
-    def renderer(self, stylesheet: str) -> PdfRenderer:
+    def renderer(
+        self, html: JinjaInvoiceHtml, credit_note_html: JinjaCreditNoteHtml, seller: Seller
+    ) -> DocumentRenderer:
         if self.workers == 0:
-            return WeasyPrintRenderer(stylesheet)
+            return LocalDocuments(html, credit_note_html, WeasyPrintRenderer(html.stylesheet))
+        # The workers write the documents from the same template files and catalogs.
         return ProcessPoolRenderer(
-            stylesheet, workers=self.workers, timeout_seconds=self.timeout_seconds
+            html.stylesheet,
+            seller=seller,
+            workers=self.workers,
+            timeout_seconds=self.timeout_seconds,
         )
 
 
@@ -180,12 +186,15 @@ def service_spec() -> ServiceSpec[Dependencies]:
 
     async def wire(wiring: Wiring) -> Dependencies:
         ctx = wiring.ctx
-        locales = DocumentLocales()  # the catalogs, read once for both documents
+        # The catalogs, read once for both documents. Here the templates only name their
+        # version (ETags) and write the Factur-X PDF; the documents are written by the
+        # renderer, in its worker processes unless INVOICE_PDF_WORKERS=0.
+        locales = DocumentLocales()
         html = JinjaInvoiceHtml(seller, locales)
-        renderer = pdf_settings.renderer(html.stylesheet)
+        credit_note_html = JinjaCreditNoteHtml(seller, locales)
+        renderer = pdf_settings.renderer(html, credit_note_html, seller)
         if isinstance(renderer, ProcessPoolRenderer):
             wiring.on_close(lambda: asyncio.to_thread(renderer.close))
-        credit_note_html = JinjaCreditNoteHtml(seller, locales)
         einvoice_writer = EN16931Writer(html, credit_note_html)
         wiring.state.credit_note_html = credit_note_html
         wiring.state.einvoice_writer = einvoice_writer

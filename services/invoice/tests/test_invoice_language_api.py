@@ -93,7 +93,7 @@ async def test_the_seller_s_language_is_taken_at_finalization_and_kept(
     documents = api.app.state.documents
     async with api.app.state.deps.uow("acme") as uow:
         reloaded = await uow.invoices.get(draft["id"])
-    fresh = documents.renderer.render(documents.html.render(reloaded, embed_stylesheet=False))
+    fresh = documents.renderer.invoice_pdf(reloaded)
     assert "Rechnung MS-000001" in pdf_text(fresh) and "Facture" not in pdf_text(fresh)
     # A new draft follows the seller's language as it is now.
     newer = (await api.create(make_body())).json()

@@ -16,6 +16,7 @@ from sqlmodel import col
 from billing_common.event_schemas import PAYMENT_RECEIVED, PaymentReceived
 from billing_common.events import new_event
 from invoice_service.adapters.orm import InvoiceRow
+from invoice_service.adapters.pdf import LocalDocuments
 from invoice_service.domain.errors import PdfUnavailable
 from invoice_service.service_layer.documents import PdfMemoryCache
 
@@ -38,8 +39,10 @@ class CountingRenderer:
 
 
 def use_renderer(api: Any, renderer: Any) -> None:
+    """Documents written in this process, their PDFs rendered by `renderer`."""
     documents = api.app.state.documents
-    api.app.state.documents = type(documents)(documents.html, renderer, documents.cache)
+    writer = LocalDocuments(documents.html, api.app.state.credit_note_html, renderer)
+    api.app.state.documents = type(documents)(documents.html, writer, documents.cache)
 
 
 async def test_pdf_content_etag_cache_and_regeneration(api, make_body):

@@ -1,32 +1,39 @@
-"""PDF rendering in worker processes: bounded by a timeout, a large invoice of one tenant
-never holds up another tenant's render, and the API process never loads WeasyPrint."""
+"""Documents written and rendered in worker processes: the same bytes as written in process,
+bounded by a timeout, a large invoice of one tenant never holds up another tenant's render,
+HTML takes the tenant's render slot like PDF, and the API process never loads Jinja2, babel
+or WeasyPrint."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
-from invoice_service.adapters.pdf import ProcessPoolRenderer
+from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer, local_documents
+from invoice_service.bootstrap import SellerSettings
 from invoice_service.domain.errors import PdfRenderBusy
 from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
 
 from .test_invoice_pdf import pdf_text
 
 STYLESHEET = JinjaInvoiceHtml(Seller("Seller")).stylesheet
+SELLER = SellerSettings().to_seller()  # the test app's default issuer
 LONG_DESCRIPTION = "Consulting services, as agreed in the statement of work " * 3
 
 
 @pytest.fixture(scope="module")
 def pool_renderer() -> Iterator[ProcessPoolRenderer]:
     """One pool for the module's tests: starting worker processes is the slow part."""
-    renderer = ProcessPoolRenderer(STYLESHEET, workers=2, timeout_seconds=60)
+    renderer = ProcessPoolRenderer(STYLESHEET, seller=SELLER, workers=2, timeout_seconds=60)
     yield renderer
     renderer.close()
 
@@ -64,7 +71,7 @@ async def test_worker_pdf_is_the_same_document(api, make_body, pool_renderer):
 async def test_a_render_past_the_timeout_is_stopped_and_answered_503(api, make_body):
     # The time limit counts from when a worker takes the render (its start-up is not
     # counted): a one-page render takes ~0.1 s here, the largest invoice several seconds.
-    renderer = ProcessPoolRenderer(STYLESHEET, workers=1, timeout_seconds=1.0)
+    renderer = ProcessPoolRenderer(STYLESHEET, seller=SELLER, workers=1, timeout_seconds=1.0)
     try:
         use(api, renderer)
         big = (await api.create(large_body(make_body))).json()
@@ -133,3 +140,186 @@ def test_the_calling_process_never_loads_weasyprint(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+async def _stored(api: Any, invoice_id: str, note_id: str | None = None) -> tuple[Any, Any]:
+    async with api.app.state.deps.uow("acme") as uow:
+        invoice = await uow.invoices.get(invoice_id)
+        note = await uow.credit_notes.get(note_id) if note_id else None
+    return invoice, note
+
+
+@pytest.mark.parametrize("language", ["en", "de-CH", "fr"])
+async def test_workers_write_the_same_bytes_as_the_process(api, make_body, pool_renderer, language):
+    """HTML, invoice PDF and credit note PDF from the workers are byte for byte those the
+    templates and WeasyPrint write in this process, in every language."""
+    use(api, pool_renderer)
+    in_process = local_documents(SELLER)
+    body = make_body(
+        language=language,
+        coupon_codes=["WELCOME10"],
+        lines=[{"description": "Widget", "quantity": "1.5", "unit_price": "1234.56"}],
+    )
+    body["customer"]["address"] = "Hauptstraße 1\n10115 Berlin"
+    draft = (await api.create(body)).json()
+    invoice, _ = await _stored(api, draft["id"])
+    assert invoice.language == language
+    expected_html = in_process.invoice_html(invoice)
+    assert pool_renderer.invoice_html(invoice) == expected_html
+    served = await api.client.get(f"/v1/invoices/{draft['id']}/html", headers=api.headers())
+    assert served.status_code == 200 and served.content == expected_html.encode()
+    assert pool_renderer.invoice_pdf(invoice) == in_process.invoice_pdf(invoice)
+
+    issued = (
+        await api.client.post(f"/v1/invoices/{draft['id']}/finalize", headers=api.headers())
+    ).json()
+    credited = await api.client.post(
+        f"/v1/invoices/{issued['id']}/credit-notes",
+        json={"reason": "cancelled"},
+        headers=api.headers(key=f"credit-{language}"),
+    )
+    assert credited.status_code == 201, credited.text
+    invoice, note = await _stored(api, issued["id"], credited.json()["id"])
+    assert pool_renderer.credit_note_pdf(note, invoice) == in_process.credit_note_pdf(note, invoice)
+
+
+async def test_html_waits_for_the_tenant_s_render_slot(api, make_body):
+    """Writing the HTML is a render: while the tenant's one slot is busy /html answers 503
+    (retry) like /pdf, another tenant is served; a 304 renders nothing and needs no slot."""
+    slots = TenantRenderSlots(per_tenant=1, wait_seconds=0.2)
+    api.app.state.documents = dataclasses.replace(api.app.state.documents, slots=slots)
+    invoice = (await api.create(make_body())).json()
+    other = (await api.create(make_body(), tenant="globex")).json()
+    url = f"/v1/invoices/{invoice['id']}/html"
+    first = await api.client.get(url, headers=api.headers())
+    assert first.status_code == 200
+    async with slots.hold("acme"):
+        busy = await api.client.get(url, headers=api.headers())
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["type"] == "/problems/pdf-render-busy"
+        assert "retry-after" in busy.headers
+        current = await api.client.get(
+            url, headers=api.headers(**{"if-none-match": first.headers["etag"]})
+        )
+        assert current.status_code == 304
+        served = await api.client.get(
+            f"/v1/invoices/{other['id']}/html", headers=api.headers("globex")
+        )
+        assert served.status_code == 200
+    assert (await api.client.get(url, headers=api.headers())).status_code == 200
+
+
+async def test_html_answers_304_before_writing_the_invoice(api, make_body):
+    written: list[str] = []
+    documents = api.app.state.documents
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(documents.renderer, name)
+
+        def invoice_html(self, invoice: Any) -> str:
+            written.append(invoice.id)
+            return str(documents.renderer.invoice_html(invoice))
+
+    api.app.state.documents = dataclasses.replace(documents, renderer=Counting())
+    invoice = (await api.create(make_body())).json()
+    url = f"/v1/invoices/{invoice['id']}/html"
+    first = await api.client.get(url, headers=api.headers())
+    assert first.status_code == 200 and written == [invoice["id"]]
+    again = await api.client.get(
+        url, headers=api.headers(**{"if-none-match": first.headers["etag"]})
+    )
+    assert again.status_code == 304 and again.headers["etag"] == first.headers["etag"]
+    assert written == [invoice["id"]]
+    finalized = await api.client.post(
+        f"/v1/invoices/{invoice['id']}/finalize", headers=api.headers()
+    )
+    assert finalized.status_code == 200
+    changed = await api.client.get(
+        url, headers=api.headers(**{"if-none-match": first.headers["etag"]})
+    )
+    assert changed.status_code == 200 and written == [invoice["id"], invoice["id"]]
+
+
+def test_the_api_process_loads_no_template_locale_or_pdf_library(migrated_sqlite_url):
+    """The whole service, its renders in worker processes: after serving an invoice's HTML
+    and PDF and a credit note's PDF, the API process has not imported Jinja2, babel or
+    WeasyPrint (issue 11: they stay out of its memory)."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        import sys
+
+        sys.path.insert(0, sys.argv[2])
+        import conftest
+
+        async def main() -> None:
+            async for api in conftest._invoice_api(sys.argv[1]):
+                body = conftest.invoice_body(
+                    lines=[{"description": "Widget", "quantity": "1", "unit_price": "100.00"}]
+                )
+                created = (await api.create(body)).json()
+                url = f"/v1/invoices/{created['id']}"
+                for kind in ("html", "pdf"):
+                    answer = await api.client.get(f"{url}/{kind}", headers=api.headers())
+                    assert answer.status_code == 200, answer.text
+                assert (await api.client.post(f"{url}/finalize", headers=api.headers())).is_success
+                note = await api.client.post(
+                    f"{url}/credit-notes", json={"reason": "r"}, headers=api.headers(key="k")
+                )
+                assert note.status_code == 201, note.text
+                pdf = await api.client.get(
+                    f"/v1/credit-notes/{note.json()['id']}/pdf", headers=api.headers()
+                )
+                assert pdf.content.startswith(b"%PDF"), pdf.text
+            loaded = ("jinja2", "babel", "weasyprint")
+            print(sorted(name for name in loaded if name in sys.modules))
+
+        asyncio.run(main())
+        """
+    )
+    tests_dir = str(Path(__file__).parent)
+    result = subprocess.run(
+        [sys.executable, "-c", script, migrated_sqlite_url, tests_dir],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "INVOICE_PDF_WORKERS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
+@pytest.mark.parametrize("language", ["en", "de-CH", "fr"])
+async def test_the_renderer_prints_what_stock_weasyprint_prints(api, make_body, language):
+    """The renderer leaves the user-agent stylesheet's universal pseudo-element rules out (a
+    cheaper render): the PDFs of an invoice and a credit note are still byte for byte those
+    of WeasyPrint with its own user-agent stylesheet."""
+    from weasyprint import CSS, HTML
+    from weasyprint.text.fonts import FontConfiguration
+
+    renderer = WeasyPrintRenderer(STYLESHEET)
+    documents = local_documents(SELLER, renderer)
+    fonts = FontConfiguration()
+    stock_sheets = [CSS(string=STYLESHEET, font_config=fonts)]
+
+    def stock(html: str) -> bytes:
+        pdf: bytes = HTML(string=html).write_pdf(stylesheets=stock_sheets, font_config=fonts)
+        return pdf
+
+    body = make_body(language=language, coupon_codes=["WELCOME10"])
+    draft = (await api.create(body)).json()
+    issued = (
+        await api.client.post(f"/v1/invoices/{draft['id']}/finalize", headers=api.headers())
+    ).json()
+    credited = await api.client.post(
+        f"/v1/invoices/{issued['id']}/credit-notes",
+        json={"reason": "cancelled"},
+        headers=api.headers(key=f"stock-{language}"),
+    )
+    invoice, note = await _stored(api, issued["id"], credited.json()["id"])
+    html = documents.invoices.render(invoice, embed_stylesheet=False)
+    assert renderer.render(html) == stock(html)
+    note_html = documents.credit_notes.render(note, invoice, embed_stylesheet=False)
+    assert renderer.render(note_html) == stock(note_html)

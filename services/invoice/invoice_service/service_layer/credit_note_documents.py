@@ -32,9 +32,6 @@ async def credit_note_pdf(
     if etag_matches(if_none_match, etag):
         return etag, note.number, None
 
-    def render() -> bytes:
-        return documents.renderer.render(html.render(note, invoice, embed_stylesheet=False))
-
     async with documents.slots.hold(tenant):
-        pdf = await asyncio.to_thread(render)
+        pdf = await asyncio.to_thread(documents.renderer.credit_note_pdf, note, invoice)
     return etag, note.number, pdf

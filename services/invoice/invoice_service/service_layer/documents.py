@@ -6,6 +6,10 @@ client-held document is reused exactly as long as it is still what the invoice w
 to. The ETag is computed from a one-row read of the invoice's header (its `DocumentStamp`);
 the whole invoice is loaded only to render.
 
+Both are written by the DocumentRenderer (in worker processes in production) under the
+tenant's render slots: an HTML document costs a render like a PDF does, so it waits for the
+same slot.
+
 Rendered PDFs are kept in the key/value store (shared by replicas, survives restarts) and, in
 front of it, in a small per-process memory cache. Both are keyed by invoice and language and
 checked against the ETag of the version just read, so neither can serve a document of an
@@ -30,9 +34,9 @@ from invoice_service.domain.errors import InvoiceNotFound, PdfRenderBusy
 from invoice_service.domain.model import Invoice
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.ports import (
+    DocumentRenderer,
     DocumentStamp,
     InvoiceHtml,
-    PdfRenderer,
     UnitOfWorkFactory,
 )
 
@@ -90,9 +94,9 @@ class PdfMemoryCache:
 
 
 class TenantRenderSlots:
-    """At most `per_tenant` PDF renders of one tenant run at once (the others wait for a
-    slot, up to `wait_seconds`), so one tenant's large invoices cannot occupy every renderer
-    while other tenants wait."""
+    """At most `per_tenant` document renders (PDF or HTML) of one tenant run at once (the
+    others wait for a slot, up to `wait_seconds`), so one tenant's large invoices cannot
+    occupy every renderer while other tenants wait."""
 
     def __init__(self, per_tenant: int = 1, wait_seconds: float = 30.0) -> None:
         self._per_tenant = per_tenant
@@ -110,7 +114,7 @@ class TenantRenderSlots:
                 await asyncio.wait_for(semaphore.acquire(), self._wait_seconds)
             except TimeoutError:
                 raise PdfRenderBusy(
-                    f"this tenant already has {self._per_tenant} PDF render(s) running; "
+                    f"this tenant already has {self._per_tenant} document render(s) running; "
                     "retry shortly",
                     renders_at_once=self._per_tenant,
                 ) from None
@@ -165,13 +169,19 @@ async def invoice_html(
     *,
     if_none_match: str | None = None,
 ) -> Document:
-    html = documents.html
-    invoice = await _load(tenant, invoice_id, deps.uow)
-    stamp = DocumentStamp.of(invoice)
-    etag = document_etag(stamp, html.version, "html")
+    version = documents.html.version
+    # A one-row read decides a 304 before the invoice is loaded or anything rendered.
+    stamp = await _stamp(tenant, invoice_id, deps.uow)
+    etag = document_etag(stamp, version, "html")
     if etag_matches(if_none_match, etag):
         return Document(etag, None, stamp)
-    return Document(etag, html.render(invoice).encode(), stamp)
+    invoice = await _load(tenant, invoice_id, deps.uow)
+    # The invoice may have changed since the stamp was read: name what is rendered.
+    stamp = DocumentStamp.of(invoice)
+    etag = document_etag(stamp, version, "html")
+    async with documents.slots.hold(tenant):
+        html = await asyncio.to_thread(documents.renderer.invoice_html, invoice)
+    return Document(etag, html.encode(), stamp)
 
 
 async def invoice_pdf(
@@ -202,13 +212,10 @@ async def invoice_pdf(
     stamp = DocumentStamp.of(invoice)
     etag = document_etag(stamp, html.version, "pdf")
 
-    def render() -> bytes:
-        return renderer.render(html.render(invoice, embed_stylesheet=False))
-
     # Rendering blocks (in this process or waiting for a worker process): a worker thread
     # keeps the event loop serving.
     async with slots.hold(tenant):
-        pdf = await asyncio.to_thread(render)
+        pdf = await asyncio.to_thread(renderer.invoice_pdf, invoice)
     memory.put(key, etag, pdf)
     try:
         # One entry per invoice and language (an invoice changes its language at most once,
@@ -227,8 +234,8 @@ async def invoice_pdf(
 class DocumentServices:
     """What the document endpoints need, wired once by bootstrap."""
 
-    html: InvoiceHtml
-    renderer: PdfRenderer
+    html: InvoiceHtml  # its version names the documents (ETags); it renders nothing here
+    renderer: DocumentRenderer
     cache: KeyValueStore
     memory: PdfMemoryCache = field(default_factory=PdfMemoryCache)
     slots: TenantRenderSlots = field(default_factory=TenantRenderSlots)

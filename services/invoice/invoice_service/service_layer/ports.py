@@ -122,6 +122,19 @@ class PdfRenderer(Protocol):
         PdfRenderTimeout when the render ran past its time limit."""
 
 
+class DocumentRenderer(Protocol):
+    """Writes the documents from the invoice's (and credit note's) plain data: the HTML and,
+    from it, the PDF. The production adapter does it in worker processes, so the API process
+    loads neither the templates' engine, the locale data nor the PDF library. Blocking: call
+    it in a worker thread. Raises PdfUnavailable, PdfRenderTimeout as PdfRenderer does."""
+
+    def invoice_html(self, invoice: Invoice) -> str: ...
+
+    def invoice_pdf(self, invoice: Invoice) -> bytes: ...
+
+    def credit_note_pdf(self, note: CreditNote, invoice: Invoice) -> bytes: ...
+
+
 class InvoiceHtml(Protocol):
     """Renders the invoice document; `version` names the template, so a new template
     invalidates cached documents."""
