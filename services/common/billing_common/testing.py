@@ -9,11 +9,13 @@ where that is a failure: CI must never pass by skipping the real-server tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -322,3 +324,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if needs_a_server(item):
             item.add_marker(pytest.mark.integration)
+
+
+@contextlib.contextmanager
+def postgres_shutting_down(engine: Any) -> Iterator[None]:
+    """Inside the block, every new connection of `engine` (an AsyncEngine on asyncpg) is
+    refused as PostgreSQL refuses one while it shuts down: SQLSTATE 57P03, which asyncpg
+    raises as CannotConnectNowError and the dialect wraps in its DBAPI Error. Connections
+    already in the pool are left alone."""
+    import asyncpg
+
+    dialect = engine.sync_engine.dialect
+    connect = dialect.connect
+
+    def shutting_down(*_: Any, **__: Any) -> Any:
+        error = asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+        raise dialect.loaded_dbapi.Error(str(error)) from error
+
+    dialect.connect = shutting_down
+    try:
+        yield
+    finally:
+        dialect.connect = connect

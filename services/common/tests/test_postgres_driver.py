@@ -5,8 +5,6 @@ server that went away as DatabaseUnavailable (a 503), as SQLAlchemy's statements
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 import pytest
 from sqlalchemy import text
@@ -20,6 +18,7 @@ from billing_common.db import (
     session_factory,
     signals_outage,
 )
+from billing_common.testing import postgres_shutting_down
 
 pytestmark = pytest.mark.integration
 
@@ -144,25 +143,15 @@ async def test_a_connection_the_server_terminated_is_database_unavailable_then_h
 
 
 async def test_a_pooled_connect_refused_while_the_server_shuts_down_is_unavailable(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str,
 ) -> None:
     """57P03 on connect ("the database system is shutting down") reaches no `handle_error`
     hook for a raw pool checkout: pooled_driver translates it, a 503 rather than a 500."""
     engine = create_engine(postgres_url, pool_size=1)
-    dialect = engine.sync_engine.dialect
-    connect = dialect.connect
-
-    def shutting_down(*_: Any, **__: Any) -> Any:
-        # What the asyncpg dialect raises for the server's answer to a new connection.
-        error = asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
-        raise dialect.loaded_dbapi.Error(str(error)) from error
-
     try:
-        monkeypatch.setattr(dialect, "connect", shutting_down)
-        with pytest.raises(DatabaseUnavailable, match="shutting down"):
+        with postgres_shutting_down(engine), pytest.raises(DatabaseUnavailable, match="shutting"):
             async with pooled_driver(engine) as driver:
                 await driver.fetchval("SELECT 1")
-        monkeypatch.setattr(dialect, "connect", connect)
         async with pooled_driver(engine) as driver:  # the server is back
             assert await driver.fetchval("SELECT 1") == 1
         assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]

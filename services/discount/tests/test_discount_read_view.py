@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from billing_common.db import create_engine
+from billing_common.db import DatabaseUnavailable, create_engine
 from billing_common.money import Money
+from billing_common.testing import postgres_shutting_down
 from discount_service.adapters.config_cache import ConfigCache
 from discount_service.adapters.read_view import SqlReadView, read_views
 from discount_service.adapters.unit_of_work import uow_factory
@@ -137,26 +138,12 @@ async def test_the_views_raw_loads_read_what_the_unit_of_work_reads(db, deps: De
     assert found[1] == SAMPLE_STACKING
 
 
-async def test_a_quote_while_postgresql_shuts_down_is_unavailable(
-    db, deps: Dependencies, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_quote_while_postgresql_shuts_down_is_unavailable(db, deps: Dependencies) -> None:
     """57P03 on connect ("the database system is shutting down") reaches no `handle_error`
     hook for the view's raw pool checkout: it is DatabaseUnavailable (a 503), not a 500."""
-    import asyncpg
-
-    from billing_common.db import DatabaseUnavailable
-
     engine = create_engine(db.engine.url.render_as_string(hide_password=False), pool_size=1)
-    dialect = engine.sync_engine.dialect
-
-    def shutting_down(*_: Any, **__: Any) -> Any:
-        # What the asyncpg dialect raises for the server's answer to a new connection.
-        error = asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
-        raise dialect.loaded_dbapi.Error(str(error)) from error
-
     try:
-        monkeypatch.setattr(dialect, "connect", shutting_down)
-        with pytest.raises(DatabaseUnavailable, match="shutting down"):
+        with postgres_shutting_down(engine), pytest.raises(DatabaseUnavailable, match="shutting"):
             async with SqlReadView(engine, "acme", ConfigCache()):
                 pass
     finally:

@@ -149,6 +149,20 @@ async def _stored(api: Any, invoice_id: str, note_id: str | None = None) -> tupl
     return invoice, note
 
 
+async def _issued_and_credited(api: Any, draft_id: str, *, key: str) -> tuple[Any, Any]:
+    """The draft finalized and then credited in full: the stored invoice and credit note."""
+    issued = (
+        await api.client.post(f"/v1/invoices/{draft_id}/finalize", headers=api.headers())
+    ).json()
+    credited = await api.client.post(
+        f"/v1/invoices/{issued['id']}/credit-notes",
+        json={"reason": "cancelled"},
+        headers=api.headers(key=key),
+    )
+    assert credited.status_code == 201, credited.text
+    return await _stored(api, issued["id"], credited.json()["id"])
+
+
 @pytest.mark.parametrize("language", ["en", "de-CH", "fr"])
 async def test_workers_write_the_same_bytes_as_the_process(api, make_body, pool_renderer, language):
     """HTML, invoice PDF and credit note PDF from the workers are byte for byte those the
@@ -170,16 +184,7 @@ async def test_workers_write_the_same_bytes_as_the_process(api, make_body, pool_
     assert served.status_code == 200 and served.content == expected_html.encode()
     assert pool_renderer.invoice_pdf(invoice) == in_process.invoice_pdf(invoice)
 
-    issued = (
-        await api.client.post(f"/v1/invoices/{draft['id']}/finalize", headers=api.headers())
-    ).json()
-    credited = await api.client.post(
-        f"/v1/invoices/{issued['id']}/credit-notes",
-        json={"reason": "cancelled"},
-        headers=api.headers(key=f"credit-{language}"),
-    )
-    assert credited.status_code == 201, credited.text
-    invoice, note = await _stored(api, issued["id"], credited.json()["id"])
+    invoice, note = await _issued_and_credited(api, draft["id"], key=f"credit-{language}")
     assert pool_renderer.credit_note_pdf(note, invoice) == in_process.credit_note_pdf(note, invoice)
 
 
@@ -310,15 +315,7 @@ async def test_the_renderer_prints_what_stock_weasyprint_prints(api, make_body, 
 
     body = make_body(language=language, coupon_codes=["WELCOME10"])
     draft = (await api.create(body)).json()
-    issued = (
-        await api.client.post(f"/v1/invoices/{draft['id']}/finalize", headers=api.headers())
-    ).json()
-    credited = await api.client.post(
-        f"/v1/invoices/{issued['id']}/credit-notes",
-        json={"reason": "cancelled"},
-        headers=api.headers(key=f"stock-{language}"),
-    )
-    invoice, note = await _stored(api, issued["id"], credited.json()["id"])
+    invoice, note = await _issued_and_credited(api, draft["id"], key=f"stock-{language}")
     html = documents.invoices.render(invoice, embed_stylesheet=False)
     assert renderer.render(html) == stock(html)
     note_html = documents.credit_notes.render(note, invoice, embed_stylesheet=False)

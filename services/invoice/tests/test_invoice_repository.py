@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlmodel import select
@@ -18,6 +17,7 @@ from billing_common.cursors import decode_timestamp_and_id
 from billing_common.db import DatabaseUnavailable, create_engine, session_factory
 from billing_common.events import CloudEvent
 from billing_common.outbox import OutboxMessage
+from billing_common.testing import postgres_shutting_down
 from billing_common.uniqueness import UniqueViolation
 from invoice_service.adapters.unit_of_work import uow_factory
 from invoice_service.domain.errors import ConcurrentModification, InvalidTransition
@@ -489,23 +489,14 @@ async def test_a_failed_or_cancelled_statement_leaves_the_next_a_good_connection
 
 @_POSTGRES_ONLY
 async def test_a_server_refusing_connections_while_it_shuts_down_is_unavailable(
-    one_connection: Any, monkeypatch: pytest.MonkeyPatch
+    one_connection: Any,
 ) -> None:
     """57P03 on connect ("the database system is shutting down") is a 503, not a 500."""
-    dialect = one_connection.sync_engine.dialect
-    connect = dialect.connect
-
-    def shutting_down(*_: Any, **__: Any) -> Any:
-        # What the asyncpg dialect raises for the server's answer to a new connection.
-        error = asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
-        raise dialect.loaded_dbapi.Error(str(error)) from error
-
-    monkeypatch.setattr(dialect, "connect", shutting_down)
     uow = uow_factory(session_factory(one_connection), None)
-    async with uow("acme") as unit:
-        with pytest.raises(DatabaseUnavailable):
-            await unit.invoices.find_by_idempotency_key("k")
-    monkeypatch.setattr(dialect, "connect", connect)
+    with postgres_shutting_down(one_connection):
+        async with uow("acme") as unit:
+            with pytest.raises(DatabaseUnavailable):
+                await unit.invoices.find_by_idempotency_key("k")
     async with uow("acme") as unit:  # the server is back
         assert await unit.invoices.find_by_idempotency_key("k") is None
 
