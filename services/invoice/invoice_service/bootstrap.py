@@ -18,11 +18,9 @@ from billing_common.lifecycle import ServiceSpec, Wiring, build_app, migrations_
 from billing_common.problems import problem_response
 from billing_common.runtime import EmbeddedPlatform, ServiceContext
 from billing_common.settings import ServiceSettings
-from invoice_service.adapters.credit_note_html import JinjaCreditNoteHtml
-from invoice_service.adapters.document_locale import DocumentLocales
 from invoice_service.adapters.einvoice.writer import EN16931Writer
-from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
-from invoice_service.adapters.pdf import LocalDocuments, ProcessPoolRenderer, WeasyPrintRenderer
+from invoice_service.adapters.html import Seller
+from invoice_service.adapters.pdf import LocalDocuments, ProcessPoolRenderer, local_documents
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
 from invoice_service.adapters.pending_creations_repository import SqlAbandonedCreations
 from invoice_service.adapters.unit_of_work import uow_factory
@@ -115,14 +113,12 @@ class PdfSettings(BaseSettings):
     # Renders of one tenant at once; a further request waits for a slot up to the timeout.
     per_tenant: int = Field(default=1, ge=1, le=32)
 
-    def renderer(
-        self, html: JinjaInvoiceHtml, credit_note_html: JinjaCreditNoteHtml, seller: Seller
-    ) -> DocumentRenderer:
+    def renderer(self, local: LocalDocuments, seller: Seller) -> DocumentRenderer:
         if self.workers == 0:
-            return LocalDocuments(html, credit_note_html, WeasyPrintRenderer(html.stylesheet))
+            return local
         # The workers write the documents from the same template files and catalogs.
         return ProcessPoolRenderer(
-            html.stylesheet,
+            local.invoices.stylesheet,
             seller=seller,
             workers=self.workers,
             timeout_seconds=self.timeout_seconds,
@@ -186,13 +182,12 @@ def service_spec() -> ServiceSpec[Dependencies]:
 
     async def wire(wiring: Wiring) -> Dependencies:
         ctx = wiring.ctx
-        # The catalogs, read once for both documents. Here the templates only name their
-        # version (ETags) and write the Factur-X PDF; the documents are written by the
-        # renderer, in its worker processes unless INVOICE_PDF_WORKERS=0.
-        locales = DocumentLocales()
-        html = JinjaInvoiceHtml(seller, locales)
-        credit_note_html = JinjaCreditNoteHtml(seller, locales)
-        renderer = pdf_settings.renderer(html, credit_note_html, seller)
+        # Both templates over one set of catalogs. With workers, the templates here only name
+        # their version (ETags) and write the Factur-X PDF; the documents are written in the
+        # worker processes (INVOICE_PDF_WORKERS=0: by these, in this process).
+        local = local_documents(seller)
+        html, credit_note_html = local.invoices, local.credit_notes
+        renderer = pdf_settings.renderer(local, seller)
         if isinstance(renderer, ProcessPoolRenderer):
             wiring.on_close(lambda: asyncio.to_thread(renderer.close))
         einvoice_writer = EN16931Writer(html, credit_note_html)

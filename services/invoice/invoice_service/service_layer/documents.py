@@ -153,6 +153,16 @@ async def _load(tenant: str, invoice_id: str, uow: UnitOfWorkFactory) -> Invoice
     return invoice
 
 
+async def _load_stamped(
+    tenant: str, invoice_id: str, uow: UnitOfWorkFactory, version: str, kind: Kind
+) -> tuple[Invoice, DocumentStamp, str]:
+    """The invoice to render, with its stamp and ETag: it may have changed since the stamp
+    that decided the 304 was read, so the document names what is rendered."""
+    invoice = await _load(tenant, invoice_id, uow)
+    stamp = DocumentStamp.of(invoice)
+    return invoice, stamp, document_etag(stamp, version, kind)
+
+
 async def _stamp(tenant: str, invoice_id: str, uow: UnitOfWorkFactory) -> DocumentStamp:
     async with uow(tenant) as unit:
         stamp = await unit.invoices.stamp(invoice_id)
@@ -175,10 +185,7 @@ async def invoice_html(
     etag = document_etag(stamp, version, "html")
     if etag_matches(if_none_match, etag):
         return Document(etag, None, stamp)
-    invoice = await _load(tenant, invoice_id, deps.uow)
-    # The invoice may have changed since the stamp was read: name what is rendered.
-    stamp = DocumentStamp.of(invoice)
-    etag = document_etag(stamp, version, "html")
+    invoice, stamp, etag = await _load_stamped(tenant, invoice_id, deps.uow, version, "html")
     async with documents.slots.hold(tenant):
         html = await asyncio.to_thread(documents.renderer.invoice_html, invoice)
     return Document(etag, html.encode(), stamp)
@@ -207,10 +214,7 @@ async def invoice_pdf(
         memory.put(key, etag, pdf)
         return Document(etag, pdf, stamp)
 
-    invoice = await _load(tenant, invoice_id, uow)
-    # The invoice may have changed since the stamp was read: name what is rendered.
-    stamp = DocumentStamp.of(invoice)
-    etag = document_etag(stamp, html.version, "pdf")
+    invoice, stamp, etag = await _load_stamped(tenant, invoice_id, uow, html.version, "pdf")
 
     # Rendering blocks (in this process or waiting for a worker process): a worker thread
     # keeps the event loop serving.
