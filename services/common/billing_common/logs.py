@@ -31,9 +31,8 @@ _configured = False
 # Whether the JSON sink is the one configured: then `AccessLog` writes its lines itself.
 _json_lines = False
 # The severity below which lines are dropped, as configured (loguru's default sink: DEBUG).
-_threshold = 10
-_INFO = 20
-_WARNING = 30
+# Loguru's levels carry the stdlib's numbers.
+_threshold = logging.DEBUG
 
 # C0 and C1 controls, DEL and the Unicode line and paragraph separators: a terminal or a log
 # viewer acts on them (a newline starts a forged line, ESC[ rewrites what is shown).
@@ -80,7 +79,7 @@ def _json_sink(message: Any) -> None:
         encoded = orjson.dumps(line, default=str).decode()
     except TypeError:  # what orjson cannot hold (an int past 64 bits, a non-str key)
         encoded = json.dumps(line, default=str)
-    _write(encoded + "\n", urgent=record["level"].no >= _WARNING)
+    _write(encoded + "\n", urgent=record["level"].no >= logging.WARNING)
 
 
 # Lines not yet written, in order. One stderr write per line (stderr is line-buffered) was
@@ -193,7 +192,7 @@ class AccessLog:
         if not _json_lines:
             self._loguru.info(message)
             return
-        if _threshold > _INFO:
+        if _threshold > logging.INFO:
             return
         line = orjson.dumps(
             {
