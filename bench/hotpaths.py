@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import scenarios
 from bench.costs import session_cpu_seconds
-from bench.infra import BenchError, Resources, pin_self, plan_placement
+from bench.infra import BenchError, Resources, pin_self, plan_placement, py_spy_record
 from bench.loadgen import Request, ensure_wrk, wrk
 from bench.platform import Server, start_floor, start_platform
 
@@ -49,20 +49,7 @@ async def _profile(
         raise BenchError("py-spy is not installed: pip install py-spy")
     target = out / f"{label}.txt"
     recorder = subprocess.Popen(
-        [
-            py_spy,
-            "record",
-            "-r",
-            "200",
-            "-f",
-            "raw",
-            "-d",
-            str(round(seconds)),
-            "-p",
-            str(server.pid),
-            "-o",
-            str(target),
-        ],
+        py_spy_record(py_spy, server.pid, seconds, target),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -58,6 +58,26 @@ class Placement:
         )
 
 
+def py_spy_record(py_spy: str, pid: int, seconds: float, out: str | os.PathLike[str]) -> list[str]:
+    """The command line of a raw py-spy profile of `pid`: 200 samples a second for `seconds`
+    (a whole second at least), written to `out`; what every bench profile records."""
+    duration = str(max(1, round(seconds)))
+    return [
+        py_spy,
+        "record",
+        "-r",
+        "200",
+        "-f",
+        "raw",
+        "-d",
+        duration,
+        "-p",
+        str(pid),
+        "-o",
+        str(out),
+    ]
+
+
 def _cores(cores: frozenset[int]) -> str:
     return ",".join(str(c) for c in sorted(cores))
 

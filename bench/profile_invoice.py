@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import scenarios
 from bench.costs import Cost, CostMeter, difference, enable_sql_probe
-from bench.infra import Resources, pin_self, plan_placement
+from bench.infra import Resources, pin_self, plan_placement, py_spy_record
 from bench.loadgen import Request, ensure_wrk, wrk
 from bench.platform import Platform, start_platform
 
@@ -110,20 +110,8 @@ async def main(args: argparse.Namespace) -> None:
             if args.py_spy:
                 OUT_DIR.mkdir(exist_ok=True)
                 out = OUT_DIR / f"{args.service}-creation.raw"
-                argv = [
-                    args.py_spy,
-                    "record",
-                    "-r",
-                    "200",
-                    "-f",
-                    "raw",
-                    "-d",
-                    str(round(args.seconds)),
-                    "-p",
-                    str(platform.servers[args.service].pid),
-                    "-o",
-                    str(out),
-                ]
+                pid = platform.servers[args.service].pid
+                argv = py_spy_record(args.py_spy, pid, args.seconds, out)
                 rate, done, costs = await _measured(
                     platform,
                     meter,

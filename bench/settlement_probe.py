@@ -44,7 +44,7 @@ import httpx
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench import scenarios
-from bench.infra import Resources, pin_self, plain_url, plan_placement
+from bench.infra import Resources, pin_self, plain_url, plan_placement, py_spy_record
 from bench.loadgen import Request, paced
 from bench.platform import Platform, start_platform
 from billing_common.event_schemas import PAYMENT_RECEIVED
@@ -230,9 +230,8 @@ def _summary(rows: list[dict[str, float | str]]) -> str:
 
 async def _spy(py_spy: str, pid: int, seconds: float, out: Path) -> None:
     """`py-spy record` (raw) of `pid` for `seconds`, into `out`."""
-    argv = [py_spy, "record", "-r", "200", "-f", "raw", "-d", str(max(1, round(seconds)))]
     spy = await asyncio.create_subprocess_exec(
-        *argv, "-p", str(pid), "-o", str(out), stdout=asyncio.subprocess.DEVNULL
+        *py_spy_record(py_spy, pid, seconds, out), stdout=asyncio.subprocess.DEVNULL
     )
     await spy.wait()
 
