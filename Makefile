@@ -61,7 +61,7 @@ test-unit: $(STAMP) ## the fast tier: no server, no process started, property te
 lint: $(STAMP) ## ruff (lint + format check), mypy (strict) and the import-linter contracts
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy -p billing_common -p tax_service -p discount_service -p invoice_service -p payment_service -p billing_launcher -p billing_operator
+	@$(VENV)/bin/mypy -p billing_common -p tax_service -p discount_service -p invoice_service -p payment_service -p billing_launcher -p billing_operator -p bench
 	@$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes

@@ -30,11 +30,11 @@ async def _cpu_per_answer(
     wrk_path: str, server: Server, request: Request, seconds: float, connections: int
 ) -> tuple[float, float]:
     """(ms of server CPU per answer, answers per second) of one wrk run."""
-    before = session_cpu_seconds(server.pid)
+    before = session_cpu_seconds(server.running_pid)
     load = await asyncio.to_thread(
         wrk, wrk_path, server.url, request, seconds=seconds, connections=connections
     )
-    spent = session_cpu_seconds(server.pid) - before
+    spent = session_cpu_seconds(server.running_pid) - before
     answered = max(1, load.requests - load.errors)
     if load.errors:  # timeouts on an overloaded machine, or answers that were not 2xx
         print(f"{load.errors} errors of {load.requests} on {request.path}", flush=True)
@@ -49,7 +49,7 @@ async def _profile(
         raise BenchError("py-spy is not installed: pip install py-spy")
     target = out / f"{label}.txt"
     recorder = subprocess.Popen(
-        py_spy_record(py_spy, server.pid, seconds, target),
+        py_spy_record(py_spy, server.running_pid, seconds, target),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -47,7 +47,7 @@ class Load:
     def rate(self) -> float:
         return (self.requests - self.errors) / self.seconds if self.seconds else 0.0
 
-    def as_dict(self) -> dict[str, float | int | None]:
+    def as_dict(self) -> dict[str, float | int | dict[str, int] | None]:
         return {
             "requests": self.requests,
             "seconds": round(self.seconds, 3),

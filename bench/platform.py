@@ -50,6 +50,14 @@ class Server(ServiceProcess):
                 os.sched_setaffinity(pid, self.cores)
         return pid
 
+    @property
+    def running_pid(self) -> int:
+        """The pid of the running process; a BenchError if it has exited or never started."""
+        pid = self.pid
+        if pid is None:
+            raise BenchError(f"the {self.name} server is not running")
+        return pid
+
     def rss_bytes(self) -> int:
         """Resident set size now (VmRSS), 0 if the process is gone."""
         try:

@@ -110,7 +110,7 @@ async def main(args: argparse.Namespace) -> None:
             if args.py_spy:
                 OUT_DIR.mkdir(exist_ok=True)
                 out = OUT_DIR / f"{args.service}-creation.raw"
-                pid = platform.servers[args.service].pid
+                pid = platform.servers[args.service].running_pid
                 argv = py_spy_record(args.py_spy, pid, args.seconds, out)
                 rate, done, costs = await _measured(
                     platform,

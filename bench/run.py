@@ -182,7 +182,7 @@ async def measure(profile: Profile, resources: Resources, workdir: Path) -> Repo
     insert_cpu: list[float] = []
 
     async def floor_cpu_mark() -> None:
-        insert_cpu.append(session_cpu_seconds(floor.pid))
+        insert_cpu.append(session_cpu_seconds(floor.running_pid))
 
     insert = await closed_loop(
         wrk_path,
@@ -197,7 +197,7 @@ async def measure(profile: Profile, resources: Resources, workdir: Path) -> Repo
         "floor insert",
         after_warmup=floor_cpu_mark,
     )
-    report.floor_cpu_per_insert = (session_cpu_seconds(floor.pid) - insert_cpu[0]) / max(
+    report.floor_cpu_per_insert = (session_cpu_seconds(floor.running_pid) - insert_cpu[0]) / max(
         1, insert.requests - insert.errors
     )
     report.floor_rss = floor.rss_bytes()

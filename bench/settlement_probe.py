@@ -273,7 +273,7 @@ async def probe(
                     load, rows = await asyncio.gather(creating, paying)
                 else:
                     py_spy, service, raw = spy
-                    pid = platform.servers[service].pid
+                    pid = platform.servers[service].running_pid
                     load, rows, _ = await asyncio.gather(
                         creating, paying, _spy(py_spy, pid, seconds * 0.9, raw)
                     )
