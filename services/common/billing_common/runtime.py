@@ -25,6 +25,7 @@ from billing_common.auth import TokenService
 from billing_common.db import create_engine, migrate, session_factory
 from billing_common.events import CloudEvent
 from billing_common.health import install_relay_metrics
+from billing_common.logs import AccessLog, printable
 from billing_common.outbox import OutboxRelay
 from billing_common.ports import EventBus, EventHandler, KeyValueStore, SecretStore, ServiceInvoker
 from billing_common.settings import ServiceSettings
@@ -157,7 +158,9 @@ class ServiceContext:
         """Subscribe this service to `event_type`, with one log line and metric per event."""
         service = self.settings.service_name
         metrics = self.metrics
-        log = logger.bind(service=service)  # once, not per event
+        # The access line's writer: in JSON mode the line is built without loguru's record
+        # (a fifth of a small event's CPU went to it). Type and id come from the event.
+        log = AccessLog(service, logged_as=__name__)
         # (type, outcome) -> its counter, looked up once: `labels` validates and looks the
         # values up under a lock on every call.
         handled: dict[tuple[str, str], Any] = {}
@@ -170,12 +173,9 @@ class ServiceContext:
                 await handler(event)
                 outcome = "ok"
             finally:
+                elapsed = (time.perf_counter() - started) * 1000
                 log.info(
-                    "event {} {} {} {:.1f}ms",
-                    event.type,
-                    event.id,
-                    outcome,
-                    (time.perf_counter() - started) * 1000,
+                    f"event {printable(event.type)} {printable(event.id)} {outcome} {elapsed:.1f}ms"
                 )
                 if metrics is not None:
                     counter = handled.get((event.type, outcome))

@@ -203,3 +203,68 @@ def test_a_stderr_that_cannot_be_written_fails_no_caller(
     monkeypatch.setattr(sys, "stderr", gone)
     AccessLog("tax", logged_as=__name__).info("GET /lost 200 0.1ms")
     assert not logs._pending  # dropped, as loguru drops what its sink cannot write
+
+
+def _subscribed_context(handled: list[str]) -> tuple[Any, Any]:
+    """A ServiceContext with only what `subscribe` uses (the bus, the service's name)."""
+    from billing_common.adapters.inprocess_bus import InProcessEventBus
+    from billing_common.events import CloudEvent
+    from billing_common.runtime import Adapters, ServiceContext
+    from billing_common.settings import ServiceSettings
+
+    bus = InProcessEventBus()
+    unused: Any = None
+    ctx = ServiceContext(
+        settings=ServiceSettings.for_service("payment", secrets_file=None),
+        engine=unused,
+        sessions=unused,
+        relay=unused,
+        adapters=Adapters(
+            bus=bus, invoker=unused, secrets=unused, state_store=unused, owns_bus=False
+        ),
+        state=unused,
+        tokens=unused,
+    )
+
+    async def handle(event: CloudEvent) -> None:
+        handled.append(event.id)
+
+    ctx.subscribe("test.logs.ping", handle)
+    return bus, CloudEvent
+
+
+async def test_an_event_cannot_forge_its_log_line() -> None:
+    handled: list[str] = []
+    bus, cloud_event = _subscribed_context(handled)
+    forged = "e1\n00:00:00.000 INFO    payment - event x ok\x1b[2K"
+    seen: list[Any] = []
+    sink = logger.add(seen.append, format="{extra[service]} {message}", level="INFO")
+    try:
+        await bus.start()
+        await bus.publish(cloud_event(id=forged, source="/test", type="test.logs.ping"))
+        await bus.wait_idle()
+        await bus.stop()
+    finally:
+        logger.remove(sink)
+    assert handled == [forged]
+    (line,) = [str(message) for message in seen if "test.logs.ping" in str(message)]
+    assert line.startswith("payment event test.logs.ping e1\\x0a00:00:00.000 INFO ")
+    assert "\\x1b[2K ok " in line and line.endswith("ms\n") and line.count("\n") == 1
+    assert seen[0].record["name"] == "billing_common.runtime"
+
+
+async def test_in_json_mode_the_event_line_carries_its_trace(
+    json_lines: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handled: list[str] = []
+    bus, cloud_event = _subscribed_context(handled)
+    await bus.start()
+    event = cloud_event(source="/test", type="test.logs.ping", traceparent=TRACEPARENT)
+    await bus.publish(event)
+    await bus.wait_idle()
+    await bus.stop()
+    logs.flush()
+    (line,) = [line for line in _lines(capsys.readouterr().err) if "ping" in line["message"]]
+    assert line["message"].startswith(f"event test.logs.ping {event.id} ok ")
+    assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert line["service"] == "payment" and line["logger"] == "billing_common.runtime"

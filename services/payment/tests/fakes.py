@@ -255,6 +255,11 @@ class FakeUnitOfWork:
         self._changes.inbox.add(key)
         return True
 
+    async def claim_new_invoice(
+        self, consumer: str, event: CloudEvent, tenant: str, invoice: PayableInvoice
+    ) -> bool:
+        return False  # no one-step write here: the use case takes the general path
+
     async def commit(self) -> None:
         hook, self._db.before_commit = self._db.before_commit, None
         if hook is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from sqlmodel import func, select
@@ -17,6 +18,7 @@ from billing_common.event_schemas import (
 )
 from billing_common.events import CloudEvent, new_event
 from payment_service.adapters.orm import PayableInvoiceRow
+from payment_service.service_layer import invoice_events
 
 from .conftest import Harness
 
@@ -76,6 +78,48 @@ async def test_void_stops_payments_even_when_it_arrives_first(sqlite_harness: Ha
     assert late["state"] == "void" and late["amount_due"] == "100.00" and late["payable"] is False
     response = await h.pay("inv-3")
     assert response.status_code == 409 and response.json()["invoice_state"] == "void"
+
+
+async def test_a_created_event_after_a_tombstone_fills_in_its_details(harness: Harness) -> None:
+    # On PostgreSQL the one-statement write (new invoices only) must leave this event, its
+    # claim included, to the general path.
+    await harness.invoice_event(INVOICE_VOIDED, "inv-v")
+    created = await harness.invoice_event(INVOICE_CREATED, "inv-v", amount_due="42.00")
+    late = await view(harness, "inv-v")
+    assert late["state"] == "void" and late["amount_due"] == "42.00"
+    await harness.publish(created)  # redelivered
+    assert await payable_rows(harness) == 1
+    assert harness.platform.bus.dead_letters == []
+
+
+async def test_one_invoice_id_in_two_tenants_gives_two_rows(harness: Harness) -> None:
+    await harness.invoice_event(INVOICE_CREATED, "inv-t", amount_due="5.00", tenant="globex")
+    await harness.invoice_event(INVOICE_CREATED, "inv-t", amount_due="7.00")
+    assert await payable_rows(harness) == 2
+    assert (await view(harness, "inv-t", tenant="globex"))["amount_due"] == "5.00"
+    assert (await view(harness, "inv-t"))["amount_due"] == "7.00"
+    assert harness.platform.bus.dead_letters == []
+
+
+async def test_concurrent_deliveries_of_one_created_event_write_once(harness: Harness) -> None:
+    event = new_event(
+        source="/billing/invoice",
+        event_type=INVOICE_CREATED,
+        data=InvoiceCreated(
+            invoice_id="inv-c",
+            customer_id="cust-1",
+            currency="EUR",
+            total=Decimal("9.00"),
+            amount_due=Decimal("9.00"),
+            status="draft",
+        ),
+        subject="inv-c",
+        tenant=harness.tenant,
+    )
+    deps = harness.app.state.deps
+    await asyncio.gather(*(invoice_events.on_invoice_created(event, deps) for _ in range(4)))
+    assert await payable_rows(harness) == 1
+    assert (await view(harness, "inv-c"))["amount_due"] == "9.00"
 
 
 async def test_events_are_applied_to_their_own_tenant(sqlite_harness: Harness) -> None:

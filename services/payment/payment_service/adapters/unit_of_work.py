@@ -9,17 +9,37 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.outbox import OutboxRelay, SqlUnitOfWork
+from billing_common.events import CloudEvent
+from billing_common.outbox import OutboxRelay, SqlUnitOfWork, inbox_row
+from payment_service.adapters import postgres_invoice_events
 from payment_service.adapters.payments_repository import SqlPaymentRepository
 from payment_service.adapters.webhooks_repository import SqlWebhookRepository
+from payment_service.domain.model import PayableInvoice
 
 
 class SqlPaymentUnitOfWork(SqlUnitOfWork):
-    webhooks: SqlWebhookRepository
-
     def _open(self) -> None:
-        self.webhooks = SqlWebhookRepository(self.session)
+        # Repositories are built on first use, and with them the session: an event that
+        # goes out as one statement on the asyncpg connection never builds one.
+        self._webhooks: SqlWebhookRepository | None = None
         self._repositories: dict[str, SqlPaymentRepository] = {}
+
+    @property
+    def webhooks(self) -> SqlWebhookRepository:
+        webhooks = self._webhooks
+        if webhooks is None:
+            webhooks = self._webhooks = SqlWebhookRepository(self.session)
+        return webhooks
+
+    async def claim_new_invoice(
+        self, consumer: str, event: CloudEvent, tenant: str, invoice: PayableInvoice
+    ) -> bool:
+        if not self.postgres_dialect or self._session is not None:
+            return False  # SQLite, or a transaction already under way: the general path
+        async with self.postgres() as driver:
+            return await postgres_invoice_events.claim_new_invoice(
+                driver, inbox_row(consumer, event), tenant, invoice
+            )
 
     async def commit(self) -> None:
         emitted = self._emitted

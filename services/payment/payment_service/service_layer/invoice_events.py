@@ -4,6 +4,7 @@ claimed in the inbox in the same transaction as its effect, so a redelivery does
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
@@ -56,11 +57,16 @@ class AutoRefundIncomplete(Exception):
 
 async def on_invoice_created(event: CloudEvent, deps: Dependencies) -> None:
     tenant, data = _parse(event, InvoiceCreated)
+    now = deps.clock()
     async with deps.uow() as uow:
+        new = _new_invoice(data, now)
+        # Almost always the invoice is new here: the claim and the row in one step where the
+        # unit of work has one; whatever that step cannot decide goes the general way below.
+        if new is not None and await uow.claim_new_invoice(CONSUMER, event, tenant, new):
+            return
         if not await uow.claim_event(CONSUMER, event):
             return
         repo = uow.payments(tenant)
-        now = deps.clock()
         invoice = await repo.get_invoice(data.invoice_id, for_update=True)
         try:
             if invoice is None:
@@ -84,6 +90,22 @@ async def on_invoice_created(event: CloudEvent, deps: Dependencies) -> None:
             raise PermanentEventError(f"{event.type} {event.id}: {exc}") from exc
         await repo.save_invoice(invoice)
         await uow.commit()
+
+
+def _new_invoice(data: InvoiceCreated, now: datetime) -> PayableInvoice | None:
+    """The invoice `data` creates, if it is new here; None if its amounts are refused (the
+    general path decides that, as it does for an invoice already known)."""
+    try:
+        return PayableInvoice.created(
+            invoice_id=data.invoice_id,
+            customer_id=data.customer_id,
+            currency=data.currency,
+            total=data.total,
+            amount_due=data.amount_due,
+            now=now,
+        )
+    except MoneyError:
+        return None
 
 
 async def on_invoice_finalized(event: CloudEvent, deps: Dependencies) -> None:

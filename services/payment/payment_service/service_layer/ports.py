@@ -152,6 +152,14 @@ class PaymentUnitOfWork(Protocol):
     async def claim_event(self, consumer: str, event: CloudEvent) -> bool:
         """Record the event as processed by `consumer`; False if it was processed before."""
 
+    async def claim_new_invoice(
+        self, consumer: str, event: CloudEvent, tenant: str, invoice: PayableInvoice
+    ) -> bool:
+        """Claim the event for `consumer` and add `invoice` (new), committed at once, where
+        that can be done in one step: True if done. False, with nothing written, when the
+        invoice is known here already, the event was claimed before, or this unit of work
+        has no such step: the caller then claims and applies it the general way."""
+
     async def commit(self) -> None:
         """Raise billing_common.uniqueness.UniqueViolation when a unique key was taken
         meanwhile (rolled back then)."""
