@@ -1,0 +1,130 @@
+"""A discount unit of work's hot-path connection on PostgreSQL: one pooled asyncpg
+connection, checked out raw, with no Session, no SQLAlchemy connection and no greenlet
+bridge (together most of a redemption's CPU when it went through them). Reads before the
+first write run in autocommit (each its own snapshot, as every statement of a READ
+COMMITTED transaction has); the first write sends BEGIN, the unit of work's commit COMMIT.
+
+A unit of work uses either this connection or its session, never both at once: the
+repositories ask `reads`/`writes` for a driver and go through the session when they get
+None (SQLite, or a session already in use, whose transaction then holds everything)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing_common.db import PostgresDriver, postgres_driver, raw_checkout
+
+
+class Drivers(Protocol):
+    """Where a repository sends a hot-path statement on PostgreSQL (None: through the
+    session, with SQLAlchemy)."""
+
+    async def reads(self) -> PostgresDriver | None:
+        """For a read that needs no lock: in the unit of work's transaction if it has one."""
+
+    async def writes(self) -> PostgresDriver | None:
+        """For a write or a locking read: in the unit of work's transaction, begun here if
+        none is yet."""
+
+
+class HotConnection:
+    """Implements Drivers for one unit of work (see the module's docstring)."""
+
+    def __init__(
+        self, engine: AsyncEngine | None, session: Callable[[], AsyncSession | None]
+    ) -> None:
+        postgres = engine is not None and engine.dialect.name == "postgresql"
+        self._engine = engine if postgres else None  # None: every statement via the session
+        self._session = session  # the unit of work's session if it has opened one
+        self._pooled: PoolProxiedConnection | None = None
+        self._driver: PostgresDriver | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._driver is not None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._pooled is not None and _in_transaction(self._pooled)
+
+    async def reads(self) -> PostgresDriver | None:
+        if self._engine is None:
+            return None
+        session = self._session()
+        if session is not None:
+            return await postgres_driver(session)
+        return await self._held()
+
+    async def writes(self) -> PostgresDriver | None:
+        if self._engine is None:
+            return None
+        session = self._session()
+        if session is not None:
+            # The session's transaction if SQLAlchemy has begun one; else SQLAlchemy begins
+            # it (its asyncpg dialect sends BEGIN with its own first statement).
+            driver = await postgres_driver(session)
+            return driver if driver is not None and driver.in_transaction() else None
+        driver = await self._held()
+        if not self.in_transaction:
+            await driver.execute("BEGIN")
+        return driver
+
+    async def _held(self) -> PostgresDriver:
+        if self._driver is None:
+            assert self._engine is not None
+            pooled = self._pooled = await raw_checkout(self._engine)
+            self._driver = PostgresDriver(pooled, pooled.driver_connection)
+        return self._driver
+
+    async def insert_all(self, rows: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """The rows in one statement, in the held connection's transaction (a plain INSERT:
+        the unit of work's outbox rows at commit)."""
+        assert self._driver is not None
+        await self._driver.insert_all(rows)
+
+    async def commit(self) -> None:
+        if self._driver is not None and self.in_transaction:
+            await self._driver.execute("COMMIT")
+
+    def let_go(self) -> None:
+        """Return the held connection before the session takes one of its own: a unit of
+        work never waits for the pool while holding a connection of it. Only reads were
+        sent on it (autocommit), so nothing is lost; a begun transaction is a bug."""
+        if self._pooled is None:
+            return
+        if self.in_transaction:
+            raise RuntimeError("a unit of work used its session after a hot-path write")
+        pooled, self._pooled, self._driver = self._pooled, None, None
+        pooled.close()
+
+    async def close(self, exc: BaseException | None) -> None:
+        """Roll back what was not committed and return the connection to the pool."""
+        pooled, driver = self._pooled, self._driver
+        self._pooled = self._driver = None
+        if pooled is None or driver is None:
+            return
+        try:
+            if exc is not None and not isinstance(exc, Exception):
+                # Cancelled mid-statement: the connection's state is unknown, do not reuse it.
+                pooled.invalidate()
+            elif _in_transaction(pooled):
+                try:
+                    await driver.execute("ROLLBACK")
+                except Exception:
+                    # The database went away (it rolls back by itself): never hand this
+                    # connection out again; the work's own error is the one to see.
+                    pooled.invalidate()
+                    if exc is None:
+                        raise
+        finally:
+            pooled.close()
+
+
+def _in_transaction(pooled: PoolProxiedConnection) -> bool:
+    connection: Any = pooled.driver_connection  # asyncpg's
+    return bool(connection.is_in_transaction())
