@@ -22,7 +22,14 @@ from discount_service.adapters.config_cache import ConfigView, TenantConfig
 from discount_service.adapters.connection import Drivers
 from discount_service.adapters.orm import CouponRow, CouponUsageRow
 from discount_service.domain.errors import DuplicateCouponCode
-from discount_service.domain.model import AmountOff, Benefit, Coupon, PercentOff, normalize_code
+from discount_service.domain.model import (
+    AmountOff,
+    Benefit,
+    Coupon,
+    PercentOff,
+    RejectReason,
+    normalize_code,
+)
 from discount_service.service_layer.ports import CouponQuery, CustomerCoupons
 
 
@@ -144,7 +151,24 @@ _COUNT_CUSTOMER_SQL = (
     " WHERE $4::integer IS NULL OR discount_coupon_usage.redeemed_count < $4::integer"
     " RETURNING redeemed_count"
 )
-
+# Both counters of one coupon in one statement (the per-customer one only if the overall one
+# counted), in the same order and with the same row locks as the two statements above.
+_COUNT_USE_SQL = (
+    "WITH counted AS ("
+    "UPDATE discount_coupons SET redeemed_count = redeemed_count + 1"
+    " WHERE tenant_id = $1 AND id = $2"
+    " AND (max_redemptions IS NULL OR redeemed_count < max_redemptions)"
+    " RETURNING tenant_id, id),"
+    " customer AS ("
+    "INSERT INTO discount_coupon_usage (tenant_id, coupon_id, customer_id, redeemed_count)"
+    " SELECT tenant_id, id, $3::varchar, 1 FROM counted"
+    " ON CONFLICT (tenant_id, coupon_id, customer_id) DO UPDATE"
+    " SET redeemed_count = discount_coupon_usage.redeemed_count + 1"
+    " WHERE $4::integer IS NULL OR discount_coupon_usage.redeemed_count < $4::integer"
+    " RETURNING redeemed_count)"
+    " SELECT EXISTS (SELECT FROM counted) AS counted,"
+    " EXISTS (SELECT FROM customer) AS customer_counted"
+)
 _UNCOUNT_SQL = (
     "UPDATE discount_coupons SET redeemed_count = redeemed_count - 1"
     " WHERE tenant_id = $1 AND id = $2 AND redeemed_count > 0"
@@ -400,6 +424,34 @@ class SqlCouponRepository:
         )
         counted = await (await self._session.connection()).execute(statement)
         return counted.first() is not None
+
+    async def try_count_uses(
+        self, coupons: Sequence[Coupon], customer_id: str
+    ) -> tuple[Coupon, RejectReason] | None:
+        if len(coupons) == 1:  # most redemptions: one statement on PostgreSQL
+            driver = await self._drivers.writes()
+            if driver is not None:
+                [coupon] = coupons
+                row = await driver.fetchrow(
+                    _COUNT_USE_SQL,
+                    self._tenant,
+                    coupon.id,
+                    customer_id,
+                    coupon.max_redemptions_per_customer,
+                )
+                if not row["counted"]:
+                    return coupon, RejectReason.EXHAUSTED
+                if not row["customer_counted"]:
+                    return coupon, RejectReason.CUSTOMER_LIMIT_REACHED
+                return None
+        for coupon in coupons:
+            if not await self.try_count_redemption(coupon.id):
+                return coupon, RejectReason.EXHAUSTED
+        for coupon in coupons:
+            limit = coupon.max_redemptions_per_customer
+            if not await self.try_count_customer_redemption(coupon.id, customer_id, limit):
+                return coupon, RejectReason.CUSTOMER_LIMIT_REACHED
+        return None
 
     async def uncount_redemption(self, coupon_id: str, customer_id: str) -> None:
         """Give a counted use back (overall and for the customer), never below zero."""

@@ -72,16 +72,15 @@ class SqlRedemptionRepository:
 
     async def add(self, redemption: Redemption) -> None:
         """Insert the redemption with its lines, so the (tenant, key) unique constraint
-        claims the idempotency key before any counter moves. On PostgreSQL inside the open
-        transaction, all rows are one statement (one round trip); elsewhere core INSERTs."""
+        claims the idempotency key before any counter moves. On PostgreSQL all rows are one
+        statement in the unit of work's transaction (with the outbox rows emitted so far on
+        its hot connection); elsewhere core INSERTs."""
         rows = self._rows(redemption)
-        driver = await self._drivers.writes()
-        if driver is not None:
-            try:
-                await driver.insert_all(rows)
-            except asyncpg.UniqueViolationError as exc:
-                raise IdempotencyKeyTaken(redemption.idempotency_key) from exc
-            return
+        try:
+            if await self._drivers.insert_all(rows):
+                return
+        except asyncpg.UniqueViolationError as exc:
+            raise IdempotencyKeyTaken(redemption.idempotency_key) from exc
         connection = await self._session.connection()
         (_, header), *lines = rows
         try:

@@ -3,7 +3,9 @@ UniqueViolation) building this service's tenant-scoped repositories."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -47,10 +49,14 @@ class DiscountUnitOfWork(TenantUnitOfWork):
     ) -> None:
         super().__init__(sessions, relay, tenant)
         self._config_cache = config_cache  # this process's, shared by its units of work
-        self._hot = HotConnection(self._engine, self._open_session)
+        self._hot = HotConnection(self._engine, self._open_session, self._take_outbox)
 
     def _open_session(self) -> AsyncSession | None:
         return self._session
+
+    def _take_outbox(self) -> list[tuple[str, Mapping[str, Any]]]:
+        outbox, self._outbox = self._outbox, []
+        return [(_OUTBOX_TABLE, row) for row in outbox]
 
     def _session_of(self) -> AsyncSession:
         return self.session
@@ -86,11 +92,6 @@ class DiscountUnitOfWork(TenantUnitOfWork):
         if not self._hot.held:
             await super().commit()
             return
-        outbox, self._outbox = self._outbox, []
-        if outbox:
-            # A plain INSERT in the transaction of the change (begun if only reads came first).
-            await self._hot.writes()
-            await self._hot.insert_all([(_OUTBOX_TABLE, row) for row in outbox])
         await self._hot.commit()
         if self._emitted and self._relay is not None:
             self._relay.notify()

@@ -23,7 +23,6 @@ from discount_service.domain.errors import (
 from discount_service.domain.model import (
     DiscountRequest,
     Redemption,
-    RejectReason,
     normalize_code,
 )
 from discount_service.service_layer.dependencies import Dependencies
@@ -79,6 +78,18 @@ async def redeem(
                 result=result,
                 created_at=now,
             )
+            # The event belongs to this transaction whenever it is emitted; emitted before
+            # the rows are stored, a unit of work may write it with them (one statement).
+            uow.emit(
+                new_event(
+                    source=EVENT_SOURCE,
+                    event_type=DISCOUNT_APPLIED,
+                    data=_applied_data(redemption),
+                    subject=redemption.id,
+                    tenant=uow.tenant,
+                ),
+                aggregate=f"redemption:{redemption.id}",
+            )
             try:
                 await uow.redemptions.add(redemption)
             except IdempotencyKeyTaken:
@@ -91,26 +102,10 @@ async def redeem(
             # update is the same situation the evaluation reports when that redemption
             # committed first: the same problem (422 coupon-not-applicable, same reason),
             # whichever of the two paths a database's concurrency control takes.
-            for coupon in applied:
-                if not await uow.coupons.try_count_redemption(coupon.id):
-                    raise CouponNotApplicable(coupon.code, RejectReason.EXHAUSTED.value)
-            for coupon in applied:
-                if not await uow.coupons.try_count_customer_redemption(
-                    coupon.id, request.customer_id, coupon.max_redemptions_per_customer
-                ):
-                    raise CouponNotApplicable(
-                        coupon.code, RejectReason.CUSTOMER_LIMIT_REACHED.value
-                    )
-            uow.emit(
-                new_event(
-                    source=EVENT_SOURCE,
-                    event_type=DISCOUNT_APPLIED,
-                    data=_applied_data(redemption),
-                    subject=redemption.id,
-                    tenant=uow.tenant,
-                ),
-                aggregate=f"redemption:{redemption.id}",
-            )
+            refused = await uow.coupons.try_count_uses(applied, request.customer_id)
+            if refused is not None:
+                coupon, reason = refused
+                raise CouponNotApplicable(coupon.code, reason.value)
             await uow.commit()
             return RedemptionOutcome(redemption, replayed=False)
     raise ConcurrentUpdate(f"idempotency key {idempotency_key!r} is in use concurrently; retry")
