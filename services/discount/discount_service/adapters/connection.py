@@ -36,6 +36,13 @@ class Drivers(Protocol):
         transaction, with the outbox rows emitted so far where this connection holds it;
         False, writing nothing, where writes go through the session."""
 
+    async def insert_unless_taken(
+        self, rows: Sequence[tuple[str, Mapping[str, Any]]], unique: Sequence[str]
+    ) -> bool | None:
+        """`insert_all`, the first row with ON CONFLICT (`unique`) DO NOTHING and the
+        others only if it was written: True if written, False if that row's unique key
+        was taken (nothing written), None where writes go through the session."""
+
 
 class HotConnection:
     """Implements Drivers for one unit of work (see the module's docstring)."""
@@ -100,6 +107,22 @@ class HotConnection:
         await driver.insert_all(rows)
         return True
 
+    async def insert_unless_taken(
+        self, rows: Sequence[tuple[str, Mapping[str, Any]]], unique: Sequence[str]
+    ) -> bool | None:
+        driver = await self.writes()
+        if driver is None:
+            return None
+        if self.held:
+            rows = [*rows, *self._take_outbox()]
+        shape = tuple((table, tuple(values)) for table, values in rows)
+        key = (shape, tuple(unique))
+        sql = _INSERTS_UNLESS_TAKEN_SQL.get(key)
+        if sql is None:
+            sql = _INSERTS_UNLESS_TAKEN_SQL.setdefault(key, _inserts_unless_taken_sql(*key))
+        args = (value for _, values in rows for value in values.values())
+        return bool(await driver.fetchval(sql, *args))
+
     async def commit(self) -> None:
         """Write the outbox rows not yet written, commit, and keep the connection for the
         rest of the unit of work (returned at its end)."""
@@ -147,3 +170,31 @@ class HotConnection:
 def _in_transaction(pooled: PoolProxiedConnection) -> bool:
     connection: Any = pooled.driver_connection  # asyncpg's
     return bool(connection.is_in_transaction())
+
+
+# The SQL of each shape of `insert_unless_taken` (tables and columns from code, never from
+# input); a handful per process.
+_INSERTS_UNLESS_TAKEN_SQL: dict[
+    tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]], str
+] = {}
+
+
+def _inserts_unless_taken_sql(
+    shape: tuple[tuple[str, tuple[str, ...]], ...], unique: tuple[str, ...]
+) -> str:
+    position = 0
+
+    def params(count: int) -> str:
+        nonlocal position
+        position += count
+        return ", ".join(f"${i}" for i in range(position - count + 1, position + 1))
+
+    (table, columns), *others = shape
+    # Identifiers from the code's table metadata, never from input; values are parameters.
+    claim = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({params(len(columns))})"  # noqa: S608
+    ctes = [f"claimed AS ({claim} ON CONFLICT ({', '.join(unique)}) DO NOTHING RETURNING 1)"]
+    for i, (other, other_columns) in enumerate(others):
+        insert = f"INSERT INTO {other} ({', '.join(other_columns)})"
+        ctes.append(f"w{i} AS ({insert} SELECT {params(len(other_columns))} FROM claimed)")  # noqa: S608
+    # PostgreSQL runs every data-modifying CTE to completion, whether or not it is read.
+    return f"WITH {', '.join(ctes)} SELECT count(*) FROM claimed"  # noqa: S608

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import Row, Table, and_, delete, insert, or_
 from sqlalchemy import select as core_select
 from sqlmodel import col, select
@@ -32,6 +31,7 @@ _REDEMPTIONS: Table = RedemptionRow.__table__  # type: ignore[attr-defined]
 _LINES: Table = RedemptionLineRow.__table__  # type: ignore[attr-defined]
 
 
+_KEY_COLUMNS = ("tenant_id", "idempotency_key")  # uq_discount_redemption_key
 # The hot statements on PostgreSQL (asyncpg, prepared once per connection).
 _BY_KEY_SQL = "SELECT * FROM discount_redemptions WHERE tenant_id = $1 AND idempotency_key = $2"
 _BY_KEY_FOR_UPDATE_SQL = f"{_BY_KEY_SQL} FOR UPDATE"
@@ -76,11 +76,13 @@ class SqlRedemptionRepository:
         statement in the unit of work's transaction (with the outbox rows emitted so far on
         its hot connection); elsewhere core INSERTs."""
         rows = self._rows(redemption)
-        try:
-            if await self._drivers.insert_all(rows):
-                return
-        except asyncpg.UniqueViolationError as exc:
-            raise IdempotencyKeyTaken(redemption.idempotency_key) from exc
+        # The key's claim folded into the INSERT (ON CONFLICT DO NOTHING): a key taken
+        # writes nothing and leaves the transaction usable.
+        written = await self._drivers.insert_unless_taken(rows, _KEY_COLUMNS)
+        if written is not None:
+            if not written:
+                raise IdempotencyKeyTaken(redemption.idempotency_key)
+            return
         connection = await self._session.connection()
         (_, header), *lines = rows
         try:

@@ -55,18 +55,27 @@ async def redeem(
     In one transaction: the redemption row claims the key (unique per tenant), each applied
     coupon's counters move by an atomic conditional UPDATE, the lines are stored and the
     event goes to the outbox. A key seen before answers with the stored redemption (or 409
-    if the request differs); a coupon use that a concurrent request took first is a 422
+    if the request differs), found when its claim fails or when the request cannot apply;
+    a coupon use that a concurrent request took first is a 422
     coupon-not-applicable, exactly as if that request had committed before this one began."""
     fingerprint = request.fingerprint()
     now = deps.clock()
-    for _ in range(2):
+    for attempt in range(2):
         async with deps.uow(tenant) as uow:
-            existing = await uow.redemptions.by_key(idempotency_key)
-            if existing is not None:
-                return _replay(existing, fingerprint, idempotency_key)
+            # A key is mostly new: storing the redemption is what finds out it is not (the
+            # claim is the INSERT), and the key's redemption is read only then (the second
+            # attempt) or when this request cannot apply now, where a used key still
+            # answers as it did.
+            if attempt:
+                existing = await uow.redemptions.by_key(idempotency_key)
+                if existing is not None:
+                    return _replay(existing, fingerprint, idempotency_key)
             result, coupons = await evaluate_in(uow, request, now)
             for rejection in result.rejected:
                 if rejection.reason.blocks_redemption:
+                    existing = await uow.redemptions.by_key(idempotency_key)
+                    if existing is not None:
+                        return _replay(existing, fingerprint, idempotency_key)
                     raise CouponNotApplicable(rejection.code, rejection.reason.value)
             redemption = Redemption(
                 id=str(uuid.uuid4()),
