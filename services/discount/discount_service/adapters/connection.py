@@ -31,17 +31,15 @@ class Drivers(Protocol):
         """For a write or a locking read: in the unit of work's transaction, begun here if
         none is yet."""
 
-    async def insert_all(self, rows: Sequence[tuple[str, Mapping[str, Any]]]) -> bool:
-        """The (table, column values) rows as ONE statement in the unit of work's
-        transaction, with the outbox rows emitted so far where this connection holds it;
-        False, writing nothing, where writes go through the session."""
-
     async def insert_unless_taken(
         self, rows: Sequence[tuple[str, Mapping[str, Any]]], unique: Sequence[str]
     ) -> bool | None:
-        """`insert_all`, the first row with ON CONFLICT (`unique`) DO NOTHING and the
-        others only if it was written: True if written, False if that row's unique key
-        was taken (nothing written), None where writes go through the session."""
+        """The (table, column values) rows as ONE statement in the unit of work's
+        transaction, with the outbox rows emitted so far where this connection holds it:
+        the first row with ON CONFLICT (`unique`) DO NOTHING, the others only if it was
+        written. True if written, False if that key was taken (nothing written, the
+        outbox rows taken with it: the unit of work is to be given up), None where writes
+        go through the session."""
 
 
 class HotConnection:
@@ -97,16 +95,6 @@ class HotConnection:
             self._driver = PostgresDriver(pooled, pooled.driver_connection)
         return self._driver
 
-    async def insert_all(self, rows: Sequence[tuple[str, Mapping[str, Any]]]) -> bool:
-        driver = await self.writes()
-        if driver is None:
-            return False
-        if self.held:
-            # The outbox row rides with the change: one round trip less per redemption.
-            rows = [*rows, *self._take_outbox()]
-        await driver.insert_all(rows)
-        return True
-
     async def insert_unless_taken(
         self, rows: Sequence[tuple[str, Mapping[str, Any]]], unique: Sequence[str]
     ) -> bool | None:
@@ -114,6 +102,7 @@ class HotConnection:
         if driver is None:
             return None
         if self.held:
+            # The outbox row rides with the change: one round trip less per redemption.
             rows = [*rows, *self._take_outbox()]
         shape = tuple((table, tuple(values)) for table, values in rows)
         key = (shape, tuple(unique))
@@ -129,7 +118,9 @@ class HotConnection:
         outbox = self._take_outbox()
         if outbox:
             # A plain INSERT in the transaction of the change (begun if only reads came first).
-            await self.insert_all(outbox)
+            driver = await self.writes()
+            assert driver is not None, "committed through the session, not here"
+            await driver.insert_all(outbox)
         if self._driver is not None and self.in_transaction:
             await self._driver.execute("COMMIT")
 
