@@ -15,7 +15,7 @@ key), which is how a race is staged. The domain values are frozen: no copies nee
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -26,6 +26,7 @@ from discount_service.domain.model import (
     Coupon,
     DiscountPolicy,
     Redemption,
+    RejectReason,
     StackingSettings,
     normalize_code,
 )
@@ -196,6 +197,18 @@ class FakeCouponRepository:
             return True
 
         return await self._counted("coupons.try_count_customer_redemption", count)
+
+    async def try_count_uses(
+        self, coupons: Sequence[Coupon], customer_id: str
+    ) -> tuple[Coupon, RejectReason] | None:
+        for coupon in coupons:
+            if not await self.try_count_redemption(coupon.id):
+                return coupon, RejectReason.EXHAUSTED
+        for coupon in coupons:
+            limit = coupon.max_redemptions_per_customer
+            if not await self.try_count_customer_redemption(coupon.id, customer_id, limit):
+                return coupon, RejectReason.CUSTOMER_LIMIT_REACHED
+        return None
 
     async def _counted(self, name: str, count: Callable[[TenantData], bool]) -> bool:
         """A conditional UPDATE: a use not counted writes nothing."""

@@ -193,6 +193,23 @@ async def test_exhausted_and_customer_limit_after_redemptions(api) -> None:
     assert problem(await redeem(api, third, key="d"), 422)["reason"] == "exhausted"
 
 
+async def test_a_used_key_replays_after_its_coupon_is_used_up(api) -> None:
+    """The key's claim is the INSERT; a request that cannot apply any more still looks up
+    its key first: the stored answer for the same request, 409 for another."""
+    last = {**WELCOME, "code": "ONLY1", "max_redemptions": 1}
+    assert (
+        await api.client.post("/v1/discounts/coupons", json=last, headers=api.headers())
+    ).status_code == 201
+    payload = {**REQUEST, "coupon_codes": ["ONLY1"]}
+    created = await redeem(api, payload, key="once")
+    assert created.status_code == 201, created.text
+    replay = await redeem(api, payload, key="once")
+    assert (replay.status_code, replay.headers["idempotent-replayed"]) == (200, "true")
+    assert replay.json() == created.json()
+    problem(await redeem(api, {**payload, "amount": "300.00"}, key="once"), 409)
+    assert problem(await redeem(api, payload, key="other"), 422)["reason"] == "exhausted"
+
+
 async def test_redemption_publishes_the_event_through_the_outbox(api) -> None:
     received: list[CloudEvent] = []
 

@@ -6,7 +6,7 @@ concurrency lets happen; here the competing commit is made at exactly that momen
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ from sqlalchemy import text
 from billing_common.runtime import EmbeddedPlatform
 from discount_service.adapters.coupons_repository import SqlCouponRepository
 from discount_service.bootstrap import create_app
+from discount_service.domain.model import Coupon, RejectReason
 
 from .conftest import Api
 
@@ -83,19 +84,20 @@ async def test_the_use_taken_between_evaluation_and_counter_update(
     api = postgres_api
     await create_last(api)
     engine = api.app.state.ctx.engine
-    original = SqlCouponRepository.try_count_redemption
+    original = SqlCouponRepository.try_count_uses
 
-    async def another_redemption_commits_first(self: SqlCouponRepository, coupon_id: str) -> bool:
+    async def another_redemption_commits_first(
+        self: SqlCouponRepository, coupons: Sequence[Coupon], customer_id: str
+    ) -> tuple[Coupon, RejectReason] | None:
         # A concurrent redemption takes the last use and commits, after this one evaluated
         # the coupon as still available.
         async with engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE discount_coupons SET redeemed_count = 1 WHERE id = :id"),
-                {"id": coupon_id},
-            )
-        return await original(self, coupon_id)
+            for coupon in coupons:
+                await conn.execute(
+                    text("UPDATE discount_coupons SET redeemed_count = 1 WHERE id = :id"),
+                    {"id": coupon.id},
+                )
+        return await original(self, coupons, customer_id)
 
-    monkeypatch.setattr(
-        SqlCouponRepository, "try_count_redemption", another_redemption_commits_first
-    )
+    monkeypatch.setattr(SqlCouponRepository, "try_count_uses", another_redemption_commits_first)
     assert_exhausted(await redeem(api, "c-1", "raced"))

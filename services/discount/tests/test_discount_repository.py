@@ -11,12 +11,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from billing_common.event_schemas import DISCOUNT_APPLIED
 from billing_common.money import Money
 from discount_service.adapters.config_cache import ConfigCache
-from discount_service.adapters.unit_of_work import DiscountUnitOfWork
+from discount_service.adapters.unit_of_work import DiscountUnitOfWork, uow_factory
 from discount_service.domain.errors import (
     CouponNotApplicable,
     CouponNotFound,
@@ -36,6 +36,7 @@ from discount_service.domain.model import (
     UserTypeRule,
 )
 from discount_service.service_layer import coupons, policies, redemptions
+from discount_service.service_layer.dependencies import Dependencies
 from discount_service.service_layer.ports import CouponQuery, IdempotencyKeyTaken, RedemptionQuery
 from discount_service.service_layer.samples import ensure_samples
 
@@ -209,6 +210,58 @@ async def test_coupons_for_a_customer_are_one_statement_on_postgresql(db) -> Non
         # (asyncpg's own type introspection, once per connection, is not ours)
         assert len([sql for sql in sent if "discount_" in sql]) == 1
         assert "ONCE" in found.coupons
+
+
+async def test_a_redemption_is_five_statements_on_one_raw_connection(db) -> None:
+    """PostgreSQL, warm configuration cache: the coupons read (with the version and the
+    customer's usage), BEGIN, the redemption with its lines and outbox row (the key's claim),
+    both counters, COMMIT; no session, no SQLAlchemy statement."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("counts the statements asyncpg sends")
+    await coupons.create_coupon("acme", make_coupon("ONCE"), db.deps())
+    deps = Dependencies(uow_factory(db.sessions, None, ConfigCache()))
+    request = DiscountRequest("c-1", Money.of("100.00", "EUR"), coupon_codes=("ONCE",))
+    await redemptions.redeem("acme", request, "warm-up", deps)
+    sent: list[str] = []
+
+    def log(record: Any) -> None:
+        sent.append(record.query)
+
+    def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(log)
+
+    event.listen(db.engine.sync_engine, "checkout", on_checkout)
+    try:
+        outcome = await redemptions.redeem("acme", request, "measured", deps)
+        await asyncio.sleep(0.05)  # asyncpg calls its query loggers soon, not at once
+    finally:
+        event.remove(db.engine.sync_engine, "checkout", on_checkout)
+    assert outcome.replayed is False
+    # (asyncpg's own type introspection, once per connection, is not ours)
+    ours = [sql for sql in sent if "pg_catalog" not in sql]
+    assert [sql.split()[0] for sql in ours] == ["SELECT", "BEGIN", "WITH", "WITH", "COMMIT"]
+    assert "discount_coupons" in ours[0] and "INTO outbox" in ours[2]
+    assert "discount_coupon_usage" in ours[3]
+
+
+async def test_a_unit_of_work_holds_one_connection_hot_or_session(db) -> None:
+    """The hot connection goes back to the pool before the session takes one (never two
+    at once); after a hot write (its transaction begun) the session is refused."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the hot connection is PostgreSQL's")
+    await coupons.create_coupon("acme", make_coupon("ONCE"), db.deps())
+    async with db.uow() as uow:
+        await uow.coupons.for_customer(["ONCE"], "c-1")  # a hot read, in autocommit
+        assert db.engine.pool.checkedout() == 1
+        assert await uow.coupons.get("ONCE") is not None  # through the session
+        assert db.engine.pool.checkedout() == 1
+    async with db.uow() as uow:
+        coupon = (await uow.coupons.for_customer(["ONCE"], "c-1")).coupons["ONCE"]
+        assert await uow.coupons.try_count_redemption(coupon.id)  # BEGIN, then the UPDATE
+        with pytest.raises(RuntimeError):
+            uow.session  # noqa: B018 - opening it is what is refused
+    assert db.engine.pool.checkedout() == 0
+    assert (await coupons.get_coupon("acme", "ONCE", db.deps())).redeemed_count == 0
 
 
 async def test_policy_upsert_is_idempotent_and_replaces(db) -> None:

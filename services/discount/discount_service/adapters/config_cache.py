@@ -4,6 +4,7 @@ policies, stacking settings), and each unit of work's view of it."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import postgres_driver
+from discount_service.adapters.connection import Drivers
 from discount_service.adapters.orm import DiscountConfigVersionRow
 from discount_service.domain.model import Coupon, DiscountPolicy, StackingSettings
 
@@ -60,8 +61,15 @@ class ConfigView:
     and the cached copy at that version. After a change in this unit of work the cache is
     neither read nor filled: what it would hold is not committed, and may never be."""
 
-    def __init__(self, session: AsyncSession, tenant: str, cache: ConfigCache | None) -> None:
-        self._session = session
+    def __init__(
+        self,
+        session: Callable[[], AsyncSession],
+        tenant: str,
+        cache: ConfigCache | None,
+        drivers: Drivers,
+    ) -> None:
+        self._session_of = session
+        self._drivers = drivers
         self._tenant = tenant
         self._cache = cache
         self._entry: TenantConfig | None = None
@@ -85,8 +93,12 @@ class ConfigView:
             return self.observe(await self._read_version())
         return self._entry
 
+    @property
+    def _session(self) -> AsyncSession:
+        return self._session_of()
+
     async def _read_version(self) -> int:
-        driver = await postgres_driver(self._session)
+        driver = await self._drivers.reads()
         if driver is not None:
             row = await driver.fetchrow(VERSION_SQL, self._tenant)
         else:

@@ -4,7 +4,7 @@ concurrency on PostgreSQL (row locks, re-checked WHERE) and on SQLite (one write
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,14 +14,22 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import PostgresDriver, UtcDateTime, postgres_driver, utc_instant
+from billing_common.db import UtcDateTime, utc_instant
 from billing_common.money import Money
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
 from discount_service.adapters.config_cache import ConfigView, TenantConfig
+from discount_service.adapters.connection import Drivers
 from discount_service.adapters.orm import CouponRow, CouponUsageRow
 from discount_service.domain.errors import DuplicateCouponCode
-from discount_service.domain.model import AmountOff, Benefit, Coupon, PercentOff, normalize_code
+from discount_service.domain.model import (
+    AmountOff,
+    Benefit,
+    Coupon,
+    PercentOff,
+    RejectReason,
+    normalize_code,
+)
 from discount_service.service_layer.ports import CouponQuery, CustomerCoupons
 
 
@@ -143,6 +151,32 @@ _COUNT_CUSTOMER_SQL = (
     " WHERE $4::integer IS NULL OR discount_coupon_usage.redeemed_count < $4::integer"
     " RETURNING redeemed_count"
 )
+# Both counters of one coupon in one statement (the per-customer one only if the overall one
+# counted), in the same order and with the same row locks as the two statements above.
+_COUNT_USE_SQL = (
+    "WITH counted AS ("
+    "UPDATE discount_coupons SET redeemed_count = redeemed_count + 1"
+    " WHERE tenant_id = $1 AND id = $2"
+    " AND (max_redemptions IS NULL OR redeemed_count < max_redemptions)"
+    " RETURNING tenant_id, id),"
+    " customer AS ("
+    "INSERT INTO discount_coupon_usage (tenant_id, coupon_id, customer_id, redeemed_count)"
+    " SELECT tenant_id, id, $3::varchar, 1 FROM counted"
+    " ON CONFLICT (tenant_id, coupon_id, customer_id) DO UPDATE"
+    " SET redeemed_count = discount_coupon_usage.redeemed_count + 1"
+    " WHERE $4::integer IS NULL OR discount_coupon_usage.redeemed_count < $4::integer"
+    " RETURNING redeemed_count)"
+    " SELECT EXISTS (SELECT FROM counted) AS counted,"
+    " EXISTS (SELECT FROM customer) AS customer_counted"
+)
+_UNCOUNT_SQL = (
+    "UPDATE discount_coupons SET redeemed_count = redeemed_count - 1"
+    " WHERE tenant_id = $1 AND id = $2 AND redeemed_count > 0"
+)
+_UNCOUNT_CUSTOMER_SQL = (
+    "UPDATE discount_coupon_usage SET redeemed_count = redeemed_count - 1"
+    " WHERE tenant_id = $1 AND coupon_id = $2 AND customer_id = $3 AND redeemed_count > 0"
+)
 
 
 def _definition(cached: TenantConfig | None, key: str, row: Mapping[Any, Any]) -> Coupon:
@@ -190,10 +224,21 @@ class SqlCouponRepository:
     """Coupon definitions come from the process's cache while the tenant's configuration
     version (read with them) says they are current; counters are always read live."""
 
-    def __init__(self, session: AsyncSession, tenant: str, config: ConfigView) -> None:
-        self._session = session
+    def __init__(
+        self,
+        session: Callable[[], AsyncSession],
+        tenant: str,
+        config: ConfigView,
+        drivers: Drivers,
+    ) -> None:
+        self._session_of = session
+        self._drivers = drivers
         self._tenant = tenant
         self._config = config
+
+    @property
+    def _session(self) -> AsyncSession:
+        return self._session_of()
 
     async def _row(self, code: str) -> CouponRow | None:
         result = await self._session.exec(
@@ -266,7 +311,7 @@ class SqlCouponRepository:
         keys = sorted({normalize_code(code) for code in codes})
         if not keys:
             return {}
-        driver = await postgres_driver(self._session)
+        driver = await self._drivers.reads()
         if driver is not None:
             rows = await driver.fetch(_COUPONS_SQL, self._tenant, keys)
             cached = self._config.observe(int(rows[0]["config_version"] or 0))
@@ -287,7 +332,7 @@ class SqlCouponRepository:
         ids = sorted(set(coupon_ids))
         if not ids:
             return {}
-        driver = await postgres_driver(self._session)
+        driver = await self._drivers.reads()
         if driver is not None:
             found = await driver.fetch(_USAGE_SQL, self._tenant, customer_id, ids)
             return {row["coupon_id"]: row["redeemed_count"] for row in found}
@@ -304,7 +349,7 @@ class SqlCouponRepository:
         keys = coupon_keys(codes)
         if not keys:
             return CustomerCoupons({}, {})
-        driver = await postgres_driver(self._session)
+        driver = await self._drivers.reads()
         if driver is not None:
             rows = await driver.fetch(CUSTOMER_COUPONS_SQL, self._tenant, keys, customer_id)
             return customer_coupons(rows, self._config.observe(config_version(rows)))
@@ -321,19 +366,12 @@ class SqlCouponRepository:
         )
         return customer_coupons([row._mapping for row in found], cached)
 
-    async def _driver_in_transaction(self) -> PostgresDriver | None:
-        """The asyncpg connection when the session's transaction is open on it (PostgreSQL):
-        a counter statement sent there commits or rolls back with the unit of work. None
-        otherwise, where it goes through SQLAlchemy (which begins the transaction)."""
-        driver = await postgres_driver(self._session)
-        return driver if driver is not None and driver.in_transaction() else None
-
     async def try_count_redemption(self, coupon_id: str) -> bool:
         """redeemed_count += 1 unless that would pass max_redemptions, atomically.
 
         On PostgreSQL a concurrent transaction waits on the row lock and re-evaluates the
         WHERE clause against the committed count, so the last redemption goes to one only."""
-        driver = await self._driver_in_transaction()
+        driver = await self._drivers.writes()
         if driver is not None:
             # Every redemption runs it: asyncpg's prepared statement, not SQLAlchemy's
             # compile, execution context and result (most of the statement's CPU).
@@ -361,7 +399,7 @@ class SqlCouponRepository:
         # One statement: the counter row is created at 1 (every limit is at least 1) or
         # moved on below the limit; a row is returned only if it counted. On PostgreSQL a
         # concurrent creator or counter waits on the row and the WHERE is re-checked.
-        driver = await self._driver_in_transaction()
+        driver = await self._drivers.writes()
         if driver is not None:
             counted_row = await driver.fetchrow(
                 _COUNT_CUSTOMER_SQL, self._tenant, coupon_id, customer_id, limit
@@ -387,8 +425,41 @@ class SqlCouponRepository:
         counted = await (await self._session.connection()).execute(statement)
         return counted.first() is not None
 
+    async def try_count_uses(
+        self, coupons: Sequence[Coupon], customer_id: str
+    ) -> tuple[Coupon, RejectReason] | None:
+        if len(coupons) == 1:  # most redemptions: one statement on PostgreSQL
+            driver = await self._drivers.writes()
+            if driver is not None:
+                [coupon] = coupons
+                row = await driver.fetchrow(
+                    _COUNT_USE_SQL,
+                    self._tenant,
+                    coupon.id,
+                    customer_id,
+                    coupon.max_redemptions_per_customer,
+                )
+                if not row["counted"]:
+                    return coupon, RejectReason.EXHAUSTED
+                if not row["customer_counted"]:
+                    return coupon, RejectReason.CUSTOMER_LIMIT_REACHED
+                return None
+        for coupon in coupons:
+            if not await self.try_count_redemption(coupon.id):
+                return coupon, RejectReason.EXHAUSTED
+        for coupon in coupons:
+            limit = coupon.max_redemptions_per_customer
+            if not await self.try_count_customer_redemption(coupon.id, customer_id, limit):
+                return coupon, RejectReason.CUSTOMER_LIMIT_REACHED
+        return None
+
     async def uncount_redemption(self, coupon_id: str, customer_id: str) -> None:
         """Give a counted use back (overall and for the customer), never below zero."""
+        driver = await self._drivers.writes()
+        if driver is not None:
+            await driver.execute(_UNCOUNT_SQL, self._tenant, coupon_id)
+            await driver.execute(_UNCOUNT_CUSTOMER_SQL, self._tenant, coupon_id, customer_id)
+            return
         await self._session.exec(
             update(CouponRow)
             .where(

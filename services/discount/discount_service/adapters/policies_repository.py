@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from billing_common.money import Money, format_amount
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
 from discount_service.adapters.config_cache import ConfigView
+from discount_service.adapters.connection import Drivers
 from discount_service.adapters.orm import PolicyRow
 from discount_service.domain.model import (
     AmountOff,
@@ -152,10 +153,21 @@ class SqlPolicyRepository:
     """The active policies come from the process's cache while the tenant's configuration
     version says they are current (discount_service.adapters.config_cache)."""
 
-    def __init__(self, session: AsyncSession, tenant: str, config: ConfigView) -> None:
-        self._session = session
+    def __init__(
+        self,
+        session: Callable[[], AsyncSession],
+        tenant: str,
+        config: ConfigView,
+        drivers: Drivers,
+    ) -> None:
+        self._session_of = session
+        self._drivers = drivers
         self._tenant = tenant
         self._config = config
+
+    @property
+    def _session(self) -> AsyncSession:
+        return self._session_of()
 
     async def _row(self, key: str) -> PolicyRow | None:
         result = await self._session.exec(
@@ -179,7 +191,11 @@ class SqlPolicyRepository:
         cached = await self._config.current()
         if cached is not None and cached.active_policies is not None:
             return list(cached.active_policies)
-        policies = await load_active_policies(await self._session.connection(), self._tenant)
+        driver = await self._drivers.reads()
+        if driver is not None:
+            policies = await fetch_active_policies(driver, self._tenant)
+        else:
+            policies = await load_active_policies(await self._session.connection(), self._tenant)
         if cached is not None:
             # Read after the version: at worst newer than it, never older.
             cached.active_policies = tuple(policies)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import Row, Table, and_, delete, insert, or_
 from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing_common.db import postgres_driver
+from billing_common.db import utc_instant
 from billing_common.money import Money
 from billing_common.uniqueness import UniqueViolation
+from discount_service.adapters.connection import Drivers
 from discount_service.adapters.orm import RedemptionLineRow, RedemptionRow
 from discount_service.domain.model import (
     AppliedDiscount,
@@ -30,22 +31,57 @@ _REDEMPTIONS: Table = RedemptionRow.__table__  # type: ignore[attr-defined]
 _LINES: Table = RedemptionLineRow.__table__  # type: ignore[attr-defined]
 
 
+_KEY_COLUMNS = ("tenant_id", "idempotency_key")  # uq_discount_redemption_key
+# The hot statements on PostgreSQL (asyncpg, prepared once per connection).
+_BY_KEY_SQL = "SELECT * FROM discount_redemptions WHERE tenant_id = $1 AND idempotency_key = $2"
+_BY_KEY_FOR_UPDATE_SQL = f"{_BY_KEY_SQL} FOR UPDATE"
+_LINES_SQL = (
+    "SELECT redemption_id, kind, code, name, amount FROM discount_redemption_lines"
+    " WHERE tenant_id = $1 AND redemption_id = $2 ORDER BY position"
+)
+_REMOVE_SQL = (
+    "WITH lines AS (DELETE FROM discount_redemption_lines"
+    " WHERE tenant_id = $1 AND redemption_id = $2)"
+    " DELETE FROM discount_redemptions WHERE tenant_id = $1 AND id = $2"
+)
+
+
+class _Record:
+    """An asyncpg record's columns as attributes, as a SQLAlchemy row has them, instants
+    in UTC as the UtcDateTime columns make them."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        value = self._record[name]
+        return utc_instant(value) if isinstance(value, datetime) else value
+
+
 class SqlRedemptionRepository:
-    def __init__(self, session: AsyncSession, tenant: str) -> None:
-        self._session = session
+    def __init__(self, session: Callable[[], AsyncSession], tenant: str, drivers: Drivers) -> None:
+        self._session_of = session
+        self._drivers = drivers
         self._tenant = tenant
+
+    @property
+    def _session(self) -> AsyncSession:
+        return self._session_of()
 
     async def add(self, redemption: Redemption) -> None:
         """Insert the redemption with its lines, so the (tenant, key) unique constraint
-        claims the idempotency key before any counter moves. On PostgreSQL inside the open
-        transaction, all rows are one statement (one round trip); elsewhere core INSERTs."""
+        claims the idempotency key before any counter moves. On PostgreSQL all rows are one
+        statement in the unit of work's transaction (with the outbox rows emitted so far on
+        its hot connection); elsewhere core INSERTs."""
         rows = self._rows(redemption)
-        driver = await postgres_driver(self._session)
-        if driver is not None and driver.in_transaction():
-            try:
-                await driver.insert_all(rows)
-            except asyncpg.UniqueViolationError as exc:
-                raise IdempotencyKeyTaken(redemption.idempotency_key) from exc
+        # The key's claim folded into the INSERT (ON CONFLICT DO NOTHING): a key taken
+        # writes nothing and leaves the transaction usable.
+        written = await self._drivers.insert_unless_taken(rows, _KEY_COLUMNS)
+        if written is not None:
+            if not written:
+                raise IdempotencyKeyTaken(redemption.idempotency_key)
             return
         connection = await self._session.connection()
         (_, header), *lines = rows
@@ -92,6 +128,10 @@ class SqlRedemptionRepository:
     async def remove(self, redemption_id: str) -> None:
         """Delete the redemption and its lines (a released redemption never happened; its
         idempotency key is free again)."""
+        driver = await self._drivers.writes()
+        if driver is not None:
+            await driver.execute(_REMOVE_SQL, self._tenant, redemption_id)
+            return
         await self._session.exec(
             delete(RedemptionLineRow).where(
                 col(RedemptionLineRow.tenant_id) == self._tenant,
@@ -106,8 +146,16 @@ class SqlRedemptionRepository:
         )
 
     async def by_key(self, idempotency_key: str, *, for_update: bool = False) -> Redemption | None:
-        # Every redemption starts with it (and begins its transaction): SQLAlchemy core,
-        # plain rows, no ORM identity map or instance state for a key that is mostly new.
+        # Every redemption starts with it: on PostgreSQL one prepared statement (in
+        # autocommit unless locking), elsewhere SQLAlchemy core, plain rows.
+        driver = await (self._drivers.writes() if for_update else self._drivers.reads())
+        if driver is not None:
+            sql = _BY_KEY_FOR_UPDATE_SQL if for_update else _BY_KEY_SQL
+            record = await driver.fetchrow(sql, self._tenant, idempotency_key)
+            if record is None:
+                return None
+            lines = await driver.fetch(_LINES_SQL, self._tenant, record["id"])
+            return _redemption_from_rows(_Record(record), [_Record(line) for line in lines])
         query = core_select(_REDEMPTIONS).where(
             _REDEMPTIONS.c.tenant_id == self._tenant,
             _REDEMPTIONS.c.idempotency_key == idempotency_key,
@@ -164,7 +212,9 @@ class SqlRedemptionRepository:
         return [_redemption_from_rows(row, lines_by_id[row.id]) for row in rows]
 
 
-def _redemption_from_rows(row: RedemptionRow | Row[Any], lines: Sequence[Any]) -> Redemption:
+def _redemption_from_rows(
+    row: RedemptionRow | Row[Any] | _Record, lines: Sequence[Any]
+) -> Redemption:
     result = DiscountResult(
         amount=Money(row.amount, row.currency),
         applied=tuple(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 
 from sqlalchemy import Table
@@ -14,6 +15,7 @@ from billing_common.db import PostgresDriver
 from billing_common.money import Money, format_amount
 from billing_common.outbox import utcnow
 from discount_service.adapters.config_cache import ConfigView
+from discount_service.adapters.connection import Drivers
 from discount_service.adapters.orm import StackingSettingsRow
 from discount_service.domain.model import StackingSettings
 
@@ -59,16 +61,31 @@ class SqlStackingSettingsRepository:
     """The settings come from the process's cache while the tenant's configuration version
     says they are current (discount_service.adapters.config_cache)."""
 
-    def __init__(self, session: AsyncSession, tenant: str, config: ConfigView) -> None:
-        self._session = session
+    def __init__(
+        self,
+        session: Callable[[], AsyncSession],
+        tenant: str,
+        config: ConfigView,
+        drivers: Drivers,
+    ) -> None:
+        self._session_of = session
+        self._drivers = drivers
         self._tenant = tenant
         self._config = config
+
+    @property
+    def _session(self) -> AsyncSession:
+        return self._session_of()
 
     async def get(self) -> StackingSettings:
         cached = await self._config.current()
         if cached is not None and cached.settings is not None:
             return cached.settings
-        settings = await load_settings(await self._session.connection(), self._tenant)
+        driver = await self._drivers.reads()
+        if driver is not None:
+            settings = await fetch_settings(driver, self._tenant)
+        else:
+            settings = await load_settings(await self._session.connection(), self._tenant)
         if cached is not None:
             cached.settings = settings  # read after the version: never older than it
         return settings

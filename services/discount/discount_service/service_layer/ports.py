@@ -4,14 +4,20 @@ them (discount_service.adapters); bootstrap wires them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
 from billing_common.events import CloudEvent
-from discount_service.domain.model import Coupon, DiscountPolicy, Redemption, StackingSettings
+from discount_service.domain.model import (
+    Coupon,
+    DiscountPolicy,
+    Redemption,
+    RejectReason,
+    StackingSettings,
+)
 
 
 class IdempotencyKeyTaken(Exception):
@@ -83,6 +89,15 @@ class CouponRepository(Protocol):
         self, coupon_id: str, customer_id: str, limit: int | None
     ) -> bool:
         """Count one use by the customer below `limit` (None: no limit), atomically."""
+
+    async def try_count_uses(
+        self, coupons: Sequence[Coupon], customer_id: str
+    ) -> tuple[Coupon, RejectReason] | None:
+        """Count one use of each coupon: every overall counter (`try_count_redemption`, in
+        the order given: callers give one lock order), then every per-customer counter
+        below the coupon's limit (`try_count_customer_redemption`). The first coupon whose
+        use was not counted with why (EXHAUSTED, CUSTOMER_LIMIT_REACHED); None if all
+        were. Uses counted before a refusal stay counted until the transaction ends."""
 
     async def uncount_redemption(self, coupon_id: str, customer_id: str) -> None:
         """Give a counted use back (overall and for the customer), never below zero."""

@@ -23,7 +23,6 @@ from discount_service.domain.errors import (
 from discount_service.domain.model import (
     DiscountRequest,
     Redemption,
-    RejectReason,
     normalize_code,
 )
 from discount_service.service_layer.dependencies import Dependencies
@@ -56,18 +55,27 @@ async def redeem(
     In one transaction: the redemption row claims the key (unique per tenant), each applied
     coupon's counters move by an atomic conditional UPDATE, the lines are stored and the
     event goes to the outbox. A key seen before answers with the stored redemption (or 409
-    if the request differs); a coupon use that a concurrent request took first is a 422
+    if the request differs), found when its claim fails or when the request cannot apply;
+    a coupon use that a concurrent request took first is a 422
     coupon-not-applicable, exactly as if that request had committed before this one began."""
     fingerprint = request.fingerprint()
     now = deps.clock()
-    for _ in range(2):
+    for attempt in range(2):
         async with deps.uow(tenant) as uow:
-            existing = await uow.redemptions.by_key(idempotency_key)
-            if existing is not None:
-                return _replay(existing, fingerprint, idempotency_key)
+            # A key is mostly new: storing the redemption is what finds out it is not (the
+            # claim is the INSERT), and the key's redemption is read only then (the second
+            # attempt) or when this request cannot apply now, where a used key still
+            # answers as it did.
+            if attempt:
+                existing = await uow.redemptions.by_key(idempotency_key)
+                if existing is not None:
+                    return _replay(existing, fingerprint, idempotency_key)
             result, coupons = await evaluate_in(uow, request, now)
             for rejection in result.rejected:
                 if rejection.reason.blocks_redemption:
+                    existing = await uow.redemptions.by_key(idempotency_key)
+                    if existing is not None:
+                        return _replay(existing, fingerprint, idempotency_key)
                     raise CouponNotApplicable(rejection.code, rejection.reason.value)
             redemption = Redemption(
                 id=str(uuid.uuid4()),
@@ -78,6 +86,18 @@ async def redeem(
                 reference=request.reference,
                 result=result,
                 created_at=now,
+            )
+            # The event belongs to this transaction whenever it is emitted; emitted before
+            # the rows are stored, a unit of work may write it with them (one statement).
+            uow.emit(
+                new_event(
+                    source=EVENT_SOURCE,
+                    event_type=DISCOUNT_APPLIED,
+                    data=_applied_data(redemption),
+                    subject=redemption.id,
+                    tenant=uow.tenant,
+                ),
+                aggregate=f"redemption:{redemption.id}",
             )
             try:
                 await uow.redemptions.add(redemption)
@@ -91,26 +111,10 @@ async def redeem(
             # update is the same situation the evaluation reports when that redemption
             # committed first: the same problem (422 coupon-not-applicable, same reason),
             # whichever of the two paths a database's concurrency control takes.
-            for coupon in applied:
-                if not await uow.coupons.try_count_redemption(coupon.id):
-                    raise CouponNotApplicable(coupon.code, RejectReason.EXHAUSTED.value)
-            for coupon in applied:
-                if not await uow.coupons.try_count_customer_redemption(
-                    coupon.id, request.customer_id, coupon.max_redemptions_per_customer
-                ):
-                    raise CouponNotApplicable(
-                        coupon.code, RejectReason.CUSTOMER_LIMIT_REACHED.value
-                    )
-            uow.emit(
-                new_event(
-                    source=EVENT_SOURCE,
-                    event_type=DISCOUNT_APPLIED,
-                    data=_applied_data(redemption),
-                    subject=redemption.id,
-                    tenant=uow.tenant,
-                ),
-                aggregate=f"redemption:{redemption.id}",
-            )
+            refused = await uow.coupons.try_count_uses(applied, request.customer_id)
+            if refused is not None:
+                coupon, reason = refused
+                raise CouponNotApplicable(coupon.code, reason.value)
             await uow.commit()
             return RedemptionOutcome(redemption, replayed=False)
     raise ConcurrentUpdate(f"idempotency key {idempotency_key!r} is in use concurrently; retry")

@@ -1,0 +1,191 @@
+"""A discount unit of work's hot-path connection on PostgreSQL: one pooled asyncpg
+connection, checked out raw, with no Session, no SQLAlchemy connection and no greenlet
+bridge (together most of a redemption's CPU when it went through them). Reads before the
+first write run in autocommit (each its own snapshot, as every statement of a READ
+COMMITTED transaction has); the first write sends BEGIN, the unit of work's commit COMMIT.
+
+A unit of work uses either this connection or its session, never both at once: the
+repositories ask `reads`/`writes` for a driver and go through the session when they get
+None (SQLite, or a session already in use, whose transaction then holds everything)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing_common.db import PostgresDriver, postgres_driver, raw_checkout
+
+
+class Drivers(Protocol):
+    """Where a repository sends a hot-path statement on PostgreSQL (None: through the
+    session, with SQLAlchemy)."""
+
+    async def reads(self) -> PostgresDriver | None:
+        """For a read that needs no lock: in the unit of work's transaction if it has one."""
+
+    async def writes(self) -> PostgresDriver | None:
+        """For a write or a locking read: in the unit of work's transaction, begun here if
+        none is yet."""
+
+    async def insert_unless_taken(
+        self, rows: Sequence[tuple[str, Mapping[str, Any]]], unique: Sequence[str]
+    ) -> bool | None:
+        """The (table, column values) rows as ONE statement in the unit of work's
+        transaction, with the outbox rows emitted so far where this connection holds it:
+        the first row with ON CONFLICT (`unique`) DO NOTHING, the others only if it was
+        written. True if written, False if that key was taken (nothing written, the
+        outbox rows taken with it: the unit of work is to be given up), None where writes
+        go through the session."""
+
+
+class HotConnection:
+    """Implements Drivers for one unit of work (see the module's docstring)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine | None,
+        session: Callable[[], AsyncSession | None],
+        take_outbox: Callable[[], list[tuple[str, Mapping[str, Any]]]],
+    ) -> None:
+        postgres = engine is not None and engine.dialect.name == "postgresql"
+        self._engine = engine if postgres else None  # None: every statement via the session
+        self._session = session  # the unit of work's session if it has opened one
+        self._take_outbox = take_outbox  # the unit of work's emitted rows, taken once
+        self._pooled: PoolProxiedConnection | None = None
+        self._driver: PostgresDriver | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._driver is not None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._pooled is not None and _in_transaction(self._pooled)
+
+    async def reads(self) -> PostgresDriver | None:
+        if self._engine is None:
+            return None
+        session = self._session()
+        if session is not None:
+            return await postgres_driver(session)
+        return await self._held()
+
+    async def writes(self) -> PostgresDriver | None:
+        if self._engine is None:
+            return None
+        session = self._session()
+        if session is not None:
+            # The session's transaction if SQLAlchemy has begun one; else SQLAlchemy begins
+            # it (its asyncpg dialect sends BEGIN with its own first statement).
+            driver = await postgres_driver(session)
+            return driver if driver is not None and driver.in_transaction() else None
+        driver = await self._held()
+        if not self.in_transaction:
+            await driver.execute("BEGIN")
+        return driver
+
+    async def _held(self) -> PostgresDriver:
+        if self._driver is None:
+            assert self._engine is not None
+            pooled = self._pooled = await raw_checkout(self._engine)
+            self._driver = PostgresDriver(pooled, pooled.driver_connection)
+        return self._driver
+
+    async def insert_unless_taken(
+        self, rows: Sequence[tuple[str, Mapping[str, Any]]], unique: Sequence[str]
+    ) -> bool | None:
+        driver = await self.writes()
+        if driver is None:
+            return None
+        if self.held:
+            # The outbox row rides with the change: one round trip less per redemption.
+            rows = [*rows, *self._take_outbox()]
+        shape = tuple((table, tuple(values)) for table, values in rows)
+        key = (shape, tuple(unique))
+        sql = _INSERTS_UNLESS_TAKEN_SQL.get(key)
+        if sql is None:
+            sql = _INSERTS_UNLESS_TAKEN_SQL.setdefault(key, _inserts_unless_taken_sql(*key))
+        args = (value for _, values in rows for value in values.values())
+        return bool(await driver.fetchval(sql, *args))
+
+    async def commit(self) -> None:
+        """Write the outbox rows not yet written, commit, and keep the connection for the
+        rest of the unit of work (returned at its end)."""
+        outbox = self._take_outbox()
+        if outbox:
+            # A plain INSERT in the transaction of the change (begun if only reads came first).
+            driver = await self.writes()
+            assert driver is not None, "committed through the session, not here"
+            await driver.insert_all(outbox)
+        if self._driver is not None and self.in_transaction:
+            await self._driver.execute("COMMIT")
+
+    def let_go(self) -> None:
+        """Return the held connection before the session takes one of its own: a unit of
+        work never waits for the pool while holding a connection of it. Only reads were
+        sent on it (autocommit), so nothing is lost; a begun transaction is a bug."""
+        if self._pooled is None:
+            return
+        if self.in_transaction:
+            raise RuntimeError("a unit of work used its session after a hot-path write")
+        pooled, self._pooled, self._driver = self._pooled, None, None
+        pooled.close()
+
+    async def close(self, exc: BaseException | None) -> None:
+        """Roll back what was not committed and return the connection to the pool."""
+        pooled, driver = self._pooled, self._driver
+        self._pooled = self._driver = None
+        if pooled is None or driver is None:
+            return
+        try:
+            if exc is not None and not isinstance(exc, Exception):
+                # Cancelled mid-statement: the connection's state is unknown, do not reuse it.
+                pooled.invalidate()
+            elif _in_transaction(pooled):
+                try:
+                    await driver.execute("ROLLBACK")
+                except Exception:
+                    # The database went away (it rolls back by itself): never hand this
+                    # connection out again; the work's own error is the one to see.
+                    pooled.invalidate()
+                    if exc is None:
+                        raise
+        finally:
+            pooled.close()
+
+
+def _in_transaction(pooled: PoolProxiedConnection) -> bool:
+    connection: Any = pooled.driver_connection  # asyncpg's
+    return bool(connection.is_in_transaction())
+
+
+# The SQL of each shape of `insert_unless_taken` (tables and columns from code, never from
+# input); a handful per process.
+_INSERTS_UNLESS_TAKEN_SQL: dict[
+    tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]], str
+] = {}
+
+
+def _inserts_unless_taken_sql(
+    shape: tuple[tuple[str, tuple[str, ...]], ...], unique: tuple[str, ...]
+) -> str:
+    position = 0
+
+    def params(count: int) -> str:
+        nonlocal position
+        position += count
+        return ", ".join(f"${i}" for i in range(position - count + 1, position + 1))
+
+    (table, columns), *others = shape
+    # Identifiers from the code's table metadata, never from input; values are parameters.
+    claim = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({params(len(columns))})"  # noqa: S608
+    ctes = [f"claimed AS ({claim} ON CONFLICT ({', '.join(unique)}) DO NOTHING RETURNING 1)"]
+    for i, (other, other_columns) in enumerate(others):
+        insert = f"INSERT INTO {other} ({', '.join(other_columns)})"
+        ctes.append(f"w{i} AS ({insert} SELECT {params(len(other_columns))} FROM claimed)")  # noqa: S608
+    # PostgreSQL runs every data-modifying CTE to completion, whether or not it is read.
+    return f"WITH {', '.join(ctes)} SELECT count(*) FROM claimed"  # noqa: S608
