@@ -55,7 +55,6 @@ from invoice_service.service_layer.creation import release_abandoned
 from invoice_service.service_layer.dependencies import Dependencies
 from invoice_service.service_layer.documents import DocumentServices, TenantRenderSlots
 from invoice_service.service_layer.einvoices import EInvoiceDataMissing, EInvoiceNotAvailable
-from invoice_service.service_layer.ports import DocumentRenderer
 from invoice_service.service_layer.sellers import ensure_sample_seller
 
 SERVICE = "invoice"
@@ -113,7 +112,9 @@ class PdfSettings(BaseSettings):
     # Renders of one tenant at once; a further request waits for a slot up to the timeout.
     per_tenant: int = Field(default=1, ge=1, le=32)
 
-    def renderer(self, local: LocalDocuments, seller: Seller) -> DocumentRenderer:
+    def renderer(
+        self, local: LocalDocuments, seller: Seller
+    ) -> LocalDocuments | ProcessPoolRenderer:
         if self.workers == 0:
             return local
         # The workers write the documents from the same template files and catalogs.
@@ -183,14 +184,14 @@ def service_spec() -> ServiceSpec[Dependencies]:
     async def wire(wiring: Wiring) -> Dependencies:
         ctx = wiring.ctx
         # Both templates over one set of catalogs. With workers, the templates here only name
-        # their version (ETags) and write the Factur-X PDF; the documents are written in the
+        # their version (ETags); the documents, Factur-X PDFs included, are written in the
         # worker processes (INVOICE_PDF_WORKERS=0: by these, in this process).
         local = local_documents(seller)
         html, credit_note_html = local.invoices, local.credit_notes
         renderer = pdf_settings.renderer(local, seller)
         if isinstance(renderer, ProcessPoolRenderer):
             wiring.on_close(lambda: asyncio.to_thread(renderer.close))
-        einvoice_writer = EN16931Writer(html, credit_note_html)
+        einvoice_writer = EN16931Writer(renderer)
         wiring.state.credit_note_html = credit_note_html
         wiring.state.einvoice_writer = einvoice_writer
         wiring.state.documents = DocumentServices(  # read by entrypoints/deps.py

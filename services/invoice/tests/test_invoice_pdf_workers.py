@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -140,6 +141,29 @@ def test_the_calling_process_never_loads_weasyprint(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_the_pool_s_modules_are_imported_when_it_is_built_not_on_first_render():
+    """Built by the wiring, the renderer has imported what starting the pool needs, so the
+    first render's worker thread does not (issue 11: modules imported by a new thread cost
+    the API ~1.2 MB more RSS, in that thread's malloc arena); it starts no process yet."""
+    script = textwrap.dedent(
+        """
+        import multiprocessing
+        import sys
+        from invoice_service.adapters.pdf import ProcessPoolRenderer
+
+        ProcessPoolRenderer(None, workers=1)
+        wanted = ("pebble", "multiprocessing.popen_spawn_posix", "concurrent.futures.process")
+        print(sorted(name for name in wanted if name not in sys.modules))
+        print(multiprocessing.active_children())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "[]"], result.stdout
 
 
 async def _stored(api: Any, invoice_id: str, note_id: str | None = None) -> tuple[Any, Any]:
@@ -286,6 +310,73 @@ def test_the_api_process_loads_no_template_locale_or_pdf_library(migrated_sqlite
     tests_dir = str(Path(__file__).parent)
     result = subprocess.run(
         [sys.executable, "-c", script, migrated_sqlite_url, tests_dir],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "INVOICE_PDF_WORKERS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
+def test_factur_x_is_written_in_the_workers(migrated_sqlite_url):
+    """A Factur-X of an invoice and of a credit note, written with the renders in worker
+    processes: the API process has loaded none of WeasyPrint, factur-x, pypdf, Jinja2 or
+    babel (issue 11: writing the PDF/A-3 in the API process loaded ~30 MB there)."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        import json
+        import sys
+
+        sys.path.insert(0, sys.argv[2])
+        import conftest
+
+        async def main() -> None:
+            written = []
+            async for api in conftest._invoice_api(sys.argv[1]):
+                seller = await api.client.post(
+                    "/v1/sellers", json=json.loads(sys.argv[3]), headers=api.headers()
+                )
+                assert seller.status_code == 201, seller.text
+                body = conftest.invoice_body()
+                body["customer"]["email"] = "ap@kunde.example"
+                created = (await api.create(body)).json()
+                url = f"/v1/invoices/{created['id']}"
+                assert (await api.client.post(f"{url}/finalize", headers=api.headers())).is_success
+                note = await api.client.post(
+                    f"{url}/credit-notes", json={"reason": "r"}, headers=api.headers(key="k")
+                )
+                assert note.status_code == 201, note.text
+                for document in (url, f"/v1/credit-notes/{note.json()['id']}"):
+                    answer = await api.client.get(
+                        f"{document}/einvoice?format=facturx", headers=api.headers()
+                    )
+                    assert answer.status_code == 200, answer.text
+                    written.append(answer.content)
+            loaded = ("weasyprint", "facturx", "pypdf", "jinja2", "babel")
+            print(sorted(name for name in loaded if name in sys.modules))
+            import io
+            import pikepdf
+
+            for content in written:
+                assert list(pikepdf.open(io.BytesIO(content)).attachments) == ["factur-x.xml"]
+
+        asyncio.run(main())
+        """
+    )
+    seller = {
+        "legal_name": "Muster Software GmbH",
+        "address": {"country": "DE", "postcode": "10115", "city": "Berlin", "street": ["H. 1"]},
+        "vat_id": "DE136695976",
+        "contact": {"email": "billing@muster.example"},
+        "bank_account": {"iban": "DE89370400440532013000", "bic": "COBADEFFXXX"},
+        "is_default": True,
+    }
+    tests_dir = str(Path(__file__).parent)
+    result = subprocess.run(
+        [sys.executable, "-c", script, migrated_sqlite_url, tests_dir, json.dumps(seller)],
         capture_output=True,
         text=True,
         timeout=180,

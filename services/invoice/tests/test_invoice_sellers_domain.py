@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -119,6 +123,86 @@ def test_a_snapshot_round_trips_through_its_json_form() -> None:
     snapshot = s.snapshot()
     assert SellerSnapshot.from_dict(snapshot.to_dict()) == snapshot
     assert snapshot.address.lines == ["Hauptstr. 1", "10115 Berlin", "DE"]
+
+
+def test_the_sample_seller_passes_every_check() -> None:
+    """It is built as stored (unchecked, issue 11): checked here, field for field."""
+    from invoice_service.samples import SAMPLE_SELLER
+
+    bank = SAMPLE_SELLER.bank_account
+    assert bank is not None
+    fields = {f: getattr(SAMPLE_SELLER, f) for f in SAMPLE_SELLER.__dataclass_fields__}
+    fields["bank_account"] = BankAccount(bank.iban, bank.bic)
+    assert Seller(**fields) == SAMPLE_SELLER
+
+
+def test_a_stored_seller_is_checked_again_when_it_changes() -> None:
+    stored = Seller.stored(
+        id="s-1",
+        tenant_id="acme",
+        legal_name="Muster GmbH",
+        address=BERLIN,
+        created_at=AT,
+        updated_at=AT,
+        vat_id="DE136695976",
+        bank_account=BankAccount.stored("DE89370400440532013000", "COBADEFFXXX"),
+    )
+    assert stored == seller(invoice_series="INV")
+    with pytest.raises(InvalidSeller):
+        stored.changed(AT, vat_id="DE000000000")
+    with pytest.raises(InvalidSeller):  # the rest is checked as ever
+        Seller.stored(
+            id="s-1",
+            tenant_id="acme",
+            legal_name=" ",
+            address=BERLIN,
+            created_at=AT,
+            updated_at=AT,
+            vat_id="DE136695976",
+        )
+
+
+def test_reading_stored_sellers_loads_no_identifier_library() -> None:
+    """Reading a seller row or an invoice's seller snapshot, and adding the sample seller,
+    do not import python-stdnum or schwifty (issue 11: ~3 MB of the API process's RSS);
+    they are loaded when a seller is written."""
+    script = textwrap.dedent(
+        """
+        import json
+        import sys
+        from datetime import UTC, datetime
+        from types import SimpleNamespace
+
+        from invoice_service.adapters.sellers_repository import _seller
+        from invoice_service.domain.sellers import SellerSnapshot
+        from invoice_service.samples import SAMPLE_SELLER
+
+        now = datetime.now(UTC)
+        SAMPLE_SELLER.stamped("acme", now)
+        snapshot = SellerSnapshot.from_dict(json.loads(sys.argv[1]))
+        assert snapshot.bank_account is not None
+        row = SimpleNamespace(
+            id="s-1", tenant_id="acme", legal_name="Muster GmbH", country="DE", city="Berlin",
+            postcode="10115", region=None, street='["Hauptstr. 1"]', created_at=now,
+            updated_at=now, vat_id="DE136695976", tax_registrations="[]", email=None,
+            phone=None, iban="DE89370400440532013000", bic="COBADEFFXXX",
+            default_currency="EUR", language="en", invoice_series="INV",
+            credit_note_series="CN", active=True, version=1,
+        )
+        assert _seller(row, "s-1").bank_account is not None
+        print(sorted(name for name in ("stdnum", "schwifty", "pycountry") if name in sys.modules))
+        """
+    )
+    snapshot = json.dumps(seller().snapshot().to_dict())
+    result = subprocess.run(
+        [sys.executable, "-c", script, snapshot],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
 
 
 def _invoice(snapshot: SellerSnapshot | None) -> Invoice:

@@ -8,14 +8,16 @@ Three adapters:
 - `WeasyPrintRenderer` renders HTML to PDF in the calling thread, one render at a time per
   process, with one FontConfiguration and the stylesheet parsed once for every document.
 - `LocalDocuments` writes the invoice and credit note documents (HTML by the Jinja2
-  templates, PDF by a PdfRenderer) in the calling process: the DocumentRenderer port, for
-  INVOICE_PDF_WORKERS=0 and inside each worker process.
+  templates, PDF by a PdfRenderer, the Factur-X PDF/A-3 by adapters/einvoice/facturx.py) in
+  the calling process: the DocumentRenderer port and the e-invoice writer's FacturXDocuments,
+  for INVOICE_PDF_WORKERS=0 and inside each worker process.
 - `ProcessPoolRenderer` does the same in a bounded pool of worker processes (pebble), each
   holding a `LocalDocuments` over a `WeasyPrintRenderer`: the API process sends the invoice's
-  plain data (picklable domain objects) and gets back the HTML or the PDF, so it never loads
-  Jinja2, babel or WeasyPrint and its memory stays that of the API (issue 11); a long render
-  cannot hold up the event loop. A render that runs past its timeout is stopped with its
-  worker (a new one takes its place) and answered PdfRenderTimeout.
+  plain data (picklable domain objects, and the factur-x.xml for a Factur-X) and gets back
+  the HTML or the PDF, so it never loads Jinja2, babel, WeasyPrint or factur-x and its
+  memory stays that of the API (issue 11); a long render cannot hold up the event loop. A
+  render that runs past its timeout is stopped with its worker (a new one takes its place)
+  and answered PdfRenderTimeout.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from loguru import logger
 
 from invoice_service.adapters.credit_note_html import JinjaCreditNoteHtml
 from invoice_service.adapters.document_locale import DocumentLocales
+from invoice_service.adapters.einvoice.facturx import FacturXPdf
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.domain.credit_notes import CreditNote
 from invoice_service.domain.errors import PdfRenderTimeout, PdfUnavailable
@@ -122,6 +125,7 @@ class LocalDocuments:
         self.invoices = invoices
         self.credit_notes = credit_notes
         self._pdf = pdf
+        self._facturx = FacturXPdf()
 
     def render(self, html: str) -> bytes:
         return self._pdf.render(html)
@@ -134,6 +138,26 @@ class LocalDocuments:
 
     def credit_note_pdf(self, note: CreditNote, invoice: Invoice) -> bytes:
         return self._pdf.render(self.credit_notes.render(note, invoice, embed_stylesheet=False))
+
+    def invoice_facturx(self, invoice: Invoice, xml: bytes, *, author: str) -> bytes:
+        return self._facturx.write(
+            self.invoices.render(invoice),
+            xml,
+            author=author,
+            title=self.invoices.title(invoice),  # in the invoice's language
+            language=invoice.language,
+        )
+
+    def credit_note_facturx(
+        self, note: CreditNote, invoice: Invoice, xml: bytes, *, author: str
+    ) -> bytes:
+        return self._facturx.write(
+            self.credit_notes.render(note, invoice),
+            xml,
+            author=author,
+            title=self.credit_notes.title(note, invoice),
+            language=invoice.language,
+        )
 
 
 def local_documents(seller: Seller, pdf: PdfRenderer | None = None) -> LocalDocuments:
@@ -184,6 +208,29 @@ def _credit_note_pdf_in_worker(note: CreditNote, invoice: Invoice) -> bytes:
     return _worker_documents().credit_note_pdf(note, invoice)
 
 
+def _invoice_facturx_in_worker(invoice: Invoice, xml: bytes, author: str) -> bytes:
+    return _worker_documents().invoice_facturx(invoice, xml, author=author)
+
+
+def _credit_note_facturx_in_worker(
+    note: CreditNote, invoice: Invoice, xml: bytes, author: str
+) -> bytes:
+    return _worker_documents().credit_note_facturx(note, invoice, xml, author=author)
+
+
+def _import_pool_modules() -> None:
+    """What starting the pool imports, imported by the thread that builds the renderer (the
+    service's wiring) rather than by the first render's worker thread: glibc gives each new
+    thread an arena of its own, and the same modules allocated there cost the API process
+    ~1.2 MB more RSS (issue 11). No worker process is started."""
+    import concurrent.futures.process  # noqa: F401
+    import multiprocessing.popen_spawn_posix
+    import multiprocessing.queues
+    import multiprocessing.synchronize  # noqa: F401
+
+    import pebble  # noqa: F401
+
+
 class ProcessPoolRenderer:
     """`render` turns HTML given into PDF with `stylesheet`; with `seller` (the default issuer
     printed when an invoice names none) the workers also write the documents themselves, from
@@ -200,6 +247,7 @@ class ProcessPoolRenderer:
     ) -> None:
         if workers < 1:
             raise ValueError("a process pool needs at least one worker")
+        _import_pool_modules()
         self._stylesheet = stylesheet
         self._seller = seller
         self._workers = workers
@@ -263,6 +311,14 @@ class ProcessPoolRenderer:
 
     def credit_note_pdf(self, note: CreditNote, invoice: Invoice) -> bytes:
         return self._documents_task(_credit_note_pdf_in_worker, note, invoice)
+
+    def invoice_facturx(self, invoice: Invoice, xml: bytes, *, author: str) -> bytes:
+        return self._documents_task(_invoice_facturx_in_worker, invoice, xml, author)
+
+    def credit_note_facturx(
+        self, note: CreditNote, invoice: Invoice, xml: bytes, *, author: str
+    ) -> bytes:
+        return self._documents_task(_credit_note_facturx_in_worker, note, invoice, xml, author)
 
     def close(self) -> None:
         with self._lock:

@@ -105,7 +105,9 @@ def _columns(seller: Seller) -> dict[str, Any]:
 
 
 def _seller(row: InvoiceSellerRow | Row[Any], default_id: str | None) -> Seller:
-    return Seller(
+    # As stored: the VAT id and bank account were checked when written (issue 11: reading a
+    # seller loads neither python-stdnum nor schwifty).
+    return Seller.stored(
         id=row.id,
         tenant_id=row.tenant_id,
         legal_name=row.legal_name,
@@ -125,7 +127,7 @@ def _seller(row: InvoiceSellerRow | Row[Any], default_id: str | None) -> Seller:
         ),
         email=row.email,
         phone=row.phone,
-        bank_account=BankAccount(row.iban, row.bic) if row.iban else None,
+        bank_account=BankAccount.stored(row.iban, row.bic) if row.iban else None,
         default_currency=row.default_currency,
         language=row.language,
         invoice_series=row.invoice_series,

@@ -9,6 +9,7 @@ format and check digits), IBAN and BIC with schwifty.
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -169,6 +170,15 @@ class BankAccount:
                 ) from exc
             object.__setattr__(self, "bic", bic.compact)
 
+    @classmethod
+    def stored(cls, iban: str, bic: str | None = None) -> BankAccount:
+        """The account as stored: checked and normalised when it was written, so not checked
+        again; a process that only reads sellers never loads schwifty (issue 11, RSS)."""
+        account = object.__new__(cls)
+        object.__setattr__(account, "iban", iban)
+        object.__setattr__(account, "bic", bic)
+        return account
+
     @property
     def iban_formatted(self) -> str:
         from schwifty import IBAN
@@ -233,7 +243,9 @@ class SellerSnapshot:
             ),
             email=data.get("email"),
             phone=data.get("phone"),
-            bank_account=None if bank is None else BankAccount(bank["iban"], bank.get("bic")),
+            bank_account=None
+            if bank is None
+            else BankAccount.stored(bank["iban"], bank.get("bic")),
             version=int(data.get("version", 1)),
         )
 
@@ -281,6 +293,23 @@ class Seller:
                 object.__setattr__(self, name, check_series(getattr(self, name)))
             except InvalidInvoice as exc:
                 raise InvalidSeller(str(exc), field=name) from exc
+
+    @classmethod
+    def stored(cls, *, vat_id: str | None, **fields: Any) -> Seller:
+        """The seller as stored: its VAT id was checked and normalised when it was written, so
+        it is not checked again; a process that only reads sellers never loads python-stdnum
+        (issue 11, RSS). Everything else is checked as ever."""
+        seller = cls(vat_id=None, **fields)
+        object.__setattr__(seller, "vat_id", vat_id)
+        return seller
+
+    def stamped(self, tenant_id: str, at: datetime) -> Seller:
+        """This seller for `tenant_id`, created and changed `at`: what was checked stays as it
+        was, so it is not checked again."""
+        seller = copy.copy(self)
+        for name, value in (("tenant_id", tenant_id), ("created_at", at), ("updated_at", at)):
+            object.__setattr__(seller, name, value)
+        return seller
 
     def series_for(self, document_type: DocumentType) -> str:
         if document_type is DocumentType.CREDIT_NOTE:

@@ -109,7 +109,7 @@ async def ensure_sample_seller(tenant: str, sample: Seller, deps: Dependencies) 
         if await uow.sellers.get(sample.id) is not None:
             return False
         now = deps.clock()
-        seller = replace(sample, tenant_id=tenant, created_at=now, updated_at=now)
+        seller = sample.stamped(tenant, now)  # as given: its checks are the sample's own
         await uow.sellers.add(seller)
         if seller.is_default and await uow.sellers.default() is None:
             await uow.sellers.set_default(seller.id)

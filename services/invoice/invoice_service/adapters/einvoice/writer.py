@@ -1,18 +1,15 @@
 """The e-invoice writer: checks what the chosen format requires beyond EN 16931 (each check
 with its rule id; the XRechnung ones re-implemented from the KoSIT rules), maps the invoice
 or credit note (en16931.py) and serializes it; the Factur-X PDF is the invoice's own document
-rendered as PDF/A-3b by WeasyPrint, with factur-x.xml embedded by the `factur-x` library
-(AFRelationship /Data, the Factur-X XMP extension schema, conformance level EN 16931)."""
+as PDF/A-3b with factur-x.xml embedded (facturx.py), written where the documents are: in the
+PDF worker processes (adapters/pdf.py), so this process renders nothing."""
 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
-
-from loguru import logger
+from typing import NoReturn, Protocol
 
 from invoice_service.adapters.einvoice.en16931 import (
     EInvoice,
@@ -21,14 +18,12 @@ from invoice_service.adapters.einvoice.en16931 import (
     from_invoice,
 )
 from invoice_service.domain.credit_notes import CreditNote
-from invoice_service.domain.errors import PdfUnavailable
 from invoice_service.domain.model import Invoice
 from invoice_service.service_layer.einvoices import (
     EInvoiceDataMissing,
     EInvoiceDocument,
     EInvoiceFormat,
 )
-from invoice_service.service_layer.ports import CreditNoteHtml, InvoiceHtml
 
 XML = "application/xml"
 
@@ -174,12 +169,20 @@ def _refuse(fmt: EInvoiceFormat, missing: list[Missing]) -> NoReturn:
     raise EInvoiceDataMissing(fmt.value, [item.what for item in missing], rules)
 
 
+class FacturXDocuments(Protocol):
+    """Writes the document's own PDF/A-3 with factur-x.xml embedded (adapters/pdf.py: in the
+    PDF worker processes, or in this one). Blocking; raises PdfUnavailable, PdfRenderTimeout."""
+
+    def invoice_facturx(self, invoice: Invoice, xml: bytes, *, author: str) -> bytes: ...
+
+    def credit_note_facturx(
+        self, note: CreditNote, invoice: Invoice, xml: bytes, *, author: str
+    ) -> bytes: ...
+
+
 class EN16931Writer:
-    def __init__(self, html: InvoiceHtml, credit_note_html: CreditNoteHtml | None = None) -> None:
-        self._html = html
-        self._credit_note_html = credit_note_html
-        self._lock = threading.Lock()  # Pango/fontconfig: one WeasyPrint render at a time
-        self._weasyprint: Any = None
+    def __init__(self, documents: FacturXDocuments) -> None:
+        self._documents = documents
 
     def missing(self, invoice: Invoice, fmt: EInvoiceFormat) -> list[str]:
         """Everything `write` would refuse the invoice for (empty: it can be written)."""
@@ -205,9 +208,7 @@ class EN16931Writer:
             doc,
             fmt,
             stem,
-            lambda: self._html.render(invoice),
-            self._html.title(invoice),  # in the invoice's language
-            invoice.language,
+            lambda xml: self._documents.invoice_facturx(invoice, xml, author=doc.seller.name),
         )
 
     def write_credit_note(
@@ -227,28 +228,24 @@ class EN16931Writer:
             _refuse(fmt, [*[Missing("EN 16931", what) for what in exc.missing], *checks])
         if checks:
             _refuse(fmt, checks)
-        html = self._credit_note_html
-        if fmt is EInvoiceFormat.FACTURX and html is None:
-            raise PdfUnavailable("credit note documents are not configured")
-
-        def render() -> str:
-            assert html is not None
-            return html.render(note, invoice)
-
-        title = html.title(note, invoice) if html is not None else f"Credit note {note.number}"
-        return self._serialize(doc, fmt, note.number, render, title, invoice.language)
+        return self._serialize(
+            doc,
+            fmt,
+            note.number,
+            lambda xml: self._documents.credit_note_facturx(
+                note, invoice, xml, author=doc.seller.name
+            ),
+        )
 
     def _serialize(
         self,
         doc: EInvoice,
         fmt: EInvoiceFormat,
         stem: str,
-        render_html: Callable[[], str],
-        title: str,
-        language: str,
+        facturx: Callable[[bytes], bytes],
     ) -> EInvoiceDocument:
-        # Deferred like factur-x below: the serializers load lxml (about 5 MB of RSS), which
-        # an invoice service that never writes an e-invoice need not carry.
+        # Deferred: the serializers load lxml (about 5 MB of RSS), which an invoice service
+        # that never writes an e-invoice need not carry.
         from invoice_service.adapters.einvoice.cii import FACTURX_EN16931, XRECHNUNG_3, to_cii
         from invoice_service.adapters.einvoice.ubl import to_ubl
 
@@ -258,48 +255,5 @@ class EN16931Writer:
             return EInvoiceDocument(
                 to_cii(doc, guideline=XRECHNUNG_3), XML, f"{stem}-xrechnung.xml"
             )
-        xml = to_cii(doc, guideline=FACTURX_EN16931)
-        pdf = self._facturx(render_html, xml, doc, title, language)
+        pdf = facturx(to_cii(doc, guideline=FACTURX_EN16931))
         return EInvoiceDocument(pdf, "application/pdf", f"{stem}.pdf")
-
-    def _facturx(
-        self,
-        render_html: Callable[[], str],
-        xml: bytes,
-        doc: EInvoice,
-        title: str,
-        language: str,
-    ) -> bytes:
-        from facturx import generate_from_binary  # deferred: it imports pypdf
-
-        with self._lock:
-            pdf = self._render_pdf_a3(render_html())
-        metadata = {
-            "author": doc.seller.name,
-            "keywords": "Factur-X, EN 16931",
-            "title": title,  # in the document's language
-            "subject": f"Factur-X: {title}",
-        }
-        result: bytes = generate_from_binary(
-            pdf,
-            xml,
-            flavor="factur-x",
-            level="en16931",
-            check_xsd=True,
-            pdf_metadata=metadata,
-            lang=language,
-        )
-        logger.bind(service="invoice").debug(
-            "factur-x {} rendered ({} bytes)", doc.number, len(result)
-        )
-        return result
-
-    def _render_pdf_a3(self, html: str) -> bytes:
-        if self._weasyprint is None:
-            try:
-                import weasyprint
-            except (OSError, ImportError) as exc:
-                raise PdfUnavailable("PDF rendering is not available on this host") from exc
-            self._weasyprint = weasyprint
-        pdf: bytes = self._weasyprint.HTML(string=html).write_pdf(pdf_variant="pdf/a-3b")
-        return pdf
