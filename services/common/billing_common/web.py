@@ -100,9 +100,9 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # The three headers read here, without decoding every header into a dict (the last
-        # of a repeated name wins, as it did in that dict).
-        traceparent = request_id = declared = None
+        # The headers read here, without decoding every header into a dict (the last of a
+        # repeated name wins, as it did in that dict; a repeated content type is none).
+        traceparent = request_id = declared = content_type = None
         for name, value in scope["headers"]:
             if name == b"traceparent":
                 traceparent = value.decode("latin-1")
@@ -110,6 +110,8 @@ class RequestContextMiddleware:
                 request_id = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value if content_type is None else b""
         tracing.bind(traceparent, request_id)
         started = time.perf_counter()
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
@@ -132,7 +134,7 @@ class RequestContextMiddleware:
             return
 
         trace_header = (b"x-trace-id", (tracing.current_trace_id() or "").encode())
-        if self._direct and not scope.get("root_path"):
+        if content_type == b"application/json" and self._direct and not scope.get("root_path"):
             route = self._direct.get((scope["method"], scope["path"]))
             if route is not None:
                 replayed = await self._answer_directly(
@@ -182,7 +184,8 @@ class RequestContextMiddleware:
         started: float,
         trace_header: tuple[bytes, bytes],
     ) -> Receive | None:
-        """Answer with `route.answer_well_formed`, as the stack below would have answered
+        """Answer a JSON request (its content type `application/json`, its body strict JSON)
+        with `route.answer_well_formed`, as the stack below would have answered
         (the same exception handlers, the same log line and metrics), without Starlette's
         exception layers, its router and FastAPI's handler: a third of a small request's
         CPU. None when answered; else a `receive` giving again what was read, for the
@@ -203,13 +206,17 @@ class RequestContextMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        try:
+            document = json_body.loads(b"".join(chunks))
+        except Exception:  # noqa: BLE001 - refused: FastAPI's handler gives its problem
+            return _replaying(messages, receive)
         scope.update(route.direct_scope)  # as the router's match would set it
         request = Request(scope, _replaying(messages, receive))
         status = 500  # unless answered: an error no handler takes is ServerErrorMiddleware's
         answered = True
         try:
             try:
-                response = await route.answer_well_formed(request, b"".join(chunks))
+                response = await route.answer_well_formed(request, document)
             except Exception as exc:  # noqa: BLE001 - to the handlers, as ExceptionMiddleware
                 response = await self._handled(request, exc)
             if response is None:
@@ -353,8 +360,10 @@ class DirectJsonRoute(StrictJsonRoute):
     FastAPI's request handler (dependencies, body field, response check): together a third
     of a small request's CPU in the profile.
 
-    `answer_well_formed` gets the request and its whole body; it returns None for anything
-    it does not answer (a content type, body or token it refuses), with nothing done, and
+    Only a request sent as `application/json` whose body billing_common.json_body parses is
+    answered directly. `answer_well_formed` gets the request and the parsed body; it returns
+    None for anything it does not answer (a token or a document it refuses), with nothing
+    done, and
     the request then takes the usual way with its body given again, so every refusal is the
     problem FastAPI's handler gives. What it raises once it answers goes to the app's
     exception handlers, as from any endpoint. The route stays a FastAPI route for that
@@ -365,7 +374,7 @@ class DirectJsonRoute(StrictJsonRoute):
     def direct_scope(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "path_params": {}, "route": self}
 
-    async def answer_well_formed(self, request: Request, body: bytes) -> Response | None:
+    async def answer_well_formed(self, request: Request, document: Any) -> Response | None:
         return None
 
 

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import ValidationError
 
-from billing_common import json_body
 from billing_common.api_auth import requires
 from billing_common.web import DirectJsonRoute, StrictJsonRoute
 from tax_service.entrypoints.calculation_json import calculation_json
@@ -45,8 +44,8 @@ _CALCULATOR = requires("tax:calculate")
 
 class _CalculationRoute(DirectJsonRoute):
     """The calculation route, answered directly (billing_common.web.DirectJsonRoute) when
-    everything is well formed: a JSON body, a token with the scope, a body the schema
-    accepts.
+    everything is well formed: a strict JSON body sent as `application/json`, a token with
+    the scope, a body the schema accepts.
 
     FastAPI solves the route's dependencies, validates the body through its field wrapper
     and re-checks the answer on every request for what is here a token check and one
@@ -55,29 +54,16 @@ class _CalculationRoute(DirectJsonRoute):
     again, so every 4xx problem is the one it always gave; the OpenAPI document still comes
     from the route's declaration."""
 
-    async def answer_well_formed(self, request: Request, body: bytes) -> Response | None:
-        parsed = _well_formed(request, body)
-        if parsed is None:
-            return None
+    async def answer_well_formed(self, request: Request, document: Any) -> Response | None:
         try:
             principal = await _CALCULATOR(request)
         except Exception:  # noqa: BLE001 - refused: FastAPI's handler raises it again
             return None
         try:
-            calculation_in = CalculationIn.model_validate(parsed)
+            calculation_in = CalculationIn.model_validate(document)
         except ValidationError:
             return None
         return await calculate(calculation_in, request, principal)
-
-
-def _well_formed(request: Request, body: bytes) -> Any | None:
-    """The parsed body when it is strict JSON sent as `application/json`, else None."""
-    if not body or request.headers.get("content-type") != "application/json":
-        return None
-    try:
-        return json_body.loads(body)
-    except Exception:  # noqa: BLE001 - refused: FastAPI's handler raises it again
-        return None
 
 
 async def calculate(body: CalculationIn, request: Request, principal: Calculator) -> Response:
