@@ -185,12 +185,12 @@ class RequestContextMiddleware:
         trace_header: tuple[bytes, bytes],
     ) -> Receive | None:
         """Answer a JSON request (its content type `application/json`, its body strict JSON)
-        with `route.answer_well_formed`, as the stack below would have answered
-        (the same exception handlers, the same log line and metrics), without Starlette's
-        exception layers, its router and FastAPI's handler: a third of a small request's
-        CPU. None when answered; else a `receive` giving again what was read, for the
-        stack below (a body over the limit, a disconnect, or a request the route leaves to
-        FastAPI: the answer is then the one FastAPI always gave)."""
+        with `route.answer_well_formed`, as the stack below would have answered (the same
+        exception handlers, the same log line and metrics), without Starlette's exception
+        layers, its router and FastAPI's handler. None when answered; else a `receive`
+        giving again what was read, for the stack below (a body over the limit, a
+        disconnect, or a request the route leaves to FastAPI: the answer is then the one
+        FastAPI always gave)."""
         messages: list[Message] = []
         chunks: list[bytes] = []
         size = 0
@@ -357,18 +357,17 @@ class StrictJsonRoute(APIRoute):
 class DirectJsonRoute(StrictJsonRoute):
     """A hot route answered by RequestContextMiddleware itself when the request is well
     formed (`answer_well_formed`), before Starlette's exception middleware, its router and
-    FastAPI's request handler (dependencies, body field, response check): together a third
-    of a small request's CPU in the profile.
+    FastAPI's request handler (dependencies, body field, response check): in-process, ~35
+    of the ~185 µs of a tax calculation with its use case stubbed.
 
     Only a request sent as `application/json` whose body billing_common.json_body parses is
     answered directly. `answer_well_formed` gets the request and the parsed body; it returns
     None for anything it does not answer (a token or a document it refuses), with nothing
-    done, and
-    the request then takes the usual way with its body given again, so every refusal is the
-    problem FastAPI's handler gives. What it raises once it answers goes to the app's
-    exception handlers, as from any endpoint. The route stays a FastAPI route for that
-    fallback and for the OpenAPI document. Only a path without parameters, not shadowed by
-    an earlier route, is answered directly (`_direct_routes`)."""
+    done, and the request then takes the usual way with its body given again, so every
+    refusal is the problem FastAPI's handler gives. What it raises once it answers goes to
+    the app's exception handlers, as from any endpoint. The route stays a FastAPI route for
+    that fallback and for the OpenAPI document. Only a path without parameters, not
+    shadowed by an earlier route, is answered directly (`_direct_routes`)."""
 
     @property
     def direct_scope(self) -> dict[str, Any]:
