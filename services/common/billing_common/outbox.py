@@ -106,9 +106,12 @@ _CLAIMS = {dialect: _claim_statement(dialect) for dialect in ("postgresql", "sql
 # "idle in transaction" for its whole publish). Its first statement takes the session
 # advisory lock that keeps replicas from publishing the same rows concurrently (which could
 # reorder them) and reads the batch in insertion order (`got`; no rows unless granted). The
-# lock is released by the pass's last statement, after the mark committed; a pass that fails
-# anywhere closes its connection instead (the server then releases the lock), so a session
-# lock never stays behind on a pooled connection.
+# lock is taken only when some row is unpublished (CASE evaluates in order): a pass that
+# finds nothing (a poll, or a wake-up whose rows the pass before already took) then holds
+# nothing and needs no unlock, one round trip. The lock is released by the pass's last
+# statement, after the mark committed; a pass that fails anywhere closes its connection
+# instead (the server then releases the lock), so a session lock never stays behind on a
+# pooled connection.
 #
 # Deployers: a session lock needs the same server session from lock to unlock, so the
 # services must reach PostgreSQL directly or through a pooler in *session* mode. PgBouncer's
@@ -116,7 +119,10 @@ _CLAIMS = {dialect: _claim_statement(dialect) for dialect in ("postgresql", "sql
 # leave the lock held by a connection no relay owns, and every relay would publish nothing.
 # (A CTE with volatile functions is evaluated once and never inlined.)
 _PG_BATCH_SQL = """
-    WITH pass AS (SELECT pg_try_advisory_lock($1::bigint) AS got)
+    WITH pass AS (
+        SELECT CASE WHEN EXISTS (SELECT FROM outbox WHERE published_at IS NULL)
+            THEN pg_try_advisory_lock($1::bigint) END AS got
+    )
     SELECT pass.got, batch.id, batch.aggregate, batch.payload
     FROM pass LEFT JOIN LATERAL (
         SELECT id, aggregate, payload FROM outbox
@@ -126,19 +132,41 @@ _PG_BATCH_SQL = """
     ) AS batch ON true
     ORDER BY batch.id
 """
-# The mark commits with `synchronous_commit = off` (for its own implicit transaction only):
-# the events were published before it, so a crash that loses this commit only means those
-# rows are published again, which at-least-once delivery allows (consumers claim each event
-# id once in their inbox). WAL is replayed in order, so a lost mark loses every later mark
-# too: rows are never republished out of their order. Not waiting for the WAL flush keeps a
-# disk sync per batch out of the pass, and with it out of the next event's wait for the lock.
-_PG_MARK_SQL = """
-    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
-    UPDATE outbox SET published_at = $2, attempts = attempts + 1
-    FROM relaxed WHERE outbox.id = ANY($1::integer[])
-"""
+# The mark and the unlock go in ONE simple-protocol message (one round trip), and the mark's
+# COMMIT comes before the unlock in it: the server runs the statements in order and skips the
+# rest after an error, so the lock is never released before the mark is durable to other
+# sessions (releasing it first would let another replica read and republish rows behind the
+# ones this pass published). The simple protocol takes no parameters: the values are ints
+# and a timestamp this module formats, never outside text.
+#
+# The mark commits with `synchronous_commit = off` (for its own transaction only): the
+# events were published before it, so a crash that loses this commit only means those rows
+# are published again, which at-least-once delivery allows (consumers claim each event id
+# once in their inbox). WAL is replayed in order, so a lost mark loses every later mark too:
+# rows are never republished out of their order. Not waiting for the WAL flush keeps a disk
+# sync per batch out of the pass, and with it out of the next event's wait for the lock.
+_PG_MARK_SQL = (
+    "BEGIN; SET LOCAL synchronous_commit = off;"
+    " UPDATE outbox SET published_at = '{published_at}'::timestamptz, attempts = attempts + 1"
+    " WHERE id = ANY('{{{ids}}}'::integer[]); COMMIT; "
+)
 _PG_FAILED_SQL = "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1"
-_PG_UNLOCK_SQL = "SELECT pg_advisory_unlock($1::bigint)"
+# An unlock of a lock not held answers false (a pooler in transaction mode, see above): an
+# error then, not a silent pass.
+_PG_UNLOCK_SQL = (
+    "DO $$BEGIN IF NOT pg_advisory_unlock({key}::bigint) THEN"
+    " RAISE EXCEPTION 'the outbox relay''s advisory lock was not held at unlock';"
+    " END IF; END$$"
+)
+
+
+def _mark_and_unlock_sql(published: list[int], published_at: datetime, key: int) -> str:
+    """The pass's last message: mark `published` sent (if any), commit, release the lock."""
+    unlock = _PG_UNLOCK_SQL.format(key=int(key))
+    if not published:
+        return unlock
+    ids = ",".join(str(int(row_id)) for row_id in published)
+    return _PG_MARK_SQL.format(published_at=published_at.isoformat(), ids=ids) + unlock
 
 
 # A pass's outcome: rows read, ids published, (id, error) of each row that failed.
@@ -279,16 +307,15 @@ class OutboxRelay:
         # is closed rather than returned with the lock possibly still held.
         async with pooled_driver(self._engine, discard_on_error=True) as driver:
             found = await driver.fetch(_PG_BATCH_SQL, self.ADVISORY_LOCK_KEY, self._batch_size)
+            if found[0]["got"] is None:
+                return 0, [], []  # nothing unpublished: no lock was taken
             if not found[0]["got"]:
                 return None
             rows = [(r["id"], r["aggregate"], r["payload"]) for r in found if r["id"] is not None]
             published, failures = await self._publish(rows)
-            if published:
-                await driver.execute(_PG_MARK_SQL, published, utcnow())
-            for row_id, exc in failures:
+            for row_id, exc in failures:  # rare: a statement each, before the final message
                 await driver.execute(_PG_FAILED_SQL, row_id, _error_text(exc))
-            if not await driver.fetchval(_PG_UNLOCK_SQL, self.ADVISORY_LOCK_KEY):
-                raise RuntimeError("the outbox relay's advisory lock was not held at unlock")
+            await driver.execute(_mark_and_unlock_sql(published, utcnow(), self.ADVISORY_LOCK_KEY))
         return len(rows), published, failures
 
     async def _publish_sqlite(self) -> _Pass:

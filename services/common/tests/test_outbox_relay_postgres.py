@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
@@ -165,3 +166,41 @@ async def test_relay_holds_no_transaction_open_while_publishing(
     assert len(states) == 1
     assert "idle" in states[0]  # the relay's own connection, between its statements
     assert not [state for state in states[0] if state.startswith("idle in transaction")]
+
+
+async def _logged() -> None:
+    # asyncpg hands each logged query to its loggers with call_soon: let them run.
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def test_relay_pass_round_trips(engine: AsyncEngine, observer: asyncpg.Connection) -> None:
+    # Each invoice makes three services publish one event each: a pass's round trips are on
+    # every answer's path (lock and read, then mark, commit and unlock in one message), and a
+    # pass that finds nothing (a poll, a wake-up whose row the pass before took) needs one.
+    sent: list[str] = []
+
+    def log_query(record: asyncpg.connection.LoggedQuery) -> None:
+        sent.append(record.query)
+
+    def on_checkout(dbapi_connection: object, *_: object) -> None:
+        dbapi_connection._connection.add_query_logger(log_query)  # type: ignore[attr-defined]
+
+    event.listen(engine.sync_engine.pool, "checkout", on_checkout)
+    bus = HookBus()
+    relay = OutboxRelay(engine, bus, poll_seconds=60)
+    await _emit(engine, relay, "inv_1")
+    await _logged()
+    sent.clear()
+    assert await relay.publish_pending() == 1
+    await _logged()
+    assert len(sent) == 2, sent
+    assert await observer.fetchval("SELECT published_at IS NOT NULL FROM outbox") is True
+    assert not await _lock_held(observer)
+
+    sent.clear()
+    assert await relay.publish_pending() == 0
+    await _logged()
+    assert len(sent) == 1, sent
+    assert not await _lock_held(observer)
+    assert bus.published == ["inv_1"]
