@@ -96,8 +96,7 @@ def to_decimal(value: Decimal | int | str) -> Decimal:
     return result.copy_abs() if result.is_zero() else result
 
 
-# Money is frozen: its __init__ writes through object's __setattr__, looked up once.
-_set_attribute: Final = object.__setattr__
+_NEGATIVE_MAX: Final = -MAX_AMOUNT
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +116,14 @@ class Money:
             amount.__class__ is Decimal
             and currency.__class__ is str
             and currency in MINOR_UNITS
-            and amount.is_finite()
-            and abs(amount) <= MAX_AMOUNT
+            and amount.is_finite()  # first: a NaN would raise in the comparison
+            and _NEGATIVE_MAX <= amount <= MAX_AMOUNT  # no abs(): one Decimal fewer
         ):
-            _set_attribute(self, "amount", amount.copy_abs() if amount.is_zero() else amount)
-            _set_attribute(self, "currency", currency)
+            _set_amount(self, amount.copy_abs() if amount.is_zero() else amount)
+            _set_currency(self, currency)
             return
-        _set_attribute(self, "amount", to_decimal(amount))
-        _set_attribute(self, "currency", check_currency(currency))
+        _set_amount(self, to_decimal(amount))
+        _set_currency(self, check_currency(currency))
 
     @classmethod
     def of(cls, amount: Decimal | int | str, currency: str) -> Money:
@@ -157,7 +156,12 @@ class Money:
     __rmul__ = __mul__
 
     def __neg__(self) -> Money:
-        return Money(-self.amount, self.currency)
+        negated = -self.amount
+        if negated.is_zero():
+            negated = negated.copy_abs()
+        elif not _NEGATIVE_MAX <= negated <= MAX_AMOUNT:
+            return Money(negated, self.currency)  # as near the bound as the checks allow
+        return _validated(negated, self.currency)
 
     def __lt__(self, other: Money) -> bool:
         self._same_currency(other)
@@ -191,7 +195,14 @@ class Money:
 
     def rounded(self, rounding: str = ROUND_HALF_UP) -> Money:
         """Round to the currency's minor unit with an explicit mode (default ROUND_HALF_UP)."""
-        return Money(self.amount.quantize(quantum(self.currency), rounding=rounding), self.currency)
+        rounded = self.amount.quantize(_QUANTA[self.currency], rounding=rounding)
+        if rounded.is_zero():
+            rounded = rounded.copy_abs()  # a rounded negative amount may be a signed zero
+        elif not _NEGATIVE_MAX <= rounded <= MAX_AMOUNT:
+            # An amount the checks let past the bound by their context's rounding, rounded
+            # up: refused as the checks refuse it.
+            return Money(rounded, self.currency)
+        return _validated(rounded, self.currency)
 
     def allocate(self, weights: list[Decimal]) -> list[Money]:
         """Split a rounded amount over weights so the parts add up to the whole exactly.
@@ -237,6 +248,23 @@ class Money:
 
     def __str__(self) -> str:
         return f"{format_amount(self.amount)} {self.currency}"
+
+
+# Money is frozen: its values are written through the slots' own descriptors, looked up
+# once (cheaper than object.__setattr__ by name).
+_set_amount: Final = Money.__dict__["amount"].__set__
+_set_currency: Final = Money.__dict__["currency"].__set__
+_new: Final = object.__new__
+
+
+def _validated(amount: Decimal, currency: str) -> Money:
+    """Money of an amount and a currency its caller has checked (a finite Decimal within
+    MAX_AMOUNT, not a negative zero, in a known code), without __init__'s checks: for the
+    results of rounding and negation, where only the bound needs checking again."""
+    money: Money = _new(Money)
+    _set_amount(money, amount)
+    _set_currency(money, currency)
+    return money
 
 
 def format_amount(amount: Decimal) -> str:

@@ -7,7 +7,7 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from billing_common.money import (
@@ -122,3 +122,39 @@ def test_quantum_per_currency(code: str) -> None:
 def test_quantum_of_an_unknown_currency_is_refused(bad: Any) -> None:
     with pytest.raises(MoneyError):
         quantum(bad)
+
+
+ROUNDINGS = ["ROUND_HALF_UP", "ROUND_HALF_EVEN", "ROUND_DOWN", "ROUND_UP", "ROUND_CEILING"]
+valid_amounts = st.one_of(
+    st.sampled_from([d for d in EDGES if d.is_finite() and abs(d) <= MAX_AMOUNT]),
+    st.decimals(min_value=-MAX_AMOUNT, max_value=MAX_AMOUNT, places=4),
+    st.sampled_from([Decimal("-0.001"), Decimal("-0.004"), MAX_AMOUNT - Decimal("0.001")]),
+)
+
+
+@given(valid_amounts, st.sampled_from(sorted(MINOR_UNITS)), st.sampled_from(ROUNDINGS))
+# Let past the bound by abs()'s rounding: rounded up, it is refused.
+@example(Decimal("1000000000000.0000000000000001"), "EUR", "ROUND_UP")
+@example(Decimal("-0.004"), "EUR", "ROUND_HALF_UP")
+def test_rounding_and_negation_build_what_the_checked_constructor_builds(
+    amount: Decimal, currency: str, rounding: str
+) -> None:
+    # rounded() and negation build their result without Money's checks (they cannot take a
+    # valid amount out of bounds): it must be exactly what the checks would have built.
+    money = Money(amount, currency)
+    try:
+        expected = Money(amount.quantize(quantum(currency), rounding=rounding), currency)
+    except MoneyError as refused:
+        with pytest.raises(MoneyError, match=str(refused)):
+            money.rounded(rounding)
+        return
+    rounded = money.rounded(rounding)
+    assert type(rounded) is Money
+    assert (rounded.amount.as_tuple(), rounded.currency) == (
+        expected.amount.as_tuple(),
+        expected.currency,
+    )
+    assert rounded == expected
+    negated = -money
+    assert negated.amount.as_tuple() == Money(-money.amount, currency).amount.as_tuple()
+    assert str(Money(Decimal("-0.004"), "EUR").rounded().amount) == "0.00"

@@ -3,14 +3,16 @@ the tenant comes from the token, never from the request."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
+from pydantic import ValidationError
 
+from billing_common.api_auth import requires
 from billing_common.cursors import decode_key, decode_timestamp_and_id, encode_cursor
-from billing_common.idempotency import check_idempotency_key
+from billing_common.idempotency import IDEMPOTENCY_KEY, check_idempotency_key
 from billing_common.openapi import idempotency_key_header
-from billing_common.web import StrictJsonRoute, model_response
+from billing_common.web import DirectJsonRoute, StrictJsonRoute, model_response
 from discount_service.entrypoints.deps import Admin, Deps, Quoter, Reader, Redeemer
 from discount_service.entrypoints.redemption_schemas import (
     DiscountOut,
@@ -180,30 +182,70 @@ async def put_stacking(body: StackingIO, principal: Admin, deps: Deps) -> Stacki
 # --- quotes and redemptions -------------------------------------------------------------
 
 
-@router.post(
-    "/quotes",
-    response_model=DiscountOut,
-    tags=["discounts"],
-    summary="What discounts would apply (no side effect)",
-)
+_QUOTER = requires("discount:quote")
+_REDEEMER = requires("discount:redeem")
+_IDEMPOTENCY_HEADER = IDEMPOTENCY_KEY.lower().encode("latin-1")
+
+
+class _QuoteRoute(DirectJsonRoute):
+    """The quote, answered directly (billing_common.web.DirectJsonRoute) when the token has
+    the scope and the schema accepts the body; anything else is left to the route's FastAPI
+    handler, which gets the body again, so every 4xx problem is the one it always gave."""
+
+    async def answer_well_formed(self, request: Request, document: Any) -> Response | None:
+        try:
+            principal = await _QUOTER(request)
+        except Exception:  # noqa: BLE001 - refused: FastAPI's handler raises it again
+            return None
+        try:
+            body = DiscountRequestIn.model_validate(document)
+        except ValidationError:
+            return None
+        return await create_quote(body, principal, request.app.state.deps)
+
+
+class _RedemptionRoute(DirectJsonRoute):
+    """The redemption (one per invoice), answered directly as the quote is. The
+    Idempotency-Key is read as FastAPI reads the header (Starlette's Headers.get: the first
+    raw header of the lower-case name) and checked in the endpoint as before, after the
+    token and the body, so a missing or malformed key is the same 400 problem in the same
+    order."""
+
+    async def answer_well_formed(self, request: Request, document: Any) -> Response | None:
+        try:
+            principal = await _REDEEMER(request)
+        except Exception:  # noqa: BLE001 - refused: FastAPI's handler raises it again
+            return None
+        try:
+            body = DiscountRequestIn.model_validate(document)
+        except ValidationError:
+            return None
+        key = None
+        for name, value in request.scope["headers"]:
+            # As Headers.get compares: the raw name (ASGI servers give lower-case names).
+            if name == _IDEMPOTENCY_HEADER:
+                key = value.decode("latin-1")
+                break
+        return await create_redemption(body, principal, request.app.state.deps, key)
+
+
 async def create_quote(body: DiscountRequestIn, principal: Quoter, deps: Deps) -> Response:
     result = await quotes.quote(principal.tenant, body.to_domain(), deps)
     # The hot path: serialised once, not re-validated (the schema is `response_model`'s).
     return model_response(DiscountOut.of(result))
 
 
-@router.post(
-    "/redemptions",
-    status_code=status.HTTP_201_CREATED,
-    response_model=RedemptionOut,
+router.add_api_route(
+    "/quotes",
+    create_quote,
+    methods=["POST"],
+    response_model=DiscountOut,
     tags=["discounts"],
-    summary="Apply discounts once per Idempotency-Key (201 new, 200 replayed)",
-    responses={
-        200: {"model": RedemptionOut, "description": "the key was seen with this request"},
-        409: {"description": "key reused with another request, or coupon just used up"},
-        422: {"description": "invalid request, or a coupon cannot apply (code, reason)"},
-    },
+    summary="What discounts would apply (no side effect)",
+    route_class_override=_QuoteRoute,
 )
+
+
 async def create_redemption(
     body: DiscountRequestIn,
     principal: Redeemer,
@@ -223,6 +265,23 @@ async def create_redemption(
         replayed.headers["Idempotent-Replayed"] = "true"
         return replayed
     return model_response(answer, status_code=status.HTTP_201_CREATED)
+
+
+router.add_api_route(
+    "/redemptions",
+    create_redemption,
+    methods=["POST"],
+    status_code=status.HTTP_201_CREATED,
+    response_model=RedemptionOut,
+    tags=["discounts"],
+    summary="Apply discounts once per Idempotency-Key (201 new, 200 replayed)",
+    responses={
+        200: {"model": RedemptionOut, "description": "the key was seen with this request"},
+        409: {"description": "key reused with another request, or coupon just used up"},
+        422: {"description": "invalid request, or a coupon cannot apply (code, reason)"},
+    },
+    route_class_override=_RedemptionRoute,
+)
 
 
 @router.get(
