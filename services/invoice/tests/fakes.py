@@ -267,6 +267,14 @@ class FakeUnitOfWork:
         self._data.claimed.add((consumer, event.id))
         return True
 
+    async def start_creation(
+        self, idempotency_key: str, pending: PendingCreation
+    ) -> tuple[StoredIdempotency | None, bool]:
+        stored = await self.invoices.find_by_idempotency_key(idempotency_key)
+        if stored is not None:
+            return stored, False
+        return None, await self.pending.begin(pending)
+
     async def finish_creation(
         self,
         invoice: Invoice,

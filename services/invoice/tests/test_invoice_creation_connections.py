@@ -66,3 +66,57 @@ async def test_a_creation_begins_no_session_transaction(api_any_db, make_body, m
     read = await api.client.get(f"/v1/invoices/{created.json()['id']}", headers=api.headers())
     assert read.status_code == 200
     assert read.json()["total"] == created.json()["total"]
+
+
+async def test_the_lookup_and_the_pending_record_are_one_statement(
+    api_any_db, make_body, monkeypatch
+):
+    """A creation without a named seller sends its idempotency lookup and its pending
+    record as one statement (issue 11: one round trip less per invoice), never the two
+    statements that made them before."""
+    from invoice_service.adapters import postgres_writes
+
+    api = api_any_db
+    assert (await api.create(make_body())).status_code == 201  # fills the seller cache
+    sent: list[str] = []
+
+    def refused(name: str) -> Any:
+        async def statement(*args: Any, **kwargs: Any) -> Any:
+            sent.append(name)
+            raise AssertionError(f"{name} sent on its own")
+
+        return statement
+
+    monkeypatch.setattr(postgres_writes, "find_by_idempotency_key", refused("lookup"))
+    monkeypatch.setattr(postgres_writes, "begin_pending", refused("begin"))
+    body = make_body(coupon_codes=["WELCOME10"])
+    created = await api.create(body, key="one-statement")
+    assert created.status_code == 201, created.text
+    assert sent == []
+    # The replay is answered from the same statement, and writes no pending record.
+    again = await api.create(body, key="one-statement")
+    assert again.status_code == 200 and again.json()["id"] == created.json()["id"]
+    assert sent == []
+
+
+async def test_a_seller_read_that_fails_after_the_pending_record_drops_it(
+    api_any_db, make_body, monkeypatch
+):
+    """The default seller is read after the pending record is written (the same statement
+    as the lookup): if that read fails, the creation fails with nothing left behind."""
+    from sqlmodel import select
+
+    from billing_common.db import DatabaseUnavailable
+    from invoice_service.adapters.orm import PendingCreationRow
+    from invoice_service.adapters.sellers_repository import SqlSellerRepository
+
+    api = api_any_db
+
+    async def unavailable(self: Any) -> Any:
+        raise DatabaseUnavailable("PostgreSQL is unavailable: test")
+
+    monkeypatch.setattr(SqlSellerRepository, "default", unavailable)
+    failed = await api.create(make_body(), key="seller-down")
+    assert failed.status_code == 503, failed.text
+    async with api.ctx.sessions() as session:
+        assert (await session.exec(select(PendingCreationRow))).all() == []

@@ -392,6 +392,51 @@ async def test_finish_creation_with_a_taken_key_raises_and_writes_nothing(
     assert await _outbox_events(uow) == []
 
 
+async def test_start_creation_begins_a_new_creation_or_answers_the_stored_invoice(
+    uow: UnitOfWorkFactory,
+) -> None:
+    pending = PendingCreation("acme", "inv-2", "invoice:acme:key-2", T0)
+    async with uow("acme") as unit:
+        assert await unit.start_creation("key-2", pending) == (None, True)
+        await unit.commit()
+    async with uow("acme") as unit:
+        assert await unit.pending.get("inv-2") == pending
+    # An invoice stored with the key: it is the answer, and no pending record is written.
+    await add(uow, make_invoice("inv-1"), key="key-1")
+    async with uow("acme") as unit:
+        stored, begun = await unit.start_creation(
+            "key-1", PendingCreation("acme", "inv-1", "invoice:acme:key-1", T0)
+        )
+        await unit.commit()
+    assert stored is not None and stored.invoice.id == "inv-1" and not begun
+    async with uow("acme") as unit:
+        assert await unit.pending.get("inv-1") is None
+    # Another tenant's invoice with the same key is not this tenant's.
+    async with uow("globex") as unit:
+        other = PendingCreation("globex", "inv-9", "invoice:globex:key-1", T0)
+        assert await unit.start_creation("key-1", other) == (None, True)
+
+
+async def test_start_creation_takes_an_earlier_attempt_over_unless_it_is_being_released(
+    uow: UnitOfWorkFactory,
+) -> None:
+    await _begin_pending(uow, "inv-1")
+    later = PendingCreation("acme", "inv-1", "invoice:acme:inv-1", T0 + timedelta(minutes=5))
+    async with uow("acme") as unit:
+        assert await unit.start_creation("key-1", later) == (None, True)
+        await unit.commit()
+    async with uow("acme") as unit:
+        assert await unit.pending.get("inv-1") == later
+    await _begin_pending(uow, "inv-3", releasing=True)
+    async with uow("acme") as unit:
+        again = PendingCreation("acme", "inv-3", "invoice:acme:inv-3", T0 + timedelta(hours=1))
+        assert await unit.start_creation("key-3", again) == (None, False)
+        await unit.commit()
+    async with uow("acme") as unit:
+        kept = await unit.pending.get("inv-3")
+    assert kept is not None and kept.releasing and kept.started_at == T0
+
+
 def _peer_event(event_id: str) -> CloudEvent:
     return CloudEvent(
         id=event_id,

@@ -167,6 +167,12 @@ class SqlInvoiceRepository:
                     _SQLITE_IDEMPOTENCY, {"tenant_id": self._tenant, "key": key}
                 )
             ).one()
+        return await self.stored(found)
+
+    async def stored(self, found: Any) -> StoredIdempotency | None:
+        """What find_by_idempotency_key answers for its lookup's row `found` (id,
+        request_hash, seller version): also the creation's lookup (unit of work's
+        start_creation)."""
         if self._seller_version is not None:
             self._seller_version(int(found[2] or 0))
         if found[0] is None:

@@ -20,6 +20,16 @@ from invoice_service.service_layer.ports import PendingCreation
 _PENDING: Table = PendingCreationRow.__table__  # type: ignore[attr-defined]
 
 
+def pending_row(tenant: str, pending: PendingCreation) -> dict[str, Any]:
+    """The columns `begin` writes (but `releasing`), for its upsert."""
+    return {
+        "tenant_id": tenant,
+        "invoice_id": pending.invoice_id,
+        "redemption_key": pending.redemption_key,
+        "started_at": pending.started_at,
+    }
+
+
 def _pending(row: PendingCreationRow) -> PendingCreation:
     return PendingCreation(
         tenant_id=row.tenant_id,
@@ -76,12 +86,7 @@ class SqlPendingCreations:
         over) unless an earlier attempt's record is being released; then False and nothing
         changes. On PostgreSQL the conflict row-locks the record until commit, as the
         `get(for_update=True)` before a `put` did."""
-        row = {
-            "tenant_id": self._tenant,
-            "invoice_id": pending.invoice_id,
-            "redemption_key": pending.redemption_key,
-            "started_at": pending.started_at,
-        }
+        row = pending_row(self._tenant, pending)
         async with self._drivers() as driver:
             if driver is not None:  # the same upsert, prepared, on the asyncpg connection
                 dialect = self._dialect or self._session.bind.dialect  # type: ignore[union-attr]

@@ -179,3 +179,33 @@ async def begin_pending(driver: PostgresDriver, dialect: Dialect, row: Mapping[s
     tenant, invoice_id, key, started_at = bound_values(((_PENDING, row),), dialect)
     found = await driver.fetchrow(_BEGIN_PENDING_SQL, tenant, invoice_id, key, started_at)
     return found is not None
+
+
+# The idempotency lookup and, only when it finds no invoice, the upsert of begin_pending: one
+# snapshot, one round trip. Always one row: the invoice's columns NULL when there is none,
+# the tenant's seller version, and whether the pending record is this creation's.
+# The table's name from its metadata, never from input; values are parameters.
+_LOOKUP_AND_BEGIN_SQL = (
+    "WITH found AS (SELECT id, request_hash FROM invoice_invoices"  # noqa: S608
+    " WHERE tenant_id = $1 AND idempotency_key = $5),"
+    f" begun AS (INSERT INTO {_PENDING.name}"
+    " (tenant_id, invoice_id, redemption_key, started_at, releasing)"
+    " SELECT $1, $2, $3, $4, FALSE WHERE NOT EXISTS (SELECT 1 FROM found)"
+    " ON CONFLICT (tenant_id, invoice_id) DO UPDATE"
+    " SET redemption_key = excluded.redemption_key, started_at = excluded.started_at,"
+    f" releasing = FALSE WHERE {_PENDING.name}.releasing IS FALSE RETURNING invoice_id)"
+    " SELECT (SELECT id FROM found), (SELECT request_hash FROM found),"
+    " (SELECT version FROM invoice_seller_versions WHERE tenant_id = $1),"
+    " EXISTS (SELECT 1 FROM begun)"
+)
+
+
+async def lookup_and_begin(
+    driver: PostgresDriver, dialect: Dialect, key: str, row: Mapping[str, Any]
+) -> Any:
+    """find_by_idempotency_key's (id, request_hash, seller version) and begin_pending's
+    answer (False, writing nothing, when an invoice has `key`), in one statement."""
+    tenant, invoice_id, redemption_key, started_at = bound_values(((_PENDING, row),), dialect)
+    return await driver.fetchrow(
+        _LOOKUP_AND_BEGIN_SQL, tenant, invoice_id, redemption_key, started_at, key
+    )

@@ -43,7 +43,10 @@ from invoice_service.adapters.credit_notes_repository import (
 from invoice_service.adapters.customer_settings_repository import SqlCustomerSettings
 from invoice_service.adapters.invoices_repository import SqlInvoiceRepository
 from invoice_service.adapters.number_series_repository import SqlNumberSeries
-from invoice_service.adapters.pending_creations_repository import SqlPendingCreations
+from invoice_service.adapters.pending_creations_repository import (
+    SqlPendingCreations,
+    pending_row,
+)
 from invoice_service.adapters.received_events_repository import SqlReceivedEventLog
 from invoice_service.adapters.seller_cache import SellerCache
 from invoice_service.adapters.sellers_repository import SqlSellerRepository
@@ -55,10 +58,12 @@ from invoice_service.service_layer.ports import (
     CustomerSettingsRepository,
     InvoiceRepository,
     NumberSeries,
+    PendingCreation,
     PendingCreations,
     ReceivedEvent,
     ReceivedEventLog,
     SellerRepository,
+    StoredIdempotency,
     UnitOfWorkFactory,
 )
 
@@ -161,6 +166,21 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
             self._emitted = False
             return
         await super().commit()
+
+    async def start_creation(
+        self, idempotency_key: str, pending: PendingCreation
+    ) -> tuple[StoredIdempotency | None, bool]:
+        async with self._hot as driver:
+            if driver is not None:  # one statement: the lookup and, if it finds none, begin
+                found = await postgres_writes.lookup_and_begin(
+                    driver, self._dialect, idempotency_key, pending_row(self.tenant, pending)
+                )
+        if driver is None:
+            stored = await self._invoices.find_by_idempotency_key(idempotency_key)
+            if stored is not None:
+                return stored, False
+            return None, await self.pending.begin(pending)
+        return await self._invoices.stored(found), bool(found[3])
 
     async def finish_creation(
         self,

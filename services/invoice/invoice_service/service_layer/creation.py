@@ -104,14 +104,34 @@ async def create_invoice(cmd: CreateInvoice, deps: Dependencies) -> CreateResult
     # the end, they are given back — at once when this request fails, by the sweeper
     # (release_abandoned) when the process died. Written before the quote, which has no side
     # effect, so that it shares the lookup's transaction: a failed quote only drops it.
-    async with deps.uow(cmd.tenant) as uow:
-        stored = await uow.invoices.find_by_idempotency_key(cmd.idempotency_key)
-        if stored is not None:
-            return _replay(stored.invoice, stored.request_hash, cmd)
-        seller = await seller_for_new_invoice(uow, cmd.seller_id)  # refused: nothing written
-        begun = await uow.pending.begin(pending)
-        earlier = None if begun else await uow.pending.get(invoice_id)
-        await uow.commit()
+    begun = seller_unread = False
+    try:
+        async with deps.uow(cmd.tenant) as uow:
+            if cmd.seller_id is None:
+                # The tenant's default seller (or none) never refuses a creation: the lookup
+                # and the pending record go at once (one statement on PostgreSQL), the
+                # seller is read after them.
+                stored, begun = await uow.start_creation(cmd.idempotency_key, pending)
+                if stored is not None:
+                    return _replay(stored.invoice, stored.request_hash, cmd)
+                seller_unread = True
+                seller = await seller_for_new_invoice(uow, None)
+                seller_unread = False
+            else:
+                stored = await uow.invoices.find_by_idempotency_key(cmd.idempotency_key)
+                if stored is not None:
+                    return _replay(stored.invoice, stored.request_hash, cmd)
+                # A named seller may be refused: checked first, so that nothing is written.
+                seller = await seller_for_new_invoice(uow, cmd.seller_id)
+                begun = await uow.pending.begin(pending)
+            earlier = None if begun else await uow.pending.get(invoice_id)
+            await uow.commit()
+    except Exception:
+        if begun and seller_unread:
+            # The seller could not be read (the database): as when a quote fails, nothing
+            # was asked of the peers yet, so the record is only dropped.
+            await _drop_pending(deps, pending)
+        raise
     if not begun:
         await _take_over(deps, cmd, pending, earlier)
     snapshot = seller.snapshot() if seller else None

@@ -358,6 +358,15 @@ class UnitOfWork(Protocol):
 
     async def commit(self) -> None: ...
 
+    async def start_creation(
+        self, idempotency_key: str, pending: PendingCreation
+    ) -> tuple[StoredIdempotency | None, bool]:
+        """The invoice stored with `idempotency_key`, if there is one (then nothing is
+        written), else None and `pending.begin(pending)`'s answer: the idempotency lookup and
+        the pending record at once (one statement on PostgreSQL, committing on its own when
+        this unit of work has begun no transaction). Commit afterwards, as after `begin`."""
+        ...
+
     async def finish_creation(
         self,
         invoice: Invoice,
