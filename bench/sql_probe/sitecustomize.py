@@ -1,4 +1,4 @@
-"""Counts the SQL statements and transactions of a process under test, for `make bench`.
+"""Counts the PostgreSQL statements and transactions of a process under test, for `make bench`.
 
 Imported at interpreter start-up (Python imports `sitecustomize` from the path) only by the
 processes the bench starts with this directory on PYTHONPATH and BENCH_SQL_COUNTS set: the
@@ -14,33 +14,47 @@ _DIRECTORY = os.environ.get("BENCH_SQL_COUNTS")
 
 
 def _install(directory: str) -> None:
+    import functools
     import mmap
     import struct
 
     try:
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
-    except ImportError:  # a process without SQLAlchemy runs no SQL to count
+        from asyncpg.connection import Connection
+        from asyncpg.prepared_stmt import PreparedStatement
+    except ImportError:  # a process without asyncpg sends no PostgreSQL SQL to count
         return
     fd = os.open(os.path.join(directory, f"{os.getpid()}.sqlcounts"), os.O_CREAT | os.O_RDWR)
     os.ftruncate(fd, 16)
     counts = mmap.mmap(fd, 16)
     os.close(fd)
-    layout = struct.Struct("<QQ")  # statements, transactions
+    layout = struct.Struct("<QQ")  # statements (round trips), transactions
     state = [0, 0]
 
-    def statement(*_: object) -> None:
-        state[0] += 1
-        layout.pack_into(counts, 0, *state)
+    def counted(method, *, begins=None):  # type: ignore[no-untyped-def]
+        @functools.wraps(method)
+        async def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            state[0] += 1
+            if begins is not None and begins(args):
+                state[1] += 1
+            layout.pack_into(counts, 0, *state)
+            return await method(*args, **kwargs)
 
-    def transaction(*_: object) -> None:
-        state[1] += 1
-        layout.pack_into(counts, 0, *state)
+        return wrapper
 
-    # On the Engine class: every engine of the process, async ones included (their sync
-    # core fires the events). BEGIN and COMMIT are not cursor executions: counted apart.
-    event.listen(Engine, "before_cursor_execute", statement)
-    event.listen(Engine, "begin", transaction)
+    def explicit_begin(args: tuple[object, ...]) -> bool:
+        query = args[1] if len(args) > 1 else ""
+        return isinstance(query, str) and query.lstrip()[:5].upper() == "BEGIN"
+
+    # At asyncpg, where every PostgreSQL statement of a service goes: SQLAlchemy's (its
+    # dialect runs prepared statements and Transaction) and the raw hot paths alike. One
+    # count per message sent, so a multi-statement simple query counts once (a round trip).
+    # Transactions: each BEGIN sent, by asyncpg's Transaction (SQLAlchemy's) or by a raw
+    # path; an autocommitted single statement is not counted as one.
+    Connection.execute = counted(Connection.execute, begins=explicit_begin)  # type: ignore[method-assign]
+    for name in ("executemany", "fetch", "fetchrow", "fetchval"):
+        setattr(Connection, name, counted(getattr(Connection, name)))
+    for name in ("executemany", "fetch", "fetchrow", "fetchval"):
+        setattr(PreparedStatement, name, counted(getattr(PreparedStatement, name)))
 
 
 if _DIRECTORY:
