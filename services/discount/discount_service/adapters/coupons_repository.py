@@ -4,7 +4,7 @@ concurrency on PostgreSQL (row locks, re-checked WHERE) and on SQLite (one write
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,15 +12,14 @@ from sqlalchemy import Table, delete, or_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.db import UtcDateTime, utc_instant
 from billing_common.money import Money
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
-from discount_service.adapters.config_cache import ConfigView, TenantConfig
-from discount_service.adapters.connection import Drivers
+from discount_service.adapters.config_cache import TenantConfig
 from discount_service.adapters.orm import CouponRow, CouponUsageRow
+from discount_service.adapters.tenant_repository import TenantRepository
 from discount_service.domain.errors import DuplicateCouponCode
 from discount_service.domain.model import (
     AmountOff,
@@ -220,25 +219,9 @@ def customer_coupons(
     return CustomerCoupons(coupons, usage)
 
 
-class SqlCouponRepository:
+class SqlCouponRepository(TenantRepository):
     """Coupon definitions come from the process's cache while the tenant's configuration
     version (read with them) says they are current; counters are always read live."""
-
-    def __init__(
-        self,
-        session: Callable[[], AsyncSession],
-        tenant: str,
-        config: ConfigView,
-        drivers: Drivers,
-    ) -> None:
-        self._session_of = session
-        self._drivers = drivers
-        self._tenant = tenant
-        self._config = config
-
-    @property
-    def _session(self) -> AsyncSession:
-        return self._session_of()
 
     async def _row(self, code: str) -> CouponRow | None:
         result = await self._session.exec(

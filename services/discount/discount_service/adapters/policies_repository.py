@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -12,15 +12,13 @@ from sqlalchemy import Row, Table
 from sqlalchemy import select as core_select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.db import PostgresDriver, utc_instant
 from billing_common.money import Money, format_amount
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
-from discount_service.adapters.config_cache import ConfigView
-from discount_service.adapters.connection import Drivers
 from discount_service.adapters.orm import PolicyRow
+from discount_service.adapters.tenant_repository import TenantRepository
 from discount_service.domain.model import (
     AmountOff,
     Benefit,
@@ -149,25 +147,9 @@ async def fetch_active_policies(driver: PostgresDriver, tenant: str) -> list[Dis
     return [_policy_from_record(row) for row in await driver.fetch(_ACTIVE_SQL, tenant)]
 
 
-class SqlPolicyRepository:
+class SqlPolicyRepository(TenantRepository):
     """The active policies come from the process's cache while the tenant's configuration
     version says they are current (discount_service.adapters.config_cache)."""
-
-    def __init__(
-        self,
-        session: Callable[[], AsyncSession],
-        tenant: str,
-        config: ConfigView,
-        drivers: Drivers,
-    ) -> None:
-        self._session_of = session
-        self._drivers = drivers
-        self._tenant = tenant
-        self._config = config
-
-    @property
-    def _session(self) -> AsyncSession:
-        return self._session_of()
 
     async def _row(self, key: str) -> PolicyRow | None:
         result = await self._session.exec(

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from decimal import Decimal
 
 from sqlalchemy import Table
 from sqlalchemy import select as core_select
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.db import PostgresDriver
 from billing_common.money import Money, format_amount
 from billing_common.outbox import utcnow
-from discount_service.adapters.config_cache import ConfigView
-from discount_service.adapters.connection import Drivers
 from discount_service.adapters.orm import StackingSettingsRow
+from discount_service.adapters.tenant_repository import TenantRepository
 from discount_service.domain.model import StackingSettings
 
 # Read on every quote: selected with SQLAlchemy core, plain rows.
@@ -57,25 +54,9 @@ def _settings(stored: tuple[Decimal, str] | None) -> StackingSettings:
     )
 
 
-class SqlStackingSettingsRepository:
+class SqlStackingSettingsRepository(TenantRepository):
     """The settings come from the process's cache while the tenant's configuration version
     says they are current (discount_service.adapters.config_cache)."""
-
-    def __init__(
-        self,
-        session: Callable[[], AsyncSession],
-        tenant: str,
-        config: ConfigView,
-        drivers: Drivers,
-    ) -> None:
-        self._session_of = session
-        self._drivers = drivers
-        self._tenant = tenant
-        self._config = config
-
-    @property
-    def _session(self) -> AsyncSession:
-        return self._session_of()
 
     async def get(self) -> StackingSettings:
         cached = await self._config.current()
