@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -20,7 +20,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette._exception_handler import ExceptionHandlers, StatusHandlers
 from starlette._utils import is_async_callable
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +35,9 @@ from billing_common.database_problems import install_database_problem_handler
 from billing_common.logs import AccessLog, printable
 from billing_common.openapi import install_contract
 from billing_common.problems import PROBLEM_CONTENT_TYPE, RequestRefused, install_problem_handlers
+
+PrincipalT = TypeVar("PrincipalT")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -374,6 +377,24 @@ class DirectJsonRoute(StrictJsonRoute):
         return {"endpoint": self.endpoint, "path_params": {}, "route": self}
 
     async def answer_well_formed(self, request: Request, document: Any) -> Response | None:
+        return None
+
+
+async def accepted(
+    request: Request,
+    document: Any,
+    authorise: Callable[[Request], Awaitable[PrincipalT]],
+    schema: type[ModelT],
+) -> tuple[PrincipalT, ModelT] | None:
+    """For a DirectJsonRoute: the principal `authorise` finds and `document` as `schema`, or
+    None when either refuses (nothing done: FastAPI's handler then gives the problem)."""
+    try:
+        principal = await authorise(request)
+    except Exception:  # noqa: BLE001 - refused: FastAPI's handler raises it again
+        return None
+    try:
+        return principal, schema.model_validate(document)
+    except ValidationError:
         return None
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
-from pydantic import ValidationError
 
 from billing_common.api_auth import requires
 from billing_common.cursors import decode_key, decode_timestamp_and_id, encode_cursor
 from billing_common.idempotency import IDEMPOTENCY_KEY, check_idempotency_key
 from billing_common.openapi import idempotency_key_header
-from billing_common.web import DirectJsonRoute, StrictJsonRoute, model_response
+from billing_common.web import DirectJsonRoute, StrictJsonRoute, accepted, model_response
 from discount_service.entrypoints.deps import Admin, Deps, Quoter, Reader, Redeemer
 from discount_service.entrypoints.redemption_schemas import (
     DiscountOut,
@@ -193,14 +192,9 @@ class _QuoteRoute(DirectJsonRoute):
     handler, which gets the body again, so every 4xx problem is the one it always gave."""
 
     async def answer_well_formed(self, request: Request, document: Any) -> Response | None:
-        try:
-            principal = await _QUOTER(request)
-        except Exception:  # noqa: BLE001 - refused: FastAPI's handler raises it again
+        if (found := await accepted(request, document, _QUOTER, DiscountRequestIn)) is None:
             return None
-        try:
-            body = DiscountRequestIn.model_validate(document)
-        except ValidationError:
-            return None
+        principal, body = found
         return await create_quote(body, principal, request.app.state.deps)
 
 
@@ -212,14 +206,9 @@ class _RedemptionRoute(DirectJsonRoute):
     order."""
 
     async def answer_well_formed(self, request: Request, document: Any) -> Response | None:
-        try:
-            principal = await _REDEEMER(request)
-        except Exception:  # noqa: BLE001 - refused: FastAPI's handler raises it again
+        if (found := await accepted(request, document, _REDEEMER, DiscountRequestIn)) is None:
             return None
-        try:
-            body = DiscountRequestIn.model_validate(document)
-        except ValidationError:
-            return None
+        principal, body = found
         key = None
         for name, value in request.scope["headers"]:
             # As Headers.get compares: the raw name (ASGI servers give lower-case names).

@@ -8,10 +8,9 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
-from pydantic import ValidationError
 
 from billing_common.api_auth import requires
-from billing_common.web import DirectJsonRoute, StrictJsonRoute
+from billing_common.web import DirectJsonRoute, StrictJsonRoute, accepted
 from tax_service.entrypoints.calculation_json import calculation_json
 from tax_service.entrypoints.cursors import decode_cursor, encode_cursor
 from tax_service.entrypoints.deps import Admin, Calculator, Deps, Reader, dependencies_of
@@ -55,14 +54,9 @@ class _CalculationRoute(DirectJsonRoute):
     from the route's declaration."""
 
     async def answer_well_formed(self, request: Request, document: Any) -> Response | None:
-        try:
-            principal = await _CALCULATOR(request)
-        except Exception:  # noqa: BLE001 - refused: FastAPI's handler raises it again
+        if (found := await accepted(request, document, _CALCULATOR, CalculationIn)) is None:
             return None
-        try:
-            calculation_in = CalculationIn.model_validate(document)
-        except ValidationError:
-            return None
+        principal, calculation_in = found
         return await calculate(calculation_in, request, principal)
 
 
