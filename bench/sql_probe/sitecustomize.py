@@ -9,6 +9,8 @@ writes and the harness reads them at any moment without asking the server."""
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 _DIRECTORY = os.environ.get("BENCH_SQL_COUNTS")
 
@@ -30,9 +32,13 @@ def _install(directory: str) -> None:
     layout = struct.Struct("<QQ")  # statements (round trips), transactions
     state = [0, 0]
 
-    def counted(method, *, begins=None):  # type: ignore[no-untyped-def]
+    def counted(
+        method: Callable[..., Awaitable[Any]],
+        *,
+        begins: Callable[[tuple[Any, ...]], bool] | None = None,
+    ) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(method)
-        async def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
             state[0] += 1
             if begins is not None and begins(args):
                 state[1] += 1
