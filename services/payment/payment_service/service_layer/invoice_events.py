@@ -70,14 +70,7 @@ async def on_invoice_created(event: CloudEvent, deps: Dependencies) -> None:
         invoice = await repo.get_invoice(data.invoice_id, for_update=True)
         try:
             if invoice is None:
-                invoice = PayableInvoice.created(
-                    invoice_id=data.invoice_id,
-                    customer_id=data.customer_id,
-                    currency=data.currency,
-                    total=data.total,
-                    amount_due=data.amount_due,
-                    now=now,
-                )
+                invoice = _created(data, now)
             else:
                 invoice.on_created(
                     customer_id=data.customer_id,
@@ -92,18 +85,24 @@ async def on_invoice_created(event: CloudEvent, deps: Dependencies) -> None:
         await uow.commit()
 
 
+def _created(data: InvoiceCreated, now: datetime) -> PayableInvoice:
+    """The invoice `data` creates where it is not known yet (MoneyError if its amounts are
+    refused)."""
+    return PayableInvoice.created(
+        invoice_id=data.invoice_id,
+        customer_id=data.customer_id,
+        currency=data.currency,
+        total=data.total,
+        amount_due=data.amount_due,
+        now=now,
+    )
+
+
 def _new_invoice(data: InvoiceCreated, now: datetime) -> PayableInvoice | None:
     """The invoice `data` creates, if it is new here; None if its amounts are refused (the
     general path decides that, as it does for an invoice already known)."""
     try:
-        return PayableInvoice.created(
-            invoice_id=data.invoice_id,
-            customer_id=data.customer_id,
-            currency=data.currency,
-            total=data.total,
-            amount_due=data.amount_due,
-            now=now,
-        )
+        return _created(data, now)
     except MoneyError:
         return None
 
