@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
+from billing_common.api_auth import requires
 from billing_common.cursors import decode_timestamp_and_id
-from billing_common.idempotency import check_idempotency_key
+from billing_common.idempotency import IDEMPOTENCY_KEY, check_idempotency_key
 from billing_common.openapi import idempotency_key_header
-from billing_common.web import StrictJsonRoute
+from billing_common.web import DirectJsonRoute, StrictJsonRoute, accepted, model_response
 from billing_common.wire import DateTimeFilter
 from invoice_service.domain.model import InvoiceStatus
 from invoice_service.entrypoints.deps import Deps, Documents, Reader, Writer
@@ -50,8 +51,65 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-@router.post(
+_WRITER = requires("invoice:write")
+_IDEMPOTENCY_HEADER = IDEMPOTENCY_KEY.lower().encode("latin-1")
+
+
+class _CreationRoute(DirectJsonRoute):
+    """The creation, answered directly (billing_common.web.DirectJsonRoute) when the token
+    has the scope and the schema accepts the body; anything else is left to the route's
+    FastAPI handler, which gets the body again, so every 4xx problem is the one it always
+    gave. The Idempotency-Key is read as FastAPI reads the header (Starlette's Headers.get:
+    the first raw header of the lower-case name) and checked in the endpoint as before,
+    after the token and the body, so a missing or malformed key is the same 400 problem."""
+
+    async def answer_well_formed(self, request: Request, document: Any) -> Response | None:
+        if (found := await accepted(request, document, _WRITER, InvoiceCreate)) is None:
+            return None
+        principal, body = found
+        key = None
+        for name, value in request.scope["headers"]:
+            # As Headers.get compares: the raw name (ASGI servers give lower-case names).
+            if name == _IDEMPOTENCY_HEADER:
+                key = value.decode("latin-1")
+                break
+        return await create_invoice(body, principal, request.app.state.deps, key)
+
+
+async def create_invoice(
+    body: InvoiceCreate,
+    principal: Writer,
+    deps: Deps,
+    idempotency_key: Annotated[
+        str | None,
+        idempotency_key_header(
+            "Required: an invoice is created once per key", max_length=IDEMPOTENCY_KEY_MAX
+        ),
+    ] = None,
+) -> Response:
+    idempotency_key = check_idempotency_key(
+        idempotency_key, max_length=IDEMPOTENCY_KEY_MAX, why="an invoice is created once per key"
+    )
+    command = body.to_command(
+        tenant=principal.tenant, actor=principal.subject, idempotency_key=idempotency_key
+    )
+    result = await creation.create_invoice(command, deps)
+    # The hot path: serialised once, not re-validated (the schema is `response_model`'s).
+    # The headers in the order FastAPI gave them from the endpoint's `Response` parameter.
+    answer = model_response(
+        InvoiceOut.of(result.invoice),
+        status_code=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+    )
+    if not result.created:
+        answer.headers["Idempotent-Replayed"] = "true"
+    answer.headers["Location"] = f"/v1/invoices/{result.invoice.id}"
+    return answer
+
+
+router.add_api_route(
     "",
+    create_invoice,
+    methods=["POST"],
     status_code=status.HTTP_201_CREATED,
     response_model=InvoiceOut,
     summary="Create a draft invoice (discount, then tax on the discounted lines)",
@@ -66,31 +124,8 @@ def _utc(value: datetime | None) -> datetime | None:
         503: {"description": "the tax or discount service is unavailable; nothing was written"},
         **_PROBLEMS,
     },
+    route_class_override=_CreationRoute,
 )
-async def create_invoice(
-    body: InvoiceCreate,
-    response: Response,
-    principal: Writer,
-    deps: Deps,
-    idempotency_key: Annotated[
-        str | None,
-        idempotency_key_header(
-            "Required: an invoice is created once per key", max_length=IDEMPOTENCY_KEY_MAX
-        ),
-    ] = None,
-) -> InvoiceOut:
-    idempotency_key = check_idempotency_key(
-        idempotency_key, max_length=IDEMPOTENCY_KEY_MAX, why="an invoice is created once per key"
-    )
-    command = body.to_command(
-        tenant=principal.tenant, actor=principal.subject, idempotency_key=idempotency_key
-    )
-    result = await creation.create_invoice(command, deps)
-    if not result.created:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/invoices/{result.invoice.id}"
-    return InvoiceOut.of(result.invoice)
 
 
 @router.get(
