@@ -196,16 +196,17 @@ _LOOKUP_AND_BEGIN_SQL = (
     f" releasing = FALSE WHERE {_PENDING.name}.releasing IS FALSE RETURNING invoice_id)"
     " SELECT (SELECT id FROM found), (SELECT request_hash FROM found),"
     " (SELECT version FROM invoice_seller_versions WHERE tenant_id = $1),"
-    " EXISTS (SELECT 1 FROM begun)"
+    " EXISTS (SELECT 1 FROM begun) AS begun"
 )
 
 
 async def lookup_and_begin(
     driver: PostgresDriver, dialect: Dialect, key: str, row: Mapping[str, Any]
-) -> Any:
-    """find_by_idempotency_key's (id, request_hash, seller version) and begin_pending's
+) -> tuple[Any, bool]:
+    """find_by_idempotency_key's row (id, request_hash, seller version) and begin_pending's
     answer (False, writing nothing, when an invoice has `key`), in one statement."""
     tenant, invoice_id, redemption_key, started_at = bound_values(((_PENDING, row),), dialect)
-    return await driver.fetchrow(
+    found = await driver.fetchrow(
         _LOOKUP_AND_BEGIN_SQL, tenant, invoice_id, redemption_key, started_at, key
     )
+    return found, bool(found["begun"])

@@ -172,7 +172,7 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
     ) -> tuple[StoredIdempotency | None, bool]:
         async with self._hot as driver:
             if driver is not None:  # one statement: the lookup and, if it finds none, begin
-                found = await postgres_writes.lookup_and_begin(
+                found, begun = await postgres_writes.lookup_and_begin(
                     driver, self._dialect, idempotency_key, pending_row(self.tenant, pending)
                 )
         if driver is None:
@@ -180,7 +180,7 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
             if stored is not None:
                 return stored, False
             return None, await self.pending.begin(pending)
-        return await self._invoices.stored(found), bool(found[3])
+        return await self._invoices.stored(found), begun
 
     async def finish_creation(
         self,
