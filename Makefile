@@ -91,7 +91,8 @@ logs: ## follow the logs of the processes started by `make up`
 status: $(STAMP) ## show which services answer /readyz
 	@$(PY) -m billing_launcher.direct status
 
-# Direct runtime: QUEUE=<exchange>.<service>; dapr runtime: DAPR_APP=<app-id> (dlq-<app>-<topic>).
+# Direct runtime: QUEUE=<exchange>.<service>[.<lane>] (the invoice's payment events: its lane
+# "settlement"); dapr runtime: DAPR_APP=<app-id> (dlq-<app>-<topic>).
 DLQ_WHERE = $(if $(DAPR_APP),--dapr-app $(DAPR_APP),--queue $(or $(QUEUE),billing.events.invoice))
 
 dlq: $(STAMP) ## list dead-lettered events (QUEUE=billing.events.invoice, or DAPR_APP=invoice)

@@ -32,6 +32,9 @@ from billing_common.auth import ALL_SCOPES, TokenService
 from billing_launcher.processes import NotReady, ServiceProcess, direct_env, free_port
 
 SERVICES = ("tax", "discount", "invoice", "payment")
+# The consumers' lane queues (billing_common.adapters.rabbitmq_bus): the invoice service takes
+# the payment events in its "settlement" lane.
+LANE_QUEUES = ("invoice.settlement",)
 # A key for this run only; the services get it as JWT_SIGNING_KEY.
 SIGNING_KEY = "bench-signing-key-" + os.urandom(24).hex()
 
@@ -132,7 +135,7 @@ class Platform:
         connection = await aio_pika.connect(self.amqp_url)
         async with connection:
             channel = await connection.channel()
-            for name in SERVICES:
+            for name in (*SERVICES, *LANE_QUEUES):
                 try:
                     queue = await channel.declare_queue(f"{self.exchange}.{name}", passive=True)
                 except aio_pika.exceptions.ChannelClosed:

@@ -95,7 +95,9 @@ async def settlement(
     "Reading paid" is watched in the invoice service's database with a primary-key SELECT
     every millisecond: the row is what GET /v1/invoices/{id} answers from, it is visible the
     instant the event's transaction commits, and polling the API that often would add load to
-    the very core being measured. Milliseconds; one per invoice."""
+    the very core being measured. Milliseconds; one per invoice. One payment at a time: the
+    next is posted `spread_seconds / len(invoice_ids)` after the one before was posted, or
+    as soon as it settled if it took longer."""
     gap = spread_seconds / max(1, len(invoice_ids))
     samples: list[float] = []
     conn = await asyncpg.connect(plain_url(platform.database_urls["invoice"]))

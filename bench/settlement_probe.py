@@ -4,7 +4,7 @@ the timestamps the services write anyway — the payment's outbox row (created, 
 the invoice's inbox claim and its invoice.paid outbox row — and the moments the payment's
 and the invoice's transactions committed, as segments of the path.
 
-python -m bench.settlement_probe [--rate 27] [--payments 40] [--seconds 10]
+python -m bench.settlement_probe [--rate 27] [--payments 155] [--seconds 20]
     [--logs DIR] [--py-spy PATH [--service invoice] [--spy-out FILE.raw]]
 
 A diagnostic, not a figure of `make bench`: the stages are read from wall-clock times
@@ -20,7 +20,13 @@ committed, so its arrival (on a LISTEN connection of the probe, on the probe's e
 like the poll that sees "paid") is the commit, give or take that loop's delay. Likewise
 the probe binds a queue of its own to the payment event: its copy's arrival says when the
 relay's publish had reached the broker, which splits the relay from the invoice's consumer.
-The claim's time is taken after the consumer's snapshot read, just before its write."""
+The claim's time is taken after the consumer's snapshot read, just before its write.
+
+The invoice service's own line for each event it handled ("event <type> <id> ok <ms>ms",
+written when the handler returned, with the handler's duration) splits the rest: the
+handler's start (that line's time less its duration) ends the delivery (the broker's queue,
+the prefetch window, the event loop's delay in running the delivery), and from there to the
+claim is the pool checkout and the snapshot read."""
 
 from __future__ import annotations
 
@@ -145,6 +151,24 @@ async def commit_times(platform: Platform) -> AsyncIterator[dict[str, dict[str, 
         await broker.close()
 
 
+def handler_times(log: Path) -> dict[str, tuple[float, float]]:
+    """From the invoice service's JSON log: payment event id -> (handler started, returned),
+    Unix times."""
+    found: dict[str, tuple[float, float]] = {}
+    if not log.exists():
+        return found
+    for line in log.read_text().splitlines():
+        if PAYMENT_RECEIVED not in line or not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        words = str(record.get("message", "")).split()
+        if len(words) != 5 or words[0] != "event" or not words[4].endswith("ms"):
+            continue
+        done = datetime.fromisoformat(record["time"]).timestamp()
+        found[words[2]] = (done - float(words[4][:-2]) / 1000, done)
+    return found
+
+
 def _ts(value: datetime | None) -> float:
     return value.timestamp() if value is not None else float("nan")
 
@@ -153,6 +177,7 @@ async def _stamp(
     platform: Platform,
     rows: list[dict[str, float | str]],
     committed: dict[str, dict[str, float]],
+    handled: dict[str, tuple[float, float]],
 ) -> None:
     """Add the services' own timestamps, and the commits the probe saw, to each row."""
     nan = float("nan")
@@ -171,6 +196,7 @@ async def _stamp(
             row["payment_committed"] = committed["payment"].get(out["event_id"], nan)
             row["invoice_committed"] = committed["invoice"].get(out["event_id"], nan)
             row["at_broker"] = committed["broker"].get(out["event_id"], nan)
+            row["handler_started"], row["handler_done"] = handled.get(out["event_id"], (nan, nan))
             claimed = await invoice_db.fetchval(
                 "SELECT processed_at FROM inbox WHERE event_id = $1", out["event_id"]
             )
@@ -200,6 +226,12 @@ SEGMENTS = (
         "at_broker",
     ),
     ("at the broker -> invoice inbox claim (delivery, handler, read)", "at_broker", "claimed"),
+    (
+        "at the broker -> invoice handler start (queue, prefetch, loop)",
+        "at_broker",
+        "handler_started",
+    ),
+    ("handler start -> invoice inbox claim (pool checkout, read)", "handler_started", "claimed"),
     ("payment committed -> invoice inbox claim (relay, delivery)", "payment_committed", "claimed"),
     ("published -> invoice inbox claim (confirm vs delivery)", "published", "claimed"),
     ("claim -> invoice committed (write, COMMIT)", "claimed", "invoice_committed"),
@@ -278,7 +310,9 @@ async def probe(
                         creating, paying, _spy(py_spy, pid, seconds * 0.9, raw)
                     )
                 await platform.wait_quiet(30)
-            await _stamp(platform, idle_rows + rows, committed)
+            await asyncio.sleep(0.1)  # the services write their buffered log lines every 20 ms
+            handled = handler_times(Path(tmp) / "invoice.log")
+            await _stamp(platform, idle_rows + rows, committed, handled)
             print(f"idle, {len(idle_rows)} payments one at a time:")
             print(_summary(idle_rows))
             print(
@@ -299,8 +333,9 @@ async def probe(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=27.0)
-    parser.add_argument("--payments", type=int, default=45)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    # As `make bench`: 150 payments over 90 % of a 20 s paced run (and 5 idle ones first).
+    parser.add_argument("--payments", type=int, default=155)
+    parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--logs", type=Path, help="copy the services' logs into this directory")
     parser.add_argument(

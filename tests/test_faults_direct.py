@@ -220,7 +220,9 @@ async def test_poison_event_is_dead_lettered_and_the_consumer_keeps_serving(d: D
     async def dead() -> list[str]:
         connection = await aio_pika.connect(d.broker_url)
         async with connection:
-            letters = await DeadLetterQueue(connection, "billing.events.invoice").peek()
+            # Payment events go to the invoice consumer's settlement lane (its own queue).
+            queue = "billing.events.invoice.settlement"
+            letters = await DeadLetterQueue(connection, queue).peek()
             return [letter.message_id for letter in letters]
 
     found = await eventually(dead, lambda ids: "poison-1" in ids, timeout=30)

@@ -24,16 +24,24 @@ EventUseCase = Callable[[CloudEvent, D], Awaitable[None]]
 class Subscriber(Protocol):
     """Where subscriptions go (billing_common.runtime.ServiceContext)."""
 
-    def subscribe(self, event_type: str, handler: EventHandler) -> None: ...
+    def subscribe(
+        self, event_type: str, handler: EventHandler, *, lane: str | None = None
+    ) -> None: ...
 
 
 def subscribe_use_cases(
-    subscriber: Subscriber, use_cases: Mapping[str, EventUseCase[D]], deps: D
+    subscriber: Subscriber,
+    use_cases: Mapping[str, EventUseCase[D]],
+    deps: D,
+    *,
+    lanes: Mapping[str, str] | None = None,
 ) -> None:
-    """Subscribe each use case to its event type, with `deps`. Call before the context
-    starts: the bus binds its queues at start."""
+    """Subscribe each use case to its event type, with `deps`; the types in `lanes` in
+    their lane (billing_common.ports.EventBus.subscribe). Call before the context starts:
+    the bus binds its queues at start."""
     for event_type, use_case in use_cases.items():
-        subscriber.subscribe(event_type, _bound(use_case, deps))
+        lane = lanes.get(event_type) if lanes else None
+        subscriber.subscribe(event_type, _bound(use_case, deps), lane=lane)
 
 
 def _bound(use_case: EventUseCase[D], deps: D) -> EventHandler:

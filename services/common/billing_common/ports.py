@@ -23,9 +23,14 @@ class EventBus(Protocol):
     async def publish(self, event: CloudEvent) -> None:
         """Return only once the bus has accepted the event durably (or raise)."""
 
-    def subscribe(self, consumer: str, event_type: str, handler: EventHandler) -> None:
+    def subscribe(
+        self, consumer: str, event_type: str, handler: EventHandler, *, lane: str | None = None
+    ) -> None:
         """Register `handler` for `event_type` on behalf of `consumer` (a service name).
-        Each consumer gets its own copy of each event. Call before `start`."""
+        Each consumer gets its own copy of each event. Call before `start`. A `lane` (one
+        word) asks for the type to be delivered apart from the consumer's other types, so it
+        never waits behind them; a bus that never queues one type behind another ignores
+        it. Only types whose order relative to the others does not matter go in a lane."""
 
     async def start(self) -> None: ...
 

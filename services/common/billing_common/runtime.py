@@ -154,8 +154,9 @@ class ServiceContext:
     def secrets(self) -> SecretStore:
         return self.adapters.secrets
 
-    def subscribe(self, event_type: str, handler: EventHandler) -> None:
-        """Subscribe this service to `event_type`, with one log line and metric per event."""
+    def subscribe(self, event_type: str, handler: EventHandler, *, lane: str | None = None) -> None:
+        """Subscribe this service to `event_type`, with one log line and metric per event
+        (in `lane`: see billing_common.ports.EventBus.subscribe)."""
         service = self.settings.service_name
         metrics = self.metrics
         # The access line's writer: in JSON mode the line is built without loguru's record
@@ -185,7 +186,7 @@ class ServiceContext:
                         )
                     counter.inc()
 
-        self.adapters.bus.subscribe(service, event_type, logged)
+        self.adapters.bus.subscribe(service, event_type, logged, lane=lane)
 
 
 async def signing_key(settings: ServiceSettings, secrets: SecretStore) -> str:

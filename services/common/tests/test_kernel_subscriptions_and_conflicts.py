@@ -18,9 +18,11 @@ class RecordingContext:
     """Takes subscriptions as ServiceContext.subscribe does."""
 
     handlers: dict[str, EventHandler] = field(default_factory=dict)
+    lanes: dict[str, str | None] = field(default_factory=dict)
 
-    def subscribe(self, event_type: str, handler: EventHandler) -> None:
+    def subscribe(self, event_type: str, handler: EventHandler, *, lane: str | None = None) -> None:
         self.handlers[event_type] = handler
+        self.lanes[event_type] = lane
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,15 @@ async def test_each_use_case_is_subscribed_to_its_type_with_the_dependencies() -
     await ctx.handlers["t.voided"](CloudEvent(id="e1", source="/test", type="t.voided"))
     await ctx.handlers["t.created"](CloudEvent(id="e2", source="/test", type="t.created"))
     assert deps.seen == [("voided", "e1"), ("created", "e2")]
+    assert ctx.lanes == {"t.created": None, "t.voided": None}
+
+
+def test_a_use_case_listed_in_a_lane_is_subscribed_in_it() -> None:
+    ctx = RecordingContext()
+    subscribe_use_cases(
+        ctx, {"t.created": on_created, "t.voided": on_voided}, Deps([]), lanes={"t.voided": "x"}
+    )
+    assert ctx.lanes == {"t.created": None, "t.voided": "x"}
 
 
 async def test_a_unique_violation_nobody_answered_is_a_409_problem() -> None:

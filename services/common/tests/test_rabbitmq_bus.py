@@ -626,3 +626,107 @@ async def test_consumers_keep_receiving_while_the_publishing_connection_is_throt
         proxy.resume()
         await bus.stop()  # through the proxy, before it goes
         await proxy.close()
+
+
+def other_event(subject: str) -> CloudEvent:
+    return CloudEvent(
+        id=f"other-{subject}", source="/billing/test", type=OTHER_TYPE, subject=subject
+    )
+
+
+async def test_a_lane_is_delivered_while_the_consumers_own_queue_is_stuck(
+    make_bus, eventually
+) -> None:
+    # One delivery in flight per queue: in one queue, the lane's event would wait for the
+    # stuck one (the invoice's payment events behind the creations' peer events).
+    bus = make_bus(prefetch=1)
+    release = asyncio.Event()
+    stuck: list[str] = []
+
+    async def blocking(event: CloudEvent) -> None:
+        stuck.append(event.id)
+        await release.wait()
+
+    lane = Recorder()
+    bus.subscribe("invoice", INVOICE_CREATED, blocking)
+    bus.subscribe("invoice", OTHER_TYPE, lane, lane="settlement")
+    await bus.start()
+    first, behind = invoice_created("inv-l1"), invoice_created("inv-l2")
+    await bus.publish(first)
+    await bus.publish(behind)
+    await eventually(lambda: stuck == [first.id])
+    event = other_event("pay-1")
+    await bus.publish(event)
+    await eventually(lambda: lane.ids() == [event.id])
+    assert stuck == [first.id]  # the consumer's own queue is still stuck meanwhile
+    release.set()
+    await eventually(lambda: stuck == [first.id, behind.id])
+
+
+async def test_a_type_moved_into_a_lane_is_delivered_once_and_what_waited_is_handled(
+    make_bus, amqp_url, eventually
+) -> None:
+    before = make_bus()  # an earlier version: the type in the consumer's own queue
+    before.subscribe("invoice", INVOICE_CREATED, Recorder())
+    before.subscribe("invoice", OTHER_TYPE, Recorder())
+    await before.start()
+    await before.stop()
+    waiting = other_event("pay-2")
+    await make_bus().publish(waiting)  # queued in billing.events.invoice while nobody runs
+
+    after = make_bus()
+    handler = Recorder()
+    after.subscribe("invoice", INVOICE_CREATED, Recorder())
+    after.subscribe("invoice", OTHER_TYPE, handler, lane="settlement")
+    await after.start()
+    await eventually(lambda: handler.ids() == [waiting.id])
+    fresh = other_event("pay-3")
+    await after.publish(fresh)
+    await eventually(lambda: handler.ids() == [waiting.id, fresh.id])
+    await asyncio.sleep(0.3)  # a second copy through a binding left behind would show now
+    assert handler.ids() == [waiting.id, fresh.id]
+    assert await queue_depth(amqp_url, "billing.events.invoice") == 0
+    assert await queue_depth(amqp_url, "billing.events.invoice.settlement") == 0
+
+
+async def test_a_lane_whose_consumer_has_no_other_type_unbinds_its_old_queue(
+    make_bus, amqp_url, eventually
+) -> None:
+    before = make_bus()
+    before.subscribe("invoice", OTHER_TYPE, Recorder())
+    await before.start()
+    await before.stop()
+
+    after = make_bus()
+    handler = Recorder()
+    after.subscribe("invoice", OTHER_TYPE, handler, lane="settlement")
+    await after.start()
+    event = other_event("pay-4")
+    await after.publish(event)
+    await eventually(lambda: handler.ids() == [event.id])
+    await asyncio.sleep(0.3)
+    assert await queue_depth(amqp_url, "billing.events.invoice") == 0  # no longer bound
+    assert handler.ids() == [event.id]
+
+
+async def test_a_lanes_failures_go_to_the_lanes_own_dead_letter_queue(
+    make_bus, amqp_url, eventually
+) -> None:
+    bus = make_bus(max_retries=0)
+    event = other_event("pay-5")
+    handler = Recorder(fail_ids={event.id})
+    handler.permanent = True
+    bus.subscribe("invoice", INVOICE_CREATED, Recorder())
+    bus.subscribe("invoice", OTHER_TYPE, handler, lane="settlement")
+    await bus.start()
+    await bus.publish(event)
+    letters = await dead_letters_of(bus, "invoice.settlement", 1)
+    assert [letter.message_id for letter in letters] == [event.id]
+    assert await queue_depth(amqp_url, "billing.events.invoice.dlq") == 0
+
+
+def test_a_lane_is_one_word(make_bus) -> None:
+    bus = make_bus()
+    for bad in ("", "a.b", "retry", "dlq"):
+        with pytest.raises(ValueError, match="lane"):
+            bus.subscribe("invoice", OTHER_TYPE, Recorder(), lane=bad)

@@ -108,7 +108,11 @@ class DaprEventBus:
 
     # -- EventBus protocol ---------------------------------------------------------------
 
-    def subscribe(self, consumer: str, event_type: str, handler: EventHandler) -> None:
+    def subscribe(
+        self, consumer: str, event_type: str, handler: EventHandler, *, lane: str | None = None
+    ) -> None:
+        # `lane` needs nothing here: Dapr's RabbitMQ component gives every topic of an app
+        # its own queue already, so no type waits behind another.
         if consumer != self._app_id:
             # Dapr gives each app id one copy of each event; a second consumer in the same
             # process would silently share it.

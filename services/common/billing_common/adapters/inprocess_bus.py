@@ -40,7 +40,11 @@ class InProcessEventBus:
         self._started = False
         self._in_flight = 0  # events accepted and not yet handled or dead-lettered
 
-    def subscribe(self, consumer: str, event_type: str, handler: EventHandler) -> None:
+    def subscribe(
+        self, consumer: str, event_type: str, handler: EventHandler, *, lane: str | None = None
+    ) -> None:
+        # `lane` is ignored: in one process, a consumer's events are handled one at a time
+        # in the order they were published, which the embedded runtime's tests rely on.
         self._handlers[consumer][event_type] = handler
         if consumer not in self._queues:
             self._queues[consumer] = asyncio.Queue()

@@ -4,7 +4,8 @@ Topology (all durable, declared by `start`; the exchange also by the first `publ
 
 - exchange `<exchange>` (topic); an event is published with routing key = its type, as a
   persistent message whose body is the CloudEvent in structured JSON mode.
-- queue `<exchange>.<consumer>` per consuming service, bound to the types it subscribed.
+- queue `<exchange>.<consumer>` per consuming service, bound to the types it subscribed;
+  and `<exchange>.<consumer>.<lane>` for the types it subscribed in a lane (below).
 - queues `<queue>.retry.<n>`, one per retry: a failed delivery is parked there with a
   per-message TTL (the back-off for that attempt); on expiry RabbitMQ dead-letters it straight
   back to `<queue>` (default exchange), not to the topic exchange, so other consumers do not
@@ -30,6 +31,15 @@ it. A lost connection is restored by aio-pika's robust connection (channels, QoS
 consumers included); a broker that is unreachable when the service starts is connected to in
 the background, and the consumers start then.
 
+Lanes: a consumer may subscribe some types in a named lane, which gets its own queue (with
+its own retry queues and DLQ), channel and prefetch window. A delivery cannot overtake the
+ones before it in its queue, nor a full prefetch window: in one queue, an invoice's payment
+events waited behind every peer event the invoice creations under way had queued. Only
+events whose relative order does not matter may go in different lanes (events of different
+publishers: the broker never ordered those anyway). At start the lane's types are unbound
+from the consumer's own queue, so a service that moved them does not get them twice; what
+was queued there before still finds its handler (handlers are the consumer's, not a lane's).
+
 Modules: this one supervises the connection and publishes; `rabbitmq_bus_topology` names
 queues and headers and declares a consumer's queues; `rabbitmq_bus_delivery` handles
 deliveries (retry, dead-lettering); `rabbitmq_bus_dead_letters` inspects and recovers DLQs.
@@ -42,6 +52,7 @@ import contextlib
 from functools import partial
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -68,6 +79,7 @@ from billing_common.adapters.rabbitmq_bus_topology import (
     BrokerUnavailable,
     dead_letter_queue_name,
     declare_consumer_topology,
+    lane_consumer,
     queue_name,
     retry_queue_name,
 )
@@ -88,6 +100,7 @@ __all__ = [  # what the bus's users import from here, wherever it is defined
     "DeadLetterQueue",
     "RabbitMqEventBus",
     "dead_letter_queue_name",
+    "lane_consumer",
     "queue_name",
     "retry_queue_name",
 ]
@@ -128,6 +141,7 @@ class RabbitMqEventBus:
         self._publish_channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._lanes: dict[str, dict[str, str | None]] = {}  # consumer -> event type -> lane
         self._connect_lock = asyncio.Lock()
         self._connector: asyncio.Task[None] | None = None
         self._started = False
@@ -142,11 +156,16 @@ class RabbitMqEventBus:
 
     # -- EventBus protocol ---------------------------------------------------------------
 
-    def subscribe(self, consumer: str, event_type: str, handler: EventHandler) -> None:
+    def subscribe(
+        self, consumer: str, event_type: str, handler: EventHandler, *, lane: str | None = None
+    ) -> None:
         if self._started:
             # The queue's bindings and the consumer are set up in `start`.
             raise RuntimeError("subscribe before starting the RabbitMQ event bus")
+        if lane is not None and (not lane or "." in lane or lane in ("retry", "dlq")):
+            raise ValueError(f"a lane is one word, not retry or dlq: {lane!r}")
         self._deliveries.handlers.setdefault(consumer, {})[event_type] = handler
+        self._lanes.setdefault(consumer, {})[event_type] = lane
 
     async def publish(self, event: CloudEvent) -> None:
         headers: HeadersType = {}
@@ -200,18 +219,53 @@ class RabbitMqEventBus:
             if not self._deliveries.handlers:
                 return
             connection = self._consume_connection = await self._connect("consume")
-            for consumer, handlers in self._deliveries.handlers.items():
-                channel = await connection.channel()
-                await channel.set_qos(prefetch_count=self._prefetch)
-                queue = await declare_consumer_topology(
-                    channel, self._exchange_name, consumer, handlers, self._max_retries
-                )
-                tag = await queue.consume(partial(self._deliveries.on_message, consumer))
-                self._consumers.append((queue, tag))
+            for consumer, lanes in self._lanes.items():
+                by_lane: dict[str | None, list[str]] = {}
+                for event_type, lane in lanes.items():
+                    by_lane.setdefault(lane, []).append(event_type)
+                moved = [event_type for event_type, lane in lanes.items() if lane is not None]
+                if moved and None not in by_lane:
+                    # Every type in a lane: the consumer's own queue, if an earlier version
+                    # left it, must not keep taking them.
+                    await self._unbind_if_present(connection, consumer, moved)
+                for lane, event_types in sorted(by_lane.items(), key=lambda item: bool(item[0])):
+                    # Its own channel: a prefetch window (QoS) is the channel's.
+                    channel = await connection.channel()
+                    await channel.set_qos(prefetch_count=self._prefetch)
+                    queue = await declare_consumer_topology(
+                        channel,
+                        self._exchange_name,
+                        lane_consumer(consumer, lane),
+                        event_types,
+                        self._max_retries,
+                        moved=moved if lane is None else (),
+                    )
+                    tag = await queue.consume(
+                        partial(self._deliveries.on_message, consumer, queue.name)
+                    )
+                    self._consumers.append((queue, tag))
         except BaseException:
             # Half a topology on a live connection would consume twice after the next try.
             await self._disconnect()
             raise
+
+    async def _unbind_if_present(
+        self, connection: AbstractRobustConnection, consumer: str, event_types: list[str]
+    ) -> None:
+        """Unbind `event_types` from `consumer`'s own queue if it exists (a passive declare
+        of a missing queue closes its channel: a channel of its own)."""
+        channel = await connection.channel()
+        try:
+            queue = await channel.declare_queue(
+                queue_name(self._exchange_name, consumer), passive=True
+            )
+            for event_type in event_types:
+                await queue.unbind(self._exchange_name, routing_key=event_type)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def _keep_connecting(self) -> None:
         while not self._deliveries.stopping:
@@ -267,7 +321,8 @@ class RabbitMqEventBus:
     # -- dead letters --------------------------------------------------------------------
 
     async def dead_letters(self, consumer: str) -> DeadLetterQueue:
-        """The dead-letter queue of `consumer`, on this bus's connection."""
+        """The dead-letter queue of `consumer`, on this bus's connection (of a lane's queue:
+        `lane_consumer(consumer, lane)`)."""
         await self._publisher()
         assert self._connection is not None
         return DeadLetterQueue(

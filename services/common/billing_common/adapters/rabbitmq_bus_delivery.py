@@ -28,7 +28,6 @@ from billing_common.adapters.rabbitmq_bus_topology import (
     copy_message,
     dead_letter_queue_name,
     int_header,
-    queue_name,
     retry_queue_name,
     str_header,
 )
@@ -77,7 +76,9 @@ class Deliveries:
         """Back-off before retry number `attempt` (1-based)."""
         return float(min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1)))
 
-    async def on_message(self, consumer: str, message: AbstractIncomingMessage) -> None:
+    async def on_message(self, consumer: str, queue: str, message: AbstractIncomingMessage) -> None:
+        """A delivery from `queue` (the consumer's own, or one of its lanes') to the
+        consumer's handler of its type."""
         if self.stopping:
             # Arrived while the consumer was being cancelled: hand it back untouched.
             with contextlib.suppress(Exception):
@@ -87,13 +88,12 @@ class Deliveries:
         if task is not None:
             self.in_flight.add(task)
         try:
-            await self._handle(consumer, message)
+            await self._handle(consumer, queue, message)
         finally:
             if task is not None:
                 self.in_flight.discard(task)
 
-    async def _handle(self, consumer: str, message: AbstractIncomingMessage) -> None:
-        queue = queue_name(self._exchange_name, consumer)
+    async def _handle(self, consumer: str, queue: str, message: AbstractIncomingMessage) -> None:
         failed_before = int_header(message.headers, ATTEMPTS_HEADER)
         attempt = failed_before + 1
         try:

@@ -58,6 +58,11 @@ def queue_name(exchange: str, consumer: str) -> str:
     return f"{exchange}.{consumer}"
 
 
+def lane_consumer(consumer: str, lane: str | None) -> str:
+    """What names the queues of `consumer`'s `lane` (the consumer itself: no lane)."""
+    return consumer if lane is None else f"{consumer}.{lane}"
+
+
 def retry_queue_name(queue: str, attempt: int) -> str:
     return f"{queue}.retry.{attempt}"
 
@@ -72,11 +77,18 @@ async def declare_consumer_topology(
     consumer: str,
     event_types: Iterable[str],
     max_retries: int,
+    *,
+    moved: Iterable[str] = (),
 ) -> AbstractQueue:
-    """The consumer's queue bound to its event types, its retry queues and its DLQ."""
+    """The consumer's queue bound to its event types, its retry queues and its DLQ; the
+    `moved` types (now in a lane's queue) unbound from it: a binding left from before the
+    lane would deliver each of them twice. (RabbitMQ answers ok to an unbind of a binding
+    that is not there.)"""
     exchange = await channel.declare_exchange(exchange_name, ExchangeType.TOPIC, durable=True)
     name = queue_name(exchange_name, consumer)
     queue = await channel.declare_queue(name, durable=True)
+    for event_type in moved:
+        await queue.unbind(exchange, routing_key=event_type)
     for event_type in event_types:
         await queue.bind(exchange, routing_key=event_type)
     for attempt in range(1, max_retries + 1):

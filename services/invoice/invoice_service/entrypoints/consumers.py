@@ -22,6 +22,16 @@ SUBSCRIPTIONS: dict[str, EventUseCase[Dependencies]] = {
     DISCOUNT_APPLIED: peer_events.on_peer_event,
 }
 
+# The payment events settle invoices: in a lane of their own (on RabbitMQ a queue, channel and
+# prefetch window of their own), they never wait behind the peer events that the invoice
+# creations under way queue up, two per invoice. The payment service publishes them and only
+# them, so their order among themselves is all there is to keep, and the lane keeps it.
+LANES = {
+    PAYMENT_RECEIVED: "settlement",
+    PAYMENT_FAILED: "settlement",
+    PAYMENT_REFUNDED: "settlement",
+}
+
 
 def subscribe_all(ctx: ServiceContext, deps: Dependencies) -> None:
-    subscribe_use_cases(ctx, SUBSCRIPTIONS, deps)
+    subscribe_use_cases(ctx, SUBSCRIPTIONS, deps, lanes=LANES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from billing_common.event_schemas import (
-    PAYMENT_RECEIVED,
     PaymentFailed,
     PaymentReceived,
     PaymentRefunded,
@@ -27,15 +26,18 @@ async def _apply(
     deps: Dependencies,
     change: Callable[[Invoice], bool],
     after: Callable[[UnitOfWork, Invoice], Awaitable[None]] | None = None,
+    *,
+    received: str | None = None,
 ) -> None:
     """Apply `change` to the invoice once per event id (inbox claim in the same transaction);
     publish invoice.paid if `change` returns True. Events that can never apply are
-    dead-lettered (PermanentEventError), never retried forever."""
+    dead-lettered (PermanentEventError), never retried forever. `received`: the payment id
+    of a payment.received event (its data parsed once, by the caller)."""
     async with deps.uow(tenant_of(event)) as uow:
         if after is None:
 
             def decide(invoice: Invoice | None) -> None:
-                _emit(uow, event, *_changed(event, invoice_id, invoice, change))
+                _emit(uow, event, *_changed(event, invoice_id, invoice, change), received)
 
             # The claim, the read, the change and its events in as few statements as the
             # unit of work can send them (this is how a payment settles an invoice).
@@ -47,7 +49,7 @@ async def _apply(
         changed = _changed(event, invoice_id, invoice, change)
         await uow.invoices.save(changed[0])
         await after(uow, changed[0])
-        _emit(uow, event, *changed)
+        _emit(uow, event, *changed, received)
         await uow.commit()
 
 
@@ -71,22 +73,20 @@ def _emit(
     invoice: Invoice,
     previous: InvoiceStatus,
     became_paid: bool,
+    received: str | None,
 ) -> None:
-    """The events a change made: invoice.paid, the status change, a payment refused."""
+    """The events a change made: invoice.paid, the status change, a payment refused (the
+    payment `received`, named by payment.received events only)."""
     if became_paid:
         uow.emit(events.paid(invoice), aggregate=events.aggregate(invoice))
     record_status_change(uow, invoice, previous, event.type)
-    if event.type == PAYMENT_RECEIVED:
-        rejected = invoice.rejected_payment(_payment_id(event), event.id)
+    if received is not None:
+        rejected = invoice.rejected_payment(received, event.id)
         if rejected is not None:
             uow.emit(
                 events.payment_rejected(invoice, rejected),
                 aggregate=events.aggregate(invoice),
             )
-
-
-def _payment_id(event: CloudEvent) -> str:
-    return event.parse(PaymentReceived).payment_id
 
 
 async def on_payment_received(event: CloudEvent, deps: Dependencies) -> None:
@@ -101,7 +101,7 @@ async def on_payment_received(event: CloudEvent, deps: Dependencies) -> None:
             event_id=event.id,
         )
 
-    await _apply(event, data.invoice_id, deps, change)
+    await _apply(event, data.invoice_id, deps, change, received=data.payment_id)
 
 
 async def on_payment_failed(event: CloudEvent, deps: Dependencies) -> None:
