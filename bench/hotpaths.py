@@ -7,7 +7,8 @@ floor, with an optional py-spy profile of each (bench/profiles/tax-discount.md).
 The systems are the bench's own (the floor app, the platform on the direct runtime, servers
 on the server cores, wrk on the client core). CPU per answer is the server process session's
 utime + stime over the measured wrk run divided by the answers: on a shared machine it moves
-far less than the request rate does.
+far less than the request rate does. The floor app and the services reach PostgreSQL on the
+same transport: its Unix socket where it listens on one, else TCP (bench.infra).
 """
 
 from __future__ import annotations

@@ -3,6 +3,12 @@ CPU placement, and the clean-up of all of it.
 
 Everything created here is registered in a `Resources` stack and removed when the run ends,
 also on an error or Ctrl-C.
+
+The servers under test (the floor app and the four services alike) reach PostgreSQL over its
+Unix socket when the admin URL is a loopback one and the server listens on a socket too
+(BENCH_POSTGRES_SOCKET_DIR, default /var/run/postgresql), else over the admin URL's TCP: on one
+machine the loopback TCP stack's system time per statement (sent and answered) says nothing
+about the code under test. Real deployments (README, charts) keep TCP.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -23,6 +30,7 @@ ADMIN_POSTGRES_URL = os.environ.get(
     "BENCH_POSTGRES_URL",
     os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
 )
+POSTGRES_SOCKET_DIR = os.environ.get("BENCH_POSTGRES_SOCKET_DIR", "/var/run/postgresql")
 ADMIN_AMQP_URL = os.environ.get(
     "BENCH_AMQP_URL", os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 )
@@ -104,8 +112,46 @@ def _sqlalchemy_url(admin: str, database: str) -> str:
     return f"{base}/{database}"
 
 
+def _socket_url(admin: str, database: str) -> str | None:
+    """The SQLAlchemy URL of `database` over the local server's Unix socket (the admin URL's
+    user and port), or None when the admin URL is not a loopback one or there is no socket."""
+    parts = urlsplit(admin)
+    port = parts.port or 5432
+    if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        return None
+    if not (Path(POSTGRES_SOCKET_DIR) / f".s.PGSQL.{port}").exists():
+        return None
+    user = parts.netloc.rpartition("@")[0]
+    credentials = f"{user}@" if user else ""
+    query = f"host={quote(POSTGRES_SOCKET_DIR, safe='/')}&port={port}"
+    return f"postgresql+asyncpg://{credentials}/{database}?{query}"
+
+
 def plain_url(sqlalchemy_url: str) -> str:
     return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+# Whether the admin URL's server took a connection on its socket (tried once per run).
+_socket_works: dict[str, bool] = {}
+
+
+async def _server_url(database: str) -> str:
+    """How the servers under test reach `database`: over the Unix socket if the server takes
+    a connection there, else as the admin URL does."""
+    socket_url = _socket_url(ADMIN_POSTGRES_URL, database)
+    if socket_url is None:
+        return _sqlalchemy_url(ADMIN_POSTGRES_URL, database)
+    works = _socket_works.get(ADMIN_POSTGRES_URL)
+    if works is None:
+        try:
+            conn = await asyncpg.connect(plain_url(socket_url), timeout=5)
+        except (OSError, asyncpg.PostgresError):
+            works = False  # e.g. peer authentication on the socket: TCP, as the admin URL
+        else:
+            await conn.close()
+            works = True
+        _socket_works[ADMIN_POSTGRES_URL] = works
+    return socket_url if works else _sqlalchemy_url(ADMIN_POSTGRES_URL, database)
 
 
 async def _admin_execute(statement: str) -> None:
@@ -123,10 +169,11 @@ async def _admin_execute(statement: str) -> None:
 
 
 async def create_database(label: str) -> tuple[str, str]:
-    """A fresh database; returns (its name, its SQLAlchemy asyncpg URL)."""
+    """A fresh database; returns (its name, its SQLAlchemy asyncpg URL for the servers under
+    test: the Unix socket's where there is one, see the module's docstring)."""
     name = f"billing_bench_{label}_{uuid.uuid4().hex[:8]}"
     await _admin_execute(f'CREATE DATABASE "{name}"')
-    return name, _sqlalchemy_url(ADMIN_POSTGRES_URL, name)
+    return name, await _server_url(name)
 
 
 async def drop_database(name: str) -> None:

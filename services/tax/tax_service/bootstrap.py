@@ -10,6 +10,7 @@ from billing_common.lifecycle import ServiceSpec, Wiring, build_app, migrations_
 from billing_common.runtime import EmbeddedPlatform, ServiceContext
 from billing_common.settings import ServiceSettings
 from tax_service import samples
+from tax_service.adapters.held_connections import HeldConnections
 from tax_service.adapters.rule_cache import RuleCache
 from tax_service.adapters.unit_of_work import uow_factory
 from tax_service.config import TaxOptions
@@ -71,8 +72,13 @@ def service_spec(options: TaxOptions | None = None) -> ServiceSpec[Dependencies]
         vat_ids = options.vat_id_checker(ctx.settings.development.sandbox_registers, utcnow)
         if vat_ids is not None:
             wiring.on_close(vat_ids.close)
+        held = HeldConnections.for_engine(ctx.engine)
+        if held is not None:
+            wiring.on_close(held.close)
         return Dependencies(
-            uow=uow_factory(ctx.sessions, ctx.relay, rule_cache), clock=utcnow, vat_ids=vat_ids
+            uow=uow_factory(ctx.sessions, ctx.relay, rule_cache, held),
+            clock=utcnow,
+            vat_ids=vat_ids,
         )
 
     return ServiceSpec(

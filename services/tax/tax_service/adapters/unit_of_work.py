@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing_common.events import CloudEvent
 from billing_common.outbox import OutboxRelay, TenantUnitOfWork, outbox_row
 from tax_service.adapters.calculations_repository import SqlCalculationRepository
+from tax_service.adapters.held_connections import HeldConnections
 from tax_service.adapters.rule_cache import RuleCache
 from tax_service.adapters.rules_repository import VERSION_GUARD_SQL, SqlRuleRepository
 from tax_service.service_layer.ports import (
@@ -41,9 +42,11 @@ class SqlTaxUnitOfWork(TenantUnitOfWork):
         relay: OutboxRelay | None,
         tenant: str,
         rule_cache: RuleCache | None = None,
+        held: HeldConnections | None = None,
     ) -> None:
         super().__init__(sessions, relay, tenant)
         self._rule_cache = rule_cache  # this process's, shared by its units of work
+        self._held = held  # this process's connections for the one-statement commit
         self._outbox_rows: list[tuple[str, dict[str, Any]]] = []
 
     def _open(self) -> None:
@@ -78,9 +81,12 @@ class SqlTaxUnitOfWork(TenantUnitOfWork):
         if rows:
             assumed = self._rules.assumed_version
             # In the session's transaction if a statement through SQLAlchemy began one (a
-            # rules cache miss), and the commit below commits both; else on a pooled
-            # connection, with no session at all (a calculation on cached rules).
-            async with self.postgres() as driver:
+            # rules cache miss), and the commit below commits both; else on a held (or
+            # pooled) connection, with no session at all (a calculation on cached rules).
+            session = self._session
+            in_session = session is not None and session.in_transaction()
+            connection = self._held.driver() if self._held is not None and not in_session else None
+            async with connection or self.postgres() as driver:
                 if assumed is None:
                     await driver.insert_all(rows)
                     current = assumed
@@ -99,6 +105,8 @@ def uow_factory(
     sessions: async_sessionmaker[AsyncSession],
     relay: OutboxRelay | None,
     rule_cache: RuleCache | None = None,
+    held: HeldConnections | None = None,
 ) -> UnitOfWorkFactory:
-    """Units of work per tenant, sharing `rule_cache` (None: no cache)."""
-    return partial(SqlTaxUnitOfWork, sessions, relay, rule_cache=rule_cache)
+    """Units of work per tenant, sharing `rule_cache` (None: no cache) and `held` (None: a
+    pooled connection per commit)."""
+    return partial(SqlTaxUnitOfWork, sessions, relay, rule_cache=rule_cache, held=held)
