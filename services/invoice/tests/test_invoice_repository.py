@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -460,6 +462,47 @@ async def test_keep_event_claims_and_keeps_once(uow: UnitOfWorkFactory) -> None:
         assert await unit.received.for_reference("inv-1") == [kept]
     async with uow("acme") as unit:
         assert not await unit.claim_event("invoice", event)
+
+
+async def test_a_finished_unit_of_work_is_freed_without_the_cycle_collector(
+    uow: UnitOfWorkFactory,
+) -> None:
+    """Nothing a unit of work builds (its repositories, its session stand-in, its hot-path
+    connection) holds it strongly, so the last reference to a finished one frees it at once
+    (issue 11: each was a reference cycle, and under load hundreds of them waited for the
+    cycle collector, holding the invoice process's memory up)."""
+    event = _peer_event("ev-1")
+    kept = ReceivedEvent("ev-1", event.type, "/tax", "inv-1", None, T0, T0, {"total_tax": "1.00"})
+    invoice = make_invoice("inv-1")
+    pending = PendingCreation("acme", "inv-1", "invoice:acme:key-1", T0)
+    finished: list[weakref.ref[Any]] = []
+    gc.collect()
+    gc.disable()  # only reference counting frees anything from here on
+    try:
+        async with uow("acme") as unit:  # a creation: asyncpg only on PostgreSQL
+            assert await unit.start_creation("key-1", pending) == (None, True)
+            await unit.commit()
+        finished.append(weakref.ref(unit))
+        async with uow("acme") as unit:
+            assert await unit.finish_creation(
+                invoice,
+                idempotency_key="key-1",
+                request_hash="h" * 64,
+                event=events.created(invoice),
+                aggregate=events.aggregate(invoice),
+            )
+        finished.append(weakref.ref(unit))
+        async with uow("acme") as unit:  # a kept peer event
+            assert await unit.keep_event("invoice", event, kept)
+        finished.append(weakref.ref(unit))
+        async with uow("acme") as unit:  # through the session
+            assert await unit.received.for_reference("inv-1") == [kept]
+            assert await unit.invoices.get("inv-1", for_update=True) is not None
+        finished.append(weakref.ref(unit))
+        del unit
+        assert [ref() for ref in finished] == [None, None, None, None]
+    finally:
+        gc.enable()
 
 
 # ---- the unit of work's one connection for the hot path (PostgreSQL) --------------------

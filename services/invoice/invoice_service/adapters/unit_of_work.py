@@ -10,10 +10,15 @@ transaction, as before.
 A unit of work builds its session only when a repository first uses it, and sends its
 hot-path statements on one pooled connection for its whole life while it has no session
 (_HotPathConnection): a warm creation builds no session and checks out two connections,
-one per unit of work."""
+one per unit of work.
+
+Nothing a unit of work builds points back at it but weakly (_HotPathConnection,
+_SessionOnFirstUse): a finished one is freed by its reference count at once, not left with
+its repositories for the cycle collector (under load, hundreds of them waited for it)."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from functools import partial
@@ -104,7 +109,7 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
         engine = self._engine
         self._dialect = engine.dialect if engine is not None else self.session.get_bind().dialect
         self._postgres = self._dialect.name == "postgresql"
-        drivers = self._drivers if self._postgres else None
+        drivers = self._hot if self._postgres else None
         sellers = SqlSellerRepository(session, self.tenant, self._seller_cache, drivers)
         self.sellers = sellers
         self._invoices = SqlInvoiceRepository(
@@ -133,7 +138,8 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
 
     def _drivers(self) -> AbstractAsyncContextManager[PostgresDriver | None]:
         """The asyncpg connection for a block of hot-path statements (PostgreSQL): see
-        _HotPathConnection."""
+        _HotPathConnection (which the repositories get as their `drivers`: a bound method of
+        this unit of work would hold it in a cycle)."""
         return self._hot
 
     @staticmethod
@@ -323,15 +329,24 @@ class SqlInvoiceUnitOfWork(TenantUnitOfWork):
 class _SessionOnFirstUse:
     """What the repositories hold as the unit of work's session: the session is opened (the
     unit of work's `session`) on the first attribute a repository reads of it, not when the
-    repositories are built."""
+    repositories are built. It holds the unit of work weakly (see the module's docstring)."""
 
     __slots__ = ("_uow",)
 
     def __init__(self, uow: SqlInvoiceUnitOfWork) -> None:
-        self._uow = uow
+        self._uow = weakref.ref(uow)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._uow.session, name)
+        return getattr(_alive(self._uow).session, name)
+
+
+def _alive(uow: weakref.ref[SqlInvoiceUnitOfWork]) -> SqlInvoiceUnitOfWork:
+    """The unit of work a repository's stand-in belongs to; a repository is used only within
+    its unit of work."""
+    unit = uow()
+    if unit is None:
+        raise RuntimeError("a repository used after its unit of work was freed")
+    return unit
 
 
 _HELD = "held"
@@ -350,12 +365,15 @@ class _HotPathConnection:
       transaction once it has begun one, else a pooled one for the block only.
 
     Nothing is kept while a session exists, so a unit of work never waits for the pool (the
-    session's checkout) while holding a connection of it: a full pool cannot deadlock."""
+    session's checkout) while holding a connection of it: a full pool cannot deadlock.
+
+    Called, it is itself: the `drivers` the repositories get. It holds its unit of work
+    weakly (see the module's docstring)."""
 
     __slots__ = ("_blocks", "_driver", "_held", "_in_use", "_uow")
 
     def __init__(self, uow: SqlInvoiceUnitOfWork) -> None:
-        self._uow = uow
+        self._uow = weakref.ref(uow)
         self._held: PoolProxiedConnection | None = None
         self._driver: PostgresDriver | None = None
         self._in_use = 0  # blocks on the held connection now open
@@ -363,8 +381,11 @@ class _HotPathConnection:
         # of its own: SQLite, or the session's).
         self._blocks: list[AbstractAsyncContextManager[PostgresDriver] | str | None] = []
 
+    def __call__(self) -> _HotPathConnection:
+        return self
+
     async def __aenter__(self) -> PostgresDriver | None:
-        uow = self._uow
+        uow = _alive(self._uow)
         if not uow._postgres:
             self._blocks.append(None)
             return None
@@ -402,7 +423,7 @@ class _HotPathConnection:
             # A statement failed: start the next block on a fresh connection; one that was
             # cancelled mid-statement is in an unknown state, never reused.
             self.let_go(discard=not isinstance(exc, Exception))
-        elif self._uow._session is not None:
+        elif _alive(self._uow)._session is not None:
             self.let_go()  # the session was opened meanwhile (see `let_go`)
         return None
 
