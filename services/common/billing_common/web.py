@@ -380,6 +380,16 @@ class DirectJsonRoute(StrictJsonRoute):
         return None
 
 
+def first_header(request: Request, name: bytes) -> str | None:
+    """A header's value as FastAPI's Header() reads it (Starlette's Headers.get: the first
+    raw header of that lower-case name; ASGI servers give lower-case names), for a
+    DirectJsonRoute that must see the same value its FastAPI handler would."""
+    for raw_name, value in request.scope["headers"]:
+        if raw_name == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 async def accepted(
     request: Request,
     document: Any,

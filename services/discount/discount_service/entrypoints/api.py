@@ -11,7 +11,13 @@ from billing_common.api_auth import requires
 from billing_common.cursors import decode_key, decode_timestamp_and_id, encode_cursor
 from billing_common.idempotency import IDEMPOTENCY_KEY, check_idempotency_key
 from billing_common.openapi import idempotency_key_header
-from billing_common.web import DirectJsonRoute, StrictJsonRoute, accepted, model_response
+from billing_common.web import (
+    DirectJsonRoute,
+    StrictJsonRoute,
+    accepted,
+    first_header,
+    model_response,
+)
 from discount_service.entrypoints.deps import Admin, Deps, Quoter, Reader, Redeemer
 from discount_service.entrypoints.redemption_schemas import (
     DiscountOut,
@@ -209,12 +215,7 @@ class _RedemptionRoute(DirectJsonRoute):
         if (found := await accepted(request, document, _REDEEMER, DiscountRequestIn)) is None:
             return None
         principal, body = found
-        key = None
-        for name, value in request.scope["headers"]:
-            # As Headers.get compares: the raw name (ASGI servers give lower-case names).
-            if name == _IDEMPOTENCY_HEADER:
-                key = value.decode("latin-1")
-                break
+        key = first_header(request, _IDEMPOTENCY_HEADER)
         return await create_redemption(body, principal, request.app.state.deps, key)
 
 

@@ -11,7 +11,12 @@ from billing_common.api_auth import requires
 from billing_common.cursors import decode_timestamp_and_id
 from billing_common.idempotency import IDEMPOTENCY_KEY, check_idempotency_key
 from billing_common.openapi import idempotency_key_header
-from billing_common.web import DirectJsonRoute, StrictJsonRoute, accepted
+from billing_common.web import (
+    DirectJsonRoute,
+    StrictJsonRoute,
+    accepted,
+    first_header,
+)
 from billing_common.wire import DateTimeFilter
 from invoice_service.domain.model import InvoiceStatus
 from invoice_service.entrypoints.deps import Deps, Documents, Reader, Writer
@@ -68,12 +73,7 @@ class _CreationRoute(DirectJsonRoute):
         if (found := await accepted(request, document, _WRITER, InvoiceCreate)) is None:
             return None
         principal, body = found
-        key = None
-        for name, value in request.scope["headers"]:
-            # As Headers.get compares: the raw name (ASGI servers give lower-case names).
-            if name == _IDEMPOTENCY_HEADER:
-                key = value.decode("latin-1")
-                break
+        key = first_header(request, _IDEMPOTENCY_HEADER)
         return await create_invoice(body, principal, request.app.state.deps, key)
 
 
