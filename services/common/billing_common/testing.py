@@ -346,3 +346,28 @@ def postgres_shutting_down(engine: Any) -> Iterator[None]:
         yield
     finally:
         dialect.connect = connect
+
+
+def record_direct_answers(monkeypatch: pytest.MonkeyPatch, *route_classes: type[Any]) -> list[str]:
+    """The paths the given DirectJsonRoute classes answered so far: with a response, or by
+    raising what the app's exception handlers answer (None is not answered). The services'
+    direct-route tests use it to tell a direct answer from FastAPI's."""
+    answered: list[str] = []
+    for route_class in route_classes:
+        original = route_class.answer_well_formed
+
+        def recording(self: Any, request: Any, document: Any, _original: Any = original) -> Any:
+            async def answer() -> Any:
+                try:
+                    response = await _original(self, request, document)
+                except Exception:
+                    answered.append(request.url.path)
+                    raise
+                if response is not None:
+                    answered.append(request.url.path)
+                return response
+
+            return answer()
+
+        monkeypatch.setattr(route_class, "answer_well_formed", recording)
+    return answered

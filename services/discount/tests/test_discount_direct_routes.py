@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from billing_common.testing import record_direct_answers
 from discount_service.entrypoints import api as routes
 
 from .test_discount_api import REQUEST, WELCOME, setup_welcome_and_premium
@@ -23,27 +24,8 @@ VIA_FASTAPI = "application/json; charset=utf-8"
 
 @pytest.fixture
 def answered_directly(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths the direct routes answered so far: with a response, or by raising what the
-    app's exception handlers answer (None is not answered)."""
-    answered: list[str] = []
-    for route_class in (routes._QuoteRoute, routes._RedemptionRoute):
-        original = route_class.answer_well_formed
-
-        def recording(self: Any, request: Any, document: Any, _original: Any = original) -> Any:
-            async def answer() -> Any:
-                try:
-                    response = await _original(self, request, document)
-                except Exception:
-                    answered.append(request.url.path)
-                    raise
-                if response is not None:
-                    answered.append(request.url.path)
-                return response
-
-            return answer()
-
-        monkeypatch.setattr(route_class, "answer_well_formed", recording)
-    return answered
+    """The paths the direct routes answered so far (see record_direct_answers)."""
+    return record_direct_answers(monkeypatch, routes._QuoteRoute, routes._RedemptionRoute)
 
 
 def _seen(response: httpx.Response, *, varying: tuple[str, ...] = ()) -> tuple[Any, ...]:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from billing_common.testing import record_direct_answers
 from billing_common.web import model_response
 from invoice_service.entrypoints import api as routes
 from invoice_service.entrypoints.invoice_response_schemas import InvoiceOut
@@ -26,26 +27,8 @@ BODY = invoice_body(coupon_codes=["WELCOME10"])
 
 @pytest.fixture
 def answered_directly(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths the direct route answered so far: with a response, or by raising what the
-    app's exception handlers answer (None is not answered)."""
-    answered: list[str] = []
-    original = routes._CreationRoute.answer_well_formed
-
-    def recording(self: Any, request: Any, document: Any) -> Any:
-        async def answer() -> Any:
-            try:
-                response = await original(self, request, document)
-            except Exception:
-                answered.append(request.url.path)
-                raise
-            if response is not None:
-                answered.append(request.url.path)
-            return response
-
-        return answer()
-
-    monkeypatch.setattr(routes._CreationRoute, "answer_well_formed", recording)
-    return answered
+    """The paths the direct route answered so far (see record_direct_answers)."""
+    return record_direct_answers(monkeypatch, routes._CreationRoute)
 
 
 def _seen(response: httpx.Response, *, varying: tuple[str, ...] = ()) -> tuple[Any, ...]:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,35 +15,10 @@ from billing_common.money import Money
 from tax_service.adapters.held_connections import HeldConnections
 from tax_service.adapters.rule_cache import RuleCache
 from tax_service.adapters.unit_of_work import uow_factory
-from tax_service.domain.model import (
-    CalculationRequest,
-    Customer,
-    Jurisdiction,
-    LineInput,
-    PriceMode,
-)
 from tax_service.service_layer import calculations
 from tax_service.service_layer.dependencies import Dependencies
 
-WHEN = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-
-
-def _request() -> CalculationRequest:
-    return CalculationRequest(
-        currency="EUR",
-        jurisdiction=Jurisdiction("DE"),
-        customer=Customer("c-1"),
-        price_mode=PriceMode.EXCLUSIVE,
-        date=date(2026, 11, 24),
-        lines=(LineInput("1", Money.of("100.00", "EUR"), Decimal(1), "standard"),),
-    )
-
-
-async def _put_rule(db: Any, make_rule: Callable[..., Any]) -> None:
-    async with db.uow() as uow:
-        made = make_rule(rate="0.19", key="de-standard", rule_id="de-0.19")
-        await uow.rules.add(replace(made, created_at=WHEN, updated_at=WHEN))
-        await uow.commit()
+from .test_tax_rule_cache import WHEN, _put_rule, _request
 
 
 def _checkouts(db: Any) -> list[object]:
@@ -62,6 +34,17 @@ async def _calculations(db: Any) -> int:
         return int(found.scalar_one())
 
 
+async def _warm(db: Any, make_rule: Callable[..., Any]) -> tuple[HeldConnections, Dependencies]:
+    """A rule written, the cache loaded and one connection taken to hold."""
+    await _put_rule(db, make_rule, "0.19")
+    held = HeldConnections.for_engine(db.engine)
+    assert held is not None
+    deps = Dependencies(uow=uow_factory(db.sessions, None, RuleCache(), held), clock=lambda: WHEN)
+    await calculations.calculate("acme", _request(), deps)  # loads the cache (a session)
+    await calculations.calculate("acme", _request(), deps)  # takes a connection to hold
+    return held, deps
+
+
 @pytest.fixture
 def postgres_db(db: Any) -> Any:
     if db.engine.dialect.name != "postgresql":
@@ -73,12 +56,7 @@ async def test_warm_calculations_check_nothing_out_of_the_pool(
     postgres_db: Any, make_rule: Callable[..., Any]
 ) -> None:
     db = postgres_db
-    await _put_rule(db, make_rule)
-    held = HeldConnections.for_engine(db.engine)
-    assert held is not None
-    deps = Dependencies(uow=uow_factory(db.sessions, None, RuleCache(), held), clock=lambda: WHEN)
-    await calculations.calculate("acme", _request(), deps)  # loads the cache (a session)
-    await calculations.calculate("acme", _request(), deps)  # takes a connection to hold
+    held, deps = await _warm(db, make_rule)
     taken = _checkouts(db)
     for _ in range(3):
         warm = await calculations.calculate("acme", _request(), deps)
@@ -93,12 +71,7 @@ async def test_a_held_connection_postgresql_closed_is_replaced(
     postgres_db: Any, make_rule: Callable[..., Any]
 ) -> None:
     db = postgres_db
-    await _put_rule(db, make_rule)
-    held = HeldConnections.for_engine(db.engine)
-    assert held is not None
-    deps = Dependencies(uow=uow_factory(db.sessions, None, RuleCache(), held), clock=lambda: WHEN)
-    await calculations.calculate("acme", _request(), deps)  # loads the cache (a session)
-    await calculations.calculate("acme", _request(), deps)  # takes a connection to hold
+    held, deps = await _warm(db, make_rule)
     async with held.driver() as driver:
         backend = await driver.fetchval("SELECT pg_backend_pid()")
     async with db.uow() as uow:
