@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import jsonpatch
 import kmock
 import kopf
 import pytest
@@ -182,7 +183,7 @@ async def serve(app: FastAPI, lifespan: str = "off") -> AsyncIterator[str]:
 
 @dataclass
 class Cluster:
-    emulator: kmock.KubernetesEmulator
+    emulator: VersioningEmulator
     url: str
     http: httpx.AsyncClient
 
@@ -248,15 +249,26 @@ def _resource_info(kind: str, namespaced: bool, *extra: str) -> kmock.ResourceIn
 
 
 class VersioningEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
-    """Two things an API server does and kmock 0.8 does not: every write gets a new
+    """Three things an API server does and kmock 0.8 does not: every write gets a new
     resourceVersion (kmock keeps the one the client sent, and Kopf then waits out its
     consistency timeout after each patch of its own, expecting a newer version than the one
-    it wrote), and a create with `generateName` gets a unique name (Kopf's events are
-    created so; kmock would store them all under the name None and refuse the second).
+    it wrote); a JSON patch whose `test` fails is a 422 (kmock answers 500, which Kopf
+    retries unchanged for a minute: its finalizer patches test the resourceVersion it last
+    saw, so any write racing one held a deletion that long instead of being retried on the
+    write's own event); and a create with `generateName` gets a unique name (Kopf's events
+    are created so; kmock would store them all under the name None and refuse the second).
+
+    JSON patches (Kopf's finalizer changes) keep the version: kmock's watch replays the
+    objects Kopf has just listed, and a replayed body tested against a bumped version would
+    conflict with no newer event to retry on (kmock's watch misses writes made while it
+    replays), where an API server resumes the watch from the list's version instead.
 
     kmock keeps every request it served (`list(emulator)`): the RBAC test reads them."""
 
     _versions = itertools.count(2)
+    # Another client's write (with its MODIFIED event) just before the next JSON patch of
+    # the object at (namespace, name): the race a timer's status patch can win.
+    write_before_json_patch: tuple[str, str] | None = None
 
     async def _handle(self, request: Any) -> Any:
         writes = (kmock.action.CREATE, kmock.action.UPDATE)
@@ -266,7 +278,21 @@ class VersioningEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             meta["resourceVersion"] = str(next(self._versions))
             if request.action == kmock.action.CREATE and not meta.get("name"):
                 meta["name"] = f"{meta.get('generateName', '')}{meta['resourceVersion']}"
-        return await super()._handle(request)
+        if is_write and isinstance(request.data, list):
+            await self._write_racing(request)
+        try:
+            return await super()._handle(request)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
+
+    async def _write_racing(self, request: Any) -> None:
+        if self.write_before_json_patch != (request.namespace, request.name):
+            return
+        self.write_before_json_patch = None
+        obj = self.objects[request.resource, request.namespace, request.name]
+        obj.patch({"metadata": {"annotations": {"example.dev/touched": "yes"}}})
+        obj.patch({"metadata": {"resourceVersion": str(next(self._versions))}})
+        await self._buses[request.resource].put({"type": "MODIFIED", "object": obj.raw})
 
 
 def _parse_cluster_scoped_namespaces(original: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -291,7 +317,7 @@ def servers() -> Iterator[ServerThread]:
 
 
 @contextlib.asynccontextmanager
-async def _emulator() -> AsyncIterator[tuple[kmock.KubernetesEmulator, str]]:
+async def _emulator() -> AsyncIterator[tuple[VersioningEmulator, str]]:
     async with VersioningEmulator() as emulator, kmock.Server(emulator) as server:
         emulator.resources[TAX] = _resource_info("TaxRule", True)
         emulator.resources[DISCOUNT] = _resource_info("DiscountPolicy", True)
@@ -1203,3 +1229,23 @@ async def test_reconciles_into_the_real_tax_and_discount_services(
             assert gone.status_code == 404
     finally:
         await servers.run(stack.aclose())
+
+
+async def test_deletion_completes_when_another_write_races_the_finalizer_patch(
+    cluster: Cluster, services: FakeServices, operator: Runner
+) -> None:
+    """Kopf removes its finalizer with a JSON patch that tests the resourceVersion it last
+    saw; a write in between (here another client's, in the suite a drift timer's status
+    patch) makes the API server refuse it with 422, and Kopf retries on that write's event.
+    Answered 500, as kmock does, the deletion waited out Kopf's retries: about a minute."""
+    cluster.namespace("demo", tenant="acme")
+    async with operator(drift_interval=0.3):
+        await cluster.create(tax_rules_path("demo"), tax_rule("de-vat"))
+        await eventually(
+            lambda: ready_condition(cluster.obj(TAX, "demo", "de-vat"))["status"] == "True"
+        )
+        cluster.emulator.write_before_json_patch = ("demo", "de-vat")
+        await cluster.delete(tax_rules_path("demo", "de-vat"))
+        await eventually(lambda: cluster.obj(TAX, "demo", "de-vat").deleted)
+        assert cluster.emulator.write_before_json_patch is None  # the race did happen
+        assert services.calls("DELETE", "demo.de-vat")
