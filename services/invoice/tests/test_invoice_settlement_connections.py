@@ -1,7 +1,8 @@
 """The settlement lane's connections of its own (PostgreSQL): a payment event settles its
 invoice while the invoice creations hold every connection of the service's pool, on a
 connection PostgreSQL closed it settles on a new one, and after shutdown began it takes the
-service's units of work."""
+service's units of work. Where there is no engine of its own to have (SQLite) or its
+database does not answer at start, the service still starts."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from billing_common.db import create_engine
 from invoice_service.adapters.settlement_units_of_work import SettlementUnitsOfWork
 
 from .test_invoice_events import deliver, fetch, issued_invoice, received
 
-pytestmark = pytest.mark.parametrize("migrated_database_url", ["postgresql"], indirect=True)
+on_postgres = pytest.mark.parametrize("migrated_database_url", ["postgresql"], indirect=True)
 
 
 def _settlement(api: Any) -> SettlementUnitsOfWork:
@@ -23,6 +25,7 @@ def _settlement(api: Any) -> SettlementUnitsOfWork:
     return settlement
 
 
+@on_postgres
 async def test_a_payment_settles_while_the_creations_hold_every_pooled_connection(
     api_any_db: Any, make_body: Any
 ) -> None:
@@ -40,6 +43,7 @@ async def test_a_payment_settles_while_the_creations_hold_every_pooled_connectio
     assert (state["status"], state["amount_paid"]) == ("paid", "119.00")
 
 
+@on_postgres
 async def test_a_settlement_connection_postgresql_closed_is_replaced(
     api_any_db: Any, make_body: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -75,6 +79,7 @@ async def test_a_settlement_connection_postgresql_closed_is_replaced(
         assert (state["status"], state["amount_paid"]) == ("paid", "119.00")
 
 
+@on_postgres
 async def test_after_closing_a_delivery_takes_the_services_units_of_work(
     api_any_db: Any, make_body: Any
 ) -> None:
@@ -86,3 +91,23 @@ async def test_after_closing_a_delivery_takes_the_services_units_of_work(
     state = await fetch(api, invoice["id"])
     assert (state["status"], state["amount_paid"]) == ("paid", "119.00")
     assert settlement.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+
+
+async def test_on_sqlite_the_lane_takes_the_services_units_of_work(api: Any) -> None:
+    # One connection per service on SQLite (its one writer): no second engine.
+    assert api.app.state.deps.settlement_uow is None
+
+
+async def test_a_database_not_answering_at_start_leaves_the_connections_to_the_first_payment(
+    api: Any,
+) -> None:
+    fallback = api.app.state.deps.uow
+    unreachable = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    try:
+        settlement = SettlementUnitsOfWork.for_engine(unreachable, None, fallback)
+        assert settlement is not None
+        await settlement.warm()  # logged, not raised: the service starts
+        assert settlement.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+        await settlement.close()
+    finally:
+        await unreachable.dispose()
