@@ -42,7 +42,8 @@ class SettlementUnitsOfWork:
     ) -> None:
         self.engine = engine
         self._pool_size = pool_size
-        # No seller cache: applying a payment reads no seller.
+        # No seller cache of its own: a payment event reads no seller (a refund of a credit
+        # note issues nothing), and a second copy would only take memory.
         self._own = uow_factory(session_factory(engine), relay, cache_sellers=False)
         self._fallback = fallback
         self._closed = False
