@@ -23,6 +23,7 @@ from invoice_service.adapters.html import Seller
 from invoice_service.adapters.pdf import LocalDocuments, ProcessPoolRenderer, local_documents
 from invoice_service.adapters.peers import InvokerDiscountClient, InvokerTaxClient
 from invoice_service.adapters.pending_creations_repository import SqlAbandonedCreations
+from invoice_service.adapters.settlement_units_of_work import SettlementUnitsOfWork
 from invoice_service.adapters.unit_of_work import uow_factory
 from invoice_service.domain.errors import (
     ConcurrentModification,
@@ -200,11 +201,17 @@ def service_spec() -> ServiceSpec[Dependencies]:
             cache=ctx.state,
             slots=TenantRenderSlots(pdf_settings.per_tenant, pdf_settings.timeout_seconds),
         )
+        uow = uow_factory(ctx.sessions, ctx.relay)
+        settlement = SettlementUnitsOfWork.for_engine(ctx.engine, ctx.relay, uow)
+        if settlement is not None:
+            wiring.on_close(settlement.close)
+            await settlement.warm()
         return Dependencies(
-            uow=uow_factory(ctx.sessions, ctx.relay),
+            uow=uow,
             tax=InvokerTaxClient(ctx.invoker, ctx.tokens),
             discounts=InvokerDiscountClient(ctx.invoker, ctx.tokens),
             einvoices=einvoice_writer,
+            settlement_uow=settlement,
         )
 
     return ServiceSpec(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from billing_common.consumers import EventUseCase, subscribe_use_cases
 from billing_common.event_schemas import (
     DISCOUNT_APPLIED,
@@ -34,4 +36,11 @@ LANES = {
 
 
 def subscribe_all(ctx: ServiceContext, deps: Dependencies) -> None:
-    subscribe_use_cases(ctx, SUBSCRIPTIONS, deps, lanes=LANES)
+    # The lane's handlers on the lane's units of work (their own connections).
+    settlement = deps if deps.settlement_uow is None else replace(deps, uow=deps.settlement_uow)
+    subscribe_use_cases(
+        ctx, {t: u for t, u in SUBSCRIPTIONS.items() if t in LANES}, settlement, lanes=LANES
+    )
+    subscribe_use_cases(
+        ctx, {t: u for t, u in SUBSCRIPTIONS.items() if t not in LANES}, deps, lanes=LANES
+    )

@@ -24,3 +24,6 @@ class Dependencies:
     # Which e-invoice a finalized invoice can be offered with (bootstrap: the EN 16931
     # writer). None: finalized invoices are offered with their PDF only.
     einvoices: EInvoiceRequirements | None = None
+    # Units of work of the payment events' handlers (the settlement lane), on connections of
+    # their own so a settlement never waits for one an invoice creation holds. None: `uow`.
+    settlement_uow: UnitOfWorkFactory | None = None
