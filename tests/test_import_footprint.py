@@ -1,6 +1,7 @@
 """What a service's API process imports before its first request (issue 11, RSS): Alembic
-(about 13 MB with the SQLAlchemy dialects and Mako it loads), httpx with click and rich, and
-the Stripe SDK (about 11 MB) stay out of it. Each check runs in a fresh interpreter."""
+(about 13 MB with the SQLAlchemy dialects and Mako it loads), httpx with click and rich, the
+Stripe SDK (about 11 MB), and uvicorn's command line (click, watchfiles: about 1.8 MB) and
+WebSocket protocol (websockets) stay out of it. Each check runs in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -8,7 +9,18 @@ import pytest
 
 from tests.app_probes import APP_PREAMBLE, probe_app
 
-KEPT_OUT = ("alembic", "mako", "httpx", "rich", "stripe", "weasyprint")
+KEPT_OUT = (
+    "alembic",
+    "mako",
+    "httpx",
+    "rich",
+    "stripe",
+    "weasyprint",
+    "click",
+    "watchfiles",
+    "websockets",
+    "wsproto",
+)
 
 # The invoice service needs these for documents, e-invoices and seller checks only, not to
 # create an invoice: Jinja2 with MarkupSafe and babel (about 4.5 MB), schwifty, python-stdnum
@@ -39,6 +51,18 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
 )
 
+# As PROBE, and the app's server configured as the launcher's `serve` configures it (the
+# protocols uvicorn imports when it loads its config, before it listens).
+SERVED_PROBE = (
+    "import billing_launcher.__main__\n"
+    + APP_PREAMBLE
+    + """
+from billing_launcher.servers import make_server
+make_server(app, "127.0.0.1", 0).config.load()
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+)
+
 # As PROBE, and the invoice service's wiring too (what its lifespan builds before the first
 # request: the document renderers, the e-invoice writer), on a context that opens nothing.
 INVOICE_WIRED_PROBE = (
@@ -63,6 +87,13 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 @pytest.mark.parametrize("service", ["tax", "discount", "invoice", "payment"])
 def test_the_direct_runtime_app_does_not_import_what_it_does_not_use(service: str) -> None:
     loaded = set(probe_app(service, PROBE))
+    assert loaded.isdisjoint(KEPT_OUT), sorted(loaded & set(KEPT_OUT))
+
+
+@pytest.mark.parametrize("service", ["tax", "invoice"])
+def test_the_served_app_does_not_import_what_it_does_not_use(service: str) -> None:
+    loaded = set(probe_app(service, SERVED_PROBE))
+    assert "uvicorn" in loaded  # the probe did load the server
     assert loaded.isdisjoint(KEPT_OUT), sorted(loaded & set(KEPT_OUT))
 
 

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
-import uvicorn
+from billing_launcher.uvicorn_server import Config, Server
 
 T = TypeVar("T")
 
@@ -25,7 +25,7 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-class _QuietServer(uvicorn.Server):
+class _QuietServer(Server):
     """The launcher owns signal handling; each server must not install its own."""
 
     @contextlib.contextmanager
@@ -40,12 +40,12 @@ def make_server(
     *,
     workers_log: bool = False,
     graceful_shutdown_seconds: float = 10.0,
-) -> uvicorn.Server:
+) -> Server:
     """On SIGTERM the server stops accepting, lets requests in flight finish for at most
     `graceful_shutdown_seconds` (then cancels them), and only then runs the lifespan's
     shutdown (relay flush, consumers, database). Without the bound one hung request would
     keep the lifespan from ever closing before Kubernetes' SIGKILL."""
-    config = uvicorn.Config(
+    config = Config(
         app,
         host=host,
         port=port,
@@ -54,6 +54,9 @@ def make_server(
         lifespan="on",
         loop="auto",
         http="auto",
+        # No service serves WebSockets; "auto" would import the websockets package (and
+        # uvicorn's protocol for it) into every service process for nothing.
+        ws="none",
         server_header=False,
         timeout_graceful_shutdown=max(1, round(graceful_shutdown_seconds)),
     )
@@ -70,7 +73,7 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def serve_all(servers: list[uvicorn.Server], on_started: Any = None) -> None:
+async def serve_all(servers: list[Server], on_started: Any = None) -> None:
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
