@@ -77,7 +77,12 @@ from billing_common.lifecycle import Wiring
 from billing_common.runtime import select_adapters
 from invoice_service.bootstrap import service_spec
 select_adapters(settings)
-ctx = SimpleNamespace(sessions=None, relay=None, invoker=None, tokens=None, state=State())
+from sqlalchemy.ext.asyncio import create_async_engine
+# The service's engine as wired (nothing answers there: the settlement lane's warm-up logs it).
+engine = create_async_engine(settings.database_url)
+ctx = SimpleNamespace(
+    sessions=None, relay=None, invoker=None, tokens=None, state=State(), engine=engine
+)
 asyncio.run(service_spec().wire(Wiring(ctx=ctx, state=State(), _closing=AsyncExitStack())))
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
