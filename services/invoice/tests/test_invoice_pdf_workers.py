@@ -71,11 +71,13 @@ async def test_worker_pdf_is_the_same_document(api, make_body, pool_renderer):
 
 async def test_a_render_past_the_timeout_is_stopped_and_answered_503(api, make_body):
     # The time limit counts from when a worker takes the render (its start-up is not
-    # counted): a one-page render takes ~0.1 s here, the largest invoice several seconds.
-    renderer = ProcessPoolRenderer(STYLESHEET, seller=SELLER, workers=1, timeout_seconds=1.0)
+    # counted). A one-page render takes ~0.1 s idle and ~0.3 s on a loaded machine, the first
+    # in a replacement worker a little more: 4 s leaves it headroom. 1,000 lines take ~10 s
+    # idle (~0.01 s a line) and only longer under load, so this one always runs past 4 s.
+    renderer = ProcessPoolRenderer(STYLESHEET, seller=SELLER, workers=1, timeout_seconds=4.0)
     try:
         use(api, renderer)
-        big = (await api.create(large_body(make_body))).json()
+        big = (await api.create(large_body(make_body, lines=1000))).json()
         response = await _pdf(api, big["id"])
         assert response.status_code == 503, response.text
         assert response.json()["type"] == "/problems/pdf-render-timeout"
