@@ -29,6 +29,8 @@ from .test_invoice_pdf import pdf_text
 STYLESHEET = JinjaInvoiceHtml(Seller("Seller")).stylesheet
 SELLER = SellerSettings().to_seller()  # the test app's default issuer
 LONG_DESCRIPTION = "Consulting services, as agreed in the statement of work " * 3
+# The longest a line's description may be (500 characters with large_body's "NNN " prefix).
+LONGEST_DESCRIPTION = (LONG_DESCRIPTION * 3)[:496]
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +48,12 @@ def use(api: Any, renderer: Any, slots: TenantRenderSlots | None = None) -> None
     )
 
 
-def large_body(make_body: Any, lines: int = 200) -> dict[str, Any]:
+def large_body(
+    make_body: Any, lines: int = 200, description: str = LONG_DESCRIPTION
+) -> dict[str, Any]:
     body = make_body()
     line = body["lines"][0]
-    body["lines"] = [
-        dict(line, description=f"{index:03d} {LONG_DESCRIPTION}") for index in range(lines)
-    ]
+    body["lines"] = [dict(line, description=f"{index:03d} {description}") for index in range(lines)]
     return body
 
 
@@ -71,11 +73,14 @@ async def test_worker_pdf_is_the_same_document(api, make_body, pool_renderer):
 
 async def test_a_render_past_the_timeout_is_stopped_and_answered_503(api, make_body):
     # The time limit counts from when a worker takes the render (its start-up is not
-    # counted): a one-page render takes ~0.1 s here, the largest invoice several seconds.
-    renderer = ProcessPoolRenderer(STYLESHEET, seller=SELLER, workers=1, timeout_seconds=1.0)
+    # counted). Measured at load 10 on 2 cores: a one-page invoice 0.2 s (the first in a
+    # replacement worker ran past a 1 s limit there), the largest invoice the API accepts
+    # (200 lines of 500 characters) 14 s, 60 times as long. 3 s sits between the two with
+    # room both ways, loaded or idle: the large render is always stopped, the small never.
+    renderer = ProcessPoolRenderer(STYLESHEET, seller=SELLER, workers=1, timeout_seconds=3.0)
     try:
         use(api, renderer)
-        big = (await api.create(large_body(make_body))).json()
+        big = (await api.create(large_body(make_body, description=LONGEST_DESCRIPTION))).json()
         response = await _pdf(api, big["id"])
         assert response.status_code == 503, response.text
         assert response.json()["type"] == "/problems/pdf-render-timeout"

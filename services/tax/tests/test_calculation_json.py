@@ -152,7 +152,9 @@ def calculations(draw: st.DrawFn) -> TaxCalculation:
     )
 
 
-@settings(max_examples=300, deadline=None)
+# Two writers of one body compared: 100 examples reach every optional field and enum here
+# (the structure is wide, not deep); 300 made this the slowest unit test of the suite.
+@settings(max_examples=100, deadline=None)
 @given(calculations())
 def test_the_body_is_what_the_response_model_serialises(calculation: TaxCalculation) -> None:
     expected = model_response(CalculationOut.of(calculation), status_code=201).body
