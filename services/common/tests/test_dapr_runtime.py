@@ -492,6 +492,22 @@ async def test_invocation_through_the_sidecar(
         await invoker.close()
 
 
+def test_the_sidecar_address_is_read_once_per_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's settings read the environment on every access; the invoker reads the sidecar's
+    address at its first call to a peer and keeps it, since the sidecar does not move."""
+    monkeypatch.delenv("DAPR_HTTP_ENDPOINT", raising=False)
+    monkeypatch.setenv("DAPR_HTTP_PORT", "3511")
+    invoker = DaprServiceInvoker(token="t")
+    assert invoker.url("tax", "/v1/tax/calculations") == (
+        "http://127.0.0.1:3511/v1.0/invoke/tax/method/v1/tax/calculations"
+    )
+    monkeypatch.setenv("DAPR_HTTP_PORT", "3999")
+    assert invoker.url("tax", "v1/tax/calculations?reference=a%2Fb") == (
+        "http://127.0.0.1:3511/v1.0/invoke/tax/method/v1/tax/calculations?reference=a%2Fb"
+    )
+    assert invoker.url("disc ount", "/x") == "http://127.0.0.1:3999/v1.0/invoke/disc%20ount/method/x"
+
+
 async def test_invocation_without_a_sidecar_is_peer_unavailable() -> None:
     invoker = DaprServiceInvoker(sidecar_url=f"http://127.0.0.1:{free_port()}/v1.0")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import time
 from collections import Counter
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from billing_common.adapters.circuit_breaker import CircuitBreaker
@@ -73,6 +74,15 @@ class Peer:
         @app.post("/unprocessable")
         async def unprocessable() -> JSONResponse:
             return JSONResponse({}, status_code=422)
+
+        @app.get("/gzipped")
+        async def gzipped() -> Response:
+            # Our peers do not compress today; one that starts to must still be understood.
+            return Response(
+                gzip.compress(b'{"amount": "12.30"}'),
+                media_type="application/json",
+                headers={"content-encoding": "gzip"},
+            )
 
         @app.get("/headers")
         async def headers(request: Request) -> dict[str, str]:
@@ -207,6 +217,16 @@ async def test_trace_context_and_caller_headers_travel_with_the_call(peer) -> No
     assert seen["traceparent"] != traceparent  # same trace, a new span for this hop
     assert seen["x-request-id"] == "req-42"
     assert seen["authorization"] == "Bearer t0k"
+
+
+async def test_a_compressed_answer_is_decompressed(peer) -> None:
+    _, url = peer
+    invoker = invoker_for(url)
+    try:
+        response = await invoker.invoke("tax", "GET", "/gzipped")
+    finally:
+        await invoker.close()
+    assert (response.status_code, response.body) == (200, {"amount": "12.30"})
 
 
 async def test_back_off_grows_exponentially_with_jitter() -> None:
