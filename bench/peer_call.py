@@ -2,12 +2,13 @@
 project's invoker to a peer served by uvicorn in another process, the caller's CPU per call
 from time.process_time (the peer's CPU is not counted: it runs in its own process).
 
-python -m bench.peer_call [--calls 3000] [--rounds 5] [--invoker http|dapr] [--loop uvloop]
-    [--src TREE]
+python -m bench.peer_call [--calls 1000] [--rounds 10] [--invoker http|dapr] [--loop uvloop]
+    [--against TREE]
 
---src TREE imports billing_common from TREE/services/common instead of this tree, so main and
-a branch can be measured alternately with one copy of this script (e.g. a `git archive` of
-main unpacked in /tmp). The machine is shared: compare alternating runs, not single ones.
+--against TREE also loads TREE's invoker modules (services/common/.../adapters: the breaker,
+http_semantics, the two invokers; e.g. a `git archive` of main unpacked in /tmp) and runs
+both in one process, taking turns round by round on one peer: the machine is shared, and
+round-by-round differences survive a neighbour's load far better than separate runs.
 The Dapr invoker is measured against the same peer standing in for the sidecar (its
 `/v1.0/invoke/<app>/method/<path>` route), which is what the invoker's client costs."""
 
@@ -15,12 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -123,52 +128,84 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def measure(invoker_kind: str, port: int, calls: int, rounds: int) -> list[float]:
-    headers = {"authorization": "Bearer " + "t" * 180}  # about a signed service token
-    invoker: Any
-    if invoker_kind == "http":
-        from billing_common.adapters.http_invoker import HttpServiceInvoker
+ADAPTERS = ("circuit_breaker", "http_semantics", "http_invoker", "dapr_invoker")
 
-        invoker = HttpServiceInvoker({"tax": f"http://127.0.0.1:{port}"})
-    else:
-        from billing_common.adapters.dapr_invoker import DaprServiceInvoker
 
-        # The sidecar's address from the environment, as the services' composition root has it.
-        os.environ["DAPR_HTTP_PORT"] = str(port)
-        invoker = DaprServiceInvoker(token="t")
-    per_call: list[float] = []
+def load_adapters(tree: str | None) -> dict[str, ModuleType]:
+    """The invoker modules of this tree, or of TREE's services/common loaded beside them (each
+    importing TREE's versions of the others; ports, tracing etc. are this tree's), so both
+    can run in one process, round for round, on one peer."""
+    modules = {name: importlib.import_module(f"billing_common.adapters.{name}") for name in ADAPTERS}
+    if tree is None:
+        return modules
+    folder = os.path.join(tree, "services", "common", "billing_common", "adapters")
+    loaded: dict[str, ModuleType] = {}
     try:
-        for _ in range(200):  # warm-up: pool connected, caches filled
-            await invoker.invoke("tax", "POST", "/v1/tax/calculations", json=TAX_REQUEST)
-        for _ in range(rounds):
-            started = time.process_time()
-            for _ in range(calls):
-                response = await invoker.invoke(
-                    "tax", "POST", "/v1/tax/calculations", json=TAX_REQUEST, headers=headers
-                )
-            per_call.append((time.process_time() - started) / calls * 1e6)
-            assert response.status_code == 200 and response.body["id"].startswith("calc-")
+        for name in ADAPTERS:
+            qualified = f"billing_common.adapters.{name}"
+            spec = importlib.util.spec_from_file_location(
+                qualified, os.path.join(folder, f"{name}.py")
+            )
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[qualified] = module  # what the next ones import
+            spec.loader.exec_module(module)
+            loaded[name] = module
     finally:
-        await invoker.close()
+        for name, module in modules.items():
+            sys.modules[f"billing_common.adapters.{name}"] = module
+    return loaded
+
+
+def make_invoker(modules: dict[str, ModuleType], kind: str, port: int) -> Any:
+    if kind == "http":
+        return modules["http_invoker"].HttpServiceInvoker({"tax": f"http://127.0.0.1:{port}"})
+    # The sidecar's address from the environment, as the services' composition root has it.
+    os.environ["DAPR_HTTP_PORT"] = str(port)
+    return modules["dapr_invoker"].DaprServiceInvoker(token="t")
+
+
+async def measure(invokers: dict[str, Any], calls: int, rounds: int) -> dict[str, list[float]]:
+    """Rounds of `calls` sequential calls, the invokers taking turns round by round, so a
+    neighbour's load on the shared machine falls on both alike."""
+    headers = {"authorization": "Bearer " + "t" * 180}  # about a signed service token
+    per_call: dict[str, list[float]] = {label: [] for label in invokers}
+    try:
+        for invoker in invokers.values():
+            for _ in range(200):  # warm-up: pool connected, caches filled
+                await invoker.invoke("tax", "POST", "/v1/tax/calculations", json=TAX_REQUEST)
+        for round_number in range(rounds):
+            turns = list(invokers.items())
+            if round_number % 2:  # who goes first alternates too: the first of a round pays more
+                turns.reverse()
+            for label, invoker in turns:
+                started = time.process_time()
+                for _ in range(calls):
+                    response = await invoker.invoke(
+                        "tax", "POST", "/v1/tax/calculations", json=TAX_REQUEST, headers=headers
+                    )
+                per_call[label].append((time.process_time() - started) / calls * 1e6)
+                assert response.status_code == 200 and response.body["id"].startswith("calc-")
+    finally:
+        for invoker in invokers.values():
+            await invoker.close()
     return per_call
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--invoker", choices=["http", "dapr"], default="http")
     parser.add_argument(
         "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the services run uvloop"
     )
-    parser.add_argument("--src", help="tree whose services/common to import billing_common from")
+    parser.add_argument("--against", help="a tree whose invoker modules to compare with")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
         return
-    if args.src:
-        sys.path.insert(0, os.path.join(args.src, "services", "common"))
     port = free_port()
     peer = subprocess.Popen([sys.executable, "-m", "bench.peer_call", "--serve", str(port)])
     try:
@@ -181,23 +218,35 @@ def main() -> None:
                 if time.monotonic() > deadline or peer.poll() is not None:
                     raise SystemExit("the peer did not start") from None
                 time.sleep(0.05)
+        invokers = {"this tree": make_invoker(load_adapters(None), args.invoker, port)}
+        if args.against:
+            invokers[args.against] = make_invoker(
+                load_adapters(args.against), args.invoker, port
+            )
+        run: Callable[[Coroutine[Any, Any, dict[str, list[float]]]], dict[str, list[float]]]
         run = asyncio.run
         if args.loop == "uvloop":
             import uvloop
 
             run = uvloop.run
-        per_call = run(measure(args.invoker, port, args.calls, args.rounds))
+        per_call = run(measure(invokers, args.calls, args.rounds))
     finally:
         peer.terminate()
         peer.wait(timeout=10)
-    import billing_common
-
-    print(
-        f"{args.invoker} invoker on {args.loop} from {os.path.dirname(billing_common.__file__)}: "
-        f"client CPU per call median {statistics.median(per_call):.0f} us, "
-        f"min {min(per_call):.0f}, rounds "
-        + " ".join(f"{value:.0f}" for value in per_call)
-    )
+    print(f"{args.invoker} invoker on {args.loop}, client CPU per call (us):")
+    for label, values in per_call.items():
+        print(
+            f"  {label}: median {statistics.median(values):.0f}, min {min(values):.0f}, "
+            "rounds " + " ".join(f"{value:.0f}" for value in values)
+        )
+    if args.against:
+        ours, theirs = per_call.values()
+        differences = [a - b for a, b in zip(ours, theirs, strict=True)]
+        print(
+            f"  this tree - {args.against}, round by round: median "
+            f"{statistics.median(differences):+.0f} us, "
+            + " ".join(f"{value:+.0f}" for value in differences)
+        )
 
 
 if __name__ == "__main__":
