@@ -135,7 +135,9 @@ def load_adapters(tree: str | None) -> dict[str, ModuleType]:
     """The invoker modules of this tree, or of TREE's services/common loaded beside them (each
     importing TREE's versions of the others; ports, tracing etc. are this tree's), so both
     can run in one process, round for round, on one peer."""
-    modules = {name: importlib.import_module(f"billing_common.adapters.{name}") for name in ADAPTERS}
+    modules = {
+        name: importlib.import_module(f"billing_common.adapters.{name}") for name in ADAPTERS
+    }
     if tree is None:
         return modules
     folder = os.path.join(tree, "services", "common", "billing_common", "adapters")
@@ -220,9 +222,7 @@ def main() -> None:
                 time.sleep(0.05)
         invokers = {"this tree": make_invoker(load_adapters(None), args.invoker, port)}
         if args.against:
-            invokers[args.against] = make_invoker(
-                load_adapters(args.against), args.invoker, port
-            )
+            invokers[args.against] = make_invoker(load_adapters(args.against), args.invoker, port)
         run: Callable[[Coroutine[Any, Any, dict[str, list[float]]]], dict[str, list[float]]]
         run = asyncio.run
         if args.loop == "uvloop":

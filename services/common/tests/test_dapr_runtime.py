@@ -505,7 +505,9 @@ def test_the_sidecar_address_is_read_once_per_peer(monkeypatch: pytest.MonkeyPat
     assert invoker.url("tax", "v1/tax/calculations?reference=a%2Fb") == (
         "http://127.0.0.1:3511/v1.0/invoke/tax/method/v1/tax/calculations?reference=a%2Fb"
     )
-    assert invoker.url("disc ount", "/x") == "http://127.0.0.1:3999/v1.0/invoke/disc%20ount/method/x"
+    assert (
+        invoker.url("disc ount", "/x") == "http://127.0.0.1:3999/v1.0/invoke/disc%20ount/method/x"
+    )
 
 
 async def test_invocation_without_a_sidecar_is_peer_unavailable() -> None:

@@ -78,6 +78,11 @@ class PooledHttpClient:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
 
+    # Measured with bench.peer_call (aiohttp 3.14, uvloop, ~145 us of aiohttp per call):
+    # a pre-built yarl.URL, skip_auto_headers, auto_decompress=False, a BytesPayload, a
+    # CIMultiDict of headers, release() instead of the context manager and use_dns_cache
+    # each moved the caller's CPU by less than the ~10 us noise, so none is set; the cost
+    # is spread over aiohttp's request/response machinery, not in any one switch.
     def _current(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
@@ -87,6 +92,8 @@ class PooledHttpClient:
                 timeout=self._timeout,
                 # our own JSON with orjson; no cookies between services
                 cookie_jar=aiohttp.DummyCookieJar(),
+                # Our peers do not compress, and this costs nothing when they do not; kept so
+                # that one that starts to is still understood.
                 auto_decompress=True,
             )
         return self._session
