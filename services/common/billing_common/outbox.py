@@ -365,7 +365,13 @@ class OutboxRelay:
                     return  # later rows of this aggregate wait: its events keep their order
                 published.append(row_id)
 
-        await asyncio.gather(*(publish_chain(chain) for chain in chains.values()))
+        if len(chains) == 1:
+            # One aggregate (a wake-up's usual batch: the one event just committed): awaited
+            # here, not in a task of gather's, whose start waits a turn of the event loop
+            # behind every request callback ready then (on the event's way to the broker).
+            await publish_chain(next(iter(chains.values())))
+        else:
+            await asyncio.gather(*(publish_chain(chain) for chain in chains.values()))
         return published, failures
 
     async def pending_count(self) -> int:

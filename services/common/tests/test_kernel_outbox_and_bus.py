@@ -78,6 +78,36 @@ async def test_relay_publishes_promptly_after_commit(engine) -> None:  # type: i
     assert bus.published[0].subject == "inv_fast"
 
 
+async def test_relay_publishes_one_aggregate_in_its_own_task(engine) -> None:  # type: ignore[no-untyped-def]
+    # A task for the batch's one chain would start a turn of the event loop later, behind
+    # every callback ready then: time on each event's way to the broker. Several aggregates
+    # still go out concurrently, one task each.
+    tasks: list[asyncio.Task[object] | None] = []
+
+    class TaskNotingBus(RecordingBus):
+        async def publish(self, event: CloudEvent) -> None:
+            tasks.append(asyncio.current_task())
+            await super().publish(event)
+
+    bus = TaskNotingBus()
+    relay = OutboxRelay(engine, bus, poll_seconds=60)
+    sessions = session_factory(engine)
+    async with SqlUnitOfWork(sessions, relay) as uow:
+        uow.emit(invoice_created("invoice:a"), aggregate="invoice:a")
+        await uow.commit()
+    assert await relay.publish_pending() == 1
+    assert tasks == [asyncio.current_task()]
+
+    tasks.clear()
+    for aggregate in ("invoice:a", "invoice:b"):
+        async with SqlUnitOfWork(sessions, relay) as uow:
+            uow.emit(invoice_created(aggregate), aggregate=aggregate)
+            await uow.commit()
+    assert await relay.publish_pending() == 2
+    assert len(set(tasks)) == 2 and asyncio.current_task() not in tasks
+    assert [e.subject for e in bus.published] == ["invoice:a", "invoice:a", "invoice:b"]
+
+
 async def test_inbox_claims_an_event_once_per_consumer(engine) -> None:  # type: ignore[no-untyped-def]
     sessions = session_factory(engine)
     event = invoice_created("inv_1")
