@@ -13,6 +13,7 @@ and use cases may speak them too).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -30,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
-from billing_common.money import check_currency, format_amount, to_decimal
+from billing_common.money import MAX_AMOUNT, check_currency, format_amount, to_decimal
 
 # --- decimal strings --------------------------------------------------------------------
 # The pattern a client reads in the schema is the one the service checks: a decimal string
@@ -55,13 +56,17 @@ def fraction_pattern(places: int, *, zero: bool) -> str:
 class DecimalText:
     """`Annotated[Decimal, DecimalText(pattern, example)]`: a Decimal read from (and written
     as) a JSON string matching `pattern`, which the schema publishes. With `integers`, a JSON
-    integer (exact) is accepted too and published as the alternative."""
+    integer (exact) is accepted too and published as the alternative.
+
+    `pattern` admits only ASCII digits with at most one point (as AMOUNT_PATTERN and
+    fraction_pattern do): `reader` relies on it to skip `parse`'s checks for such text."""
 
     pattern: str
     example: str
     integers: bool = False
 
     def parse(self, value: Any) -> Decimal:
+        """Any value to a Decimal, or ValueError: what the schema validates with, in full."""
         if isinstance(value, Decimal):
             return to_decimal(value)
         # bool is an int subclass; true is not a quantity.
@@ -76,11 +81,33 @@ class DecimalText:
             raise ValueError(f"{value!r} is not a decimal string matching {self.pattern}")
         return to_decimal(value)
 
+    def reader(self) -> Callable[[Any], Decimal]:
+        """`parse` with a shortcut for what nearly every request holds, a str matching the
+        pattern within MAX_AMOUNT: a request carries many amounts, and `parse` costs ~3x the
+        shortcut (the re module's cache lookup, to_decimal's type checks and second regex,
+        which such text passes by the pattern's contract). Anything else takes `parse`, so
+        what is accepted, the Decimal given and every error are `parse`'s."""
+        fullmatch = re.compile(self.pattern).fullmatch
+        parse = self.parse
+
+        def read(value: Any) -> Decimal:
+            # `is str`, the cheapest test: a str subclass takes parse, which reads it alike.
+            if value.__class__ is str and fullmatch(value) is not None:
+                amount = Decimal(value)  # digits and one point: exact, finite, unsigned
+                if amount <= MAX_AMOUNT:
+                    return amount
+            return parse(value)
+
+        return read
+
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
+        # A plain validator, not pydantic-core's str_schema(pattern=...): that one would take
+        # the model's str_strip_whitespace (" 1.00 " accepted) and give its own errors, where
+        # problem bodies carry parse's messages.
         return core_schema.no_info_plain_validator_function(
-            self.parse,
+            self.reader(),
             serialization=core_schema.plain_serializer_function_ser_schema(
                 format_amount, return_schema=core_schema.str_schema()
             ),

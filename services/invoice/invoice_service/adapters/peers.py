@@ -7,17 +7,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, ValidationError
-from pydantic_core import core_schema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from billing_common.auth import TokenService
-from billing_common.money import MAX_AMOUNT, format_amount
+from billing_common.money import format_amount
 from billing_common.ports import InvocationResponse, ServiceInvoker
 from billing_common.service_tokens import ServiceTokenCache
-from billing_common.wire import AMOUNT_PATTERN
+from billing_common.wire import DecimalString
 from invoice_service.domain.errors import PeerContractViolation, PeerRejected
 from invoice_service.domain.model import (
     AppliedDiscount,
@@ -37,31 +36,6 @@ SERVICE_TOKEN_TTL_SECONDS = 300
 CLIENT_FIXABLE = frozenset({409, 422})
 
 
-def _peer_amount(text: str) -> Decimal:
-    amount = Decimal(text)  # the pattern leaves digits and one point: exact, finite, unsigned
-    if amount > MAX_AMOUNT:
-        raise ValueError(f"amount {text} exceeds the maximum of {MAX_AMOUNT}")
-    return amount
-
-
-class _PeerAmountText:
-    """What `billing_common.wire.DecimalString` accepts and gives (a test holds them equal),
-    checked by pydantic-core's own pattern instead of a Python validator per field: a tax
-    answer has ~15 amounts, and DecimalString's Python check was ~10 us each, ~2 % of the
-    invoice service's CPU per invoice."""
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.no_info_after_validator_function(
-            _peer_amount, core_schema.str_schema(pattern=AMOUNT_PATTERN, strict=True)
-        )
-
-
-PeerAmount = Annotated[Decimal, _PeerAmountText]
-
-
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -69,16 +43,16 @@ class _Body(BaseModel):
 class _TaxOut(_Body):
     rule_id: str | None = None
     name: str
-    rate: PeerAmount
-    amount: PeerAmount
+    rate: DecimalString
+    amount: DecimalString
     compound: bool = False
 
 
 class _TaxLineOut(_Body):
     id: str
-    net: PeerAmount
-    tax: PeerAmount
-    gross: PeerAmount
+    net: DecimalString
+    tax: DecimalString
+    gross: DecimalString
     exemption: str | None = None
     taxes: list[_TaxOut] = Field(default_factory=list)
     vat_category: str | None = Field(default=None, max_length=8)
@@ -88,9 +62,9 @@ class _TaxLineOut(_Body):
 
 class _BreakdownOut(_Body):
     vat_category: str = Field(max_length=8)
-    rate: PeerAmount
-    taxable_amount: PeerAmount
-    tax_amount: PeerAmount
+    rate: DecimalString
+    taxable_amount: DecimalString
+    tax_amount: DecimalString
     exemption_reason: str | None = None
     exemption_reason_code: str | None = Field(default=None, max_length=32)
 
@@ -106,7 +80,7 @@ class _AppliedOut(_Body):
     kind: str
     code: str | None = None
     name: str
-    amount: PeerAmount
+    amount: DecimalString
 
 
 class _RejectedOut(_Body):
@@ -116,7 +90,7 @@ class _RejectedOut(_Body):
 
 class _DiscountOut(_Body):
     id: str | None = None
-    total_discount: PeerAmount
+    total_discount: DecimalString
     applied: list[_AppliedOut] = Field(default_factory=list)
     rejected: list[_RejectedOut] = Field(default_factory=list)
 
