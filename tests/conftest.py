@@ -41,6 +41,13 @@ class Platform:
             await self.embedded.bus.wait_idle()
 
 
+@pytest.fixture(autouse=True)
+def one_pdf_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One PDF worker process, not the default two: no test here is about the pool's size,
+    and each worker spawned costs a fresh interpreter importing the renderer."""
+    monkeypatch.setenv("INVOICE_PDF_WORKERS", "1")
+
+
 @pytest.fixture
 async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
     embedded = EmbeddedPlatform()

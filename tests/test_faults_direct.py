@@ -76,8 +76,14 @@ class Direct:
         finally:
             await conn.close()
 
+    async def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop a service without blocking this event loop: the broker proxy runs on it, and
+        a stopping service closes its AMQP connections through it. Waited for in this loop,
+        the close stalled until the stop's timeout and its SIGKILL (~15 s a stop)."""
+        await asyncio.to_thread(self.platform.stop, name, sig)
+
     async def restart(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
-        self.platform.stop(name, sig)
+        await self.stop(name, sig)
         self.platform.start(name)
         await self.platform.wait_ready(name)
 
@@ -101,7 +107,8 @@ async def direct(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Dire
         await platform.wait_ready()
         yield Direct(platform, proxy, broker_url, {n: url for n, (_, url) in databases.items()})
     finally:
-        platform.stop_all()
+        # In a thread: the services close their AMQP connections through the proxy on this loop.
+        await asyncio.to_thread(platform.stop_all)
         await proxy.stop()
         await asyncio.to_thread(delete_rabbitmq_vhost, vhost)
         for name, _url in databases.values():
@@ -181,7 +188,7 @@ async def test_consumer_killed_mid_stream_applies_each_event_once(d: Direct) -> 
     # events stream in, then restarted. Redelivered events must not count twice.
     payments = [pay(d.clients["payment"], d.headers, invoice_id, "1.00") for _ in range(10)]
     first = await asyncio.gather(*payments[:5])
-    d.platform.stop("invoice", signal.SIGKILL)
+    await d.stop("invoice", signal.SIGKILL)
     rest = await asyncio.gather(*payments[5:])
     assert all(r.status_code == 201 for r in [*first, *rest])
     d.platform.start("invoice")
@@ -231,7 +238,7 @@ async def test_poison_event_is_dead_lettered_and_the_consumer_keeps_serving(d: D
 
 async def test_peer_down_gives_503_and_nothing_half_written(d: Direct) -> None:
     before = await d.count_rows("invoice", "invoice_invoices")
-    d.platform.stop("tax")
+    await d.stop("tax")
     idem = key()
     answer = await d.clients["invoice"].post(
         "/v1/invoices",
@@ -286,13 +293,13 @@ async def test_concurrent_finalizations_and_payments(d: Direct) -> None:
 
 
 async def test_service_restarted_mid_flow_resumes_from_outbox_and_queue(d: Direct) -> None:
-    d.platform.stop("payment")
+    await d.stop("payment")
     invoice = await _issued(d)  # finalized.v1 waits in the payment service's queue
     d.platform.start("payment")
     await d.platform.wait_ready("payment")
     await wait_payable(d.clients["payment"], d.headers, str(invoice["id"]), timeout=30)
 
-    d.platform.stop("invoice")  # payment.received waits in the invoice service's queue
+    await d.stop("invoice")  # payment.received waits in the invoice service's queue
     assert (await pay(d.clients["payment"], d.headers, str(invoice["id"]), None)).status_code == 201
     d.platform.start("invoice")
     await d.platform.wait_ready("invoice")

@@ -176,10 +176,16 @@ async def restarted(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[R
     pg = PrivatePostgres()
     rabbit = PrivateRabbitMq(workdir)
     try:
-        pg.init()
         rabbit.init()
-        # RabbitMQ's boot dominates (Erlang start-up): bring both up at once.
-        await asyncio.gather(asyncio.to_thread(pg.start), asyncio.to_thread(rabbit.start))
+
+        def init_and_start_postgres() -> None:
+            pg.init()
+            pg.start()
+
+        # RabbitMQ's boot dominates (Erlang start-up): initdb and both starts at once.
+        await asyncio.gather(
+            asyncio.to_thread(init_and_start_postgres), asyncio.to_thread(rabbit.start)
+        )
         admin = await asyncpg.connect(pg.admin_url)
         try:
             for name in SERVICES:
