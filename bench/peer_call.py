@@ -30,6 +30,8 @@ from typing import Any
 
 import orjson
 
+from billing_launcher.processes import free_port
+
 # A tax calculation's request and answer as the invoice service sends and gets them: two lines.
 TAX_REQUEST: dict[str, Any] = {
     "currency": "EUR",
@@ -120,12 +122,6 @@ def serve(port: int) -> None:
     import uvicorn
 
     uvicorn.run(peer_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 ADAPTERS = ("circuit_breaker", "http_semantics", "http_invoker", "dapr_invoker")
