@@ -25,7 +25,10 @@ def enable_sql_probe(counts_dir: Path) -> None:
 
 
 def _sessions() -> dict[int, tuple[int, float]]:
-    """pid -> (session id, user+system CPU seconds) of every process we can read."""
+    """pid -> (session id, CPU seconds) of every process we can read: its own user+system
+    time and that of its children it has waited for. A child that ended (a PDF worker, a
+    migration) is then still counted, in its parent's figure: summed over a session's live
+    processes, the CPU never goes back between two snapshots."""
     found: dict[int, tuple[int, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -33,7 +36,8 @@ def _sessions() -> dict[int, tuple[int, float]]:
         with contextlib.suppress(OSError, ValueError, IndexError):
             # Fields after the command name, which may itself hold spaces and parentheses.
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            found[int(entry.name)] = (int(fields[3]), (int(fields[11]) + int(fields[12])) / _TICK)
+            ticks = sum(int(field) for field in fields[11:15])  # utime stime cutime cstime
+            found[int(entry.name)] = (int(fields[3]), ticks / _TICK)
     return found
 
 
@@ -65,10 +69,14 @@ class CostMeter:
     def __init__(self, platform: Platform, counts_dir: Path) -> None:
         self._sessions = {server.pid: name for name, server in platform.servers.items()}
         self._counts_dir = counts_dir
+        # Every process ever seen in a service's session: its SQL counts file outlives it,
+        # and its last counts stay the service's (they were subtracted from the snapshot
+        # before; dropping them made a difference negative, "-0" transactions in the table).
+        self._owner: dict[int, str] = {}
 
     def snapshot(self) -> dict[str, Cost]:
         cpu = dict.fromkeys(self._sessions.values(), 0.0)
-        owner: dict[int, str] = {}
+        owner = self._owner
         for pid, (session, seconds) in _sessions().items():
             if (name := self._sessions.get(session)) is not None:
                 cpu[name] += seconds
@@ -78,7 +86,7 @@ class CostMeter:
         for path in self._counts_dir.glob("*.sqlcounts"):
             name = owner.get(int(path.stem))
             if name is None:
-                continue  # a process that has ended: its last counts are not in the CPU either
+                continue  # not a process of the services under test (or never seen alive)
             with contextlib.suppress(OSError, struct.error):
                 done, begun = _COUNTS.unpack(path.read_bytes()[: _COUNTS.size])
                 statements[name] += done
@@ -99,5 +107,5 @@ def total(costs: dict[str, Cost]) -> Cost:
 
 
 def session_cpu_seconds(session: int) -> float:
-    """CPU seconds of one server process and its children (its session)."""
+    """CPU seconds of one server process and its children (its session), ended ones too."""
     return sum(seconds for sid, seconds in _sessions().values() if sid == session)

@@ -122,3 +122,62 @@ async def test_wrk_script_sends_a_fresh_key_per_request(server: _Server, wrk_pat
     assert load.errors == 0
     assert len(server.keys) >= load.requests
     assert len(set(server.keys)) == len(server.keys)
+
+
+def test_cost_meter_keeps_what_an_ended_child_spent(tmp_path: Path) -> None:
+    """A process of a service's session that ends between two snapshots (a PDF worker, a
+    migration) keeps its CPU and its SQL counts in the service's cost: the difference of two
+    snapshots is never negative (it was, "-0" transactions in the printed table)."""
+    import subprocess
+    import time
+    from types import SimpleNamespace
+
+    from bench.costs import CostMeter
+
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    done = tmp_path / "child-done"
+    # The session's leader starts a child that counts 5 statements and 1 transaction the way
+    # the SQL probe does, burns CPU, waits to be seen, and ends; the leader reaps it and stays.
+    child = (
+        "import os, struct, sys, time\n"
+        f"open(os.path.join({str(counts)!r}, f'{{os.getpid()}}.sqlcounts'), 'wb')"
+        ".write(struct.pack('<QQ', 5, 1))\n"
+        "x = 0\n"
+        "for i in range(4_000_000): x += i\n"
+        "sys.stdout.write('burnt\\n'); sys.stdout.flush()\n"
+        "sys.stdin.readline()\n"
+    )
+    leader = (
+        "import subprocess, sys, time\n"
+        f"subprocess.run([sys.executable, '-c', {child!r}])\n"
+        f"open({str(done)!r}, 'w').close()\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", leader],
+        start_new_session=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        platform = SimpleNamespace(servers={"svc": SimpleNamespace(pid=proc.pid)})
+        meter = CostMeter(platform, counts)  # type: ignore[arg-type]
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline() == "burnt\n"
+        while_alive = meter.snapshot()["svc"]
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while not done.exists():
+            assert time.monotonic() < deadline, "the child did not end"
+            time.sleep(0.01)
+        after = meter.snapshot()["svc"]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert while_alive.statements == 5 and while_alive.transactions == 1
+    assert after.statements == 5 and after.transactions == 1
+    assert while_alive.cpu_seconds > 0.05
+    assert after.cpu_seconds >= while_alive.cpu_seconds
