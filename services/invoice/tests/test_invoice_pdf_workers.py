@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters import pdf as pdf_adapter
+from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer, local_documents
 from invoice_service.bootstrap import SellerSettings
 from invoice_service.domain.errors import PdfRenderBusy
