@@ -210,4 +210,3 @@ def render_pdf(html: str, count: int) -> tuple[list[float], int]:
     finally:
         renderer.close()
     return samples, pages
-    return samples, pages

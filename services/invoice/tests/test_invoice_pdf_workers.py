@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from invoice_service.adapters import pdf as pdf_adapter
 from invoice_service.adapters.html import JinjaInvoiceHtml, Seller
 from invoice_service.adapters.pdf import ProcessPoolRenderer, WeasyPrintRenderer, local_documents
 from invoice_service.bootstrap import SellerSettings
@@ -124,6 +126,13 @@ async def test_one_tenant_waits_for_its_own_slot():
             pass
     async with slots.hold("acme"):  # released
         pass
+
+
+def test_only_the_workers_collect_garbage_less_often(pool_renderer):
+    pool_renderer.render("<p>started</p>")
+    in_worker = pool_renderer._get_pool().schedule(gc.get_threshold).result(timeout=60)
+    assert in_worker == pdf_adapter._WORKER_GC_THRESHOLDS
+    assert gc.get_threshold() != pdf_adapter._WORKER_GC_THRESHOLDS  # the API's are left alone
 
 
 def test_the_calling_process_never_loads_weasyprint(tmp_path):
