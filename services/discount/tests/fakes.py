@@ -354,6 +354,12 @@ class FakeUnitOfWork:
     def emit(self, event: CloudEvent, *, aggregate: str) -> None:
         self._outbox.append((event, aggregate))
 
+    async def add_redemption(
+        self, redemption: Redemption, coupons: Sequence[Coupon]
+    ) -> tuple[Coupon, RejectReason] | None:
+        await self.redemptions.add(redemption)
+        return await self.coupons.try_count_uses(coupons, redemption.customer_id)
+
     async def commit(self) -> None:
         await self._store.hook("commit")
         result = self._tx.view()  # raises, storing nothing, if an operation no longer holds

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import text
 
 from billing_common.runtime import EmbeddedPlatform
-from discount_service.adapters.coupons_repository import SqlCouponRepository
+from discount_service.adapters.unit_of_work import DiscountUnitOfWork
 from discount_service.bootstrap import create_app
-from discount_service.domain.model import Coupon, RejectReason
+from discount_service.domain.model import Coupon, Redemption, RejectReason
 
 from .conftest import Api
 
@@ -84,10 +84,10 @@ async def test_the_use_taken_between_evaluation_and_counter_update(
     api = postgres_api
     await create_last(api)
     engine = api.app.state.ctx.engine
-    original = SqlCouponRepository.try_count_uses
+    original = DiscountUnitOfWork.add_redemption
 
     async def another_redemption_commits_first(
-        self: SqlCouponRepository, coupons: Sequence[Coupon], customer_id: str
+        self: DiscountUnitOfWork, redemption: Redemption, coupons: Sequence[Coupon]
     ) -> tuple[Coupon, RejectReason] | None:
         # A concurrent redemption takes the last use and commits, after this one evaluated
         # the coupon as still available.
@@ -97,7 +97,8 @@ async def test_the_use_taken_between_evaluation_and_counter_update(
                     text("UPDATE discount_coupons SET redeemed_count = 1 WHERE id = :id"),
                     {"id": coupon.id},
                 )
-        return await original(self, coupons, customer_id)
+        return await original(self, redemption, coupons)
 
-    monkeypatch.setattr(SqlCouponRepository, "try_count_uses", another_redemption_commits_first)
+    # The redemption's claim and its counter update (one statement on PostgreSQL) come next.
+    monkeypatch.setattr(DiscountUnitOfWork, "add_redemption", another_redemption_commits_first)
     assert_exhausted(await redeem(api, "c-1", "raced"))

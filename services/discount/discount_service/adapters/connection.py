@@ -41,6 +41,15 @@ class Drivers(Protocol):
         outbox rows taken with it: the unit of work is to be given up), None where writes
         go through the session."""
 
+    async def insert_unless_taken_counting(
+        self,
+        rows: Sequence[tuple[str, Mapping[str, Any]]],
+        unique: Sequence[str],
+        use: tuple[str, str, str, int | None],
+    ) -> tuple[bool, bool, bool] | None:
+        """`insert_unless_taken`, and only if the first row was written, one use of a
+        coupon counted in the same statement (HotConnection's)."""
+
 
 class HotConnection:
     """Implements Drivers for one unit of work (see the module's docstring)."""
@@ -112,6 +121,31 @@ class HotConnection:
         args = (value for _, values in rows for value in values.values())
         return bool(await driver.fetchval(sql, *args))
 
+    async def insert_unless_taken_counting(
+        self,
+        rows: Sequence[tuple[str, Mapping[str, Any]]],
+        unique: Sequence[str],
+        use: tuple[str, str, str, int | None],
+    ) -> tuple[bool, bool, bool] | None:
+        """`insert_unless_taken`, and in the same statement, only if the first row was
+        written, one use of a coupon counted: `use` is (tenant, coupon id, customer id, the
+        customer's limit or None), counted as SqlCouponRepository.try_count_uses counts one
+        coupon. (written, counted overall, counted for the customer); None where writes go
+        through the session."""
+        driver = await self.writes()
+        if driver is None:
+            return None
+        if self.held:
+            rows = [*rows, *self._take_outbox()]
+        shape = tuple((table, tuple(values)) for table, values in rows)
+        key = (shape, tuple(unique))
+        sql = _COUNTING_SQL.get(key)
+        if sql is None:
+            sql = _COUNTING_SQL.setdefault(key, _inserts_counting_sql(*key))
+        args = [value for _, values in rows for value in values.values()]
+        found = await driver.fetchrow(sql, *args, *use)
+        return bool(found[0]), bool(found[1]), bool(found[2])
+
     async def commit(self) -> None:
         """Write the outbox rows not yet written, commit, and keep the connection for the
         rest of the unit of work (returned at its end)."""
@@ -170,9 +204,52 @@ _INSERTS_UNLESS_TAKEN_SQL: dict[
 ] = {}
 
 
+_COUNTING_SQL: dict[tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]], str] = {}
+
+
 def _inserts_unless_taken_sql(
     shape: tuple[tuple[str, tuple[str, ...]], ...], unique: tuple[str, ...]
 ) -> str:
+    ctes, _ = _claim_ctes(shape, unique)
+    # PostgreSQL runs every data-modifying CTE to completion, whether or not it is read.
+    return f"WITH {', '.join(ctes)} SELECT count(*) FROM claimed"  # noqa: S608
+
+
+def _inserts_counting_sql(
+    shape: tuple[tuple[str, tuple[str, ...]], ...], unique: tuple[str, ...]
+) -> str:
+    """The claim's CTEs, then the coupon's counters (SqlCouponRepository's one-coupon
+    count) moved only if the claim wrote its row: reading `claimed` orders them after it,
+    so the redemption row takes its key before any counter row is locked, as before."""
+    ctes, last = _claim_ctes(shape, unique)
+    tenant, coupon, customer, limit = (f"${last + i}" for i in range(1, 5))
+    # Only parameter numbers are formatted in; values are parameters.
+    ctes.append(
+        "counted AS (UPDATE discount_coupons SET redeemed_count = redeemed_count + 1"  # noqa: S608
+        f" WHERE tenant_id = {tenant} AND id = {coupon}"
+        " AND (max_redemptions IS NULL OR redeemed_count < max_redemptions)"
+        " AND EXISTS (SELECT FROM claimed) RETURNING tenant_id, id)"
+    )
+    ctes.append(
+        "customer AS (INSERT INTO discount_coupon_usage"  # noqa: S608
+        " (tenant_id, coupon_id, customer_id, redeemed_count)"
+        f" SELECT tenant_id, id, {customer}::varchar, 1 FROM counted"
+        " ON CONFLICT (tenant_id, coupon_id, customer_id) DO UPDATE"
+        " SET redeemed_count = discount_coupon_usage.redeemed_count + 1"
+        f" WHERE {limit}::integer IS NULL"
+        f" OR discount_coupon_usage.redeemed_count < {limit}::integer"
+        " RETURNING redeemed_count)"
+    )
+    return (
+        f"WITH {', '.join(ctes)} SELECT (SELECT count(*) FROM claimed),"  # noqa: S608
+        " EXISTS (SELECT FROM counted), EXISTS (SELECT FROM customer)"
+    )
+
+
+def _claim_ctes(
+    shape: tuple[tuple[str, tuple[str, ...]], ...], unique: tuple[str, ...]
+) -> tuple[list[str], int]:
+    """The CTEs of the claim and of the rows written with it; the last parameter number."""
     position = 0
 
     def params(count: int) -> str:
@@ -187,5 +264,4 @@ def _inserts_unless_taken_sql(
     for i, (other, other_columns) in enumerate(others):
         insert = f"INSERT INTO {other} ({', '.join(other_columns)})"
         ctes.append(f"w{i} AS ({insert} SELECT {params(len(other_columns))} FROM claimed)")  # noqa: S608
-    # PostgreSQL runs every data-modifying CTE to completion, whether or not it is read.
-    return f"WITH {', '.join(ctes)} SELECT count(*) FROM claimed"  # noqa: S608
+    return ctes, position

@@ -19,6 +19,7 @@ from discount_service.adapters.connection import Drivers
 from discount_service.adapters.orm import RedemptionLineRow, RedemptionRow
 from discount_service.domain.model import (
     AppliedDiscount,
+    Coupon,
     DiscountKind,
     DiscountResult,
     Redemption,
@@ -91,6 +92,25 @@ class SqlRedemptionRepository:
             raise IdempotencyKeyTaken(redemption.idempotency_key) from exc
         if lines:
             await connection.execute(insert(_LINES), [values for _, values in lines])
+
+    async def add_counting(
+        self, redemption: Redemption, coupon: Coupon
+    ) -> tuple[bool, bool] | None:
+        """`add`, and one use of `coupon` counted for the redemption's customer as
+        SqlCouponRepository.try_count_uses counts it, in ONE statement on PostgreSQL's hot
+        connection: whether the use counted overall and for the customer; None (nothing
+        done) elsewhere. IdempotencyKeyTaken, nothing written or counted, if the key is
+        taken."""
+        use = (self._tenant, coupon.id, redemption.customer_id, coupon.max_redemptions_per_customer)
+        found = await self._drivers.insert_unless_taken_counting(
+            self._rows(redemption), _KEY_COLUMNS, use
+        )
+        if found is None:
+            return None
+        written, counted, customer_counted = found
+        if not written:
+            raise IdempotencyKeyTaken(redemption.idempotency_key)
+        return counted, customer_counted
 
     def _rows(self, redemption: Redemption) -> list[tuple[str, dict[str, Any]]]:
         result = redemption.result

@@ -3,7 +3,7 @@ UniqueViolation) building this service's tenant-scoped repositories."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -17,6 +17,7 @@ from discount_service.adapters.coupons_repository import SqlCouponRepository
 from discount_service.adapters.policies_repository import SqlPolicyRepository
 from discount_service.adapters.redemptions_repository import SqlRedemptionRepository
 from discount_service.adapters.settings_repository import SqlStackingSettingsRepository
+from discount_service.domain.model import Coupon, Redemption, RejectReason
 from discount_service.service_layer.ports import (
     CouponRepository,
     PolicyRepository,
@@ -69,7 +70,7 @@ class DiscountUnitOfWork(TenantUnitOfWork):
         self.coupons = SqlCouponRepository(session, self.tenant, config, hot)
         self.policies = SqlPolicyRepository(session, self.tenant, config, hot)
         self.settings = SqlStackingSettingsRepository(session, self.tenant, config, hot)
-        self.redemptions = SqlRedemptionRepository(session, self.tenant, hot)
+        self.redemptions = self._redemptions = SqlRedemptionRepository(session, self.tenant, hot)
 
     @property
     def session(self) -> AsyncSession:
@@ -87,6 +88,22 @@ class DiscountUnitOfWork(TenantUnitOfWork):
             await self._hot.close(exc)
         finally:
             await super().__aexit__(exc_type, exc, tb)
+
+    async def add_redemption(
+        self, redemption: Redemption, coupons: Sequence[Coupon]
+    ) -> tuple[Coupon, RejectReason] | None:
+        if len(coupons) == 1:  # most redemptions: one statement on PostgreSQL
+            [coupon] = coupons
+            counted = await self._redemptions.add_counting(redemption, coupon)
+            if counted is not None:
+                overall, for_customer = counted
+                if not overall:
+                    return coupon, RejectReason.EXHAUSTED
+                if not for_customer:
+                    return coupon, RejectReason.CUSTOMER_LIMIT_REACHED
+                return None
+        await self.redemptions.add(redemption)
+        return await self.coupons.try_count_uses(coupons, redemption.customer_id)
 
     async def commit(self) -> None:
         if not self._hot.held:

@@ -208,6 +208,13 @@ class UnitOfWork(Protocol):
 
     def emit(self, event: CloudEvent, *, aggregate: str) -> None: ...
 
+    async def add_redemption(
+        self, redemption: Redemption, coupons: Sequence[Coupon]
+    ) -> tuple[Coupon, RejectReason] | None:
+        """`redemptions.add(redemption)` (IdempotencyKeyTaken if its key is taken, nothing
+        counted), then `coupons.try_count_uses(coupons, redemption.customer_id)` and its
+        answer; where the database allows, both in one statement."""
+
     async def commit(self) -> None: ...
 
 

@@ -99,19 +99,19 @@ async def redeem(
                 ),
                 aggregate=f"redemption:{redemption.id}",
             )
-            try:
-                await uow.redemptions.add(redemption)
-            except IdempotencyKeyTaken:
-                continue  # a concurrent request with this key committed first: replay it
             applied = sorted(
                 (coupons[normalize_code(code)] for code in result.applied_coupon_codes()),
                 key=lambda coupon: coupon.id,  # one lock order for every transaction
             )
+            # The redemption claims its key first; then each applied coupon's use counts.
             # A use taken by a concurrent redemption between the evaluation and the counter
             # update is the same situation the evaluation reports when that redemption
             # committed first: the same problem (422 coupon-not-applicable, same reason),
             # whichever of the two paths a database's concurrency control takes.
-            refused = await uow.coupons.try_count_uses(applied, request.customer_id)
+            try:
+                refused = await uow.add_redemption(redemption, applied)
+            except IdempotencyKeyTaken:
+                continue  # a concurrent request with this key committed first: replay it
             if refused is not None:
                 coupon, reason = refused
                 raise CouponNotApplicable(coupon.code, reason.value)
