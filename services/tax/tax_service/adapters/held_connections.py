@@ -20,7 +20,6 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from billing_common.db import PostgresDriver, pooled_driver, raw_checkout
 
-
 # The pool's connections never held: a session (a rules read on a cache miss, the other
 # routes) and the outbox relay each find one without waiting for the held ones.
 KEPT_FOR_THE_POOL = 2
