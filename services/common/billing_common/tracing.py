@@ -46,8 +46,11 @@ def bind(traceparent: str | None, request_id: str | None = None) -> None:
     """Set the trace context for the current task (a request or an event delivery)."""
     trace_id = parse_trace_id(traceparent)
     if trace_id is None:
-        trace_id = secrets.token_hex(16)
-        traceparent = new_traceparent(trace_id)
+        # A new trace: its id and its first span's from one draw of the system's random
+        # source (new_traceparent's two draws, in one call).
+        ids = secrets.token_hex(24)
+        trace_id = ids[:32]
+        traceparent = f"00-{trace_id}-{ids[32:]}-01"
     _traceparent.set(traceparent)
     _trace_id.set(trace_id)
     _request_id.set(request_id)

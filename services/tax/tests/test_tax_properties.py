@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing_common.money import Money, quantum
-from tax_service.domain.calculator import calculate
+from tax_service.domain.calculator import calculate, exclusive_group_taxes
 from tax_service.domain.model import (
     CalculationRequest,
     Customer,
@@ -324,3 +324,48 @@ def test_a_breakdown_of_one_line_each_rounds_as_per_line_did(
     for new, old in zip(per_breakdown, per_line, strict=True):
         assert new.gross == old.gross if mode is PriceMode.INCLUSIVE else new.net == old.net
         assert abs(new.tax.amount - old.tax.amount) <= (step if mode is PriceMode.INCLUSIVE else 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    currency=st.sampled_from(CURRENCIES),
+    net=st.decimals(min_value=Decimal(0), max_value=Decimal("1000000"), places=3),
+    taxes=st.lists(st.tuples(rates, st.booleans()), min_size=1, max_size=3),
+)
+def test_a_one_line_group_gets_what_the_split_gives_it(
+    currency: str, net: Decimal, taxes: list[tuple[Decimal, bool]]
+) -> None:
+    """exclusive_group_taxes skips the split for a group of one line: each of its taxes is
+    the group's rounded tax, exactly what splitting it over the one exact share gave."""
+    line_net = Money(net, currency).rounded()
+    rules = [
+        TaxRule(
+            id=f"r{i}",
+            jurisdiction=Jurisdiction("DE"),
+            category="standard",
+            name=f"t{i}",
+            rate=rate,
+            valid_from=None,
+            compound=compound,
+        )
+        for i, (rate, compound) in enumerate(taxes)
+    ]
+    with localcontext() as ctx:
+        ctx.prec = 50
+        expected: list[Money] = []
+        charged = Decimal(0)
+        total = sum((line_net.amount,), Decimal(0))
+        for rule in rules:
+            exact = (total + charged if rule.compound else total) * rule.rate
+            tax = Money(exact, currency).rounded(ROUND_HALF_UP)
+            share = (
+                line_net.amount * rule.rate
+                if not rule.compound
+                else (exact * line_net.amount / total if total else Decimal(0))
+            )
+            expected.extend(tax.split_exact([share]))
+            charged += tax.amount
+        [found] = exclusive_group_taxes([line_net], rules)
+    assert [(m.amount, m.amount.as_tuple()) for m in found] == [
+        (m.amount, m.amount.as_tuple()) for m in expected
+    ]

@@ -213,6 +213,12 @@ def exclusive_group_taxes(nets: Sequence[Money], rules: Sequence[TaxRule]) -> li
         base = total_net + charged if rule.compound else total_net
         exact = base * rule.rate
         tax = Money(exact, currency).rounded(ROUND_HALF_UP)
+        charged += tax.amount
+        if len(nets) == 1:
+            # A group of one line: its one share is the group's exact tax (the same
+            # product, or exact * net / net), so the split would give it `tax` itself.
+            columns.append([tax])
+            continue
         if not rule.compound:
             shares = [net.amount * rule.rate for net in nets]
         elif total_net:
@@ -220,7 +226,6 @@ def exclusive_group_taxes(nets: Sequence[Money], rules: Sequence[TaxRule]) -> li
         else:
             shares = [Decimal(0) for _ in nets]
         columns.append(_split(tax, shares))
-        charged += tax.amount
     return [list(row) for row in zip(*columns, strict=True)]
 
 
