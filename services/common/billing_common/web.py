@@ -435,23 +435,6 @@ class _ServiceApp(FastAPI):
     RequestContextMiddleware, the innermost user middleware. The rest is as FastAPI builds
     it: the 500 handler outermost, the exception handlers inside the user middleware."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """An HTTP request straight to the middleware stack: what FastAPI's `__call__` and
-        Starlette's do for it with the telemetry off (the root path, the app in the scope,
-        the stack built once), in one coroutine frame rather than two, which every await of
-        the request resumes through. The lifespan, and an app whose native telemetry is
-        on, take FastAPI's way."""
-        if scope["type"] != "http" or self._native_telemetry.enabled():
-            await super().__call__(scope, receive, send)
-            return
-        if self.root_path:
-            scope["root_path"] = self.root_path
-        scope["app"] = self
-        stack = self.middleware_stack
-        if stack is None:
-            stack = self.middleware_stack = self.build_middleware_stack()
-        await stack(scope, receive, send)
-
     def build_middleware_stack(self) -> ASGIApp:
         error_handler = None
         exception_handlers: dict[Any, Any] = {}
