@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from billing_common.tracing import current_traceparent
@@ -76,6 +77,27 @@ class CloudEvent(BaseModel):
                 f"{self.type} {self.id} does not match {schema.__name__}: "
                 f"{exc.error_count()} error(s)"
             ) from exc
+
+
+def stored_envelope(raw: str | bytes) -> tuple[str, str, datetime, str | None]:
+    """(id, type, time, traceparent) of an envelope as `CloudEvent.to_json` wrote it, read
+    without building the envelope: what a bus puts beside the body it sends as it is (the
+    outbox relay's publish). ValueError if those fields are not there as an envelope has
+    them."""
+    fields = pydantic_core.from_json(raw)
+    if not isinstance(fields, dict):
+        raise ValueError("a CloudEvent is a JSON object")
+    event_id, event_type = fields.get("id"), fields.get("type")
+    if not (isinstance(event_id, str) and event_id and isinstance(event_type, str) and event_type):
+        raise ValueError("a CloudEvent has a non-empty id and type")
+    time = fields.get("time")
+    traceparent = fields.get("traceparent")
+    return (
+        event_id,
+        event_type,
+        datetime.now(UTC) if time is None else datetime.fromisoformat(time),
+        traceparent if isinstance(traceparent, str) and traceparent else None,
+    )
 
 
 _SCHEMAS: dict[str, type[BaseModel]] = {}

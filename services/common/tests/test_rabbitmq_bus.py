@@ -161,6 +161,58 @@ async def test_messages_are_persistent_and_wait_for_a_consumer_started_later(
     await eventually(lambda: handler.ids() == [event.id])
 
 
+async def test_a_stored_payload_goes_out_as_the_same_message_as_its_event(
+    make_bus, amqp_url
+) -> None:
+    """The outbox relay publishes the payload it stored, not a re-serialised envelope: the
+    message is the one `publish(event)` sends, byte for byte and property for property."""
+    first = make_bus()
+    first.subscribe("invoice", INVOICE_CREATED, Recorder())
+    await first.start()
+    await first.stop()
+    publisher = make_bus()
+    event = invoice_created("inv-stored")
+    await publisher.publish(event)
+    await publisher.publish_stored(event.to_json().decode())
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        # What the bus sent before it built the properties itself: aio-pika's Message.
+        exchange = await channel.get_exchange("billing.events")
+        await exchange.publish(
+            aio_pika.Message(
+                body=event.to_json(),
+                content_type=CONTENT_TYPE,
+                delivery_mode=DeliveryMode.PERSISTENT,
+                message_id=event.id,
+                timestamp=event.time,
+                type=event.type,
+                headers={"traceparent": event.traceparent},
+            ),
+            routing_key=INVOICE_CREATED,
+        )
+        queue = await channel.declare_queue("billing.events.invoice", passive=True)
+        sent, stored, before = [await queue.get(no_ack=True) for _ in range(3)]
+    assert stored.body == sent.body == before.body == event.to_json()
+    assert stored.headers == sent.headers == {"traceparent": event.traceparent}
+    for message in (sent, stored):
+        assert message.delivery_mode == DeliveryMode.PERSISTENT
+        assert message.content_type == CONTENT_TYPE
+        assert message.message_id == event.id
+        assert message.type == INVOICE_CREATED
+        assert message.routing_key == INVOICE_CREATED
+        assert message.priority == 0
+        assert message.timestamp == event.time.replace(microsecond=0)
+    assert stored.properties.marshal() == sent.properties.marshal() == before.properties.marshal()
+
+
+async def test_a_stored_payload_that_is_no_envelope_is_refused(make_bus) -> None:
+    bus = make_bus()
+    for payload in ("not json", "[]", '{"type": "x"}', '{"id": "", "type": "x"}'):
+        with pytest.raises(ValueError):
+            await bus.publish_stored(payload)
+
+
 async def test_transient_failures_are_retried_until_the_handler_succeeds(
     make_bus, amqp_url, eventually
 ) -> None:
