@@ -363,6 +363,13 @@ async def measure(profile: Profile, resources: Resources, workdir: Path) -> Repo
     return report
 
 
+def _count(per_invoice: float) -> str:
+    """A per-invoice count to one decimal. The idle background subtracted from it is
+    sampled over a few seconds, so a service whose periodic work (a sweeper's transaction)
+    fell into that window comes out a hair below zero: shown as 0.0, not "-0"."""
+    return f"{max(per_invoice, 0.0) if per_invoice > -0.05 else per_invoice:.1f}"
+
+
 def cost_figures(report: Report) -> list[Figure]:
     """What one invoice costs the servers: CPU beside the INSERT floor's CPU per answer,
     and SQL statements / transactions (BEGIN and COMMIT not counted as statements)."""
@@ -372,7 +379,8 @@ def cost_figures(report: Report) -> list[Figure]:
     whole = total(costs)
     cpu_parts = ", ".join(f"{name} {cost.cpu_seconds * 1000:.1f}" for name, cost in costs.items())
     sql_parts = ", ".join(
-        f"{name} {cost.statements:.0f}/{cost.transactions:.0f}" for name, cost in costs.items()
+        f"{name} {_count(cost.statements)}/{_count(cost.transactions)}"
+        for name, cost in costs.items()
     )
     return [
         Figure(

@@ -181,3 +181,11 @@ def test_cost_meter_keeps_what_an_ended_child_spent(tmp_path: Path) -> None:
     assert after.statements == 5 and after.transactions == 1
     assert while_alive.cpu_seconds > 0.05
     assert after.cpu_seconds >= while_alive.cpu_seconds
+
+
+def test_per_invoice_counts_print_noise_below_zero_as_zero() -> None:
+    from bench.run import _count
+
+    assert _count(5.64) == "5.6"
+    assert _count(-0.004) == "0.0"  # the idle background's sampling noise, not "-0"
+    assert _count(-0.3) == "-0.3"  # a real negative is a harness bug: shown as it is
