@@ -107,18 +107,12 @@ class HotConnection:
     async def insert_unless_taken(
         self, rows: Sequence[tuple[str, Mapping[str, Any]]], unique: Sequence[str]
     ) -> bool | None:
-        driver = await self.writes()
-        if driver is None:
+        statement = await self._claim(
+            rows, unique, _INSERTS_UNLESS_TAKEN_SQL, _inserts_unless_taken_sql
+        )
+        if statement is None:
             return None
-        if self.held:
-            # The outbox row rides with the change: one round trip less per redemption.
-            rows = [*rows, *self._take_outbox()]
-        shape = tuple((table, tuple(values)) for table, values in rows)
-        key = (shape, tuple(unique))
-        sql = _INSERTS_UNLESS_TAKEN_SQL.get(key)
-        if sql is None:
-            sql = _INSERTS_UNLESS_TAKEN_SQL.setdefault(key, _inserts_unless_taken_sql(*key))
-        args = (value for _, values in rows for value in values.values())
+        driver, sql, args = statement
         return bool(await driver.fetchval(sql, *args))
 
     async def insert_unless_taken_counting(
@@ -132,19 +126,33 @@ class HotConnection:
         customer's limit or None), counted as SqlCouponRepository.try_count_uses counts one
         coupon. (written, counted overall, counted for the customer); None where writes go
         through the session."""
+        statement = await self._claim(rows, unique, _COUNTING_SQL, _inserts_counting_sql)
+        if statement is None:
+            return None
+        driver, sql, args = statement
+        found = await driver.fetchrow(sql, *args, *use)
+        return bool(found[0]), bool(found[1]), bool(found[2])
+
+    async def _claim(
+        self,
+        rows: Sequence[tuple[str, Mapping[str, Any]]],
+        unique: Sequence[str],
+        cache: dict[_ClaimKey, str],
+        build: Callable[[_ClaimShape, tuple[str, ...]], str],
+    ) -> tuple[PostgresDriver, str, list[Any]] | None:
+        """The driver, SQL (built once per shape into `cache`) and arguments of a claim of
+        `rows`; None where writes go through the session."""
         driver = await self.writes()
         if driver is None:
             return None
         if self.held:
+            # The outbox row rides with the change: one round trip less per redemption.
             rows = [*rows, *self._take_outbox()]
-        shape = tuple((table, tuple(values)) for table, values in rows)
-        key = (shape, tuple(unique))
-        sql = _COUNTING_SQL.get(key)
+        key = (tuple((table, tuple(values)) for table, values in rows), tuple(unique))
+        sql = cache.get(key)
         if sql is None:
-            sql = _COUNTING_SQL.setdefault(key, _inserts_counting_sql(*key))
-        args = [value for _, values in rows for value in values.values()]
-        found = await driver.fetchrow(sql, *args, *use)
-        return bool(found[0]), bool(found[1]), bool(found[2])
+            sql = cache.setdefault(key, build(*key))
+        return driver, sql, [value for _, values in rows for value in values.values()]
 
     async def commit(self) -> None:
         """Write the outbox rows not yet written, commit, and keep the connection for the
@@ -199,25 +207,19 @@ def _in_transaction(pooled: PoolProxiedConnection) -> bool:
 
 # The SQL of each shape of `insert_unless_taken` (tables and columns from code, never from
 # input); a handful per process.
-_INSERTS_UNLESS_TAKEN_SQL: dict[
-    tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]], str
-] = {}
+_ClaimShape = tuple[tuple[str, tuple[str, ...]], ...]  # (table, columns) of each row
+_ClaimKey = tuple[_ClaimShape, tuple[str, ...]]  # and the unique columns
+_INSERTS_UNLESS_TAKEN_SQL: dict[_ClaimKey, str] = {}
+_COUNTING_SQL: dict[_ClaimKey, str] = {}
 
 
-_COUNTING_SQL: dict[tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]], str] = {}
-
-
-def _inserts_unless_taken_sql(
-    shape: tuple[tuple[str, tuple[str, ...]], ...], unique: tuple[str, ...]
-) -> str:
+def _inserts_unless_taken_sql(shape: _ClaimShape, unique: tuple[str, ...]) -> str:
     ctes, _ = _claim_ctes(shape, unique)
     # PostgreSQL runs every data-modifying CTE to completion, whether or not it is read.
     return f"WITH {', '.join(ctes)} SELECT count(*) FROM claimed"  # noqa: S608
 
 
-def _inserts_counting_sql(
-    shape: tuple[tuple[str, tuple[str, ...]], ...], unique: tuple[str, ...]
-) -> str:
+def _inserts_counting_sql(shape: _ClaimShape, unique: tuple[str, ...]) -> str:
     """The claim's CTEs, then the coupon's counters (SqlCouponRepository's one-coupon
     count) moved only if the claim wrote its row: reading `claimed` orders them after it,
     so the redemption row takes its key before any counter row is locked, as before."""
