@@ -18,6 +18,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing_common.db import PostgresDriver, postgres_driver, raw_checkout
+from discount_service.adapters.coupon_use_sql import COUNTED_COLUMNS, count_use_ctes
 
 
 class Drivers(Protocol):
@@ -225,27 +226,8 @@ def _inserts_counting_sql(shape: _ClaimShape, unique: tuple[str, ...]) -> str:
     so the redemption row takes its key before any counter row is locked, as before."""
     ctes, last = _claim_ctes(shape, unique)
     tenant, coupon, customer, limit = (f"${last + i}" for i in range(1, 5))
-    # Only parameter numbers are formatted in; values are parameters.
-    ctes.append(
-        "counted AS (UPDATE discount_coupons SET redeemed_count = redeemed_count + 1"  # noqa: S608
-        f" WHERE tenant_id = {tenant} AND id = {coupon}"
-        " AND (max_redemptions IS NULL OR redeemed_count < max_redemptions)"
-        " AND EXISTS (SELECT FROM claimed) RETURNING tenant_id, id)"
-    )
-    ctes.append(
-        "customer AS (INSERT INTO discount_coupon_usage"  # noqa: S608
-        " (tenant_id, coupon_id, customer_id, redeemed_count)"
-        f" SELECT tenant_id, id, {customer}::varchar, 1 FROM counted"
-        " ON CONFLICT (tenant_id, coupon_id, customer_id) DO UPDATE"
-        " SET redeemed_count = discount_coupon_usage.redeemed_count + 1"
-        f" WHERE {limit}::integer IS NULL"
-        f" OR discount_coupon_usage.redeemed_count < {limit}::integer"
-        " RETURNING redeemed_count)"
-    )
-    return (
-        f"WITH {', '.join(ctes)} SELECT (SELECT count(*) FROM claimed),"  # noqa: S608
-        " EXISTS (SELECT FROM counted), EXISTS (SELECT FROM customer)"
-    )
+    ctes += count_use_ctes(tenant, coupon, customer, limit, only_if="EXISTS (SELECT FROM claimed)")
+    return f"WITH {', '.join(ctes)} SELECT (SELECT count(*) FROM claimed), {COUNTED_COLUMNS}"  # noqa: S608
 
 
 def _claim_ctes(

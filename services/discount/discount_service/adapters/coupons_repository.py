@@ -18,6 +18,7 @@ from billing_common.money import Money
 from billing_common.outbox import utcnow
 from billing_common.uniqueness import UniqueViolation
 from discount_service.adapters.config_cache import TenantConfig
+from discount_service.adapters.coupon_use_sql import COUNTED_COLUMNS, count_use_ctes, use_refused
 from discount_service.adapters.orm import CouponRow, CouponUsageRow
 from discount_service.adapters.tenant_repository import TenantRepository
 from discount_service.domain.errors import DuplicateCouponCode
@@ -153,20 +154,7 @@ _COUNT_CUSTOMER_SQL = (
 # Both counters of one coupon in one statement (the per-customer one only if the overall one
 # counted), in the same order and with the same row locks as the two statements above.
 _COUNT_USE_SQL = (
-    "WITH counted AS ("
-    "UPDATE discount_coupons SET redeemed_count = redeemed_count + 1"
-    " WHERE tenant_id = $1 AND id = $2"
-    " AND (max_redemptions IS NULL OR redeemed_count < max_redemptions)"
-    " RETURNING tenant_id, id),"
-    " customer AS ("
-    "INSERT INTO discount_coupon_usage (tenant_id, coupon_id, customer_id, redeemed_count)"
-    " SELECT tenant_id, id, $3::varchar, 1 FROM counted"
-    " ON CONFLICT (tenant_id, coupon_id, customer_id) DO UPDATE"
-    " SET redeemed_count = discount_coupon_usage.redeemed_count + 1"
-    " WHERE $4::integer IS NULL OR discount_coupon_usage.redeemed_count < $4::integer"
-    " RETURNING redeemed_count)"
-    " SELECT EXISTS (SELECT FROM counted) AS counted,"
-    " EXISTS (SELECT FROM customer) AS customer_counted"
+    f"WITH {', '.join(count_use_ctes('$1', '$2', '$3', '$4'))} SELECT {COUNTED_COLUMNS}"
 )
 _UNCOUNT_SQL = (
     "UPDATE discount_coupons SET redeemed_count = redeemed_count - 1"
@@ -422,11 +410,7 @@ class SqlCouponRepository(TenantRepository):
                     customer_id,
                     coupon.max_redemptions_per_customer,
                 )
-                if not row["counted"]:
-                    return coupon, RejectReason.EXHAUSTED
-                if not row["customer_counted"]:
-                    return coupon, RejectReason.CUSTOMER_LIMIT_REACHED
-                return None
+                return use_refused(coupon, row[0], row[1])
         for coupon in coupons:
             if not await self.try_count_redemption(coupon.id):
                 return coupon, RejectReason.EXHAUSTED

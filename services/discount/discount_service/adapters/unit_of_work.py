@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from billing_common.outbox import OutboxMessage, OutboxRelay, TenantUnitOfWork
 from discount_service.adapters.config_cache import ConfigCache, ConfigView
 from discount_service.adapters.connection import HotConnection
+from discount_service.adapters.coupon_use_sql import use_refused
 from discount_service.adapters.coupons_repository import SqlCouponRepository
 from discount_service.adapters.policies_repository import SqlPolicyRepository
 from discount_service.adapters.redemptions_repository import SqlRedemptionRepository
@@ -96,12 +97,7 @@ class DiscountUnitOfWork(TenantUnitOfWork):
             [coupon] = coupons
             counted = await self._redemptions.add_counting(redemption, coupon)
             if counted is not None:
-                overall, for_customer = counted
-                if not overall:
-                    return coupon, RejectReason.EXHAUSTED
-                if not for_customer:
-                    return coupon, RejectReason.CUSTOMER_LIMIT_REACHED
-                return None
+                return use_refused(coupon, *counted)
         await self.redemptions.add(redemption)
         return await self.coupons.try_count_uses(coupons, redemption.customer_id)
 
