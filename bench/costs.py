@@ -70,8 +70,8 @@ class CostMeter:
         self._sessions = {server.pid: name for name, server in platform.servers.items()}
         self._counts_dir = counts_dir
         # Every process ever seen in a service's session: its SQL counts file outlives it,
-        # and its last counts stay the service's (they were subtracted from the snapshot
-        # before; dropping them made a difference negative, "-0" transactions in the table).
+        # and its last counts stay the service's (dropping them once it ended made the
+        # difference to an earlier snapshot, which had them, negative).
         self._owner: dict[int, str] = {}
 
     def snapshot(self) -> dict[str, Cost]:
