@@ -127,14 +127,20 @@ async def test_each_consumer_gets_its_own_copy_of_what_it_subscribed(make_bus, e
     assert tax.calls == []
 
 
-async def test_messages_are_persistent_and_wait_for_a_consumer_started_later(
-    make_bus, amqp_url, eventually
-) -> None:
-    # The consumer's first run declares its durable queue, then it goes away.
+async def _declare_the_invoice_queue(make_bus) -> None:
+    """A consumer's run that declares the invoice's durable queue and goes away, so that
+    what is published next waits in the queue to be read."""
     first = make_bus()
     first.subscribe("invoice", INVOICE_CREATED, Recorder())
     await first.start()
     await first.stop()
+
+
+async def test_messages_are_persistent_and_wait_for_a_consumer_started_later(
+    make_bus, amqp_url, eventually
+) -> None:
+    # The consumer's first run declares its durable queue, then it goes away.
+    await _declare_the_invoice_queue(make_bus)
 
     publisher = make_bus()
     event = invoice_created("inv-3")
@@ -166,10 +172,7 @@ async def test_a_stored_payload_goes_out_as_the_same_message_as_its_event(
 ) -> None:
     """The outbox relay publishes the payload it stored, not a re-serialised envelope: the
     message is the one `publish(event)` sends, byte for byte and property for property."""
-    first = make_bus()
-    first.subscribe("invoice", INVOICE_CREATED, Recorder())
-    await first.start()
-    await first.stop()
+    await _declare_the_invoice_queue(make_bus)
     publisher = make_bus()
     event = invoice_created("inv-stored")
     await publisher.publish(event)
