@@ -15,7 +15,11 @@ _trace_id: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
 
 def new_traceparent(trace_id: str | None = None) -> str:
-    return f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    if trace_id:
+        return f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    # A new trace: its id and its first span's from one draw of the random source.
+    ids = secrets.token_hex(24)
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def parse_trace_id(traceparent: str | None) -> str | None:
@@ -46,11 +50,8 @@ def bind(traceparent: str | None, request_id: str | None = None) -> None:
     """Set the trace context for the current task (a request or an event delivery)."""
     trace_id = parse_trace_id(traceparent)
     if trace_id is None:
-        # A new trace: its id and its first span's from one draw of the system's random
-        # source (new_traceparent's two draws, in one call).
-        ids = secrets.token_hex(24)
-        trace_id = ids[:32]
-        traceparent = f"00-{trace_id}-{ids[32:]}-01"
+        traceparent = new_traceparent()
+        trace_id = traceparent[3:35]
     _traceparent.set(traceparent)
     _trace_id.set(trace_id)
     _request_id.set(request_id)
